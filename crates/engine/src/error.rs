@@ -1,0 +1,52 @@
+//! The engine's typed errors. Each says what was wrong with the request or the log; the HTTP
+//! faces map them to status codes.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EngineError {
+    #[error("stream not found")]
+    NotFound,
+    #[error("stream was deleted and is retained only for its forks")]
+    Gone,
+
+    // create
+    #[error("stream already exists with a different configuration: {0}")]
+    ConfigMismatch(&'static str),
+    #[error("fork source not found")]
+    ForkSourceNotFound,
+    #[error("fork source was deleted")]
+    ForkSourceGone,
+    #[error("content type {given} does not match the fork source's {source_type}")]
+    ForkContentTypeMismatch { given: String, source_type: String },
+    #[error("fork offset {offset} is beyond the source's tail {tail}")]
+    ForkOffsetBeyondTail { offset: u64, tail: u64 },
+    #[error("fork sub-offset {sub} is past the record at the fork offset ({available} available)")]
+    ForkSubOffsetOvershoot { sub: u64, available: u64 },
+
+    // append
+    #[error("stream is closed")]
+    Closed { next: u64 },
+    #[error("content type does not match the stream's {expected}")]
+    ContentTypeMismatch { expected: String },
+    #[error("Stream-Seq {given:?} is not greater than the last one {last:?}")]
+    SeqRegression { given: String, last: String },
+    #[error("producer epoch is stale; the current epoch is {current}")]
+    StaleEpoch { current: u64 },
+    #[error("a new producer epoch must start at seq 0")]
+    EpochSeqNotZero,
+    #[error("producer sequence gap: expected {expected}, received {received}")]
+    SeqGap { expected: u64, received: u64 },
+    #[error("append would make the stream {size} bytes, above the limit of {limit}")]
+    StreamFull { size: u64, limit: u64 },
+    #[error("server memory limit of {limit} bytes reached")]
+    MemoryFull { limit: u64 },
+    #[error("an append needs data unless it closes the stream")]
+    EmptyAppend,
+
+    // read
+    #[error("offset {offset} is beyond the stream's tail {tail}")]
+    OffsetBeyondTail { offset: u64, tail: u64 },
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,163 @@
+//! The engine's request and result types. They speak of logs, records and byte positions; the
+//! HTTP faces translate them to and from their protocols.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// How a log's payload bytes divide into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// An opaque byte stream: a record is one message of its bytes.
+    Bytes,
+    /// JSON messages, each stored as its JSON text followed by `,`. A range of whole messages
+    /// becomes a JSON array by wrapping it in `[` and `]` and dropping the final comma.
+    JsonMessages,
+}
+
+/// When a log expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// A sliding idle window: the log expires `secs` after its last read or write.
+    Ttl { secs: u64 },
+    /// An absolute deadline. `text` is the deadline as the client wrote it, kept to echo back.
+    At { unix_ms: i64, text: String },
+}
+
+/// Stored payload of one append: the bytes in the form they are served, and how many messages
+/// they hold (see [`Framing`]).
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    pub data: Bytes,
+    pub messages: u32,
+}
+
+impl Payload {
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// Fork parameters of a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkSpec {
+    /// Name of the source log.
+    pub source: String,
+    /// Divergence position; `None` means the source's tail at creation.
+    pub offset: Option<u64>,
+    /// Bytes (byte framing) or messages (JSON framing) of the record that starts at the
+    /// divergence position, inherited past it.
+    pub sub: u64,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    /// The content type as given, with its framing. `None` is allowed for forks only: the
+    /// fork inherits its source's.
+    pub content_type: Option<(String, Framing)>,
+    pub expiry: Option<Expiry>,
+    /// Create the log already closed, with `initial` as its whole content.
+    pub closed: bool,
+    pub initial: Payload,
+    pub fork: Option<ForkSpec>,
+}
+
+/// An idempotent producer's claim on an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerClaim {
+    pub id: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// What to append.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    /// The request's content type; compared with the log's when the payload is not empty.
+    pub content_type: Option<String>,
+    pub payload: Payload,
+    /// Writer sequence, compared bytewise; must be strictly increasing per log.
+    pub stream_seq: Option<String>,
+    pub producer: Option<ProducerClaim>,
+    /// Close the log after this append (or without one, when the payload is empty).
+    pub close: bool,
+}
+
+/// How an append was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendStatus {
+    /// New data (or a close) was committed.
+    Written,
+    /// A producer retry of something already committed; nothing changed.
+    Duplicate,
+    /// A close-only request on a log that was already closed; nothing changed.
+    AlreadyClosed,
+}
+
+/// The producer state echoed back on success: the epoch and the highest accepted seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerAck {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub status: AppendStatus,
+    /// The log's tail after the request.
+    pub next: u64,
+    pub closed: bool,
+    pub producer: Option<ProducerAck>,
+}
+
+/// The outcome of a create.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// `false` when an identical log already existed.
+    pub created: bool,
+    pub info: LogInfo,
+}
+
+/// A log's metadata.
+#[derive(Debug, Clone)]
+pub struct LogInfo {
+    /// Distinguishes incarnations of the same name (a re-created log gets a new id).
+    pub id: u64,
+    pub content_type: Arc<str>,
+    pub framing: Framing,
+    pub next: u64,
+    pub closed: bool,
+    pub expiry: Option<Expiry>,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Start,
+    Tail,
+    At(u64),
+}
+
+/// A contiguous range of a log, as the stored chunks that hold it (no copies).
+#[derive(Debug, Clone)]
+pub struct ReadBatch {
+    pub info: LogInfo,
+    pub start: u64,
+    pub next: u64,
+    /// Stored bytes of `[start, next)`, in order. For JSON framing every chunk ends at a
+    /// message boundary, so the whole ends with the last message's `,`.
+    pub chunks: Vec<Bytes>,
+    /// `next` is the tail.
+    pub up_to_date: bool,
+    /// The log is closed and `next` is its final position.
+    pub closed: bool,
+}
+
+impl ReadBatch {
+    pub fn is_empty(&self) -> bool {
+        self.next == self.start
+    }
+    pub fn byte_len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}

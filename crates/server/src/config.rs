@@ -1,0 +1,411 @@
+//! Layered configuration, compatible with the `durable-streams-server` layout users migrate
+//! from. Later layers win: built-in defaults, `config/default.toml`, `config/<profile>.toml`,
+//! `config/local.toml`, `--config PATH`, then `DS_*` environment variables with `__` between
+//! section and key (`DS_SERVER__PORT=8080`).
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub http: HttpSettings,
+    pub limits: LimitSettings,
+    pub storage: StorageSettings,
+    pub tls: TlsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// How long a long-poll read waits for data before answering 204.
+    pub long_poll_timeout_secs: u64,
+    /// How long an SSE response stays open before the server ends it so clients reconnect.
+    pub sse_reconnect_interval_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 4437,
+            long_poll_timeout_secs: 30,
+            sse_reconnect_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `*`, or a comma-separated list of allowed origins.
+    pub cors_origins: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            cors_origins: "*".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Total stream payload bytes held in memory.
+    pub max_memory_bytes: u64,
+    /// Largest size of one stream.
+    pub max_stream_bytes: u64,
+    /// Largest request body.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 104_857_600,
+            max_stream_bytes: 10_485_760,
+            max_request_body_bytes: 10_485_760,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub mode: String,
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            mode: "memory".into(),
+            data_dir: PathBuf::from("./data/streams"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub rust_log: Option<String>,
+}
+
+/// Where the storage keeps streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMode {
+    /// Everything in RAM; lost on restart.
+    Memory,
+}
+
+/// Validated, ready-to-use configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub long_poll_timeout: Duration,
+    pub sse_reconnect_interval: Duration,
+    pub cors: Cors,
+    pub limits: LimitSettings,
+    pub storage: StorageMode,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    Any,
+    Origins(Vec<String>),
+}
+
+/// Where configuration layers come from, beyond the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `default.toml`, `<profile>.toml` and `local.toml`.
+    pub config_dir: PathBuf,
+    pub profile: Option<String>,
+    pub config_file: Option<PathBuf>,
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Settings {
+    /// Read every layer. `env` is the process environment (injected for tests).
+    pub fn load(
+        sources: &Sources,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file = |path: &Path, required: bool| {
+            config::File::from(path.to_path_buf())
+                .format(config::FileFormat::Toml)
+                .required(required)
+        };
+        let mut builder = config::Config::builder()
+            .add_source(file(&sources.config_dir.join("default.toml"), false));
+        if let Some(profile) = &sources.profile {
+            builder = builder.add_source(file(
+                &sources.config_dir.join(format!("{profile}.toml")),
+                false,
+            ));
+        }
+        builder = builder.add_source(file(&sources.config_dir.join("local.toml"), false));
+        if let Some(path) = &sources.config_file {
+            if !path.exists() {
+                return Err(err(format!("--config {}: file not found", path.display())));
+            }
+            builder = builder.add_source(file(path, true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("DS_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("DS")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Check every value and derive the runtime configuration.
+    pub fn validate(self, rust_log_env: Option<String>) -> Result<Config, ConfigError> {
+        let host: IpAddr = match self.server.host.as_str() {
+            "localhost" => IpAddr::from([127, 0, 0, 1]),
+            h => h.parse().map_err(|_| {
+                err(format!(
+                    "server.host (DS_SERVER__HOST): {h:?} is not an IP address"
+                ))
+            })?,
+        };
+        if self.server.long_poll_timeout_secs == 0 {
+            return Err(err(
+                "server.long_poll_timeout_secs (DS_SERVER__LONG_POLL_TIMEOUT_SECS) must be at least 1",
+            ));
+        }
+        if self.server.sse_reconnect_interval_secs == 0 {
+            return Err(err(
+                "server.sse_reconnect_interval_secs (DS_SERVER__SSE_RECONNECT_INTERVAL_SECS) must be at least 1",
+            ));
+        }
+        let cors = parse_cors(&self.http.cors_origins)?;
+        for (key, value) in [
+            ("limits.max_memory_bytes", self.limits.max_memory_bytes),
+            ("limits.max_stream_bytes", self.limits.max_stream_bytes),
+            (
+                "limits.max_request_body_bytes",
+                self.limits.max_request_body_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(err(format!("{key} must be greater than 0")));
+            }
+        }
+        let storage = match self.storage.mode.as_str() {
+            "memory" => StorageMode::Memory,
+            m @ ("file-fast" | "file-durable" | "acid" | "redb") => {
+                return Err(err(format!(
+                    "storage.mode (DS_STORAGE__MODE) {m:?} needs Riffle's durable log engine, \
+                     which this build does not have yet; use \"memory\""
+                )));
+            }
+            m => {
+                return Err(err(format!(
+                    "storage.mode (DS_STORAGE__MODE) {m:?} is not one of memory, file-fast, \
+                     file-durable, acid, redb"
+                )));
+            }
+        };
+        let tls = match (self.tls.cert_path, self.tls.key_path) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((c, k)),
+            (Some(_), None) => {
+                return Err(err(
+                    "tls.cert_path is set but tls.key_path (DS_TLS__KEY_PATH) is not; set both or neither",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "tls.key_path is set but tls.cert_path (DS_TLS__CERT_PATH) is not; set both or neither",
+                ));
+            }
+        };
+        let log_filter = self
+            .log
+            .rust_log
+            .or(rust_log_env)
+            .unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+            return Err(err(format!(
+                "log.rust_log (DS_LOG__RUST_LOG / RUST_LOG): {log_filter:?} is not a valid filter"
+            )));
+        }
+        Ok(Config {
+            addr: SocketAddr::new(host, self.server.port),
+            long_poll_timeout: Duration::from_secs(self.server.long_poll_timeout_secs),
+            sse_reconnect_interval: Duration::from_secs(self.server.sse_reconnect_interval_secs),
+            cors,
+            limits: self.limits,
+            storage,
+            tls,
+            log_filter,
+        })
+    }
+}
+
+fn parse_cors(value: &str) -> Result<Cors, ConfigError> {
+    let origins: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if origins.is_empty() {
+        return Err(err(
+            "http.cors_origins (DS_HTTP__CORS_ORIGINS) is empty; use \"*\" or a list of origins",
+        ));
+    }
+    if origins.iter().any(|o| o == "*") {
+        return Ok(Cors::Any);
+    }
+    if let Some(bad) = origins
+        .iter()
+        .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+    {
+        return Err(err(format!(
+            "http.cors_origins (DS_HTTP__CORS_ORIGINS): {bad:?} is not an origin like https://example.com"
+        )));
+    }
+    Ok(Cors::Origins(origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let sources = Sources {
+            config_dir: PathBuf::from("/nonexistent"),
+            ..Default::default()
+        };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load(&sources, env)?.validate(None)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:4437");
+        assert_eq!(c.long_poll_timeout, Duration::from_secs(30));
+        assert_eq!(c.sse_reconnect_interval, Duration::from_secs(60));
+        assert_eq!(c.cors, Cors::Any);
+        assert_eq!(c.limits.max_memory_bytes, 104_857_600);
+        assert_eq!(c.limits.max_stream_bytes, 10_485_760);
+        assert_eq!(c.storage, StorageMode::Memory);
+        assert_eq!(c.log_filter, "info");
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let c = load(&[
+            ("DS_SERVER__PORT", "9999"),
+            ("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "1"),
+            (
+                "DS_HTTP__CORS_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
+            ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
+            ("OTHER", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(c.addr.port(), 9999);
+        assert_eq!(c.long_poll_timeout, Duration::from_secs(1));
+        assert_eq!(
+            c.cors,
+            Cors::Origins(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(c.limits.max_stream_bytes, 123);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = load(&[("DS_SERVER__PORT", "eighty")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
+        let e = load(&[("DS_SERVER__BOGUS", "1")]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load(&[("DS_STORAGE__MODE", "floppy")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.mode"), "{e}");
+        let e = load(&[("DS_TLS__CERT_PATH", "/x.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.key_path"), "{e}");
+        let e = load(&[("DS_SERVER__HOST", "not-an-ip")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.host"), "{e}");
+    }
+
+    #[test]
+    fn files_layer_in_order() {
+        let dir = std::env::temp_dir().join(format!("riffle-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("default.toml"),
+            "[server]\nport = 1000\nhost = \"0.0.0.0\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("dev.toml"), "[server]\nport = 2000\n").unwrap();
+        std::fs::write(dir.join("local.toml"), "[limits]\nmax_stream_bytes = 5\n").unwrap();
+        let extra = dir.join("extra.toml");
+        std::fs::write(&extra, "[server]\nlong_poll_timeout_secs = 7\n").unwrap();
+        let sources = Sources {
+            config_dir: dir.clone(),
+            profile: Some("dev".into()),
+            config_file: Some(extra),
+        };
+        let env = [("DS_SERVER__PORT".to_string(), "3000".to_string())];
+        let c = Settings::load(&sources, env)
+            .unwrap()
+            .validate(None)
+            .unwrap();
+        assert_eq!(c.addr.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.limits.max_stream_bytes, 5);
+        assert_eq!(c.long_poll_timeout, Duration::from_secs(7));
+        let without_env = Settings::load(&sources, [])
+            .unwrap()
+            .validate(None)
+            .unwrap();
+        assert_eq!(without_env.addr.port(), 2000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

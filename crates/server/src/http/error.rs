@@ -1,0 +1,91 @@
+//! Error answers: a status, a short plain-text explanation, and any protocol headers the
+//! status carries (`Stream-Closed` on a closed-stream 409, `Producer-*` on fencing errors).
+
+use super::body;
+use super::body::ResponseBody;
+use super::streams::offset::format_offset;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use riffle_engine::EngineError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
+        self
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut msg = self.message;
+        msg.push('\n');
+        let mut resp = Response::new(body::full(msg));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (k, v) in self.headers {
+            h.insert(k, v);
+        }
+        resp
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use EngineError as E;
+        let msg = e.to_string();
+        let status = match &e {
+            E::NotFound | E::ForkSourceNotFound => StatusCode::NOT_FOUND,
+            E::Gone => StatusCode::GONE,
+            E::ConfigMismatch(_)
+            | E::ForkSourceGone
+            | E::ForkContentTypeMismatch { .. }
+            | E::Closed { .. }
+            | E::ContentTypeMismatch { .. }
+            | E::SeqRegression { .. }
+            | E::SeqGap { .. } => StatusCode::CONFLICT,
+            E::ForkOffsetBeyondTail { .. }
+            | E::ForkSubOffsetOvershoot { .. }
+            | E::EpochSeqNotZero
+            | E::EmptyAppend
+            | E::OffsetBeyondTail { .. } => StatusCode::BAD_REQUEST,
+            E::StaleEpoch { .. } => StatusCode::FORBIDDEN,
+            E::StreamFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::MemoryFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        };
+        let err = ApiError::new(status, msg);
+        match e {
+            E::Closed { next } => err
+                .with_header("stream-closed", "true")
+                .with_header("stream-next-offset", format_offset(next)),
+            E::StaleEpoch { current } => err.with_header("producer-epoch", current),
+            E::SeqGap { expected, received } => err
+                .with_header("producer-expected-seq", expected)
+                .with_header("producer-received-seq", received),
+            _ => err,
+        }
+    }
+}

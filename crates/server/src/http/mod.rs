@@ -1,0 +1,127 @@
+//! The HTTP side: routing, headers every response carries, and the protocol faces.
+//!
+//! - `/v1/stream/__ds/...`: reserved for the Durable Streams control APIs (not built yet: 501)
+//! - `/v1/stream/...`: the Durable Streams protocol ([`streams`])
+//! - `/healthz`, `/readyz`: liveness and readiness
+
+pub mod body;
+mod cursor;
+mod error;
+pub mod streams;
+
+use crate::config::{Config, Cors};
+use body::ResponseBody;
+pub use error::ApiError;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use riffle_engine::Engine;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub const STREAM_PREFIX: &str = "/v1/stream/";
+const RESERVED_PREFIX: &str = "/v1/stream/__ds";
+
+/// Everything a request handler needs.
+pub struct App {
+    pub engine: Engine,
+    pub config: Config,
+    /// Cancelled when the server shuts down: live reads end at once.
+    pub shutdown: CancellationToken,
+    /// `https` when serving TLS, for absolute `Location` URLs.
+    pub scheme: &'static str,
+}
+
+const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
+const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, \
+    Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, \
+    Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset";
+const EXPOSE_HEADERS: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, \
+    Stream-Closed, Stream-SSE-Data-Encoding, Stream-TTL, Stream-Expires-At, ETag, Location, \
+    Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq";
+
+impl App {
+    /// Serve one request. Never fails: every problem is an HTTP answer.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut resp = self
+            .route(req)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        self.common_headers(resp.headers_mut(), origin.as_ref());
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, ApiError> {
+        let path = req.uri().path();
+        if req.method() == Method::OPTIONS {
+            return Ok(Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+                .body(body::empty())
+                .expect("static response"));
+        }
+        if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "the reserved __ds control APIs (subscriptions) are not implemented yet",
+            ));
+        }
+        if let Some(name) = path.strip_prefix(STREAM_PREFIX) {
+            if name.is_empty() {
+                return Err(ApiError::bad_request(
+                    "missing stream name after /v1/stream/",
+                ));
+            }
+            return streams::handle(self, req).await;
+        }
+        match path {
+            "/healthz" | "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
+                Ok(Response::new(body::full("ok\n")))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not found: streams live under /v1/stream/",
+            )),
+        }
+    }
+
+    fn common_headers(&self, h: &mut HeaderMap, origin: Option<&HeaderValue>) {
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            "cross-origin-resource-policy",
+            HeaderValue::from_static("cross-origin"),
+        );
+        match &self.config.cors {
+            Cors::Any => {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            }
+            Cors::Origins(list) => {
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+                if let Some(o) = origin
+                    && list.iter().any(|l| l.as_bytes() == o.as_bytes())
+                {
+                    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                }
+            }
+        }
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE_HEADERS),
+        );
+    }
+}

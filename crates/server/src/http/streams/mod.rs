@@ -1,0 +1,45 @@
+//! The Durable Streams protocol face (`/v1/stream/...`). A stream's key is its full request
+//! path, as in the reference servers, so `Stream-Forked-From` takes the same path.
+
+pub mod offset;
+mod params;
+mod payload;
+mod read;
+mod sse;
+mod write;
+
+use super::body::ResponseBody;
+use super::{ApiError, App};
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+/// Longest stream path accepted.
+const MAX_PATH: usize = 1024;
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response<ResponseBody>, ApiError> {
+    let name = req.uri().path().to_string();
+    if name.len() > MAX_PATH {
+        return Err(ApiError::bad_request(format!(
+            "stream path is longer than {MAX_PATH} bytes"
+        )));
+    }
+    match *req.method() {
+        Method::PUT => write::create(app, name, req).await,
+        Method::POST => write::append(app, name, req).await,
+        Method::DELETE => write::delete(app, &name).await,
+        Method::GET => read::get(app, &name, req).await,
+        Method::HEAD => read::head(app, &name),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET, HEAD, PUT, POST, DELETE or OPTIONS",
+        )
+        .with_header("allow", "GET, HEAD, PUT, POST, DELETE, OPTIONS")),
+    }
+}
+
+/// A response builder with the stream's content type.
+fn with_content_type(status: StatusCode, content_type: &str) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+}

@@ -1,0 +1,63 @@
+//! Offsets on the wire: `%016d_%016d`, the first part reserved (always 0 today) and the second
+//! the byte position in the stream's stored form. Sentinels: `-1` (start) and `now` (tail).
+
+use super::super::ApiError;
+use riffle_engine::ReadFrom;
+
+pub fn format_offset(pos: u64) -> String {
+    format!("{:016}_{pos:016}", 0)
+}
+
+/// Parse a client-supplied offset. An offset that is well-formed but names no position this
+/// server could have minted (a non-zero first part, or digits past `u64`) maps to `u64::MAX`,
+/// which every stream treats as beyond its tail.
+pub fn parse_offset(s: &str) -> Result<ReadFrom, ApiError> {
+    match s {
+        "-1" => return Ok(ReadFrom::Start),
+        "now" => return Ok(ReadFrom::Tail),
+        _ => {}
+    }
+    let bad = || {
+        ApiError::bad_request(format!(
+            "malformed offset {s:?}: expected -1, now or digits_digits"
+        ))
+    };
+    let (hi, lo) = s.split_once('_').ok_or_else(bad)?;
+    let digits = |p: &str| !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(hi) || !digits(lo) {
+        return Err(bad());
+    }
+    let hi_zero = hi.bytes().all(|b| b == b'0');
+    let pos = match lo.parse::<u64>() {
+        Ok(p) if hi_zero => p,
+        _ => u64::MAX,
+    };
+    Ok(ReadFrom::At(pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        assert_eq!(format_offset(0), "0000000000000000_0000000000000000");
+        assert_eq!(format_offset(42), "0000000000000000_0000000000000042");
+        assert_eq!(parse_offset(&format_offset(42)).unwrap(), ReadFrom::At(42));
+    }
+
+    #[test]
+    fn sentinels_and_garbage() {
+        assert_eq!(parse_offset("-1").unwrap(), ReadFrom::Start);
+        assert_eq!(parse_offset("now").unwrap(), ReadFrom::Tail);
+        assert_eq!(
+            parse_offset("9999999999999999_9999999999999999").unwrap(),
+            ReadFrom::At(u64::MAX)
+        );
+        for bad in [
+            "", "_", "1_", "_1", "a_1", "1,2", "../x", "1_2_3", "-2", "NOW", "1 _2", "\0",
+        ] {
+            assert!(parse_offset(bad).is_err(), "{bad:?}");
+        }
+    }
+}

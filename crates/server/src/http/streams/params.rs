@@ -1,0 +1,257 @@
+//! Parsing and validation of the protocol's request headers and query parameters. Every
+//! malformed value is a 400 with a message that names it.
+
+use super::super::ApiError;
+use super::offset::parse_offset;
+use http::HeaderMap;
+use riffle_engine::{Expiry, ProducerClaim, ReadFrom};
+
+/// JavaScript's largest exact integer: producer numbers must survive a JSON round trip.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A header's value as text; a value that is not visible ASCII is a 400.
+pub fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| ApiError::bad_request(format!("header {name} is not valid text"))),
+    }
+}
+
+/// `Stream-Closed` counts only when it is `true`, in any case; other values are ignored.
+pub fn closed_flag(h: &HeaderMap) -> bool {
+    h.get("stream-closed")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// A non-negative decimal integer without sign, leading zeros, point or exponent.
+fn canonical_uint(s: &str) -> Option<u64> {
+    let ok =
+        s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
+    if ok { s.parse().ok() } else { None }
+}
+
+/// `Stream-TTL` / `Stream-Expires-At` (at most one of them).
+pub fn expiry(h: &HeaderMap) -> Result<Option<Expiry>, ApiError> {
+    let ttl = header(h, "stream-ttl")?;
+    let at = header(h, "stream-expires-at")?;
+    match (ttl, at) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "Stream-TTL and Stream-Expires-At cannot both be set",
+        )),
+        (Some(t), None) => canonical_uint(t)
+            .map(|secs| Some(Expiry::Ttl { secs }))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Stream-TTL {t:?} is not a whole number of seconds (no sign, leading zeros or decimals)"
+                ))
+            }),
+        (None, Some(a)) => {
+            let t = time::OffsetDateTime::parse(a, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    ApiError::bad_request(format!("Stream-Expires-At {a:?} is not an RFC 3339 timestamp"))
+                })?;
+            let unix_ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| {
+                ApiError::bad_request("Stream-Expires-At is out of range")
+            })?;
+            Ok(Some(Expiry::At {
+                unix_ms,
+                text: a.to_string(),
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `Producer-Id`, `Producer-Epoch`, `Producer-Seq`: all three or none.
+pub fn producer(h: &HeaderMap) -> Result<Option<ProducerClaim>, ApiError> {
+    let id = header(h, "producer-id")?;
+    let epoch = header(h, "producer-epoch")?;
+    let seq = header(h, "producer-seq")?;
+    let (id, epoch, seq) = match (id, epoch, seq) {
+        (None, None, None) => return Ok(None),
+        (Some(i), Some(e), Some(s)) => (i, e, s),
+        _ => {
+            return Err(ApiError::bad_request(
+                "Producer-Id, Producer-Epoch and Producer-Seq must be sent together",
+            ));
+        }
+    };
+    if id.is_empty() {
+        return Err(ApiError::bad_request("Producer-Id must not be empty"));
+    }
+    let number = |name: &str, v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| v.bytes().all(|b| b.is_ascii_digit()) && *n <= MAX_SAFE_INTEGER)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} {v:?} must be a non-negative integer no greater than 2^53-1"
+                ))
+            })
+    };
+    Ok(Some(ProducerClaim {
+        id: id.to_string(),
+        epoch: number("Producer-Epoch", epoch)?,
+        seq: number("Producer-Seq", seq)?,
+    }))
+}
+
+/// `Stream-Fork-Sub-Offset`.
+pub fn sub_offset(v: &str) -> Result<u64, ApiError> {
+    canonical_uint(v).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Stream-Fork-Sub-Offset {v:?} must be a non-negative integer without sign or leading zeros"
+        ))
+    })
+}
+
+/// How a GET reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    No,
+    LongPoll,
+    Sse,
+}
+
+/// The query of a GET.
+#[derive(Debug)]
+pub struct ReadQuery {
+    /// `None` when the client sent no offset.
+    pub offset: Option<ReadFrom>,
+    pub live: Live,
+    pub cursor: Option<String>,
+}
+
+pub fn read_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
+    let mut offset = None;
+    let mut live = None;
+    let mut cursor = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "offset" => {
+                if offset.is_some() {
+                    return Err(ApiError::bad_request("offset given more than once"));
+                }
+                if v.is_empty() {
+                    return Err(ApiError::bad_request("offset is empty"));
+                }
+                offset = Some(parse_offset(&v)?);
+            }
+            "live" => {
+                if live.is_some() {
+                    return Err(ApiError::bad_request("live given more than once"));
+                }
+                live = Some(match v.as_ref() {
+                    "long-poll" => Live::LongPoll,
+                    "sse" => Live::Sse,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "live={other:?} is not a read mode: use long-poll or sse"
+                        )));
+                    }
+                });
+            }
+            "cursor" => cursor = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let live = live.unwrap_or(Live::No);
+    if live != Live::No && offset.is_none() {
+        return Err(ApiError::bad_request("live reads need an offset"));
+    }
+    Ok(ReadQuery {
+        offset,
+        live,
+        cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ttl_must_be_canonical() {
+        assert!(matches!(
+            expiry(&headers(&[("stream-ttl", "60")])).unwrap(),
+            Some(Expiry::Ttl { secs: 60 })
+        ));
+        assert!(expiry(&headers(&[("stream-ttl", "0")])).is_ok());
+        for bad in ["00060", "+60", "60.5", "1e3", "-1", "", "abc"] {
+            assert!(expiry(&headers(&[("stream-ttl", bad)])).is_err(), "{bad}");
+        }
+        assert!(
+            expiry(&headers(&[
+                ("stream-ttl", "5"),
+                ("stream-expires-at", "2030-01-01T00:00:00Z")
+            ]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn expires_at_is_rfc3339() {
+        assert!(expiry(&headers(&[("stream-expires-at", "2030-01-01T00:00:00Z")])).is_ok());
+        assert!(
+            expiry(&headers(&[(
+                "stream-expires-at",
+                "2030-01-01T00:00:00+02:00"
+            )]))
+            .is_ok()
+        );
+        assert!(expiry(&headers(&[("stream-expires-at", "tomorrow")])).is_err());
+    }
+
+    #[test]
+    fn producer_headers() {
+        let p = producer(&headers(&[
+            ("producer-id", "p"),
+            ("producer-epoch", "1"),
+            ("producer-seq", "2"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((p.epoch, p.seq), (1, 2));
+        assert!(producer(&headers(&[("producer-id", "p")])).is_err());
+        for bad in ["1abc", "1e3", "-1", "9007199254740992", ""] {
+            let h = headers(&[
+                ("producer-id", "p"),
+                ("producer-epoch", bad),
+                ("producer-seq", "0"),
+            ]);
+            assert!(producer(&h).is_err(), "{bad}");
+        }
+        let h = headers(&[
+            ("producer-id", ""),
+            ("producer-epoch", "0"),
+            ("producer-seq", "0"),
+        ]);
+        assert!(producer(&h).is_err());
+    }
+
+    #[test]
+    fn query() {
+        let q = read_query(Some("offset=-1&live=sse&cursor=5&x=y")).unwrap();
+        assert_eq!(q.offset, Some(ReadFrom::Start));
+        assert_eq!(q.live, Live::Sse);
+        assert_eq!(q.cursor.as_deref(), Some("5"));
+        assert!(read_query(Some("offset=")).is_err());
+        assert!(read_query(Some("offset=-1&offset=-1")).is_err());
+        assert!(read_query(Some("live=long-poll")).is_err());
+        assert!(read_query(Some("offset=-1&live=forever")).is_err());
+        assert_eq!(read_query(None).unwrap().offset, None);
+    }
+}

@@ -1,0 +1,198 @@
+//! GET (catch-up and long-poll; SSE is in [`super::sse`]) and HEAD.
+
+use super::offset::format_offset;
+use super::params::{Live, ReadQuery, read_query};
+use super::payload::json_array;
+use super::{ResponseBody, sse, with_content_type};
+use crate::http::cursor::next_cursor;
+use crate::http::{ApiError, App, body};
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use riffle_engine::{Clock, Expiry, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
+
+/// Most bytes one catch-up response carries; the client follows `Stream-Next-Offset`.
+pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+
+const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
+
+pub async fn get(
+    app: &App,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let q = read_query(req.uri().query())?;
+    let handle = app.engine.open(name)?;
+    match q.live {
+        Live::No => catch_up(&handle, &q, req.headers()),
+        Live::LongPoll => long_poll(app, handle, &q, req.headers()).await,
+        Live::Sse => sse::respond(app, handle, &q),
+    }
+}
+
+fn catch_up(
+    handle: &LogHandle,
+    q: &ReadQuery,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let from = q.offset.unwrap_or(ReadFrom::Start);
+    let batch = handle.read(from, MAX_READ_BYTES)?;
+    if from == ReadFrom::Tail {
+        // `offset=now`: the tail, no data, never cached.
+        return Ok(data_response(StatusCode::OK, batch, None, "no-store"));
+    }
+    let etag = etag(&batch);
+    if if_none_match(headers, &etag) {
+        return Ok(Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .header("stream-next-offset", format_offset(batch.next))
+            .body(body::empty())
+            .expect("static headers"));
+    }
+    let cache = cache_control(&batch);
+    let mut resp = data_response(StatusCode::OK, batch, None, cache);
+    resp.headers_mut().insert(header::ETAG, header_value(&etag));
+    Ok(resp)
+}
+
+async fn long_poll(
+    app: &App,
+    mut handle: LogHandle,
+    q: &ReadQuery,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let cursor = next_cursor(SystemClock.now_ms(), q.cursor.as_deref());
+    let mut pos = match q.offset.unwrap_or(ReadFrom::Start) {
+        ReadFrom::At(p) => ReadFrom::At(p),
+        ReadFrom::Start => ReadFrom::At(0),
+        ReadFrom::Tail => ReadFrom::At(handle.info().next),
+    };
+    let deadline = tokio::time::Instant::now() + app.config.long_poll_timeout;
+    loop {
+        let batch = handle.read(pos, MAX_READ_BYTES)?;
+        if !batch.is_empty() {
+            let etag = etag(&batch);
+            if if_none_match(headers, &etag) {
+                return Ok(Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header(header::ETAG, etag)
+                    .body(body::empty())
+                    .expect("static headers"));
+            }
+            let cache = cache_control(&batch);
+            let mut resp = data_response(StatusCode::OK, batch, Some(&cursor), cache);
+            resp.headers_mut().insert(header::ETAG, header_value(&etag));
+            return Ok(resp);
+        }
+        if batch.closed {
+            return Ok(data_response(
+                StatusCode::NO_CONTENT,
+                batch,
+                None,
+                "no-store",
+            ));
+        }
+        pos = ReadFrom::At(batch.next);
+        tokio::select! {
+            _ = handle.changed() => continue,
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = app.shutdown.cancelled() => {}
+        }
+        // Timed out (or shutting down): tell the client where to poll next.
+        let batch = handle.read(pos, 0)?;
+        if !batch.is_empty() {
+            continue;
+        }
+        let cursor = (!batch.closed).then_some(cursor.as_str());
+        return Ok(data_response(
+            StatusCode::NO_CONTENT,
+            batch,
+            cursor,
+            "no-store",
+        ));
+    }
+}
+
+/// A read answer: the batch as the body (a JSON array for JSON streams; none for 204) and the
+/// offset headers.
+fn data_response(
+    status: StatusCode,
+    batch: ReadBatch,
+    cursor: Option<&str>,
+    cache: &'static str,
+) -> Response<ResponseBody> {
+    let mut resp = with_content_type(status, &batch.info.content_type)
+        .header("stream-next-offset", format_offset(batch.next))
+        .header(header::CACHE_CONTROL, cache);
+    if batch.up_to_date {
+        resp = resp.header("stream-up-to-date", "true");
+    }
+    if batch.closed {
+        resp = resp.header("stream-closed", "true");
+    }
+    if let Some(c) = cursor {
+        resp = resp.header("stream-cursor", c);
+    }
+    let body = if status == StatusCode::NO_CONTENT {
+        body::empty()
+    } else if batch.info.framing == Framing::JsonMessages {
+        body::chunks(json_array(batch.chunks))
+    } else {
+        body::chunks(batch.chunks)
+    };
+    resp.body(body).unwrap_or_else(|_| {
+        // Only a stored content type that is not a valid header value could fail here.
+        Response::new(body::empty())
+    })
+}
+
+/// Catch-up responses that reach the tail change as data arrives: revalidate them.
+fn cache_control(batch: &ReadBatch) -> &'static str {
+    if batch.up_to_date {
+        "no-cache"
+    } else {
+        CACHEABLE
+    }
+}
+
+/// Identifies the stream incarnation, the range and whether the stream was closed at its end.
+fn etag(batch: &ReadBatch) -> String {
+    format!(
+        "\"{:x}:{}:{}{}\"",
+        batch.info.id,
+        batch.start,
+        batch.next,
+        if batch.closed { ":c" } else { "" }
+    )
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == etag || t.strip_prefix("W/") == Some(etag) || t == "*")
+}
+
+fn header_value(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+pub fn head(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+    let info = app.engine.info(name)?;
+    let mut resp = with_content_type(StatusCode::OK, &info.content_type)
+        .header("stream-next-offset", format_offset(info.next))
+        .header(header::CACHE_CONTROL, "no-store");
+    if info.closed {
+        resp = resp.header("stream-closed", "true");
+    }
+    match &info.expiry {
+        Some(Expiry::Ttl { secs }) => resp = resp.header("stream-ttl", *secs),
+        Some(Expiry::At { text, .. }) => resp = resp.header("stream-expires-at", text.as_str()),
+        None => {}
+    }
+    resp.body(body::empty())
+        .map_err(|e| ApiError::bad_request(format!("invalid stored header: {e}")))
+}

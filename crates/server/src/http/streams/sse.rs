@@ -1,0 +1,171 @@
+//! `live=sse`: a data event per batch, each followed by a control event; keep-alive control
+//! events every long-poll interval; the response ends when the stream closes, the reconnect
+//! interval passes, or the server shuts down.
+
+use super::ResponseBody;
+use super::offset::format_offset;
+use super::params::ReadQuery;
+use super::payload::json_array;
+use super::read::MAX_READ_BYTES;
+use crate::http::cursor::next_cursor;
+use crate::http::{ApiError, App};
+use base64::Engine as _;
+use bytes::{BufMut, BytesMut};
+use http::{Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use riffle_engine::{Clock, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
+use std::convert::Infallible;
+
+/// Whether SSE data events of this content type travel as base64.
+fn is_binary(content_type: &str) -> bool {
+    let key = riffle_engine::media_key(content_type);
+    !(key.starts_with("text/") || key == "application/json")
+}
+
+pub fn respond(
+    app: &App,
+    mut handle: LogHandle,
+    q: &ReadQuery,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let info = handle.info();
+    let binary = is_binary(&info.content_type);
+    let mut pos = match q.offset.unwrap_or(ReadFrom::Start) {
+        ReadFrom::Start => 0,
+        ReadFrom::Tail => info.next,
+        ReadFrom::At(p) => p,
+    };
+    // Validate the offset before answering 200.
+    handle.read(ReadFrom::At(pos), 0)?;
+
+    let client_cursor = q.cursor.clone();
+    let keepalive = app.config.long_poll_timeout;
+    let reconnect = tokio::time::Instant::now() + app.config.sse_reconnect_interval;
+    let shutdown = app.shutdown.clone();
+    let events = async_stream::stream! {
+        let mut first = true;
+        loop {
+            let batch = match handle.read(ReadFrom::At(pos), MAX_READ_BYTES) {
+                Ok(b) => b,
+                Err(_) => break, // deleted meanwhile: end the response
+            };
+            let cursor = next_cursor(SystemClock.now_ms(), client_cursor.as_deref());
+            if !batch.is_empty() {
+                pos = batch.next;
+                let closed = batch.closed;
+                let mut ev = data_event(&batch, binary);
+                control_event(&mut ev, &batch, &cursor);
+                yield Ok::<_, Infallible>(Frame::data(ev.freeze()));
+                if closed {
+                    break;
+                }
+                first = false;
+                continue;
+            }
+            if first || batch.closed {
+                let mut ev = BytesMut::new();
+                control_event(&mut ev, &batch, &cursor);
+                yield Ok(Frame::data(ev.freeze()));
+                if batch.closed {
+                    break;
+                }
+                first = false;
+            }
+            tokio::select! {
+                _ = handle.changed() => continue,
+                _ = tokio::time::sleep(keepalive) => {
+                    let mut ev = BytesMut::new();
+                    control_event(&mut ev, &batch, &cursor);
+                    yield Ok(Frame::data(ev.freeze()));
+                }
+                _ = tokio::time::sleep_until(reconnect) => break,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    };
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no");
+    if binary {
+        resp = resp.header("stream-sse-data-encoding", "base64");
+    }
+    Ok(resp
+        .body(StreamBody::new(events).boxed_unsync())
+        .expect("static headers"))
+}
+
+/// `event: data`, the payload split into `data:` lines on CR, LF or CRLF, so a payload can
+/// never inject an event of its own.
+fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
+    let payload: Vec<u8> = if batch.info.framing == Framing::JsonMessages {
+        json_array(batch.chunks.clone()).concat()
+    } else {
+        batch.chunks.concat()
+    };
+    let text = if binary {
+        base64::engine::general_purpose::STANDARD
+            .encode(&payload)
+            .into_bytes()
+    } else {
+        payload
+    };
+    let mut ev = BytesMut::with_capacity(text.len() + 32);
+    ev.put_slice(b"event: data\n");
+    let mut rest: &[u8] = &text;
+    loop {
+        let cut = rest.iter().position(|&b| b == b'\n' || b == b'\r');
+        let (line, next) = match cut {
+            None => (rest, None),
+            Some(i) => {
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                (&rest[..i], Some(&rest[i + skip..]))
+            }
+        };
+        ev.put_slice(b"data:");
+        ev.put_slice(line);
+        ev.put_u8(b'\n');
+        match next {
+            Some(n) => rest = n,
+            None => break,
+        }
+    }
+    ev.put_u8(b'\n');
+    ev
+}
+
+/// `event: control` with the position after `batch` and the stream's state there.
+fn control_event(ev: &mut BytesMut, batch: &ReadBatch, cursor: &str) {
+    let mut obj = serde_json::Map::new();
+    obj.insert("streamNextOffset".into(), format_offset(batch.next).into());
+    if batch.closed {
+        obj.insert("streamClosed".into(), true.into());
+        obj.insert("upToDate".into(), true.into());
+    } else {
+        obj.insert("streamCursor".into(), cursor.into());
+        if batch.up_to_date {
+            obj.insert("upToDate".into(), true.into());
+        }
+    }
+    ev.put_slice(b"event: control\ndata:");
+    ev.put_slice(serde_json::Value::Object(obj).to_string().as_bytes());
+    ev.put_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_types() {
+        assert!(!is_binary("text/plain; charset=utf-8"));
+        assert!(!is_binary("Application/JSON"));
+        assert!(is_binary("application/octet-stream"));
+        assert!(is_binary("image/png"));
+    }
+}

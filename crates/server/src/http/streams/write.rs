@@ -1,0 +1,195 @@
+//! PUT (create and fork), POST (append and close), DELETE.
+
+use super::offset::{format_offset, parse_offset};
+use super::params::{self, header};
+use super::payload::{EmptyArray, framing_of, read_body, to_payload};
+use super::{ResponseBody, with_content_type};
+use crate::http::{ApiError, App, STREAM_PREFIX, body};
+use http::{Request, Response, StatusCode, header as h};
+use hyper::body::Incoming;
+use riffle_engine::{AppendRequest, AppendStatus, CreateSpec, EngineError, ForkSpec, ReadFrom};
+
+pub async fn create(
+    app: &App,
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let hs = &parts.headers;
+    let closed = params::closed_flag(hs);
+    let expiry = params::expiry(hs)?;
+    let fork = fork_spec(hs)?;
+    let content_type = match header(hs, "content-type")? {
+        Some(ct) if !ct.is_empty() => Some(ct.to_string()),
+        _ if fork.is_some() => None,
+        _ => Some("application/octet-stream".to_string()),
+    };
+    // A fork without a content type takes its source's, which decides how to read the body.
+    let framing = match (&content_type, &fork) {
+        (Some(ct), _) => framing_of(ct),
+        (None, Some(f)) => match app.engine.info(&f.source) {
+            Ok(info) => info.framing,
+            Err(EngineError::NotFound) => return Err(EngineError::ForkSourceNotFound.into()),
+            Err(EngineError::Gone) => return Err(EngineError::ForkSourceGone.into()),
+            Err(e) => return Err(e.into()),
+        },
+        (None, None) => riffle_engine::Framing::Bytes,
+    };
+    let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
+    let initial = to_payload(body, framing, EmptyArray::Allowed)?;
+    let spec = CreateSpec {
+        content_type: content_type.map(|ct| (ct, framing)),
+        expiry,
+        closed,
+        initial,
+        fork,
+    };
+    let created = app.engine.create(&name, spec).await?;
+    let info = created.info;
+    let mut resp = with_content_type(
+        if created.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &info.content_type,
+    )
+    .header("stream-next-offset", format_offset(info.next));
+    if created.created {
+        let host = header(hs, "host")?.unwrap_or("localhost");
+        resp = resp.header(h::LOCATION, format!("{}://{host}{name}", app.scheme));
+    }
+    if info.closed {
+        resp = resp.header("stream-closed", "true");
+    }
+    resp.body(body::empty())
+        .map_err(|e| ApiError::bad_request(format!("invalid response header: {e}")))
+}
+
+/// The fork headers of a PUT, validated.
+fn fork_spec(hs: &http::HeaderMap) -> Result<Option<ForkSpec>, ApiError> {
+    let source = header(hs, "stream-forked-from")?;
+    let offset = header(hs, "stream-fork-offset")?;
+    let sub = header(hs, "stream-fork-sub-offset")?;
+    let Some(source) = source else {
+        if offset.is_some() || sub.is_some() {
+            return Err(ApiError::bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ));
+        }
+        return Ok(None);
+    };
+    let offset = match offset.map(parse_offset).transpose()? {
+        None | Some(ReadFrom::Tail) => None,
+        Some(ReadFrom::Start) => Some(0),
+        Some(ReadFrom::At(pos)) => Some(pos),
+    };
+    let sub = sub.map(params::sub_offset).transpose()?.unwrap_or(0);
+    Ok(Some(ForkSpec {
+        source: source_path(source)?,
+        offset,
+        sub,
+    }))
+}
+
+/// `Stream-Forked-From` names a stream on this server: a path under `/v1/stream/`, a name
+/// relative to it, or a full URL of one.
+fn source_path(value: &str) -> Result<String, ApiError> {
+    let path = match value.find("://") {
+        Some(i) => {
+            let rest = &value[i + 3..];
+            rest.find('/').map_or("", |j| &rest[j..])
+        }
+        None => value,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let full = if path.starts_with(STREAM_PREFIX) {
+        path.to_string()
+    } else {
+        format!("{STREAM_PREFIX}{}", path.trim_start_matches('/'))
+    };
+    if full.len() <= STREAM_PREFIX.len() {
+        return Err(ApiError::bad_request("Stream-Forked-From names no stream"));
+    }
+    Ok(full)
+}
+
+pub async fn append(
+    app: &App,
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let hs = &parts.headers;
+    let close = params::closed_flag(hs);
+    let producer = params::producer(hs)?;
+    let stream_seq = header(hs, "stream-seq")?.map(str::to_string);
+    let content_type = header(hs, "content-type")?
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
+    if body.is_empty() && !close {
+        return Err(ApiError::bad_request(
+            "empty body: an append needs data unless Stream-Closed: true closes the stream",
+        ));
+    }
+    let payload = if body.is_empty() {
+        Default::default()
+    } else {
+        let Some(ct) = &content_type else {
+            return Err(ApiError::bad_request(
+                "Content-Type is required with a body",
+            ));
+        };
+        let info = app.engine.info(&name)?;
+        // A mismatched type is the engine's 409 (after its closed check); validate JSON only
+        // for the stream's own type.
+        let framing =
+            if riffle_engine::media_key(ct) == riffle_engine::media_key(&info.content_type) {
+                info.framing
+            } else {
+                riffle_engine::Framing::Bytes
+            };
+        to_payload(body, framing, EmptyArray::Rejected)?
+    };
+    let had_data = !payload.is_empty();
+    let out = app
+        .engine
+        .append(
+            &name,
+            AppendRequest {
+                content_type,
+                payload,
+                stream_seq,
+                producer,
+                close,
+            },
+        )
+        .await?;
+    // New data from a producer is 200; everything else (plain appends, duplicates, closes) 204.
+    let status = if out.status == AppendStatus::Written && out.producer.is_some() && had_data {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .header("stream-next-offset", format_offset(out.next));
+    if out.closed {
+        resp = resp.header("stream-closed", "true");
+    }
+    if let Some(p) = out.producer {
+        resp = resp
+            .header("producer-epoch", p.epoch)
+            .header("producer-seq", p.seq);
+    }
+    Ok(resp.body(body::empty()).expect("static headers"))
+}
+
+pub async fn delete(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+    app.engine.delete(name).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("static response"))
+}

@@ -1,0 +1,115 @@
+//! `riffle`: the server binary.
+
+use clap::{Args, Parser, Subcommand};
+use riffle_server::config::{Settings, Sources};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Riffle: durable, append-only streams over HTTP (the Durable Streams protocol).
+#[derive(Parser)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+/// Configuration layers, later wins: built-in defaults, CONFIG_DIR/default.toml,
+/// CONFIG_DIR/<profile>.toml, CONFIG_DIR/local.toml, --config, DS_* environment variables
+/// (DS_SECTION__KEY, e.g. DS_SERVER__PORT=8080), then --host/--port.
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// Extra TOML configuration file, layered over config/*.toml.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Profile: also read CONFIG_DIR/<NAME>.toml.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Directory holding default.toml, <profile>.toml and local.toml.
+    #[arg(long, value_name = "DIR", default_value = "config")]
+    config_dir: PathBuf,
+    /// Address to listen on (overrides server.host / DS_SERVER__HOST).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (overrides server.port / DS_SERVER__PORT).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(a)) => a,
+        None => cli.serve,
+    };
+    let sources = Sources {
+        config_dir: args.config_dir,
+        profile: args.profile,
+        config_file: args.config,
+    };
+    let config = Settings::load(&sources, std::env::vars()).and_then(|mut s| {
+        if let Some(h) = args.host {
+            s.server.host = h;
+        }
+        if let Some(p) = args.port {
+            s.server.port = p;
+        }
+        s.validate(std::env::var("RUST_LOG").ok())
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("riffle: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("riffle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(riffle_server::serve::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("riffle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,200 @@
+//! The listener: accepts connections (plain or TLS), serves HTTP/1.1 and HTTP/2 on them, and
+//! shuts down gracefully: stop accepting, end live reads, let in-flight requests finish.
+
+use crate::config::{Config, StorageMode};
+use crate::http::App;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use riffle_engine::{Engine, EngineConfig, SystemClock};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired streams are swept from memory (lazy expiry keeps answers exact).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+pub fn build_engine(config: &Config) -> Engine {
+    match config.storage {
+        StorageMode::Memory => Engine::new(
+            EngineConfig {
+                max_stream_bytes: config.limits.max_stream_bytes,
+                max_memory_bytes: config.limits.max_memory_bytes,
+            },
+            Arc::new(SystemClock),
+        ),
+    }
+}
+
+/// Serve until `signal` completes.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(c, k)| tls_acceptor(c, k))
+        .transpose()?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    let engine = build_engine(&config);
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App {
+        engine: engine.clone(),
+        config,
+        shutdown: shutdown.clone(),
+        scheme: if tls.is_some() { "https" } else { "http" },
+    });
+    tracing::info!(
+        %addr,
+        tls = tls.is_some(),
+        "riffle listening; streams at {}://{addr}/v1/stream/",
+        app.scheme
+    );
+
+    let sweeper = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let n = engine.sweep_expired();
+                if n > 0 {
+                    tracing::debug!(expired = n, "swept expired streams");
+                }
+            }
+        }
+    });
+
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+        });
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    let stream = match acceptor.accept(stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        },
+                        () = token.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    tracing::info!("shutting down: ending live reads and draining connections");
+    drop(listener);
+    shutdown.cancel();
+    sweeper.abort();
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, ServeError> {
+    use rustls_pemfile::Item;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+    };
+    let cert_pem = read(cert)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "{} (tls.cert_path) holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key_pem = read(key)?;
+    let key_der = rustls_pemfile::read_all(&mut key_pem.as_slice())
+        .filter_map(Result::ok)
+        .find_map(|item| match item {
+            Item::Pkcs1Key(k) => Some(k.into()),
+            Item::Pkcs8Key(k) => Some(k.into()),
+            Item::Sec1Key(k) => Some(k.into()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ServeError::Tls(format!(
+                "{} (tls.key_path) holds no PEM private key",
+                key.display()
+            ))
+        })?;
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
