@@ -4,26 +4,35 @@
 //! lock is never held while its source's is taken.
 
 use crate::clock::Clock;
+use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing::{json_prefix_len, media_key};
-use crate::log::{AppendLimits, ForkBase, Log, LogConfig, MemoryBudget};
+use crate::log::{
+    AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, commit_for, storage_error, wal_error,
+};
+use crate::persist::{OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig};
+use crate::records::WalEntry;
+use crate::store::LogFiles;
 use crate::types::{
     AppendRequest, Appended, CreateSpec, Created, Expiry, ForkSpec, Framing, LogInfo, ReadBatch,
     ReadFrom,
 };
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
 
 /// Engine-wide limits.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
     /// Largest size of one log, in stored bytes (inherited bytes of a fork included).
     pub max_stream_bytes: u64,
-    /// Total payload bytes held in memory across all logs.
+    /// Total payload bytes held in memory across all logs (`Ephemeral` logs' data).
     pub max_memory_bytes: u64,
+    /// The class of logs created without one.
+    pub default_durability: Durability,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +40,7 @@ impl Default for EngineConfig {
         Self {
             max_stream_bytes: 10 * 1024 * 1024,
             max_memory_bytes: 100 * 1024 * 1024,
+            default_durability: Durability::Ephemeral,
         }
     }
 }
@@ -47,6 +57,7 @@ struct Inner {
     config: EngineConfig,
     budget: Arc<MemoryBudget>,
     next_id: AtomicU64,
+    persist: Option<Arc<Persist>>,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -58,7 +69,21 @@ pub struct LogHandle {
 }
 
 impl Engine {
+    /// An engine without storage: every log is `Ephemeral`.
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>) -> Self {
+        let config = EngineConfig {
+            default_durability: Durability::Ephemeral,
+            ..config
+        };
+        Self::build(config, clock, None, 0)
+    }
+
+    fn build(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        persist: Option<Arc<Persist>>,
+        min_id: u64,
+    ) -> Self {
         // Seed ids from the clock so that ETags of a re-created log differ across restarts.
         let seed = u64::try_from(clock.now_ms())
             .unwrap_or(0)
@@ -72,9 +97,109 @@ impl Engine {
                     used: AtomicU64::new(0),
                     limit: config.max_memory_bytes,
                 }),
-                next_id: AtomicU64::new(seed),
+                next_id: AtomicU64::new(seed.max(min_id)),
+                persist,
             }),
         }
+    }
+
+    /// Open an engine on storage: recover every durable log (checkpoint, then WAL replay over
+    /// the stream files), take a fresh checkpoint, and start the background checkpointer.
+    pub fn recover(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        storage: StorageConfig,
+    ) -> Result<(Self, RecoveryReport), OpenError> {
+        let (persist, recovered, next_id, report) = Persist::open(storage)?;
+        let max_id = recovered.iter().map(|l| l.meta.id + 1).max().unwrap_or(0);
+        let engine = Self::build(config, clock, Some(persist), next_id.max(max_id));
+        engine.restore(recovered);
+        engine.checkpoint()?;
+        let weak = Arc::downgrade(&engine.inner);
+        let spawned = std::thread::Builder::new()
+            .name("riffle-checkpoint".into())
+            .spawn(move || checkpointer(weak));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the checkpoint thread; checkpoints run at shutdown only");
+        }
+        Ok((engine, report))
+    }
+
+    fn restore(&self, recovered: Vec<RecoveredLog>) {
+        let now = self.now();
+        let mut by_id: HashMap<u64, Arc<Log>> = HashMap::new();
+        let mut logs = self.inner.logs.write();
+        // Ids grow with creation time, so a source is restored before its forks.
+        for r in recovered {
+            let base = match &r.meta.fork {
+                None => None,
+                Some(f) => match by_id.get(&f.source_id) {
+                    Some(source) => Some(ForkBase {
+                        source: source.clone(),
+                        anchor: f.anchor,
+                        sub: f.sub,
+                        upto: f.upto,
+                    }),
+                    None => {
+                        tracing::error!(log = %r.meta.name, "fork source missing at recovery; skipping the fork");
+                        continue;
+                    }
+                },
+            };
+            if let Some(b) = &base {
+                b.source.lifecycle.lock().fork_refs += 1;
+            }
+            let config = LogConfig {
+                id: r.meta.id,
+                media_key: media_key(&r.meta.content_type),
+                content_type: r.meta.content_type.as_str().into(),
+                framing: r.meta.framing.into(),
+                expiry: r.meta.expiry.map(Into::into),
+                requested_expiry: r.meta.requested_expiry.map(Into::into),
+                durability: r.meta.durability,
+                base,
+                name: r.meta.name,
+            };
+            let log = Arc::new(Log::restore(
+                config,
+                r.files,
+                r.writer,
+                now,
+                self.inner.budget.clone(),
+            ));
+            log.lifecycle.lock().soft_deleted = r.deleted;
+            by_id.insert(log.config.id, log.clone());
+            logs.insert(log.config.name.clone(), log);
+        }
+    }
+
+    /// Take a checkpoint now (no-op without storage): afterwards recovery replays only the WAL
+    /// written since, and older WAL segments are deleted.
+    pub fn checkpoint(&self) -> Result<(), OpenError> {
+        let Some(persist) = &self.inner.persist else {
+            return Ok(());
+        };
+        let next_id = self.inner.next_id.load(Ordering::Relaxed);
+        persist.checkpoint(
+            || {
+                self.inner
+                    .logs
+                    .read()
+                    .values()
+                    .filter(|l| l.files.is_some())
+                    .map(|l| (l.clone(), l.lifecycle.lock().soft_deleted))
+                    .collect()
+            },
+            next_id,
+        )
+    }
+
+    /// WAL statistics: `(bytes written, fsyncs)`; zeros without storage.
+    pub fn wal_stats(&self) -> (u64, u64) {
+        self.inner
+            .persist
+            .as_ref()
+            .map_or((0, 0), |p| (p.wal_bytes(), p.wal_syncs()))
     }
 
     pub fn config(&self) -> EngineConfig {
@@ -109,7 +234,7 @@ impl Engine {
         }
         if log.is_expired(self.now()) {
             let mut logs = self.inner.logs.write();
-            return Err(expire_locked(&mut logs, &log));
+            return Err(self.expire_locked(&mut logs, &log));
         }
         Ok(log)
     }
@@ -134,12 +259,56 @@ impl Engine {
 
     /// Create a log, or confirm that an identical one exists.
     pub async fn create(&self, name: &str, spec: CreateSpec) -> Result<Created> {
+        let (log, record, commit) = match self.create_locked(name, spec)? {
+            Prepared::Existing(info) => {
+                return Ok(Created {
+                    created: false,
+                    info,
+                });
+            }
+            Prepared::New(log, record) => {
+                let commit = commit_for(log.config.durability);
+                (log, record, commit)
+            }
+        };
+        if let (Some(p), Some(record)) = (&self.inner.persist, record) {
+            let (tx, rx) = oneshot::channel();
+            p.submit(
+                log.config.id,
+                record,
+                commit,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
+            let committed = match rx.await {
+                Ok(r) => r.map_err(wal_error),
+                Err(_) => Err(storage_error("the WAL shut down", false)),
+            };
+            if let Err(e) = committed {
+                // Nothing of it is durable: take it back.
+                let mut logs = self.inner.logs.write();
+                if logs.get(name).is_some_and(|l| Arc::ptr_eq(l, &log)) {
+                    remove_locked(&mut logs, &log);
+                }
+                return Err(e);
+            }
+        }
+        Ok(Created {
+            created: true,
+            info: log.info(),
+        })
+    }
+
+    /// The synchronous part of a create, under the registry lock: compare with an existing
+    /// log, or build the new one and register it (with its WAL record still to commit).
+    fn create_locked(&self, name: &str, spec: CreateSpec) -> Result<Prepared> {
         let now = self.now();
         let mut logs = self.inner.logs.write();
         if let Some(existing) = logs.get(name).cloned() {
             let expired = !existing.lifecycle.lock().soft_deleted && existing.is_expired(now);
             if expired {
-                expire_locked(&mut logs, &existing);
+                self.expire_locked(&mut logs, &existing);
             }
             if existing.lifecycle.lock().soft_deleted {
                 return Err(EngineError::ConfigMismatch(
@@ -148,10 +317,7 @@ impl Engine {
             }
             if !expired {
                 same_config(&existing, &spec)?;
-                return Ok(Created {
-                    created: false,
-                    info: existing.info(),
-                });
+                return Ok(Prepared::Existing(existing.info()));
             }
         }
 
@@ -164,7 +330,7 @@ impl Engine {
                 (ct, framing, None, spec.expiry.clone())
             }
             Some(fork) => {
-                let source = fork_source(&mut logs, fork, now)?;
+                let source = self.fork_source(&mut logs, fork, now)?;
                 let (ct, framing) = match &spec.content_type {
                     Some((ct, _)) if media_key(ct) != source.config.media_key => {
                         return Err(EngineError::ForkContentTypeMismatch {
@@ -190,6 +356,24 @@ impl Engine {
             }
         };
 
+        let durability = match (spec.durability, &base) {
+            (Some(d), _) => d,
+            (None, Some(b)) => b.source.config.durability,
+            (None, None) => self.inner.config.default_durability,
+        };
+        if let Some(b) = &base
+            && durability.is_persistent()
+            && !b.source.config.durability.is_persistent()
+        {
+            return Err(EngineError::ConfigMismatch(
+                "a fork of an ephemeral stream must be ephemeral too",
+            ));
+        }
+        let persist = match (durability.is_persistent(), &self.inner.persist) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p.clone()),
+            (true, None) => return Err(EngineError::DurabilityUnavailable(durability)),
+        };
         let start = base.as_ref().map_or(0, |b| b.upto);
         let len = spec.initial.data.len() as u64;
         if start + len > self.inner.config.max_stream_bytes {
@@ -198,30 +382,45 @@ impl Engine {
                 limit: self.inner.config.max_stream_bytes,
             });
         }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let files = match &persist {
+            None => None,
+            Some(p) => Some(
+                LogFiles::open(p.dir.as_ref(), id, start).map_err(|e| storage_error(e, false))?,
+            ),
+        };
         let log = Arc::new(Log::new(
             LogConfig {
-                id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                id,
                 name: name.to_string(),
                 media_key: media_key(&content_type),
                 content_type: content_type.into(),
                 framing,
                 expiry,
                 requested_expiry: spec.expiry.clone(),
+                durability,
                 base,
             },
+            files,
             now,
             self.inner.budget.clone(),
         ));
-        log.reserve_memory(len)?;
-        log.init(spec.initial, spec.closed);
+        if persist.is_none() {
+            log.reserve_memory(len)?;
+        }
+        let record = persist.as_ref().map(|_| {
+            WalEntry::Create {
+                meta: log.config.meta(),
+                closed: spec.closed,
+            }
+            .encode(&spec.initial.data)
+        });
+        log.init(spec.initial, spec.closed)?;
         if let Some(base) = &log.config.base {
             base.source.lifecycle.lock().fork_refs += 1;
         }
         logs.insert(name.to_string(), log.clone());
-        Ok(Created {
-            created: true,
-            info: log.info(),
-        })
+        Ok(Prepared::New(log, record))
     }
 
     /// Append to a live log: one atomic step of data, producer state, `Stream-Seq` and close.
@@ -233,30 +432,88 @@ impl Engine {
                 max_stream_bytes: self.inner.config.max_stream_bytes,
             },
             self.inner.clock.as_ref(),
+            self.inner.persist.as_ref(),
         )
+        .await
     }
 
     /// Delete a log. A log that forks still read from is soft-deleted: its name answers
     /// "gone" until the last fork is deleted, then it is removed.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let log = self.live(name)?;
-        let mut logs = self.inner.logs.write();
-        if !logs.get(name).is_some_and(|l| Arc::ptr_eq(l, &log)) {
-            return Err(EngineError::NotFound);
-        }
-        let mut life = log.lifecycle.lock();
-        if life.soft_deleted {
-            return Err(EngineError::Gone);
-        }
-        if life.fork_refs > 0 {
-            life.soft_deleted = true;
-            drop(life);
-            log.wake_readers();
-        } else {
-            drop(life);
-            remove_locked(&mut logs, &log);
+        let wait = {
+            let mut logs = self.inner.logs.write();
+            if !logs.get(name).is_some_and(|l| Arc::ptr_eq(l, &log)) {
+                return Err(EngineError::NotFound);
+            }
+            if log.lifecycle.lock().soft_deleted {
+                return Err(EngineError::Gone);
+            }
+            self.retire_locked(&mut logs, &log)
+        };
+        if let Some(rx) = wait {
+            match rx.await {
+                Ok(r) => {
+                    r.map_err(wal_error)?;
+                }
+                Err(_) => return Err(storage_error("the WAL shut down", false)),
+            }
         }
         Ok(())
+    }
+
+    /// Delete or expire `log` (under the registry lock): soft-delete it if forks read from it,
+    /// else remove it and collect its unreferenced ancestors. A durable log's removal is a
+    /// synced WAL record, and its files go only once that record is durable. Returns the
+    /// commit to wait for, if the log is durable.
+    fn retire_locked(
+        &self,
+        logs: &mut HashMap<String, Arc<Log>>,
+        log: &Arc<Log>,
+    ) -> Option<oneshot::Receiver<Result<riffle_wal::Lsn, riffle_wal::WalError>>> {
+        let soft = {
+            let mut life = log.lifecycle.lock();
+            if life.fork_refs > 0 {
+                life.soft_deleted = true;
+            }
+            life.soft_deleted
+        };
+        let removed = if soft {
+            log.wake_readers();
+            Vec::new()
+        } else {
+            remove_locked(logs, log)
+        };
+        let persist = self
+            .inner
+            .persist
+            .as_ref()
+            .filter(|_| log.files.is_some())?;
+        let (tx, rx) = oneshot::channel();
+        let record = WalEntry::Delete {
+            log_id: log.config.id,
+        }
+        .encode(&[]);
+        let p = persist.clone();
+        let doomed: Vec<u64> = removed
+            .iter()
+            .filter(|l| l.files.is_some())
+            .map(|l| l.config.id)
+            .collect();
+        persist.submit(
+            log.config.id,
+            record,
+            riffle_wal::Commit::Sync,
+            Box::new(move |r| {
+                if r.is_ok() {
+                    for id in doomed {
+                        p.remove_files(id);
+                    }
+                }
+                let _ = tx.send(r);
+            }),
+        );
+        Some(rx)
     }
 
     /// Apply expiry to every log now (lazy expiry on access covers correctness; this frees
@@ -276,9 +533,75 @@ impl Engine {
         }
         let mut logs = self.inner.logs.write();
         for log in &expired {
-            expire_locked(&mut logs, log);
+            self.expire_locked(&mut logs, log);
         }
         expired.len()
+    }
+
+    /// Resolve a fork's source under the registry lock.
+    fn fork_source(
+        &self,
+        logs: &mut HashMap<String, Arc<Log>>,
+        fork: &ForkSpec,
+        now: i64,
+    ) -> Result<Arc<Log>> {
+        let source = logs
+            .get(&fork.source)
+            .cloned()
+            .ok_or(EngineError::ForkSourceNotFound)?;
+        if source.lifecycle.lock().soft_deleted {
+            return Err(EngineError::ForkSourceGone);
+        }
+        if source.is_expired(now) {
+            return Err(match self.expire_locked(logs, &source) {
+                EngineError::Gone => EngineError::ForkSourceGone,
+                _ => EngineError::ForkSourceNotFound,
+            });
+        }
+        Ok(source)
+    }
+
+    /// Expire `log`. Returns the error its name now answers with.
+    fn expire_locked(&self, logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) -> EngineError {
+        if !logs
+            .get(&log.config.name)
+            .is_some_and(|l| Arc::ptr_eq(l, log))
+        {
+            return EngineError::NotFound;
+        }
+        if log.lifecycle.lock().soft_deleted {
+            return EngineError::Gone;
+        }
+        // The removal's WAL record commits in the background.
+        let _ = self.retire_locked(logs, log);
+        if log.lifecycle.lock().soft_deleted {
+            EngineError::Gone
+        } else {
+            EngineError::NotFound
+        }
+    }
+
+    /// Flush the WAL and take a final checkpoint (graceful shutdown).
+    pub fn close(&self) -> Result<(), OpenError> {
+        self.checkpoint()
+    }
+}
+
+/// Background checkpoints: when enough WAL has accumulated, so recovery stays short and old
+/// segments are recycled.
+fn checkpointer(engine: Weak<Inner>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let due = inner.persist.as_ref().is_some_and(|p| p.checkpoint_due());
+        if due {
+            let engine = Engine { inner };
+            if let Err(e) = engine.checkpoint() {
+                tracing::error!(error = %e, "checkpoint failed; will retry");
+            }
+        }
     }
 }
 
@@ -311,7 +634,9 @@ impl LogHandle {
         };
         let mut chunks = Vec::new();
         let mut budget = max_bytes.max(1);
-        let next = self.log.collect(start, info.next, &mut budget, &mut chunks);
+        let next = self
+            .log
+            .collect(start, info.next, &mut budget, &mut chunks)?;
         let up_to_date = next == info.next;
         Ok(ReadBatch {
             closed: info.closed && up_to_date,
@@ -337,26 +662,11 @@ impl LogHandle {
     }
 }
 
-/// Resolve a fork's source under the registry lock.
-fn fork_source(
-    logs: &mut HashMap<String, Arc<Log>>,
-    fork: &ForkSpec,
-    now: i64,
-) -> Result<Arc<Log>> {
-    let source = logs
-        .get(&fork.source)
-        .cloned()
-        .ok_or(EngineError::ForkSourceNotFound)?;
-    if source.lifecycle.lock().soft_deleted {
-        return Err(EngineError::ForkSourceGone);
-    }
-    if source.is_expired(now) {
-        return Err(match expire_locked(logs, &source) {
-            EngineError::Gone => EngineError::ForkSourceGone,
-            _ => EngineError::ForkSourceNotFound,
-        });
-    }
-    Ok(source)
+/// What the locked part of a create decided.
+enum Prepared {
+    Existing(LogInfo),
+    /// A new log, registered, and its WAL record if it is durable.
+    New(Arc<Log>, Option<Vec<u8>>),
 }
 
 /// The position up to which a fork inherits its source.
@@ -372,7 +682,7 @@ fn fork_point(source: &Log, fork: &ForkSpec) -> Result<u64> {
     if fork.sub == 0 {
         return Ok(anchor);
     }
-    let rest = source.record_rest(anchor).unwrap_or_default();
+    let rest = source.record_rest(anchor)?.unwrap_or_default();
     let overshoot = |available| EngineError::ForkSubOffsetOvershoot {
         sub: fork.sub,
         available,
@@ -407,6 +717,12 @@ fn same_config(existing: &Log, spec: &CreateSpec) -> Result<()> {
     if !same_expiry(&spec.expiry, &cfg.requested_expiry) {
         return Err(EngineError::ConfigMismatch("TTL or expiry differs"));
     }
+    if spec
+        .durability
+        .is_some_and(|d| d != existing.config.durability)
+    {
+        return Err(EngineError::ConfigMismatch("durability class differs"));
+    }
     if spec.closed != existing.is_closed() {
         return Err(EngineError::ConfigMismatch("closed state differs"));
     }
@@ -432,49 +748,31 @@ fn same_expiry(a: &Option<Expiry>, b: &Option<Expiry>) -> bool {
     }
 }
 
-/// Expire `log`: soft-delete it if forks still read from it, else remove it. Returns the error
-/// its name now answers with.
-fn expire_locked(logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) -> EngineError {
-    if !logs
-        .get(&log.config.name)
-        .is_some_and(|l| Arc::ptr_eq(l, log))
-    {
-        return EngineError::NotFound;
-    }
-    let mut life = log.lifecycle.lock();
-    if life.soft_deleted {
-        return EngineError::Gone;
-    }
-    if life.fork_refs > 0 {
-        life.soft_deleted = true;
-        drop(life);
-        log.wake_readers();
-        return EngineError::Gone;
-    }
-    drop(life);
-    remove_locked(logs, log);
-    EngineError::NotFound
-}
-
 /// Remove `log` from the registry and release its hold on its source, collecting soft-deleted
-/// ancestors that no fork references any more.
-fn remove_locked(logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) {
-    if logs
-        .get(&log.config.name)
-        .is_some_and(|l| Arc::ptr_eq(l, log))
-    {
-        logs.remove(&log.config.name);
-    }
-    log.mark_removed();
-    if let Some(base) = &log.config.base {
-        let source = &base.source;
-        let collect = {
-            let mut life = source.lifecycle.lock();
-            life.fork_refs = life.fork_refs.saturating_sub(1);
-            life.fork_refs == 0 && life.soft_deleted
-        };
-        if collect {
-            remove_locked(logs, source);
+/// ancestors that no fork references any more. Returns every log removed.
+fn remove_locked(logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) -> Vec<Arc<Log>> {
+    let mut removed = Vec::new();
+    let mut next = Some(log.clone());
+    while let Some(log) = next.take() {
+        if logs
+            .get(&log.config.name)
+            .is_some_and(|l| Arc::ptr_eq(l, &log))
+        {
+            logs.remove(&log.config.name);
         }
+        log.mark_removed();
+        if let Some(base) = &log.config.base {
+            let source = &base.source;
+            let collect = {
+                let mut life = source.lifecycle.lock();
+                life.fork_refs = life.fork_refs.saturating_sub(1);
+                life.fork_refs == 0 && life.soft_deleted
+            };
+            if collect {
+                next = Some(source.clone());
+            }
+        }
+        removed.push(log);
     }
+    removed
 }

@@ -44,6 +44,11 @@ pub enum EngineError {
     #[error("an append needs data unless it closes the stream")]
     EmptyAppend,
 
+    #[error("durability class {0} needs storage, and this server keeps streams in memory only")]
+    DurabilityUnavailable(crate::Durability),
+    #[error("storage failure: {message}")]
+    Storage { no_space: bool, message: String },
+
     // read
     #[error("offset {offset} is beyond the stream's tail {tail}")]
     OffsetBeyondTail { offset: u64, tail: u64 },

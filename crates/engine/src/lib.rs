@@ -16,6 +16,7 @@
 //!     closed: false,
 //!     initial: Payload::default(),
 //!     fork: None,
+//!     durability: None,
 //! };
 //! engine.create("greetings", spec).await.unwrap();
 //! let data = Payload { data: "hello".into(), messages: 1 };
@@ -56,11 +57,20 @@
 //!    log is indistinguishable from a missing one, except a referenced one, which is gone.
 
 mod clock;
+mod durability;
 mod engine;
 mod error;
 mod framing;
 mod log;
+mod persist;
+mod records;
+mod store;
 mod types;
+
+pub use durability::Durability;
+pub use persist::{OpenError, RecoveryReport, StorageConfig};
+/// The crash-consistency layer underneath (directory seam, WAL, checkpoints).
+pub use riffle_wal as wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineConfig, LogHandle};

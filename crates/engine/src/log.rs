@@ -2,20 +2,30 @@
 //!
 //! A log's positions are byte positions in its stored form. A fork inherits the positions
 //! `[0, base.upto)` from its source and stores its own records from `base.upto` on.
+//!
+//! An append is validated and applied under the log's state lock. For `Fsync` logs the append
+//! is applied only when the WAL's group fsync covers it (from the committer's callback), and
+//! appends to one such log are serialized by `append_lock`, so validation always sees every
+//! earlier append; readers never see data before it is durable.
 
 use crate::clock::Clock;
+use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing;
+use crate::persist::Persist;
+use crate::records::{LogMeta, LogSnapshot, WalEntry, WriterRec};
+use crate::store::{LogFiles, MemRecord};
 use crate::types::{
     AppendRequest, AppendStatus, Appended, Expiry, Framing, LogInfo, Payload, ProducerAck,
     ProducerClaim,
 };
 use bytes::Bytes;
 use parking_lot::Mutex;
+use riffle_wal::Commit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Inherited prefix of a fork.
 #[derive(Debug)]
@@ -40,13 +50,28 @@ pub(crate) struct LogConfig {
     pub expiry: Option<Expiry>,
     /// Expiry as requested at creation, for idempotent re-create comparison.
     pub requested_expiry: Option<Expiry>,
+    pub durability: Durability,
     pub base: Option<ForkBase>,
 }
 
-#[derive(Debug)]
-struct Record {
-    start: u64,
-    data: Bytes,
+impl LogConfig {
+    pub fn meta(&self) -> LogMeta {
+        LogMeta {
+            id: self.id,
+            name: self.name.clone(),
+            content_type: self.content_type.to_string(),
+            framing: self.framing.into(),
+            expiry: self.expiry.as_ref().map(Into::into),
+            requested_expiry: self.requested_expiry.as_ref().map(Into::into),
+            durability: self.durability,
+            fork: self.base.as_ref().map(|b| crate::records::ForkRec {
+                source_id: b.source.config.id,
+                anchor: b.anchor,
+                sub: b.sub,
+                upto: b.upto,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,16 +89,28 @@ pub(crate) struct Lifecycle {
     pub soft_deleted: bool,
 }
 
-#[derive(Debug)]
-struct LogState {
-    records: Vec<Record>,
+/// Writer state: what validation reads and a committed append changes.
+#[derive(Debug, Default)]
+struct Writer {
     tail: u64,
+    /// Number of own records (file-backed logs; the RAM store counts its own).
+    records: u64,
     closed: bool,
     /// The producer tuple whose append closed the log, for idempotent retries.
     closed_by: Option<ProducerClaim>,
     last_stream_seq: Option<String>,
     producers: HashMap<String, ProducerState>,
+    /// Number of WAL records written for this log; replay skips those a checkpoint covers.
+    log_seq: u64,
+}
+
+#[derive(Debug)]
+struct LogState {
+    w: Writer,
+    mem: Vec<MemRecord>,
     last_access_ms: i64,
+    /// Tail as of the last checkpoint's sync of the files.
+    synced_tail: u64,
     /// The log was removed from the registry; handles still held must not write.
     removed: bool,
 }
@@ -85,11 +122,31 @@ pub(crate) struct MemoryBudget {
     pub limit: u64,
 }
 
+/// A validated append, ready to apply.
+#[derive(Debug)]
+struct Plan {
+    start: u64,
+    payload: Payload,
+    producer: Option<ProducerClaim>,
+    stream_seq: Option<String>,
+    close: bool,
+    log_seq: u64,
+}
+
+enum Decision {
+    /// Answered without writing (duplicate, already closed).
+    Answer(Appended),
+    Write(Plan),
+}
+
 #[derive(Debug)]
 pub(crate) struct Log {
     pub config: LogConfig,
+    pub files: Option<LogFiles>,
     state: Mutex<LogState>,
     pub lifecycle: Mutex<Lifecycle>,
+    /// Serializes appends of `Fsync` logs across their wait for the group fsync.
+    append_lock: tokio::sync::Mutex<()>,
     /// Bumped on every change a reader may wait for (data, close, removal).
     notify: watch::Sender<u64>,
     budget: Arc<MemoryBudget>,
@@ -110,50 +167,147 @@ pub(crate) struct AppendLimits {
     pub max_stream_bytes: u64,
 }
 
+pub(crate) fn storage_error(e: impl std::fmt::Display, no_space: bool) -> EngineError {
+    EngineError::Storage {
+        no_space,
+        message: e.to_string(),
+    }
+}
+
+fn io_error(e: std::io::Error) -> EngineError {
+    let no_space = e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28);
+    storage_error(e, no_space)
+}
+
+pub(crate) fn wal_error(e: riffle_wal::WalError) -> EngineError {
+    let no_space = e.is_no_space();
+    storage_error(e, no_space)
+}
+
 impl Log {
-    pub fn new(config: LogConfig, now_ms: i64, budget: Arc<MemoryBudget>) -> Self {
+    pub fn new(
+        config: LogConfig,
+        files: Option<LogFiles>,
+        now_ms: i64,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         let tail = config.base.as_ref().map_or(0, |b| b.upto);
+        Self::with_writer(
+            config,
+            files,
+            Writer {
+                tail,
+                ..Writer::default()
+            },
+            now_ms,
+            budget,
+        )
+    }
+
+    fn with_writer(
+        config: LogConfig,
+        files: Option<LogFiles>,
+        w: Writer,
+        now_ms: i64,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         Self {
             config,
+            files,
             state: Mutex::new(LogState {
-                records: Vec::new(),
-                tail,
-                closed: false,
-                closed_by: None,
-                last_stream_seq: None,
-                producers: HashMap::new(),
+                synced_tail: w.tail,
+                w,
+                mem: Vec::new(),
                 last_access_ms: now_ms,
                 removed: false,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
+            append_lock: tokio::sync::Mutex::new(()),
             notify: watch::channel(0).0,
             budget,
             own_bytes: AtomicU64::new(0),
         }
     }
 
-    pub fn info(&self) -> LogInfo {
-        let st = self.state.lock();
-        self.info_locked(&st)
+    /// Rebuild a recovered log.
+    pub fn restore(
+        config: LogConfig,
+        files: LogFiles,
+        rec: WriterRec,
+        now_ms: i64,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
+        let w = Writer {
+            tail: rec.tail,
+            records: rec.records,
+            closed: rec.closed,
+            closed_by: rec
+                .closed_by
+                .map(|(id, epoch, seq)| ProducerClaim { id, epoch, seq }),
+            last_stream_seq: rec.last_stream_seq,
+            producers: rec
+                .producers
+                .into_iter()
+                .map(|(id, epoch, last_seq)| (id, ProducerState { epoch, last_seq }))
+                .collect(),
+            log_seq: rec.log_seq,
+        };
+        Self::with_writer(config, Some(files), w, now_ms, budget)
     }
 
-    fn info_locked(&self, st: &LogState) -> LogInfo {
+    /// The log's state for a checkpoint; also returns whether its files need a sync.
+    pub fn snapshot(&self, deleted: bool) -> (LogSnapshot, bool) {
+        let st = self.state.lock();
+        let w = &st.w;
+        let writer = WriterRec {
+            tail: w.tail,
+            records: w.records,
+            closed: w.closed,
+            closed_by: w.closed_by.as_ref().map(|c| (c.id.clone(), c.epoch, c.seq)),
+            last_stream_seq: w.last_stream_seq.clone(),
+            producers: w
+                .producers
+                .iter()
+                .map(|(id, p)| (id.clone(), p.epoch, p.last_seq))
+                .collect(),
+            log_seq: w.log_seq,
+        };
+        let dirty = st.synced_tail != w.tail;
+        (
+            LogSnapshot {
+                meta: self.config.meta(),
+                writer,
+                deleted,
+            },
+            dirty,
+        )
+    }
+
+    /// Record that the files are synced up to `tail`.
+    pub fn mark_synced(&self, tail: u64) {
+        let mut st = self.state.lock();
+        st.synced_tail = st.synced_tail.max(tail);
+    }
+
+    pub fn info(&self) -> LogInfo {
+        let st = self.state.lock();
         LogInfo {
             id: self.config.id,
             content_type: self.config.content_type.clone(),
             framing: self.config.framing,
-            next: st.tail,
-            closed: st.closed,
+            next: st.w.tail,
+            closed: st.w.closed,
             expiry: self.config.expiry.clone(),
+            durability: self.config.durability,
         }
     }
 
     pub fn tail(&self) -> u64 {
-        self.state.lock().tail
+        self.state.lock().w.tail
     }
 
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.state.lock().w.closed
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -162,6 +316,11 @@ impl Log {
 
     fn wake(&self) {
         self.notify.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wake waiting readers so they re-check the log's state (after a soft delete).
+    pub fn wake_readers(&self) {
+        self.wake();
     }
 
     pub fn is_expired(&self, now_ms: i64) -> bool {
@@ -182,11 +341,6 @@ impl Log {
         st.last_access_ms = st.last_access_ms.max(now_ms);
     }
 
-    /// Wake waiting readers so they re-check the log's state (after a soft delete).
-    pub fn wake_readers(&self) {
-        self.wake();
-    }
-
     pub fn mark_removed(&self) {
         self.state.lock().removed = true;
         self.wake();
@@ -196,11 +350,20 @@ impl Log {
         self.state.lock().removed
     }
 
-    /// Store `payload` (and close) as the log's first content, at creation.
-    pub fn init(&self, payload: Payload, close: bool) {
+    /// Store `payload` (and close) as the log's first content, at creation. For file-backed
+    /// logs this writes record 0 of the files (made durable by the create's WAL record).
+    pub fn init(&self, payload: Payload, close: bool) -> Result<()> {
         let mut st = self.state.lock();
+        if let Some(files) = &self.files
+            && !payload.is_empty()
+        {
+            files
+                .write_record(0, st.w.tail, &payload.data)
+                .map_err(io_error)?;
+        }
         self.push_locked(&mut st, payload);
-        st.closed = close;
+        st.w.closed = close;
+        Ok(())
     }
 
     fn push_locked(&self, st: &mut LogState, payload: Payload) {
@@ -208,61 +371,155 @@ impl Log {
             return;
         }
         let len = payload.data.len() as u64;
-        st.records.push(Record {
-            start: st.tail,
-            data: payload.data,
-        });
-        st.tail += len;
-        self.own_bytes.fetch_add(len, Ordering::Relaxed);
+        if self.files.is_some() {
+            st.w.records += 1;
+        } else {
+            st.mem.push(MemRecord {
+                start: st.w.tail,
+                data: payload.data,
+            });
+            self.own_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        st.w.tail += len;
     }
 
     /// Validate and apply one append atomically: closure, content type, producer, `Stream-Seq`,
-    /// limits, then data and every piece of writer state together.
-    pub fn append(
-        &self,
+    /// limits, then data and every piece of writer state together (one WAL record for durable
+    /// logs).
+    pub async fn append(
+        self: &Arc<Self>,
         req: AppendRequest,
         limits: AppendLimits,
         clock: &dyn Clock,
+        persist: Option<&Arc<Persist>>,
     ) -> Result<Appended> {
-        let mut st = self.state.lock();
+        let durability = self.config.durability;
+        let _serial = match durability {
+            Durability::Fsync => Some(self.append_lock.lock().await),
+            _ => None,
+        };
+        let (plan, record) = {
+            let mut st = self.state.lock();
+            let plan = match self.validate(&mut st, req, limits, clock)? {
+                Decision::Answer(a) => return Ok(a),
+                Decision::Write(plan) => plan,
+            };
+            let persist = match (durability.is_persistent(), persist) {
+                (false, _) => {
+                    let out = self.apply(&mut st, plan);
+                    drop(st);
+                    self.wake();
+                    return Ok(out);
+                }
+                (true, Some(p)) => p,
+                (true, None) => {
+                    return Err(storage_error("durable log without storage", false));
+                }
+            };
+            if let Some(files) = &self.files
+                && !plan.payload.is_empty()
+            {
+                files
+                    .write_record(st.w.records, plan.start, &plan.payload.data)
+                    .map_err(io_error)?;
+            }
+            let record = plan.entry(self.config.id).encode(&plan.payload.data);
+            if durability != Durability::Fsync {
+                // Acknowledged once queued: apply now, in queue order (we hold the lock).
+                let out = self.apply(&mut st, plan);
+                let id = self.config.id;
+                persist.submit(
+                    id,
+                    record,
+                    commit_for(durability),
+                    Box::new(move |r| {
+                        if let Err(e) = r {
+                            tracing::error!(log = id, error = %e, "WAL write of an acknowledged append failed");
+                        }
+                    }),
+                );
+                drop(st);
+                self.wake();
+                return Ok(out);
+            }
+            (plan, record)
+        };
+        let Some(persist) = persist else {
+            return Err(storage_error("durable log without storage", false));
+        };
+        let (tx, rx) = oneshot::channel();
+        let log = self.clone();
+        persist.submit(
+            self.config.id,
+            record,
+            Commit::Sync,
+            Box::new(move |r| {
+                let out = r.map(|_| {
+                    let mut st = log.state.lock();
+                    let out = log.apply(&mut st, plan);
+                    drop(st);
+                    log.wake();
+                    out
+                });
+                let _ = tx.send(out);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(wal_error(e)),
+            Err(_) => Err(storage_error(
+                "the WAL shut down before the append committed",
+                false,
+            )),
+        }
+    }
+
+    fn validate(
+        &self,
+        st: &mut LogState,
+        req: AppendRequest,
+        limits: AppendLimits,
+        clock: &dyn Clock,
+    ) -> Result<Decision> {
         if st.removed {
             return Err(EngineError::NotFound);
         }
         st.last_access_ms = st.last_access_ms.max(clock.now_ms());
+        let w = &st.w;
         let has_data = !req.payload.is_empty();
         if !has_data && !req.close {
             return Err(EngineError::EmptyAppend);
         }
 
-        if st.closed {
-            if let (Some(claim), Some(by)) = (&req.producer, &st.closed_by)
+        if w.closed {
+            if let (Some(claim), Some(by)) = (&req.producer, &w.closed_by)
                 && claim == by
             {
-                return Ok(Appended {
+                return Ok(Decision::Answer(Appended {
                     status: AppendStatus::Duplicate,
-                    next: st.tail,
+                    next: w.tail,
                     closed: true,
                     producer: Some(ProducerAck {
                         epoch: claim.epoch,
                         seq: claim.seq,
                     }),
-                });
+                }));
             }
             if req.close && !has_data {
                 let producer = req.producer.as_ref().and_then(|c| {
-                    st.producers.get(&c.id).map(|p| ProducerAck {
+                    w.producers.get(&c.id).map(|p| ProducerAck {
                         epoch: p.epoch,
                         seq: p.last_seq,
                     })
                 });
-                return Ok(Appended {
+                return Ok(Decision::Answer(Appended {
                     status: AppendStatus::AlreadyClosed,
-                    next: st.tail,
+                    next: w.tail,
                     closed: true,
                     producer,
-                });
+                }));
             }
-            return Err(EngineError::Closed { next: st.tail });
+            return Err(EngineError::Closed { next: w.tail });
         }
 
         if has_data
@@ -276,9 +533,8 @@ impl Log {
 
         // Producer fencing and deduplication come before Stream-Seq: a retry is answered as a
         // duplicate even though its Stream-Seq would now look like a regression.
-        let mut producer_update = None;
         if let Some(claim) = &req.producer {
-            match st.producers.get(&claim.id) {
+            match w.producers.get(&claim.id) {
                 None => {
                     if claim.seq != 0 {
                         return Err(EngineError::SeqGap {
@@ -297,15 +553,15 @@ impl Log {
                 }
                 Some(p) => {
                     if claim.seq <= p.last_seq {
-                        return Ok(Appended {
+                        return Ok(Decision::Answer(Appended {
                             status: AppendStatus::Duplicate,
-                            next: st.tail,
-                            closed: st.closed,
+                            next: w.tail,
+                            closed: w.closed,
                             producer: Some(ProducerAck {
                                 epoch: p.epoch,
                                 seq: p.last_seq,
                             }),
-                        });
+                        }));
                     }
                     if claim.seq != p.last_seq + 1 {
                         return Err(EngineError::SeqGap {
@@ -315,14 +571,10 @@ impl Log {
                     }
                 }
             }
-            producer_update = Some(ProducerState {
-                epoch: claim.epoch,
-                last_seq: claim.seq,
-            });
         }
 
         if let Some(seq) = &req.stream_seq
-            && let Some(last) = &st.last_stream_seq
+            && let Some(last) = &w.last_stream_seq
             && seq.as_bytes() <= last.as_bytes()
         {
             return Err(EngineError::SeqRegression {
@@ -333,40 +585,59 @@ impl Log {
 
         let len = req.payload.data.len() as u64;
         if len > 0 {
-            let size = st.tail + len;
+            let size = w.tail + len;
             if size > limits.max_stream_bytes {
                 return Err(EngineError::StreamFull {
                     size,
                     limit: limits.max_stream_bytes,
                 });
             }
-            self.reserve_memory(len)?;
+            if self.files.is_none() {
+                self.reserve_memory(len)?;
+            }
         }
+        Ok(Decision::Write(Plan {
+            start: w.tail,
+            payload: req.payload,
+            producer: req.producer,
+            stream_seq: req.stream_seq,
+            close: req.close,
+            log_seq: w.log_seq + 1,
+        }))
+    }
 
-        // Everything validated: apply data and writer state as one step.
-        self.push_locked(&mut st, req.payload);
-        if let Some(seq) = req.stream_seq {
-            st.last_stream_seq = Some(seq);
+    /// Apply a validated append: data and all writer state, as one step.
+    fn apply(&self, st: &mut LogState, plan: Plan) -> Appended {
+        debug_assert_eq!(plan.start, st.w.tail, "appends apply in order");
+        self.push_locked(st, plan.payload);
+        let w = &mut st.w;
+        w.log_seq = plan.log_seq;
+        if let Some(seq) = plan.stream_seq {
+            w.last_stream_seq = Some(seq);
         }
-        if let (Some(claim), Some(update)) = (&req.producer, producer_update) {
-            st.producers.insert(claim.id.clone(), update);
+        let ack = plan.producer.as_ref().map(|c| {
+            w.producers.insert(
+                c.id.clone(),
+                ProducerState {
+                    epoch: c.epoch,
+                    last_seq: c.seq,
+                },
+            );
+            ProducerAck {
+                epoch: c.epoch,
+                seq: c.seq,
+            }
+        });
+        if plan.close {
+            w.closed = true;
+            w.closed_by = plan.producer;
         }
-        if req.close {
-            st.closed = true;
-            st.closed_by = req.producer.clone();
-        }
-        let out = Appended {
+        Appended {
             status: AppendStatus::Written,
-            next: st.tail,
-            closed: st.closed,
-            producer: producer_update.map(|p| ProducerAck {
-                epoch: p.epoch,
-                seq: p.last_seq,
-            }),
-        };
-        drop(st);
-        self.wake();
-        Ok(out)
+            next: w.tail,
+            closed: w.closed,
+            producer: ack,
+        }
     }
 
     /// Account `len` more bytes against the server-wide memory limit.
@@ -391,22 +662,42 @@ impl Log {
 
     /// Append the stored chunks of `[from, to)` to `out`, stopping once `budget` bytes are
     /// gathered at a record boundary. Returns the position reached.
-    pub fn collect(&self, from: u64, to: u64, budget: &mut usize, out: &mut Vec<Bytes>) -> u64 {
+    pub fn collect(
+        &self,
+        from: u64,
+        to: u64,
+        budget: &mut usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<u64> {
         let mut pos = from;
         if let Some(base) = &self.config.base
             && pos < base.upto
         {
-            pos = base.source.collect(pos, to.min(base.upto), budget, out);
+            pos = base.source.collect(pos, to.min(base.upto), budget, out)?;
             if pos < base.upto.min(to) || *budget == 0 {
-                return pos;
+                return Ok(pos);
             }
         }
+        if let Some(files) = &self.files {
+            // Positions below the visible tail never change: read without the lock.
+            let (records, tail) = {
+                let st = self.state.lock();
+                (st.w.records, st.w.tail)
+            };
+            let (end, chunk) = files
+                .read(records, pos, to.min(tail), budget)
+                .map_err(io_error)?;
+            if !chunk.is_empty() {
+                out.push(chunk);
+            }
+            return Ok(end.max(pos));
+        }
         let st = self.state.lock();
-        let to = to.min(st.tail);
+        let to = to.min(st.w.tail);
         let first = st
-            .records
+            .mem
             .partition_point(|r| r.start + r.data.len() as u64 <= pos);
-        for rec in &st.records[first..] {
+        for rec in &st.mem[first..] {
             if pos >= to || *budget == 0 {
                 break;
             }
@@ -417,27 +708,58 @@ impl Log {
             pos = rec.start + hi as u64;
             out.push(piece);
         }
-        pos
+        Ok(pos)
     }
 
     /// The stored bytes from `pos` to the end of the record that holds `pos`, as this log sees
     /// it (a record a fork inherited only in part ends where the inheritance ends). `None` at
     /// the tail.
-    pub fn record_rest(&self, pos: u64) -> Option<Bytes> {
+    pub fn record_rest(&self, pos: u64) -> Result<Option<Bytes>> {
         if let Some(base) = &self.config.base
             && pos < base.upto
         {
-            let rest = base.source.record_rest(pos)?;
+            let Some(rest) = base.source.record_rest(pos)? else {
+                return Ok(None);
+            };
             let keep = ((base.upto - pos) as usize).min(rest.len());
-            return Some(rest.slice(..keep));
+            return Ok(Some(rest.slice(..keep)));
+        }
+        if let Some(files) = &self.files {
+            let records = self.state.lock().w.records;
+            return files.record_rest(records, pos).map_err(io_error);
         }
         let st = self.state.lock();
         let i = st
-            .records
+            .mem
             .partition_point(|r| r.start + r.data.len() as u64 <= pos);
-        st.records
+        Ok(st
+            .mem
             .get(i)
             .filter(|r| r.start <= pos)
-            .map(|r| r.data.slice((pos - r.start) as usize..))
+            .map(|r| r.data.slice((pos - r.start) as usize..)))
+    }
+}
+
+/// How long an acknowledgement of each class waits.
+pub(crate) fn commit_for(d: Durability) -> Commit {
+    match d {
+        Durability::Fsync => Commit::Sync,
+        _ => Commit::Write,
+    }
+}
+
+impl Plan {
+    fn entry(&self, log_id: u64) -> WalEntry {
+        WalEntry::Append {
+            log_id,
+            log_seq: self.log_seq,
+            start: self.start,
+            producer: self
+                .producer
+                .as_ref()
+                .map(|c| (c.id.clone(), c.epoch, c.seq)),
+            stream_seq: self.stream_seq.clone(),
+            close: self.close,
+        }
     }
 }

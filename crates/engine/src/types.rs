@@ -1,6 +1,7 @@
 //! The engine's request and result types. They speak of logs, records and byte positions; the
 //! HTTP faces translate them to and from their protocols.
 
+use crate::durability::Durability;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub struct CreateSpec {
     pub closed: bool,
     pub initial: Payload,
     pub fork: Option<ForkSpec>,
+    /// The log's durability class; `None` takes the engine's default (a fork: its source's).
+    pub durability: Option<Durability>,
 }
 
 /// An idempotent producer's claim on an append.
@@ -128,6 +131,7 @@ pub struct LogInfo {
     pub next: u64,
     pub closed: bool,
     pub expiry: Option<Expiry>,
+    pub durability: Durability,
 }
 
 /// Where a read starts.

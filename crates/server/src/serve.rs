@@ -7,7 +7,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use riffle_engine::{Engine, EngineConfig, SystemClock};
+use riffle_engine::wal::FsDir;
+use riffle_engine::{Durability, Engine, EngineConfig, StorageConfig, SystemClock};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,17 +30,80 @@ pub enum ServeError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
-pub fn build_engine(config: &Config) -> Engine {
-    match config.storage {
-        StorageMode::Memory => Engine::new(
-            EngineConfig {
-                max_stream_bytes: config.limits.max_stream_bytes,
-                max_memory_bytes: config.limits.max_memory_bytes,
-            },
-            Arc::new(SystemClock),
-        ),
+/// The engine and what keeps its data directory ours.
+pub struct Storage {
+    pub engine: Engine,
+    /// Held for the process's lifetime: a second process on the directory refuses to start.
+    _lock: Option<std::fs::File>,
+}
+
+/// Open the configured storage, recovering a data directory if there is one.
+pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
+    let engine_config = |default_durability| EngineConfig {
+        max_stream_bytes: config.limits.max_stream_bytes,
+        max_memory_bytes: config.limits.max_memory_bytes,
+        default_durability,
+    };
+    match &config.storage {
+        StorageMode::Memory => Ok(Storage {
+            engine: Engine::new(engine_config(Durability::Ephemeral), Arc::new(SystemClock)),
+            _lock: None,
+        }),
+        StorageMode::Files {
+            data_dir,
+            default,
+            wal_shards,
+            sync_interval,
+        } => {
+            let fail = |what: &str, e: &dyn std::fmt::Display| {
+                ServeError::Storage(format!("{what} {}: {e}", data_dir.display()))
+            };
+            std::fs::create_dir_all(data_dir).map_err(|e| fail("cannot create", &e))?;
+            let lock_path = data_dir.join("LOCK");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| fail("cannot open the lock file in", &e))?;
+            if let Err(e) = lock.try_lock() {
+                return Err(ServeError::Storage(format!(
+                    "{} is in use by another process ({e}); refusing to start",
+                    data_dir.display()
+                )));
+            }
+            let dir = FsDir::open(data_dir).map_err(|e| fail("cannot open", &e))?;
+            let mut storage = StorageConfig::new(Arc::new(dir));
+            if *wal_shards > 0 {
+                storage.shards = *wal_shards;
+            }
+            storage.sync_interval = *sync_interval;
+            let started = std::time::Instant::now();
+            let (engine, report) =
+                Engine::recover(engine_config(*default), Arc::new(SystemClock), storage)
+                    .map_err(|e| fail("cannot recover", &e))?;
+            for torn in &report.torn_tails {
+                tracing::warn!(
+                    "WAL ended in a torn record (an interrupted write), truncated: {torn}"
+                );
+            }
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                default_durability = %default,
+                streams = report.logs,
+                wal_records_replayed = report.records_replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "storage recovered"
+            );
+            Ok(Storage {
+                engine,
+                _lock: Some(lock),
+            })
+        }
     }
 }
 
@@ -57,7 +121,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.addr);
-    let engine = build_engine(&config);
+    let storage = open_storage(&config)?;
+    let engine = storage.engine.clone();
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         engine: engine.clone(),
@@ -157,6 +222,10 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
+    if let Err(e) = engine.close() {
+        tracing::error!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
+    }
+    drop(storage);
     tracing::info!("stopped");
     Ok(())
 }

@@ -75,6 +75,9 @@ impl From<EngineError> for ApiError {
             E::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             E::StreamFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::MemoryFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::DurabilityUnavailable(_) => StatusCode::BAD_REQUEST,
+            E::Storage { no_space: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let err = ApiError::new(status, msg);
         match e {

@@ -35,9 +35,10 @@ pub struct App {
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
 const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, \
     Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, Producer-Seq, \
-    Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset";
+    Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Stream-Durability";
 const EXPOSE_HEADERS: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, \
-    Stream-Closed, Stream-SSE-Data-Encoding, Stream-TTL, Stream-Expires-At, ETag, Location, \
+    Stream-Closed, Stream-SSE-Data-Encoding, Stream-TTL, Stream-Expires-At, Stream-Durability, \
+    ETag, Location, \
     Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq";
 
 impl App {

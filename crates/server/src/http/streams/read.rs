@@ -184,6 +184,7 @@ pub fn head(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
     let info = app.engine.info(name)?;
     let mut resp = with_content_type(StatusCode::OK, &info.content_type)
         .header("stream-next-offset", format_offset(info.next))
+        .header("stream-durability", info.durability.as_str())
         .header(header::CACHE_CONTROL, "no-store");
     if info.closed {
         resp = resp.header("stream-closed", "true");

@@ -7,7 +7,9 @@ use super::{ResponseBody, with_content_type};
 use crate::http::{ApiError, App, STREAM_PREFIX, body};
 use http::{Request, Response, StatusCode, header as h};
 use hyper::body::Incoming;
-use riffle_engine::{AppendRequest, AppendStatus, CreateSpec, EngineError, ForkSpec, ReadFrom};
+use riffle_engine::{
+    AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, ReadFrom,
+};
 
 pub async fn create(
     app: &App,
@@ -19,6 +21,14 @@ pub async fn create(
     let closed = params::closed_flag(hs);
     let expiry = params::expiry(hs)?;
     let fork = fork_spec(hs)?;
+    let durability = match header(hs, "stream-durability")? {
+        None => None,
+        Some(v) => Some(v.parse::<Durability>().map_err(|()| {
+            ApiError::bad_request(format!(
+                "Stream-Durability {v:?} is not one of ephemeral, memory, disk, fsync"
+            ))
+        })?),
+    };
     let content_type = match header(hs, "content-type")? {
         Some(ct) if !ct.is_empty() => Some(ct.to_string()),
         _ if fork.is_some() => None,
@@ -43,6 +53,7 @@ pub async fn create(
         closed,
         initial,
         fork,
+        durability,
     };
     let created = app.engine.create(&name, spec).await?;
     let info = created.info;

@@ -1,0 +1,412 @@
+//! The engine's use of the WAL: shards, recovery (checkpoint + WAL replay over the stream
+//! files), and checkpoints that let old WAL segments go.
+//!
+//! Files in the data directory:
+//! - `wal/<shard>/<segment>.wal`: the write-ahead log, one directory per shard.
+//! - `streams/<id>.data`, `streams/<id>.idx`: each durable log's stored bytes and record ends.
+//! - `checkpoint`: the state of every durable log as of the WAL segments it names.
+
+use crate::records::{LogMeta, LogSnapshot, Snapshot, WalEntry, WriterRec};
+use crate::store::{LogFiles, data_path, idx_path};
+use riffle_wal::{Commit, Dir, Lsn, StopReason, Wal, WalConfig, WalError};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CHECKPOINT: &str = "checkpoint";
+/// Most shard directories probed at recovery (a previous run may have used more shards).
+const MAX_SHARDS: u32 = 64;
+
+/// Storage settings.
+#[derive(Clone)]
+pub struct StorageConfig {
+    pub dir: Arc<dyn Dir>,
+    /// WAL shards; a log's records all go to shard `id % shards`.
+    pub shards: u32,
+    /// Longest time a `disk`-class append stays unsynced.
+    pub sync_interval: Duration,
+    pub segment_bytes: u64,
+    /// Take a checkpoint once this many WAL bytes were written since the last one.
+    pub checkpoint_bytes: u64,
+}
+
+impl StorageConfig {
+    /// Defaults for a directory: `min(cores, 8)` shards, 50 ms disk-class sync interval.
+    pub fn new(dir: Arc<dyn Dir>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            dir,
+            shards: u32::try_from(cores.clamp(1, 8)).unwrap_or(1),
+            sync_interval: Duration::from_millis(50),
+            segment_bytes: 64 << 20,
+            checkpoint_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why the engine could not open its storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Wal(#[from] WalError),
+    #[error("checkpoint is unreadable: {0}")]
+    Checkpoint(String),
+    #[error("recovery failed: {0}")]
+    Replay(String),
+}
+
+/// What recovery found, for the operator's log.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub logs: usize,
+    pub records_replayed: u64,
+    pub torn_tails: Vec<String>,
+}
+
+pub(crate) struct Persist {
+    pub dir: Arc<dyn Dir>,
+    shards: Vec<Wal>,
+    active: u32,
+    pub config: StorageConfig,
+    written_at_checkpoint: parking_lot::Mutex<u64>,
+    checkpointing: parking_lot::Mutex<()>,
+}
+
+/// A log as recovered, before it becomes a live `Log`.
+pub(crate) struct RecoveredLog {
+    pub meta: LogMeta,
+    pub writer: WriterRec,
+    pub deleted: bool,
+    pub files: LogFiles,
+}
+
+struct Replaying {
+    meta: LogMeta,
+    writer: WriterRec,
+    deleted: bool,
+    files: Option<LogFiles>,
+}
+
+impl Replaying {
+    fn files(&mut self, dir: &dyn Dir) -> Result<&LogFiles, String> {
+        if self.files.is_none() {
+            let base = self.meta.fork.as_ref().map_or(0, |f| f.upto);
+            let f = LogFiles::open(dir, self.meta.id, base)
+                .map_err(|e| format!("cannot open files of log {:x}: {e}", self.meta.id))?;
+            self.files = Some(f);
+        }
+        self.files
+            .as_ref()
+            .ok_or_else(|| "log files vanished".to_string())
+    }
+}
+
+impl Persist {
+    /// Open the data directory: read the checkpoint, replay every shard's WAL over the stream
+    /// files, truncate what no record covers, collect deleted logs, and return the live ones.
+    pub fn open(
+        config: StorageConfig,
+    ) -> Result<(Arc<Persist>, Vec<RecoveredLog>, u64, RecoveryReport), OpenError> {
+        let dir = config.dir.clone();
+        let snapshot: Snapshot = match riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)? {
+            None => Snapshot::default(),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| OpenError::Checkpoint(format!("{CHECKPOINT}: {e}")))?,
+        };
+        let mut logs: BTreeMap<u64, Replaying> = snapshot
+            .logs
+            .into_iter()
+            .map(|l| {
+                (
+                    l.meta.id,
+                    Replaying {
+                        meta: l.meta,
+                        writer: l.writer,
+                        deleted: l.deleted,
+                        files: None,
+                    },
+                )
+            })
+            .collect();
+        // The idx files may hold entries past the checkpoint that no record covers.
+        for log in logs.values_mut() {
+            let (tail, records) = (log.writer.tail, log.writer.records);
+            log.files(dir.as_ref())
+                .map_err(OpenError::Replay)?
+                .truncate(tail, records)
+                .map_err(|e| OpenError::Replay(format!("log {:x}: {e}", log.meta.id)))?;
+        }
+
+        let existing = (0..MAX_SHARDS)
+            .filter(|s| {
+                dir.list(&format!("wal/{s:02}"))
+                    .is_ok_and(|files| !files.is_empty())
+            })
+            .max()
+            .map_or(0, |s| s + 1);
+        let active = config.shards.max(1);
+        let mut report = RecoveryReport::default();
+        let mut shards = Vec::new();
+        for shard in 0..active.max(existing) {
+            let start = snapshot
+                .start_segments
+                .get(shard as usize)
+                .copied()
+                .unwrap_or(0);
+            let cfg = WalConfig {
+                shard,
+                segment_bytes: config.segment_bytes,
+                sync_interval: config.sync_interval,
+            };
+            let (wal, recovery) = Wal::open(dir.clone(), cfg, |lsn: Lsn, record: &[u8]| {
+                if lsn.segment < start {
+                    return Ok(());
+                }
+                report.records_replayed += 1;
+                replay(dir.as_ref(), &mut logs, record)
+            })?;
+            if let StopReason::TornTail {
+                path,
+                offset,
+                reason,
+            } = recovery.stop
+            {
+                report
+                    .torn_tails
+                    .push(format!("{path} at byte {offset}: {reason}"));
+            }
+            shards.push(wal);
+        }
+
+        let recovered = finish(dir.as_ref(), logs)?;
+        report.logs = recovered.len();
+        let persist = Arc::new(Persist {
+            dir,
+            shards,
+            active,
+            config,
+            written_at_checkpoint: parking_lot::Mutex::new(0),
+            checkpointing: parking_lot::Mutex::new(()),
+        });
+        Ok((persist, recovered, snapshot.next_id, report))
+    }
+
+    fn shard(&self, log_id: u64) -> &Wal {
+        &self.shards[(log_id % u64::from(self.active)) as usize]
+    }
+
+    /// Queue a record for `log_id`'s shard.
+    pub fn submit(
+        &self,
+        log_id: u64,
+        record: Vec<u8>,
+        commit: Commit,
+        done: Box<dyn FnOnce(Result<Lsn, WalError>) + Send>,
+    ) {
+        self.shard(log_id).append(record, commit, done);
+    }
+
+    /// WAL bytes written since the process started.
+    pub fn wal_bytes(&self) -> u64 {
+        self.shards.iter().map(|w| w.stats().bytes).sum()
+    }
+
+    pub fn wal_syncs(&self) -> u64 {
+        self.shards.iter().map(|w| w.stats().syncs).sum()
+    }
+
+    /// Whether enough WAL was written since the last checkpoint to take another.
+    pub fn checkpoint_due(&self) -> bool {
+        self.wal_bytes() >= *self.written_at_checkpoint.lock() + self.config.checkpoint_bytes
+    }
+
+    /// Take a checkpoint. `logs` returns every durable log with its soft-deleted flag, read
+    /// after the WAL was rotated; `next_id` is the engine's id counter.
+    pub fn checkpoint(
+        &self,
+        logs: impl FnOnce() -> Vec<(Arc<crate::log::Log>, bool)>,
+        next_id: u64,
+    ) -> Result<(), OpenError> {
+        let _one = self.checkpointing.lock();
+        let written = self.wal_bytes();
+        // 1. Everything queued before this point lands in earlier segments, and is applied.
+        let mut start_segments = Vec::with_capacity(self.shards.len());
+        for wal in &self.shards {
+            start_segments.push(wal.rotate()?);
+            wal.flush()?;
+        }
+        // 2. Snapshot every log; sync the files of those that changed, so the snapshot's tails
+        //    are durable in the stream files.
+        let mut snap = Snapshot {
+            start_segments: start_segments.clone(),
+            next_id,
+            logs: Vec::new(),
+        };
+        for (log, deleted) in logs() {
+            let (s, dirty): (LogSnapshot, bool) = log.snapshot(deleted);
+            if dirty && let Some(files) = &log.files {
+                files
+                    .sync()
+                    .map_err(|e| OpenError::Replay(format!("sync of log {:x}: {e}", s.meta.id)))?;
+                log.mark_synced(s.writer.tail);
+            }
+            snap.logs.push(s);
+        }
+        self.dir
+            .sync_dir("streams")
+            .map_err(|e| OpenError::Replay(format!("sync of streams/: {e}")))?;
+        // 3. Publish it, then 4. let the covered segments go.
+        let bytes = postcard::to_stdvec(&snap).map_err(|e| OpenError::Checkpoint(e.to_string()))?;
+        riffle_wal::write_checkpoint(self.dir.as_ref(), CHECKPOINT, &bytes)?;
+        for (wal, seg) in self.shards.iter().zip(start_segments) {
+            wal.remove_segments_before(seg)?;
+        }
+        *self.written_at_checkpoint.lock() = written;
+        Ok(())
+    }
+
+    /// Remove a log's files (after its removal is durable).
+    pub fn remove_files(&self, id: u64) {
+        for path in [data_path(id), idx_path(id)] {
+            if let Err(e) = self.dir.remove(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(%path, error = %e, "could not remove a deleted stream's file");
+            }
+        }
+    }
+}
+
+/// Apply one WAL record during recovery. Records a checkpoint already covers are skipped.
+fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> Result<(), String> {
+    let (entry, payload) = WalEntry::decode(record)?;
+    match entry {
+        WalEntry::Create { meta, closed } => {
+            if logs.contains_key(&meta.id) {
+                return Ok(());
+            }
+            let tail = meta.fork.as_ref().map_or(0, |f| f.upto);
+            let mut log = Replaying {
+                writer: WriterRec {
+                    tail,
+                    closed,
+                    ..WriterRec::default()
+                },
+                meta,
+                deleted: false,
+                files: None,
+            };
+            let files = log.files(dir)?.clone();
+            files.truncate(tail, 0).map_err(|e| e.to_string())?;
+            if !payload.is_empty() {
+                files
+                    .write_record(0, tail, payload)
+                    .map_err(|e| e.to_string())?;
+                log.writer.records = 1;
+                log.writer.tail += payload.len() as u64;
+            }
+            logs.insert(log.meta.id, log);
+        }
+        WalEntry::Append {
+            log_id,
+            log_seq,
+            start,
+            producer,
+            stream_seq,
+            close,
+        } => {
+            let Some(log) = logs.get_mut(&log_id) else {
+                return Ok(()); // its create failed or it was collected before the checkpoint
+            };
+            if log_seq <= log.writer.log_seq {
+                return Ok(());
+            }
+            if start != log.writer.tail {
+                return Err(format!(
+                    "log {log_id:x}: record {log_seq} starts at {start}, but the log ends at {}",
+                    log.writer.tail
+                ));
+            }
+            if !payload.is_empty() {
+                let index = log.writer.records;
+                log.files(dir)?
+                    .write_record(index, start, payload)
+                    .map_err(|e| e.to_string())?;
+                log.writer.records += 1;
+                log.writer.tail += payload.len() as u64;
+            }
+            let w = &mut log.writer;
+            w.log_seq = log_seq;
+            if let Some(seq) = stream_seq {
+                w.last_stream_seq = Some(seq);
+            }
+            if let Some(p) = &producer {
+                w.producers.retain(|(id, _, _)| id != &p.0);
+                w.producers.push(p.clone());
+            }
+            if close {
+                w.closed = true;
+                w.closed_by = producer;
+            }
+        }
+        WalEntry::Delete { log_id } => {
+            if let Some(log) = logs.get_mut(&log_id) {
+                log.deleted = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After replay: collect deleted logs no fork needs (cascading), cut every file to its
+/// recovered length, and remove files that belong to no log.
+fn finish(
+    dir: &dyn Dir,
+    mut logs: BTreeMap<u64, Replaying>,
+) -> Result<Vec<RecoveredLog>, OpenError> {
+    loop {
+        let referenced: HashSet<u64> = logs
+            .values()
+            .filter_map(|l| l.meta.fork.as_ref().map(|f| f.source_id))
+            .collect();
+        let dead: Vec<u64> = logs
+            .values()
+            .filter(|l| l.deleted && !referenced.contains(&l.meta.id))
+            .map(|l| l.meta.id)
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for id in dead {
+            logs.remove(&id);
+        }
+    }
+    let mut out = Vec::with_capacity(logs.len());
+    let mut keep = HashSet::new();
+    for (id, mut log) in logs {
+        let (tail, records) = (log.writer.tail, log.writer.records);
+        let files = log.files(dir).map_err(OpenError::Replay)?.clone();
+        files
+            .truncate(tail, records)
+            .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
+        keep.insert(data_path(id));
+        keep.insert(idx_path(id));
+        out.push(RecoveredLog {
+            meta: log.meta,
+            writer: log.writer,
+            deleted: log.deleted,
+            files,
+        });
+    }
+    for name in dir.list("streams").unwrap_or_default() {
+        let path = if name.starts_with("streams/") {
+            name
+        } else {
+            format!("streams/{name}")
+        };
+        if !keep.contains(&path) {
+            let _ = dir.remove(&path);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! Where a log's own records live: in RAM (`Ephemeral` logs), or in two files per log (durable
+//! classes): `<id>.data` holds the stored bytes exactly as served, `<id>.idx` the end position
+//! of every record (u64 LE), so reads are byte ranges and record boundaries are a binary
+//! search away. RAM use of a file-backed log does not grow with its data.
+
+use bytes::{Bytes, BytesMut};
+use riffle_wal::{Dir, DirFile};
+use std::io;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub(crate) struct MemRecord {
+    pub start: u64,
+    pub data: Bytes,
+}
+
+/// The files of a durable log.
+#[derive(Clone)]
+pub(crate) struct LogFiles {
+    pub data: Arc<dyn DirFile>,
+    pub idx: Arc<dyn DirFile>,
+    /// Position of the first byte of `data` (a fork's inheritance point; 0 otherwise).
+    pub base: u64,
+}
+
+impl std::fmt::Debug for LogFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFiles")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+pub(crate) fn data_path(id: u64) -> String {
+    format!("streams/{id:016x}.data")
+}
+
+pub(crate) fn idx_path(id: u64) -> String {
+    format!("streams/{id:016x}.idx")
+}
+
+impl LogFiles {
+    pub fn open(dir: &dyn Dir, id: u64, base: u64) -> io::Result<Self> {
+        Ok(Self {
+            data: dir.open(&data_path(id), true)?,
+            idx: dir.open(&idx_path(id), true)?,
+            base,
+        })
+    }
+
+    /// Write record number `index` (`data` at position `start`). Not visible to readers until
+    /// the log's counters say so.
+    pub fn write_record(&self, index: u64, start: u64, data: &[u8]) -> io::Result<()> {
+        self.data.write_all_at(data, start - self.base)?;
+        let end = start + data.len() as u64;
+        self.idx.write_all_at(&end.to_le_bytes(), index * 8)
+    }
+
+    /// End position of record `i`.
+    fn record_end(&self, i: u64) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        read_exact_at(self.idx.as_ref(), &mut b, i * 8)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Index of the first of the `records` records whose end is greater than `pos`.
+    fn first_ending_after(&self, records: u64, pos: u64) -> io::Result<u64> {
+        let (mut lo, mut hi) = (0, records);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.record_end(mid)? <= pos {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Read `[from, to)` (whole records once `budget` is reached) as one chunk. `records` and
+    /// `to` are the visible counters.
+    pub fn read(
+        &self,
+        records: u64,
+        from: u64,
+        to: u64,
+        budget: &mut usize,
+    ) -> io::Result<(u64, Bytes)> {
+        if from >= to {
+            return Ok((from, Bytes::new()));
+        }
+        let want = to - from;
+        let end = if want as usize <= *budget {
+            to
+        } else {
+            // Stop at the end of the record that reaches the budget.
+            let i = self.first_ending_after(records, from + *budget as u64 - 1)?;
+            if i < records {
+                self.record_end(i)?.min(to)
+            } else {
+                to
+            }
+        };
+        let mut buf = BytesMut::zeroed((end - from) as usize);
+        read_exact_at(self.data.as_ref(), &mut buf, from - self.base)?;
+        *budget = budget.saturating_sub(buf.len());
+        Ok((end, buf.freeze()))
+    }
+
+    /// Bytes from `pos` to the end of the record holding it, among `records` records.
+    pub fn record_rest(&self, records: u64, pos: u64) -> io::Result<Option<Bytes>> {
+        let i = self.first_ending_after(records, pos)?;
+        if i >= records {
+            return Ok(None);
+        }
+        let end = self.record_end(i)?;
+        let mut buf = BytesMut::zeroed((end - pos) as usize);
+        read_exact_at(self.data.as_ref(), &mut buf, pos - self.base)?;
+        Ok(Some(buf.freeze()))
+    }
+
+    /// Make both files durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.data.sync_data()?;
+        self.idx.sync_data()
+    }
+
+    /// Drop anything past the recovered state.
+    pub fn truncate(&self, tail: u64, records: u64) -> io::Result<()> {
+        self.data.set_len(tail - self.base)?;
+        self.idx.set_len(records * 8)
+    }
+}
+
+fn read_exact_at(f: &dyn DirFile, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = f.read_at(buf, off)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream file is shorter than its recorded length",
+            ));
+        }
+        buf = &mut buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}

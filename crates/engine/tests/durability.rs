@@ -1,0 +1,343 @@
+//! Durability through the filesystem seam: restarts of every class, simulated crashes that
+//! drop unsynced data, injected I/O faults, checkpoints, and corruption.
+
+use riffle_engine::wal::{Dir, Fault, FaultDir, FaultPlan, MemDir};
+use riffle_engine::{
+    AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
+    ForkSpec, Framing, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Disk {
+    mem: MemDir,
+    plan: FaultPlan,
+    dir: Arc<dyn Dir>,
+}
+
+fn disk() -> Disk {
+    let mem = MemDir::new();
+    let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
+    Disk {
+        mem,
+        plan,
+        dir: Arc::new(fault),
+    }
+}
+
+fn open(d: &Disk, default: Durability) -> Engine {
+    let mut storage = StorageConfig::new(d.dir.clone());
+    storage.shards = 2;
+    storage.sync_interval = Duration::from_millis(5);
+    let config = EngineConfig {
+        default_durability: default,
+        ..EngineConfig::default()
+    };
+    Engine::recover(config, Arc::new(ManualClock::new(1_000_000)), storage)
+        .expect("recover")
+        .0
+}
+
+/// Power loss: the disk stops answering, everything unsynced is gone, the process dies.
+fn crash(d: &Disk, engine: Engine) {
+    d.plan.fail_writes("", Fault::Eio, usize::MAX);
+    d.plan.fail_syncs("", usize::MAX);
+    d.mem.crash();
+    drop(engine);
+    d.plan.clear();
+}
+
+fn spec(durability: Option<Durability>) -> CreateSpec {
+    CreateSpec {
+        content_type: Some(("text/plain".into(), Framing::Bytes)),
+        expiry: None,
+        closed: false,
+        initial: Payload::default(),
+        fork: None,
+        durability,
+    }
+}
+
+fn append(data: &str, producer: Option<(&str, u64)>) -> AppendRequest {
+    AppendRequest {
+        content_type: Some("text/plain".into()),
+        payload: Payload {
+            data: data.to_string().into(),
+            messages: 1,
+        },
+        producer: producer.map(|(id, seq)| ProducerClaim {
+            id: id.into(),
+            epoch: 0,
+            seq,
+        }),
+        ..Default::default()
+    }
+}
+
+fn read_all(engine: &Engine, name: &str) -> Vec<u8> {
+    let batch = engine
+        .open(name)
+        .expect("open")
+        .read(ReadFrom::Start, usize::MAX)
+        .expect("read");
+    batch.chunks.concat()
+}
+
+#[tokio::test]
+async fn fsync_appends_survive_a_crash_with_their_producer_state() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/s", spec(None)).await.unwrap();
+    let mut want = Vec::new();
+    for seq in 0..50 {
+        let data = format!("record-{seq};");
+        engine
+            .append("/s", append(&data, Some(("p", seq))))
+            .await
+            .unwrap();
+        want.extend_from_slice(data.as_bytes());
+    }
+    crash(&d, engine);
+
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(read_all(&engine, "/s"), want);
+    // A retry of the last acknowledged append is a duplicate, the next seq is new.
+    let dup = engine
+        .append("/s", append("record-49;", Some(("p", 49))))
+        .await
+        .unwrap();
+    assert_eq!(dup.status, AppendStatus::Duplicate);
+    let next = engine
+        .append("/s", append("record-50;", Some(("p", 50))))
+        .await
+        .unwrap();
+    assert_eq!(next.status, AppendStatus::Written);
+    assert_eq!(engine.info("/s").unwrap().durability, Durability::Fsync);
+}
+
+#[tokio::test]
+async fn every_class_keeps_its_promise_across_a_restart() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    for class in [
+        Durability::Ephemeral,
+        Durability::Memory,
+        Durability::Disk,
+        Durability::Fsync,
+    ] {
+        let name = format!("/{class}");
+        engine.create(&name, spec(Some(class))).await.unwrap();
+        engine.append(&name, append("abc", None)).await.unwrap();
+        engine.append(&name, append("def", None)).await.unwrap();
+    }
+    // A clean shutdown: every persistent class keeps everything; ephemeral logs are gone.
+    engine.close().unwrap();
+    drop(engine);
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(
+        engine.info("/ephemeral").unwrap_err(),
+        EngineError::NotFound
+    );
+    for class in [Durability::Memory, Durability::Disk, Durability::Fsync] {
+        assert_eq!(
+            read_all(&engine, &format!("/{class}")),
+            b"abcdef",
+            "{class}"
+        );
+    }
+
+    // A crash: fsync keeps everything acknowledged; the others keep a prefix, never garbage.
+    for class in [Durability::Memory, Durability::Disk, Durability::Fsync] {
+        engine
+            .append(&format!("/{class}"), append("ghi", None))
+            .await
+            .unwrap();
+    }
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(read_all(&engine, "/fsync"), b"abcdefghi");
+    for class in [Durability::Memory, Durability::Disk] {
+        let got = read_all(&engine, &format!("/{class}"));
+        assert!(
+            b"abcdefghi".starts_with(&got) && got.len() >= 6,
+            "{class}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_the_append_and_shows_nothing() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/f", spec(None)).await.unwrap();
+    engine
+        .append("/f", append("ok;", Some(("p", 0))))
+        .await
+        .unwrap();
+
+    d.plan.fail_writes("wal/", Fault::Eio, 1);
+    let err = engine
+        .append("/f", append("lost;", Some(("p", 1))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Storage {
+                no_space: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(read_all(&engine, "/f"), b"ok;");
+    // The failed seq was not consumed: the retry is new data, not a duplicate.
+    let retry = engine
+        .append("/f", append("again;", Some(("p", 1))))
+        .await
+        .unwrap();
+    assert_eq!(retry.status, AppendStatus::Written);
+
+    d.plan.fail_writes("wal/", Fault::NoSpace, 1);
+    let err = engine
+        .append("/f", append("full;", Some(("p", 2))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Storage { no_space: true, .. }),
+        "{err:?}"
+    );
+    d.plan.fail_syncs("wal/", 1);
+    assert!(
+        engine
+            .append("/f", append("nosync;", Some(("p", 2))))
+            .await
+            .is_err()
+    );
+    assert_eq!(read_all(&engine, "/f"), b"ok;again;");
+
+    // The disk recovered: writes work, and a restart shows exactly the acknowledged data.
+    engine
+        .append("/f", append("end;", Some(("p", 2))))
+        .await
+        .unwrap();
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(read_all(&engine, "/f"), b"ok;again;end;");
+}
+
+#[tokio::test]
+async fn a_torn_wal_write_recovers_to_the_acknowledged_prefix() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/t", spec(None)).await.unwrap();
+    engine.append("/t", append("one;", None)).await.unwrap();
+    d.plan.fail_writes("wal/", Fault::Torn, 1);
+    assert!(engine.append("/t", append("two;", None)).await.is_err());
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(read_all(&engine, "/t"), b"one;");
+    engine.append("/t", append("three;", None)).await.unwrap();
+    assert_eq!(read_all(&engine, "/t"), b"one;three;");
+}
+
+#[tokio::test]
+async fn checkpoints_cover_the_wal_and_recovery_replays_only_the_rest() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/c", spec(None)).await.unwrap();
+    for i in 0..20 {
+        engine
+            .append("/c", append(&format!("{i},"), None))
+            .await
+            .unwrap();
+    }
+    engine.checkpoint().unwrap();
+    for i in 20..30 {
+        engine
+            .append("/c", append(&format!("{i},"), None))
+            .await
+            .unwrap();
+    }
+    let want: String = (0..30).map(|i| format!("{i},")).collect();
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(read_all(&engine, "/c"), want.as_bytes());
+    // After a checkpoint only the newest segment of each shard remains.
+    engine.checkpoint().unwrap();
+    for shard in ["wal/00", "wal/01"] {
+        assert!(
+            d.dir.list(shard).unwrap().len() <= 1,
+            "{shard} was recycled"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forks_and_deletes_survive_restarts() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/src", spec(None)).await.unwrap();
+    engine.append("/src", append("hello", None)).await.unwrap();
+    let mut fork = spec(None);
+    fork.fork = Some(ForkSpec {
+        source: "/src".into(),
+        offset: Some(0),
+        sub: 3,
+    });
+    engine.create("/fork", fork).await.unwrap();
+    engine.append("/fork", append("p!", None)).await.unwrap();
+    engine.delete("/src").await.unwrap();
+    crash(&d, engine);
+
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(engine.info("/src").unwrap_err(), EngineError::Gone);
+    assert_eq!(read_all(&engine, "/fork"), b"help!");
+    engine.delete("/fork").await.unwrap();
+    assert_eq!(engine.info("/src").unwrap_err(), EngineError::NotFound);
+    crash(&d, engine);
+
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(engine.info("/src").unwrap_err(), EngineError::NotFound);
+    assert_eq!(engine.info("/fork").unwrap_err(), EngineError::NotFound);
+    // Their files are gone too.
+    assert!(d.dir.list("streams").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn corruption_that_is_not_a_torn_tail_refuses_to_open() {
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/x", spec(None)).await.unwrap();
+    for i in 0..10 {
+        engine
+            .append("/x", append(&format!("{i:04}"), None))
+            .await
+            .unwrap();
+    }
+    drop(engine);
+    // Flip a byte in the middle of the (only) segment of the log's shard.
+    let seg = ["wal/00", "wal/01"]
+        .iter()
+        .flat_map(|s| d.dir.list(s).unwrap())
+        .max_by_key(|p| d.dir.open(p, false).unwrap().len().unwrap())
+        .unwrap();
+    let f = d.dir.open(&seg, false).unwrap();
+    let len = f.len().unwrap();
+    let mut b = [0u8; 1];
+    f.read_at(&mut b, len / 2).unwrap();
+    f.write_all_at(&[b[0] ^ 0xff], len / 2).unwrap();
+    f.sync_data().unwrap();
+
+    let mut storage = StorageConfig::new(d.dir.clone());
+    storage.shards = 2;
+    let err = Engine::recover(
+        EngineConfig::default(),
+        Arc::new(ManualClock::new(0)),
+        storage,
+    )
+    .err()
+    .expect("corruption is refused")
+    .to_string();
+    assert!(err.contains(&seg), "{err}");
+}

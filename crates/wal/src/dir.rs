@@ -1,0 +1,521 @@
+//! The filesystem seam: everything the WAL, checkpoints and stream files do to a disk goes
+//! through [`Dir`], so tests can swap real files for [`MemDir`] (which can simulate a crash
+//! that loses unsynced data) or wrap any directory in [`FaultDir`] to inject I/O errors.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A directory of files addressed by relative paths (`wal/00/….wal`, `streams/….data`).
+pub trait Dir: Send + Sync + 'static {
+    /// Open (creating it if `create`) a file; parent directories are created as needed.
+    fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>>;
+    fn exists(&self, path: &str) -> bool;
+    /// Remove a file (`NotFound` if it does not exist).
+    fn remove(&self, path: &str) -> io::Result<()>;
+    /// Atomically replace `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Relative paths of the files directly inside `dir` (`""` is the root), sorted; empty if
+    /// the directory does not exist.
+    fn list(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// Make creations, renames and removals inside `dir` durable.
+    fn sync_dir(&self, dir: &str) -> io::Result<()>;
+}
+
+/// An open file with positional I/O.
+pub trait DirFile: Send + Sync {
+    /// Read at `offset`; short only at end of file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Real files under a root directory.
+#[derive(Debug, Clone)]
+pub struct FsDir {
+    root: PathBuf,
+}
+
+impl FsDir {
+    /// Use (and create) `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+struct FsFile(std::fs::File);
+
+impl DirFile for FsFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Dir for FsDir {
+    fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
+        let p = self.path(path);
+        if create && let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(p)?;
+        Ok(Arc::new(FsFile(f)))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.path(path).exists()
+    }
+    fn remove(&self, path: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(path))
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.path(from), self.path(to))
+    }
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let rd = match std::fs::read_dir(self.path(dir)) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                out.push(join(dir, name));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        match std::fs::File::open(self.path(dir)) {
+            Ok(d) => d.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct MemFileData {
+    /// What a reader sees now.
+    data: Vec<u8>,
+    /// What survives a crash: the data as of the last `sync_data`.
+    synced: Vec<u8>,
+}
+
+#[derive(Default)]
+struct MemState {
+    /// Current namespace: path → file.
+    files: BTreeMap<String, Arc<Mutex<MemFileData>>>,
+    /// Namespace as of the last `sync_dir` of each directory (what survives a crash).
+    durable: BTreeMap<String, Arc<Mutex<MemFileData>>>,
+}
+
+/// An in-memory directory. [`MemDir::crash`] simulates power loss: every file falls back to
+/// its last synced contents, and every directory to its last synced entries.
+#[derive(Clone, Default)]
+pub struct MemDir {
+    state: Arc<Mutex<MemState>>,
+}
+
+impl MemDir {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lose everything that was not made durable.
+    pub fn crash(&self) {
+        let mut st = self.state.lock();
+        st.files = st.durable.clone();
+        for f in st.files.values() {
+            let mut f = f.lock();
+            f.data = f.synced.clone();
+        }
+    }
+}
+
+struct MemFile(Arc<Mutex<MemFileData>>);
+
+impl DirFile for MemFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let f = self.0.lock();
+        let start = (offset as usize).min(f.data.len());
+        let n = buf.len().min(f.data.len() - start);
+        buf[..n].copy_from_slice(&f.data[start..start + n]);
+        Ok(n)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut f = self.0.lock();
+        let end = offset as usize + buf.len();
+        if f.data.len() < end {
+            f.data.resize(end, 0);
+        }
+        f.data[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.lock().data.len() as u64)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.lock().data.resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let mut f = self.0.lock();
+        f.synced = f.data.clone();
+        Ok(())
+    }
+}
+
+impl Dir for MemDir {
+    fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
+        let mut st = self.state.lock();
+        let file = match st.files.get(path) {
+            Some(f) => f.clone(),
+            None if create => {
+                let f = Arc::new(Mutex::new(MemFileData::default()));
+                st.files.insert(path.to_string(), f.clone());
+                f
+            }
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, path.to_string())),
+        };
+        Ok(Arc::new(MemFile(file)))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.state.lock().files.contains_key(path)
+    }
+    fn remove(&self, path: &str) -> io::Result<()> {
+        match self.state.lock().files.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, path.to_string())),
+        }
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let f = st
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
+        st.files.insert(to.to_string(), f);
+        Ok(())
+    }
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        Ok(self
+            .state
+            .lock()
+            .files
+            .keys()
+            .filter(|p| parent(p) == dir)
+            .cloned()
+            .collect())
+    }
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let current: Vec<(String, Arc<Mutex<MemFileData>>)> = st
+            .files
+            .iter()
+            .filter(|(p, _)| parent(p) == dir)
+            .map(|(p, f)| (p.clone(), f.clone()))
+            .collect();
+        st.durable.retain(|p, _| parent(p) != dir);
+        st.durable.extend(current);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A fault to inject into writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The write fails with EIO and writes nothing.
+    Eio,
+    /// The write fails with ENOSPC and writes nothing.
+    NoSpace,
+    /// The first half of the buffer is written, then the write fails with EIO.
+    Short,
+    /// The first half is written, then the machine "dies": every later operation fails until
+    /// [`FaultPlan::clear`] (a test then calls [`MemDir::crash`] and reopens).
+    Torn,
+}
+
+#[derive(Default)]
+struct Plan {
+    writes: Vec<(String, Fault, usize)>,
+    syncs: Vec<(String, usize)>,
+    dead: bool,
+    writes_seen: u64,
+    syncs_seen: u64,
+}
+
+/// Handle to arm faults of a [`FaultDir`] at run time. `count == usize::MAX` means "until
+/// cleared".
+#[derive(Clone, Default)]
+pub struct FaultPlan(Arc<Mutex<Plan>>);
+
+impl FaultPlan {
+    /// Fail the next `count` writes to files whose path starts with `prefix`.
+    pub fn fail_writes(&self, prefix: &str, fault: Fault, count: usize) {
+        self.0
+            .lock()
+            .writes
+            .push((prefix.to_string(), fault, count));
+    }
+    /// Fail the next `count` syncs of files whose path starts with `prefix` (EIO).
+    pub fn fail_syncs(&self, prefix: &str, count: usize) {
+        self.0.lock().syncs.push((prefix.to_string(), count));
+    }
+    /// Disarm everything and revive a "dead" directory.
+    pub fn clear(&self) {
+        let mut p = self.0.lock();
+        p.writes.clear();
+        p.syncs.clear();
+        p.dead = false;
+    }
+    pub fn writes_seen(&self) -> u64 {
+        self.0.lock().writes_seen
+    }
+    pub fn syncs_seen(&self) -> u64 {
+        self.0.lock().syncs_seen
+    }
+
+    fn alive(&self) -> io::Result<()> {
+        if self.0.lock().dead {
+            Err(io::Error::other("injected: the machine is down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn take_write(&self, path: &str) -> Option<Fault> {
+        let mut p = self.0.lock();
+        p.writes_seen += 1;
+        let i = p
+            .writes
+            .iter()
+            .position(|(pre, _, n)| path.starts_with(pre) && *n > 0)?;
+        let (_, fault, n) = &mut p.writes[i];
+        let fault = *fault;
+        if *n != usize::MAX {
+            *n -= 1;
+        }
+        if fault == Fault::Torn {
+            p.dead = true;
+        }
+        Some(fault)
+    }
+
+    fn take_sync(&self, path: &str) -> bool {
+        let mut p = self.0.lock();
+        p.syncs_seen += 1;
+        let Some(i) = p
+            .syncs
+            .iter()
+            .position(|(pre, n)| path.starts_with(pre) && *n > 0)
+        else {
+            return false;
+        };
+        let n = &mut p.syncs[i].1;
+        if *n != usize::MAX {
+            *n -= 1;
+        }
+        true
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
+}
+
+/// Wraps a directory and injects the faults armed in its [`FaultPlan`].
+pub struct FaultDir {
+    inner: Arc<dyn Dir>,
+    plan: FaultPlan,
+}
+
+impl FaultDir {
+    pub fn new(inner: Arc<dyn Dir>) -> (Self, FaultPlan) {
+        let plan = FaultPlan::default();
+        (
+            Self {
+                inner,
+                plan: plan.clone(),
+            },
+            plan,
+        )
+    }
+}
+
+struct FaultFile {
+    inner: Arc<dyn DirFile>,
+    path: String,
+    plan: FaultPlan,
+}
+
+impl DirFile for FaultFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.plan.alive()?;
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.plan.alive()?;
+        match self.plan.take_write(&self.path) {
+            None => self.inner.write_all_at(buf, offset),
+            Some(Fault::Eio) => Err(eio()),
+            Some(Fault::NoSpace) => Err(enospc()),
+            Some(Fault::Short | Fault::Torn) => {
+                self.inner.write_all_at(&buf[..buf.len() / 2], offset)?;
+                Err(eio())
+            }
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.plan.alive()?;
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.plan.alive()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.plan.alive()?;
+        if self.plan.take_sync(&self.path) {
+            return Err(eio());
+        }
+        self.inner.sync_data()
+    }
+}
+
+impl Dir for FaultDir {
+    fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
+        self.plan.alive()?;
+        Ok(Arc::new(FaultFile {
+            inner: self.inner.open(path, create)?,
+            path: path.to_string(),
+            plan: self.plan.clone(),
+        }))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.inner.exists(path)
+    }
+    fn remove(&self, path: &str) -> io::Result<()> {
+        self.plan.alive()?;
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.plan.alive()?;
+        self.inner.rename(from, to)
+    }
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.plan.alive()?;
+        self.inner.list(dir)
+    }
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        self.plan.alive()?;
+        self.inner.sync_dir(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_crash_keeps_only_synced_data_and_entries() {
+        let d = MemDir::new();
+        let f = d.open("a/x", true).unwrap();
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        d.sync_dir("a").unwrap();
+        f.write_all_at(b" world", 5).unwrap();
+        let g = d.open("a/y", true).unwrap();
+        g.write_all_at(b"new", 0).unwrap();
+        g.sync_data().unwrap(); // synced data, but its directory entry is not
+        d.crash();
+        let f = d.open("a/x", false).unwrap();
+        let mut buf = [0u8; 16];
+        let n = f.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert!(!d.exists("a/y"));
+        assert_eq!(d.list("a").unwrap(), vec!["a/x".to_string()]);
+    }
+
+    #[test]
+    fn faults_fire_by_prefix_and_count() {
+        let (d, plan) = FaultDir::new(Arc::new(MemDir::new()));
+        let f = d.open("wal/1", true).unwrap();
+        let g = d.open("data/1", true).unwrap();
+        plan.fail_writes("wal/", Fault::NoSpace, 1);
+        let e = f.write_all_at(b"x", 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28));
+        g.write_all_at(b"x", 0).unwrap();
+        f.write_all_at(b"x", 0).unwrap();
+        plan.fail_writes("", Fault::Torn, 1);
+        assert!(g.write_all_at(b"abcd", 0).is_err());
+        assert!(f.len().is_err(), "dead after a torn write");
+        plan.clear();
+        assert_eq!(g.len().unwrap(), 2);
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Riffle's one test command: lint, unit and integration tests, the official conformance suite
+# against the built binary, and the official TypeScript and Python clients.
+# Needs Rust, Node 20 and npm; installs the npm/PyPI packages it uses (pinned by lockfiles).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and integration tests"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+bin="$root/target/debug/riffle"
+
+# Start the server on a free port; sets $url and $server_pid.
+start_server() {
+  local port
+  port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  log="$root/target/riffle-test-$port.log"
+  data_dir=$(mktemp -d "${TMPDIR:-/tmp}/riffle-test-data.XXXXXX")
+  DS_SERVER__LONG_POLL_TIMEOUT_SECS=1 DS_STORAGE__DATA_DIR="$data_dir" \
+    "$bin" serve --config-dir "$root/target/no-config" --port "$port" "$@" >"$log" 2>&1 &
+  server_pid=$!
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "$url/healthz"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "server did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+stop_server() {
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  rm -rf "$data_dir"
+}
+trap 'stop_server' EXIT
+
+(cd conformance && npm ci --no-audit --no-fund --loglevel=error)
+for mode in memory file-fast file-durable acid; do
+  step "conformance suite (@durable-streams/server-conformance-tests 0.3.6), storage mode $mode"
+  DS_STORAGE__MODE=$mode start_server
+  (cd conformance && CONFORMANCE_TEST_URL="$url" npx vitest run)
+  stop_server
+done
+
+step "official clients (TypeScript and Python)"
+start_server
+RIFFLE_URL="$url" clients/run.sh
+stop_server
+
+step "all tests passed"
