@@ -5,9 +5,29 @@ use riffle_server::config::{Settings, Sources};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+const CONFIG_HELP: &str = "\
+Configuration, later wins: built-in defaults, CONFIG_DIR/default.toml, CONFIG_DIR/<profile>.toml,
+CONFIG_DIR/local.toml, --config PATH, DS_* environment variables (DS_SECTION__KEY), --host/--port.
+
+Keys (TOML section.key / environment), defaults in brackets:
+  server.host                      DS_SERVER__HOST                      [127.0.0.1]
+  server.port                      DS_SERVER__PORT                      [4437]
+  server.long_poll_timeout_secs    DS_SERVER__LONG_POLL_TIMEOUT_SECS    [30]
+  server.sse_reconnect_interval_secs DS_SERVER__SSE_RECONNECT_INTERVAL_SECS [60]
+  http.cors_origins                DS_HTTP__CORS_ORIGINS                [*]
+  limits.max_memory_bytes          DS_LIMITS__MAX_MEMORY_BYTES          [104857600]
+  limits.max_stream_bytes          DS_LIMITS__MAX_STREAM_BYTES          [10485760]
+  limits.max_request_body_bytes    DS_LIMITS__MAX_REQUEST_BODY_BYTES    [10485760]
+  storage.mode                     DS_STORAGE__MODE    memory|file-fast|file-durable|acid|redb [file-durable]
+  storage.data_dir                 DS_STORAGE__DATA_DIR                 [./data/streams]
+  storage.wal_shards               DS_STORAGE__WAL_SHARDS               [0 = min(cores, 8)]
+  storage.sync_interval_ms         DS_STORAGE__SYNC_INTERVAL_MS         [50]
+  tls.cert_path, tls.key_path      DS_TLS__CERT_PATH, DS_TLS__KEY_PATH  [unset: plain HTTP]
+  log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]";
+
 /// Riffle: durable, append-only streams over HTTP (the Durable Streams protocol).
 #[derive(Parser)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true, after_help = CONFIG_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -18,6 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the server (the default when no command is given).
+    #[command(after_help = CONFIG_HELP)]
     Serve(ServeArgs),
 }
 
