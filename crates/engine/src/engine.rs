@@ -6,11 +6,13 @@
 use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::{EngineError, Result};
-use crate::framing::{json_prefix_len, media_key};
+use crate::framing::{json_message_count, json_prefix_len, media_key};
 use crate::log::{
     AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, commit_for, storage_error, wal_error,
 };
-use crate::persist::{OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig};
+use crate::persist::{
+    OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig, remove_log_files,
+};
 use crate::records::WalEntry;
 use crate::store::LogFiles;
 use crate::types::{
@@ -494,7 +496,7 @@ impl Engine {
             log_id: log.config.id,
         }
         .encode(&[]);
-        let p = persist.clone();
+        let dir = persist.dir.clone();
         let doomed: Vec<u64> = removed
             .iter()
             .filter(|l| l.files.is_some())
@@ -507,7 +509,7 @@ impl Engine {
             Box::new(move |r| {
                 if r.is_ok() {
                     for id in doomed {
-                        p.remove_files(id);
+                        remove_log_files(dir.as_ref(), id);
                     }
                 }
                 let _ = tx.send(r);
@@ -630,7 +632,12 @@ impl LogHandle {
                     tail: info.next,
                 });
             }
-            ReadFrom::At(offset) => offset,
+            ReadFrom::At(offset) => {
+                if !self.log.is_message_boundary(offset)? {
+                    return Err(EngineError::OffsetInsideMessage { offset });
+                }
+                offset
+            }
         };
         let mut chunks = Vec::new();
         let mut budget = max_bytes.max(1);
@@ -679,6 +686,9 @@ fn fork_point(source: &Log, fork: &ForkSpec) -> Result<u64> {
             tail,
         });
     }
+    if !source.is_message_boundary(anchor)? {
+        return Err(EngineError::OffsetInsideMessage { offset: anchor });
+    }
     if fork.sub == 0 {
         return Ok(anchor);
     }
@@ -691,19 +701,10 @@ fn fork_point(source: &Log, fork: &ForkSpec) -> Result<u64> {
         Framing::Bytes if fork.sub <= rest.len() as u64 => fork.sub,
         Framing::Bytes => return Err(overshoot(rest.len() as u64)),
         Framing::JsonMessages => json_prefix_len(&rest, fork.sub)
-            .ok_or_else(|| overshoot(json_prefix_len_count(&rest)))?
+            .ok_or_else(|| overshoot(json_message_count(&rest)))?
             as u64,
     };
     Ok(anchor + len)
-}
-
-/// Number of messages in a stored JSON record.
-fn json_prefix_len_count(rec: &[u8]) -> u64 {
-    let mut n = 0;
-    while json_prefix_len(rec, n + 1).is_some() {
-        n += 1;
-    }
-    n
 }
 
 /// Compare an existing log with a create request.

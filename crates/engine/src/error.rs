@@ -49,6 +49,9 @@ pub enum EngineError {
     #[error("storage failure: {message}")]
     Storage { no_space: bool, message: String },
 
+    #[error("offset {offset} is inside a JSON message, not between two")]
+    OffsetInsideMessage { offset: u64 },
+
     // read
     #[error("offset {offset} is beyond the stream's tail {tail}")]
     OffsetBeyondTail { offset: u64, tail: u64 },

@@ -11,20 +11,16 @@ pub fn media_key(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Byte length of the first `n` messages of a stored JSON record (messages each followed by
-/// `,`), or `None` if the record holds fewer than `n`.
+/// End offsets (just past each `,`) of the messages of a stored JSON record: messages each
+/// followed by `,`.
 ///
 /// The record was validated when stored, so a `,` at nesting depth 0 outside a string always
 /// ends a message.
-pub fn json_prefix_len(record: &[u8], n: u64) -> Option<usize> {
-    if n == 0 {
-        return Some(0);
-    }
-    let mut seen = 0u64;
+fn json_message_ends(record: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
-    for (i, &b) in record.iter().enumerate() {
+    record.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -32,22 +28,39 @@ pub fn json_prefix_len(record: &[u8], n: u64) -> Option<usize> {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            continue;
+            return None;
         }
         match b {
             b'"' => in_string = true,
             b'[' | b'{' => depth += 1,
             b']' | b'}' => depth = depth.saturating_sub(1),
-            b',' if depth == 0 => {
-                seen += 1;
-                if seen == n {
-                    return Some(i + 1);
-                }
-            }
+            b',' if depth == 0 => return Some(i + 1),
             _ => {}
         }
+        None
+    })
+}
+
+/// Byte length of the first `n` messages of a stored JSON record, or `None` if the record
+/// holds fewer than `n`.
+pub fn json_prefix_len(record: &[u8], n: u64) -> Option<usize> {
+    if n == 0 {
+        return Some(0);
     }
-    None
+    json_message_ends(record).nth(usize::try_from(n - 1).ok()?)
+}
+
+/// Number of messages in a stored JSON record.
+pub fn json_message_count(record: &[u8]) -> u64 {
+    json_message_ends(record).count() as u64
+}
+
+/// Whether byte `at` of a stored JSON record falls between two messages.
+pub fn json_is_boundary(record: &[u8], at: usize) -> bool {
+    at == 0
+        || json_message_ends(record)
+            .take_while(|&e| e <= at)
+            .any(|e| e == at)
 }
 
 #[cfg(test)]
@@ -72,5 +85,8 @@ mod tests {
         assert_eq!(json_prefix_len(rec, 3), Some(rec.len() - 2));
         assert_eq!(json_prefix_len(rec, 4), Some(rec.len()));
         assert_eq!(json_prefix_len(rec, 5), None);
+        assert_eq!(json_message_count(rec), 4);
+        assert!(json_is_boundary(rec, 0) && json_is_boundary(rec, 12));
+        assert!(!json_is_boundary(rec, 1) && !json_is_boundary(rec, 6));
     }
 }

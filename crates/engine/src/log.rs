@@ -252,7 +252,11 @@ impl Log {
                 .collect(),
             log_seq: rec.log_seq,
         };
-        Self::with_writer(config, Some(files), w, now_ms, budget)
+        let log = Self::with_writer(config, Some(files), w, now_ms, budget);
+        // Replay rewrote the files without syncing them: the first checkpoint must sync them
+        // before it lets the WAL that holds the same data go.
+        log.state.lock().synced_tail = u64::MAX;
+        log
     }
 
     /// The log's state for a checkpoint; also returns whether its files need a sync.
@@ -283,10 +287,9 @@ impl Log {
         )
     }
 
-    /// Record that the files are synced up to `tail`.
+    /// Record that the files are synced up to `tail` (the tail of the snapshot just taken).
     pub fn mark_synced(&self, tail: u64) {
-        let mut st = self.state.lock();
-        st.synced_tail = st.synced_tail.max(tail);
+        self.state.lock().synced_tail = tail;
     }
 
     pub fn info(&self) -> LogInfo {
@@ -709,6 +712,42 @@ impl Log {
             out.push(piece);
         }
         Ok(pos)
+    }
+
+    /// For JSON framing: whether `pos` falls between two messages (offsets inside a message
+    /// would make reads and forks return broken JSON).
+    pub fn is_message_boundary(&self, pos: u64) -> Result<bool> {
+        if self.config.framing != Framing::JsonMessages {
+            return Ok(true);
+        }
+        if let Some(base) = &self.config.base {
+            if pos == base.upto {
+                return Ok(true);
+            }
+            if pos < base.upto {
+                return base.source.is_message_boundary(pos);
+            }
+        }
+        let found = match &self.files {
+            Some(files) => {
+                let records = self.state.lock().w.records;
+                files.record_containing(records, pos).map_err(io_error)?
+            }
+            None => {
+                let st = self.state.lock();
+                let i = st
+                    .mem
+                    .partition_point(|r| r.start + r.data.len() as u64 <= pos);
+                st.mem
+                    .get(i)
+                    .filter(|r| r.start <= pos)
+                    .map(|r| (r.start, r.data.clone()))
+            }
+        };
+        Ok(match found {
+            None => true, // at the tail
+            Some((start, rec)) => framing::json_is_boundary(&rec, (pos - start) as usize),
+        })
     }
 
     /// The stored bytes from `pos` to the end of the record that holds `pos`, as this log sees

@@ -264,15 +264,15 @@ impl Persist {
         *self.written_at_checkpoint.lock() = written;
         Ok(())
     }
+}
 
-    /// Remove a log's files (after its removal is durable).
-    pub fn remove_files(&self, id: u64) {
-        for path in [data_path(id), idx_path(id)] {
-            if let Err(e) = self.dir.remove(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(%path, error = %e, "could not remove a deleted stream's file");
-            }
+/// Remove a log's files (after its removal is durable).
+pub(crate) fn remove_log_files(dir: &dyn Dir, id: u64) {
+    for path in [data_path(id), idx_path(id)] {
+        if let Err(e) = dir.remove(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%path, error = %e, "could not remove a deleted stream's file");
         }
     }
 }

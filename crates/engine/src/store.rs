@@ -119,6 +119,23 @@ impl LogFiles {
         Ok(Some(buf.freeze()))
     }
 
+    /// The record holding `pos`: its start and its bytes.
+    pub fn record_containing(&self, records: u64, pos: u64) -> io::Result<Option<(u64, Bytes)>> {
+        let i = self.first_ending_after(records, pos)?;
+        if i >= records {
+            return Ok(None);
+        }
+        let start = if i == 0 {
+            self.base
+        } else {
+            self.record_end(i - 1)?
+        };
+        let end = self.record_end(i)?;
+        let mut buf = BytesMut::zeroed((end - start) as usize);
+        read_exact_at(self.data.as_ref(), &mut buf, start - self.base)?;
+        Ok(Some((start, buf.freeze())))
+    }
+
     /// Make both files durable.
     pub fn sync(&self) -> io::Result<()> {
         self.data.sync_data()?;

@@ -2,9 +2,10 @@
 //! soft deletion and cascading collection, expiry inheritance, and fork errors.
 
 use bytes::Bytes;
+use riffle_engine::wal::{Dir, MemDir};
 use riffle_engine::{
-    AppendRequest, CreateSpec, Engine, EngineConfig, EngineError, Expiry, ForkSpec, Framing,
-    ManualClock, Payload, ReadFrom,
+    AppendRequest, CreateSpec, Durability, Engine, EngineConfig, EngineError, Expiry, ForkSpec,
+    Framing, ManualClock, Payload, ReadFrom, StorageConfig,
 };
 use std::sync::Arc;
 
@@ -752,4 +753,127 @@ async fn fork_of_a_closed_source_is_open() {
         .unwrap();
     assert!(g.info.closed);
     assert_eq!(read_all(&e, "g"), b"aZ");
+}
+
+/// Forks created, written and deleted from several threads while the source is deleted: no
+/// reference is lost or leaked, so everything is collected at the end.
+#[test]
+fn concurrent_forks_and_deletes_keep_references_exact() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 200;
+    let (e, _) = engine();
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    };
+    rt().block_on(async {
+        e.create("src", bytes_spec()).await.unwrap();
+        put(&e, "src", b"base").await;
+    });
+    let forked = std::sync::atomic::AtomicUsize::new(0);
+    let forked = &forked;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let e = &e;
+            scope.spawn(move || {
+                rt().block_on(async {
+                    for round in 0..ROUNDS {
+                        let name = format!("f{t}");
+                        match e.create(&name, fork_spec("src", Some(4), 0)).await {
+                            Ok(_) => {
+                                forked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            // The source was deleted (soft) and no fork can be made of it.
+                            Err(EngineError::ForkSourceGone | EngineError::ForkSourceNotFound) => {
+                                return;
+                            }
+                            Err(err) => panic!("{err:?}"),
+                        }
+                        put(e, &name, format!("{t}.{round}").as_bytes()).await;
+                        let batch = e
+                            .open(&name)
+                            .unwrap()
+                            .read(ReadFrom::Start, usize::MAX)
+                            .unwrap();
+                        let want = format!("base{t}.{round}");
+                        assert_eq!(batch.chunks.concat(), want.as_bytes());
+                        e.delete(&name).await.unwrap();
+                    }
+                });
+            });
+        }
+        scope.spawn(|| {
+            // Delete the source while forks come and go.
+            while forked.load(std::sync::atomic::Ordering::SeqCst) < THREADS * ROUNDS / 4 {
+                std::thread::yield_now();
+            }
+            rt().block_on(e.delete("src")).unwrap();
+        });
+    });
+    assert_eq!(e.info("src").unwrap_err(), EngineError::NotFound);
+    assert_eq!(e.log_count(), 0);
+    assert_eq!(e.memory_used(), 0);
+}
+
+/// A fork of a durable class keeps its promise across a clean restart even when its source is
+/// ephemeral: either the engine refuses to make it, or the fork comes back whole.
+#[tokio::test]
+async fn durable_fork_of_an_ephemeral_source_survives_a_restart() {
+    let dir: Arc<dyn Dir> = Arc::new(MemDir::new());
+    let open = || {
+        let config = EngineConfig {
+            default_durability: Durability::Memory,
+            ..EngineConfig::default()
+        };
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        Engine::recover(config, clock, StorageConfig::new(dir.clone()))
+            .unwrap()
+            .0
+    };
+    let e = open();
+    e.create(
+        "src",
+        CreateSpec {
+            durability: Some(Durability::Ephemeral),
+            ..bytes_spec()
+        },
+    )
+    .await
+    .unwrap();
+    put(&e, "src", b"abc").await;
+    let created = e
+        .create(
+            "f",
+            CreateSpec {
+                durability: Some(Durability::Fsync),
+                ..fork_spec("src", None, 0)
+            },
+        )
+        .await;
+    let created = match created {
+        Ok(created) => created,
+        Err(err) => {
+            // Refused: a promise not made is a promise kept. Nothing of the fork remains.
+            assert!(matches!(err, EngineError::ConfigMismatch(_)), "{err:?}");
+            assert_eq!(e.info("f").unwrap_err(), EngineError::NotFound);
+            e.delete("src").await.unwrap();
+            assert_eq!(e.info("src").unwrap_err(), EngineError::NotFound);
+            assert_eq!(e.log_count(), 0);
+            return;
+        }
+    };
+    assert_eq!(created.info.durability, Durability::Fsync);
+    put(&e, "f", b"def").await;
+    assert_eq!(read_all(&e, "f"), b"abcdef");
+    e.close().unwrap();
+    drop(e);
+
+    let e = open();
+    assert_eq!(e.info("src").unwrap_err(), EngineError::NotFound);
+    let info = e
+        .info("f")
+        .expect("the acknowledged fsync-class fork is lost");
+    assert_eq!(info.durability, Durability::Fsync);
+    assert_eq!(read_all(&e, "f"), b"abcdef");
 }

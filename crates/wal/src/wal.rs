@@ -352,7 +352,12 @@ impl Drop for Wal {
         // Closing the channel tells the committer to finish the queue, sync and exit.
         self.tx.take();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // A callback running on the committer may drop the last owner of this `Wal`: the
+            // thread then finishes by itself once the channel is closed; joining it from
+            // itself would deadlock.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -71,7 +71,8 @@ impl From<EngineError> for ApiError {
             | E::ForkSubOffsetOvershoot { .. }
             | E::EpochSeqNotZero
             | E::EmptyAppend
-            | E::OffsetBeyondTail { .. } => StatusCode::BAD_REQUEST,
+            | E::OffsetBeyondTail { .. }
+            | E::OffsetInsideMessage { .. } => StatusCode::BAD_REQUEST,
             E::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             E::StreamFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::MemoryFull { .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -55,6 +55,8 @@ pub async fn create(
         fork,
         durability,
     };
+    // Everything that can reject the request is checked before the create takes effect.
+    let host = header(hs, "host")?.unwrap_or("localhost").to_string();
     let created = app.engine.create(&name, spec).await?;
     let info = created.info;
     let mut resp = with_content_type(
@@ -67,7 +69,6 @@ pub async fn create(
     )
     .header("stream-next-offset", format_offset(info.next));
     if created.created {
-        let host = header(hs, "host")?.unwrap_or("localhost");
         resp = resp.header(h::LOCATION, format!("{}://{host}{name}", app.scheme));
     }
     if info.closed {

@@ -1,0 +1,981 @@
+//! Create (PUT), append (POST), catch-up read (GET), HEAD and DELETE against the real binary.
+
+mod common;
+
+use common::{Server, ZERO, assert_header, assert_no_header, header, offset};
+
+const OCTET: &str = "application/octet-stream";
+const TEXT: &str = "text/plain";
+const JSON: &str = "application/json";
+
+#[tokio::test]
+async fn put_creates_with_location_and_default_content_type() {
+    let s = Server::start().await;
+    let path = s.path("create");
+    let url = s.url(&path);
+
+    let r = s.client.put(&url).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_header(&r, "content-type", OCTET);
+    assert_header(&r, "stream-next-offset", ZERO);
+    assert_header(
+        &r,
+        "location",
+        &format!("http://127.0.0.1:{}{path}", s.port),
+    );
+    assert_no_header(&r, "stream-closed");
+    assert_header(&r, "x-content-type-options", "nosniff");
+
+    // Same config again: 200, same headers, no new stream.
+    let r = s.client.put(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "content-type", OCTET);
+    assert_header(&r, "stream-next-offset", ZERO);
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", OCTET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "an explicit default content type is the same config"
+    );
+
+    // A different content type is a different config.
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn put_idempotency_content_type_is_case_insensitive_and_exact_echo() {
+    let s = Server::start().await;
+    let url = s.stream("ct");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", "application/JSON")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Echoed exactly, no charset added.
+    assert_header(&r, "content-type", "application/JSON");
+
+    for ct in [
+        "application/json",
+        "APPLICATION/JSON",
+        "application/json; charset=utf-8",
+    ] {
+        let r = s
+            .client
+            .put(&url)
+            .header("content-type", ct)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{ct}");
+        assert_header(&r, "content-type", "application/JSON");
+    }
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", "text/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    let h = s.head(&url).await;
+    assert_eq!(h.status(), 200);
+    assert_header(&h, "content-type", "application/JSON");
+}
+
+#[tokio::test]
+async fn put_idempotency_compares_ttl_and_expires_at() {
+    let s = Server::start().await;
+    let url = s.stream("ttl");
+    let put = |ttl: Option<&'static str>, at: Option<&'static str>| {
+        let mut b = s.client.put(&url).header("content-type", TEXT);
+        if let Some(t) = ttl {
+            b = b.header("stream-ttl", t);
+        }
+        if let Some(a) = at {
+            b = b.header("stream-expires-at", a);
+        }
+        async move { b.send().await.unwrap().status() }
+    };
+    assert_eq!(put(Some("3600"), None).await, 201);
+    assert_eq!(put(Some("3600"), None).await, 200);
+    assert_eq!(put(Some("3601"), None).await, 409);
+    assert_eq!(put(None, None).await, 409);
+    assert_eq!(put(None, Some("2099-01-01T00:00:00Z")).await, 409);
+
+    let url2 = s.stream("at");
+    let put2 = |at: Option<&'static str>| {
+        let mut b = s.client.put(&url2).header("content-type", TEXT);
+        if let Some(a) = at {
+            b = b.header("stream-expires-at", a);
+        }
+        async move { b.send().await.unwrap().status() }
+    };
+    assert_eq!(put2(Some("2099-01-01T00:00:00Z")).await, 201);
+    assert_eq!(put2(Some("2099-01-01T00:00:00Z")).await, 200);
+    // The same instant written with another offset is the same expiry.
+    assert_eq!(put2(Some("2099-01-01T02:00:00+02:00")).await, 200);
+    assert_eq!(put2(Some("2099-01-01T00:00:01Z")).await, 409);
+    assert_eq!(put2(None).await, 409);
+}
+
+#[tokio::test]
+async fn put_idempotency_compares_closed_state() {
+    let s = Server::start().await;
+
+    // Created closed, with its whole content in the body.
+    let closed = s.stream("closed");
+    let r = s
+        .client
+        .put(&closed)
+        .header("content-type", TEXT)
+        .header("stream-closed", "true")
+        .body("final")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_header(&r, "stream-closed", "true");
+    assert_header(&r, "stream-next-offset", &offset(5));
+    let r = s
+        .client
+        .put(&closed)
+        .header("content-type", TEXT)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-closed", "true");
+    let r = s
+        .client
+        .put(&closed)
+        .header("content-type", TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        409,
+        "a closed stream re-PUT without Stream-Closed"
+    );
+    assert_eq!(s.read_all(&closed).await, b"final");
+
+    // An open stream re-PUT with Stream-Closed: true.
+    let open = s.stream("open");
+    s.create(&open, TEXT).await;
+    let r = s
+        .client
+        .put(&open)
+        .header("content-type", TEXT)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let h = s.head(&open).await;
+    assert_no_header(&h, "stream-closed");
+}
+
+#[tokio::test]
+async fn put_with_initial_body() {
+    let s = Server::start().await;
+    let url = s.stream("initial");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", TEXT)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_header(&r, "stream-next-offset", &offset(5));
+    assert_eq!(s.read_all(&url).await, b"hello");
+    let next = s.append(&url, TEXT, " world").await;
+    assert_eq!(next, offset(11));
+    assert_eq!(s.read_all(&url).await, b"hello world");
+}
+
+#[tokio::test]
+async fn json_mode_flattens_one_level() {
+    let s = Server::start().await;
+    let url = s.stream("json");
+
+    // `[]` on create: an empty stream.
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", JSON)
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_header(&r, "stream-next-offset", ZERO);
+    let r = s.read(&url, "-1").await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "content-type", JSON);
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_eq!(r.text().await.unwrap(), "[]");
+
+    // `[]` on append: 400, nothing stored.
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", JSON)
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Invalid JSON: 400.
+    for bad in ["{nope", "[1,]", "1 2", "", "[1", "\"unterminated"] {
+        let r = s
+            .client
+            .post(&url)
+            .header("content-type", JSON)
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "body {bad:?}");
+    }
+
+    s.append(&url, JSON, r#"{"a":1}"#).await;
+    s.append(&url, JSON, "[[1,2],[3,4]]").await; // two messages
+    s.append(&url, JSON, "[[[5,6,7]]]").await; // one message: [[5,6,7]]
+    s.append(&url, JSON, r#"["x", null, true]"#).await; // three messages
+    let body = s.read_all(&url).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("one JSON array");
+    assert_eq!(
+        v,
+        serde_json::json!([{"a":1}, [1,2], [3,4], [[5,6,7]], "x", null, true])
+    );
+    assert_eq!(v.as_array().unwrap().len(), 7);
+
+    // Still nothing from the rejected requests.
+    let r = s.read(&url, "-1").await;
+    assert_header(&r, "content-type", JSON);
+}
+
+#[tokio::test]
+async fn json_mode_validates_create_body_and_charset_variant() {
+    let s = Server::start().await;
+    let url = s.stream("json-create");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", JSON)
+        .body("{bad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        s.head(&url).await.status(),
+        404,
+        "a rejected create creates nothing"
+    );
+
+    // `application/json; charset=utf-8` is JSON mode too, and its content type is echoed.
+    let ct = "application/json; charset=utf-8";
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", ct)
+        .body("[1,2]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    s.append(&url, JSON, "3").await;
+    let r = s.read(&url, "-1").await;
+    assert_header(&r, "content-type", ct);
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v, serde_json::json!([1, 2, 3]));
+}
+
+#[tokio::test]
+async fn binary_round_trip_is_byte_exact() {
+    let s = Server::start().await;
+    let url = s.stream("bin");
+    s.create(&url, OCTET).await;
+    let all: Vec<u8> = (0..=255u8).cycle().take(256 * 7 + 13).collect();
+    let parts = [&all[..1], &all[1..300], &all[300..]];
+    let mut offsets = vec![ZERO.to_string()];
+    for p in parts {
+        offsets.push(s.append(&url, OCTET, p.to_vec()).await);
+    }
+    assert_eq!(offsets.last().unwrap(), &offset(all.len() as u64));
+    assert_eq!(s.read_all(&url).await, all);
+
+    // Reading from each returned offset gives exactly the rest.
+    let mut start = 0;
+    for (i, o) in offsets.iter().enumerate() {
+        let r = s.read(&url, o).await;
+        assert_eq!(r.status(), 200);
+        assert_header(&r, "content-type", OCTET);
+        assert_header(&r, "stream-next-offset", &offset(all.len() as u64));
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &all[start..], "from {o}");
+        if i < parts.len() {
+            start += parts[i].len();
+        }
+    }
+
+    // NUL, CR/LF and invalid UTF-8 in a text stream are bytes too.
+    let t = s.stream("text-bytes");
+    s.create(&t, TEXT).await;
+    let weird = b"\0\r\n\xff\xfe line\r\n".to_vec();
+    s.append(&t, TEXT, weird.clone()).await;
+    assert_eq!(s.read_all(&t).await, weird);
+}
+
+#[tokio::test]
+async fn stream_seq_is_compared_lexicographically() {
+    let s = Server::start().await;
+    let url = s.stream("seq");
+    s.create(&url, TEXT).await;
+    let post = |seq: &'static str, body: &'static str| {
+        let req = s
+            .client
+            .post(&url)
+            .header("content-type", TEXT)
+            .header("stream-seq", seq)
+            .body(body);
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(post("2", "a").await.status(), 204);
+    // "10" < "2" bytewise.
+    assert_eq!(post("10", "b").await.status(), 409);
+    // Equal is a regression too.
+    assert_eq!(post("2", "c").await.status(), 409);
+    assert_eq!(post("3", "d").await.status(), 204);
+    assert_eq!(s.read_all(&url).await, b"ad");
+
+    let url = s.stream("seq2");
+    s.create(&url, TEXT).await;
+    let post = |seq: &'static str| {
+        let req = s
+            .client
+            .post(&url)
+            .header("content-type", TEXT)
+            .header("stream-seq", seq)
+            .body("x");
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(post("09").await, 204);
+    assert_eq!(post("10").await, 204);
+    assert_eq!(post("a").await, 204);
+    assert_eq!(post("B").await, 409, "'B' < 'a' bytewise");
+    assert_eq!(post("b").await, 204);
+    assert_eq!(s.read_all(&url).await, b"xxxx");
+}
+
+#[tokio::test]
+async fn append_content_type_rules() {
+    let s = Server::start().await;
+    let url = s.stream("ct-append");
+    s.create(&url, TEXT).await;
+
+    // Mismatch: 409, nothing stored.
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", JSON)
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    // Case and parameters do not matter.
+    for ct in [
+        "TEXT/PLAIN",
+        "text/plain; charset=utf-8",
+        "Text/Plain;charset=UTF-8",
+    ] {
+        let r = s
+            .client
+            .post(&url)
+            .header("content-type", ct)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{ct}");
+    }
+
+    // A body without a content type: 400.
+    let r = s.client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // An empty body without Stream-Closed: 400.
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s.client.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    assert_eq!(s.read_all(&url).await, b"xxx");
+
+    // A missing stream: 404.
+    let r = s
+        .client
+        .post(s.stream("missing"))
+        .header("content-type", TEXT)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn append_answers_204_with_next_offset() {
+    let s = Server::start().await;
+    let url = s.stream("append");
+    s.create(&url, TEXT).await;
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_header(&r, "stream-next-offset", &offset(3));
+    assert_no_header(&r, "stream-closed");
+    assert_no_header(&r, "producer-epoch");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn catch_up_reads() {
+    let s = Server::start().await;
+    let url = s.stream("read");
+    s.create(&url, TEXT).await;
+
+    // Empty stream: 200, empty body, up to date, tail is the zero offset (never -1).
+    for q in ["?offset=-1", "", "?offset=-1&unknown=param"] {
+        let r = s.client.get(format!("{url}{q}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{q}");
+        assert_header(&r, "stream-next-offset", ZERO);
+        assert_header(&r, "stream-up-to-date", "true");
+        assert_header(&r, "content-type", TEXT);
+        assert!(header(&r, "etag").is_some());
+        assert_eq!(r.bytes().await.unwrap().len(), 0);
+    }
+
+    let o1 = s.append(&url, TEXT, "hello ").await;
+    let o2 = s.append(&url, TEXT, "world").await;
+    assert_eq!(o1, offset(6));
+    assert_eq!(o2, offset(11));
+
+    // No offset means -1.
+    let r = s.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-next-offset", &o2);
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_eq!(r.text().await.unwrap(), "hello world");
+
+    // From the zero offset.
+    let r = s.read(&url, ZERO).await;
+    assert_eq!(r.text().await.unwrap(), "hello world");
+
+    // Mid-stream.
+    let r = s.read(&url, &o1).await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-next-offset", &o2);
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_eq!(r.text().await.unwrap(), "world");
+
+    // At the tail: empty, up to date, the same offset back.
+    let r = s.read(&url, &o2).await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-next-offset", &o2);
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_no_header(&r, "stream-closed");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    // `now`: the tail, no data, no ETag, never cached.
+    let r = s.read(&url, "now").await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-next-offset", &o2);
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_header(&r, "cache-control", "no-store");
+    assert_no_header(&r, "etag");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    // `now` on JSON: `[]`.
+    let j = s.stream("read-json");
+    s.create(&j, JSON).await;
+    s.append(&j, JSON, "[1,2]").await;
+    let r = s.read(&j, "now").await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "content-type", JSON);
+    assert_eq!(r.text().await.unwrap(), "[]");
+
+    // Missing streams: 404, with `now` too.
+    let missing = s.stream("nope");
+    assert_eq!(s.read(&missing, "-1").await.status(), 404);
+    assert_eq!(s.read(&missing, "now").await.status(), 404);
+}
+
+#[tokio::test]
+async fn catch_up_at_tail_of_closed_stream_says_closed() {
+    let s = Server::start().await;
+    let url = s.stream("closed-read");
+    s.create(&url, TEXT).await;
+    let o = s.append(&url, TEXT, "abc").await;
+    let r = s
+        .client
+        .post(&url)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // Reading everything of a closed stream reaches EOF.
+    let r = s.read(&url, "-1").await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-closed", "true");
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_eq!(r.text().await.unwrap(), "abc");
+
+    let r = s.read(&url, &o).await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "stream-closed", "true");
+    assert_header(&r, "stream-up-to-date", "true");
+    assert_header(&r, "stream-next-offset", &o);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn etag_and_if_none_match() {
+    let s = Server::start().await;
+    let url = s.stream("etag");
+    s.create(&url, TEXT).await;
+    let o = s.append(&url, TEXT, "abc").await;
+
+    let r = s.read(&url, "-1").await;
+    assert_eq!(r.status(), 200);
+    let etag = header(&r, "etag").expect("ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+    // A matching If-None-Match: 304, empty body.
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_header(&r, "etag", &etag);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    // In a list, too.
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", format!("\"other\", {etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+
+    // A wrong one: 200 with the data.
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", "\"stale\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "abc");
+
+    // Another range has another ETag.
+    let r = s.read(&url, &o).await;
+    let tail_etag = header(&r, "etag").expect("ETag");
+    assert_ne!(tail_etag, etag);
+
+    // New data changes the ETag of the same request.
+    s.append(&url, TEXT, "d").await;
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag2 = header(&r, "etag").unwrap();
+    assert_ne!(etag2, etag);
+    assert_eq!(r.text().await.unwrap(), "abcd");
+
+    // Closing changes it again, although the data did not change.
+    let r = s
+        .client
+        .post(&url)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", &etag2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the ETag must change when the stream closes"
+    );
+    assert_header(&r, "stream-closed", "true");
+    let etag3 = header(&r, "etag").unwrap();
+    assert_ne!(etag3, etag2);
+    assert_eq!(r.text().await.unwrap(), "abcd");
+
+    // A deleted and re-created stream does not reuse ETags.
+    assert_eq!(s.delete(&url).await.status(), 204);
+    s.create(&url, TEXT).await;
+    s.append(&url, TEXT, "abcd").await;
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1"))
+        .header("if-none-match", &etag2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a new incarnation must not match an old ETag"
+    );
+}
+
+#[tokio::test]
+async fn offset_validation() {
+    let s = Server::start().await;
+    let url = s.stream("offsets");
+    s.create(&url, TEXT).await;
+    s.append(&url, TEXT, "abc").await;
+
+    for bad in [
+        "abc",
+        "1",
+        "1,2",
+        "..%2Fx",
+        "%2F",
+        "a_1",
+        "1_",
+        "_1",
+        "_",
+        "1_2_3",
+        "-2",
+        "NOW",
+        "Now",
+        "%00",
+        "0_0%00",
+        "1%20_2",
+        "0000000000000000_000000000000000%0D%0A",
+        "0x10_0",
+        "+1_1",
+        "1.5_0",
+    ] {
+        let r = s
+            .client
+            .get(format!("{url}?offset={bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "offset={bad}");
+        // Never data, and the error is plain text.
+        assert_header(&r, "content-type", "text/plain; charset=utf-8");
+    }
+
+    // Beyond the tail.
+    for beyond in [
+        "9999999999999999_9999999999999999".to_string(),
+        offset(4),
+        format!("{:016}_{:016}", 1, 0),
+    ] {
+        let r = s.read(&url, &beyond).await;
+        assert_eq!(r.status(), 400, "offset={beyond}");
+    }
+
+    // Empty, or given twice.
+    for q in ["offset=", "offset=-1&offset=-1", "offset=-1&offset=now"] {
+        let r = s.client.get(format!("{url}?{q}")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "?{q}");
+    }
+
+    // The valid forms still work.
+    for ok in ["-1", "now", ZERO, &offset(3), "0_0", "00_3"] {
+        let r = s.read(&url, ok).await;
+        assert_eq!(r.status(), 200, "offset={ok}");
+    }
+}
+
+#[tokio::test]
+async fn head_reports_metadata() {
+    let s = Server::start().await;
+
+    let url = s.stream("head-ttl");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", TEXT)
+        .header("stream-ttl", "3600")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let h = s.head(&url).await;
+    assert_eq!(h.status(), 200);
+    assert_header(&h, "content-type", TEXT);
+    assert_header(&h, "stream-next-offset", &offset(3));
+    assert_header(&h, "stream-ttl", "3600");
+    assert_no_header(&h, "stream-expires-at");
+    assert_header(&h, "cache-control", "no-store");
+    assert_no_header(&h, "stream-closed");
+    assert_no_header(&h, "etag");
+    assert_eq!(h.bytes().await.unwrap().len(), 0);
+
+    let at = "2099-06-01T12:00:00Z";
+    let url = s.stream("head-at");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", JSON)
+        .header("stream-expires-at", at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let h = s.head(&url).await;
+    assert_eq!(h.status(), 200);
+    assert_header(&h, "content-type", JSON);
+    assert_header(&h, "stream-next-offset", ZERO);
+    assert_header(&h, "stream-expires-at", at);
+    assert_no_header(&h, "stream-ttl");
+    assert_header(&h, "cache-control", "no-store");
+
+    // Closed shows up only when closed.
+    let url = s.stream("head-closed");
+    s.create(&url, TEXT).await;
+    let h = s.head(&url).await;
+    assert_no_header(&h, "stream-ttl");
+    assert_no_header(&h, "stream-expires-at");
+    assert_no_header(&h, "stream-closed");
+    let r = s
+        .client
+        .post(&url)
+        .header("stream-closed", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = s.head(&url).await;
+    assert_eq!(h.status(), 200);
+    assert_header(&h, "stream-closed", "true");
+    assert_header(&h, "cache-control", "no-store");
+
+    // Missing: 404.
+    assert_eq!(s.head(&s.stream("missing")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn delete_and_recreate() {
+    let s = Server::start().await;
+    let url = s.stream("delete");
+    s.create(&url, TEXT).await;
+    s.append(&url, TEXT, "old data").await;
+
+    let r = s.delete(&url).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    assert_eq!(s.delete(&url).await.status(), 404);
+    assert_eq!(s.head(&url).await.status(), 404);
+    assert_eq!(s.read(&url, "-1").await.status(), 404);
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Re-create: 201 and a fresh, empty stream, even with another content type.
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", JSON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_header(&r, "stream-next-offset", ZERO);
+    let r = s.read(&url, "-1").await;
+    assert_eq!(r.status(), 200);
+    assert_header(&r, "content-type", JSON);
+    assert_header(&r, "stream-next-offset", ZERO);
+    assert_eq!(r.text().await.unwrap(), "[]");
+
+    // A missing stream: 404.
+    assert_eq!(s.delete(&s.stream("never")).await.status(), 404);
+}
+
+/// Reading a JSON stream from an offset inside a message must not produce malformed JSON.
+#[tokio::test]
+async fn json_read_from_inside_a_message() {
+    let s = Server::start().await;
+    let url = s.stream("json-mid");
+    s.create(&url, JSON).await;
+    s.append(&url, JSON, "[[1,2],3]").await;
+    let r = s.read(&url, &offset(1)).await;
+    if r.status() == 200 {
+        let body = r.bytes().await.unwrap();
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&body).is_ok(),
+            "200 with malformed JSON: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    } else {
+        assert_eq!(r.status(), 400);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_are_serialized_with_read_your_writes() {
+    let s = Server::start().await;
+    let url = s.stream("concurrent");
+    s.create(&url, TEXT).await;
+    const WRITERS: usize = 8;
+    const EACH: usize = 40;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = s.client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", TEXT)
+                        .body(format!("w{w}.{i};"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 204);
+                    let next = common::position(&header(&r, "stream-next-offset").unwrap());
+                    // Read-your-writes: the acknowledged append is visible at once.
+                    let r = client.get(format!("{url}?offset=-1")).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    let tail = common::position(&header(&r, "stream-next-offset").unwrap());
+                    assert!(tail >= next, "read tail {tail} behind acknowledged {next}");
+                    let body = r.text().await.unwrap();
+                    assert!(body.contains(&format!("w{w}.{i};")));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let body = String::from_utf8(s.read_all(&url).await).unwrap();
+    let mut next = [0usize; WRITERS];
+    let mut count = 0;
+    for item in body.split(';').filter(|x| !x.is_empty()) {
+        let (w, i) = item
+            .strip_prefix('w')
+            .and_then(|x| x.split_once('.'))
+            .unwrap_or_else(|| panic!("torn record {item:?}"));
+        let (w, i): (usize, usize) = (w.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[w], "writer {w}'s appends out of order");
+        next[w] += 1;
+        count += 1;
+    }
+    assert_eq!(count, WRITERS * EACH);
+    let h = s.head(&url).await;
+    assert_header(&h, "stream-next-offset", &offset(body.len() as u64));
+}
+
+#[tokio::test]
+async fn stream_size_limit_is_413() {
+    let s =
+        Server::start_with(common::Options::default().env("DS_LIMITS__MAX_STREAM_BYTES", "100"))
+            .await;
+    let url = s.stream("limit");
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", TEXT)
+        .body(vec![b'a'; 60])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .body(vec![b'b'; 41])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(s.append(&url, TEXT, vec![b'c'; 40]).await, offset(100));
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .body("d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // A create over the limit.
+    let r = s
+        .client
+        .put(s.stream("limit-create"))
+        .header("content-type", TEXT)
+        .body(vec![b'e'; 101])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(s.read_all(&url).await.len(), 100);
+}

@@ -1,0 +1,257 @@
+//! Process lifecycle: graceful shutdown on SIGTERM, refusal of bad configuration, `--help`.
+
+mod common;
+
+use common::{Options, Server, SseReader, TempDir, ZERO, run_to_exit};
+use std::time::{Duration, Instant};
+
+const TEXT: &str = "text/plain";
+/// How long a refused configuration may take to exit.
+const QUICK: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_reads_and_exits_cleanly() {
+    // Long timeouts: only the shutdown can end these reads.
+    let mut s = Server::start_with(
+        Options::default()
+            .long_poll_secs(60)
+            .env("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "600"),
+    )
+    .await;
+    let url = s.stream("shutdown");
+    s.create(&url, TEXT).await;
+    s.append(&url, TEXT, "abc").await;
+
+    let poll = tokio::spawn({
+        let client = s.client.clone();
+        let url = format!("{url}?offset=now&live=long-poll");
+        async move {
+            let r = client.get(url).send().await.expect("long-poll");
+            let status = r.status().as_u16();
+            let next = common::header(&r, "stream-next-offset");
+            let body = r.bytes().await.expect("long-poll body");
+            (status, next, body.len())
+        }
+    });
+
+    let r = s
+        .client
+        .get(format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut ev = SseReader::new(r);
+    assert_eq!(ev.expect(Duration::from_secs(5)).await.event, "data");
+    assert_eq!(ev.expect(Duration::from_secs(5)).await.event, "control");
+
+    // A generous bound for the long-poll to reach the server (it cannot finish on its own).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !poll.is_finished(),
+        "the long-poll answered before the shutdown"
+    );
+
+    let signalled = Instant::now();
+    s.sigterm();
+
+    // The long-poll is answered as if it had timed out.
+    let (status, next, len) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll ended within 5 s of SIGTERM")
+        .expect("long-poll task");
+    assert_eq!(status, 204);
+    assert_eq!(next.as_deref(), Some(common::offset(3).as_str()));
+    assert_eq!(len, 0);
+
+    // The SSE response ends cleanly (no torn event, no transport error).
+    ev.expect_end(Duration::from_secs(5)).await;
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = s.wait_exit(Duration::from_secs(5));
+        (status, s)
+    })
+    .await
+    .unwrap();
+    let (status, s) = exit;
+    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        s.stderr()
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert!(s.stderr().contains("stopped"), "log:\n{}", s.stderr());
+}
+
+#[tokio::test]
+async fn sigterm_on_an_idle_server_exits_zero() {
+    let mut s = Server::start().await;
+    // A keep-alive connection sits idle in the client's pool.
+    s.assert_healthy().await;
+    s.sigterm();
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited within 5 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn graceful_restart_keeps_file_durable_data() {
+    let data = TempDir::new("data");
+    let opts = Options::default()
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", data.path().to_str().unwrap());
+    let path;
+    {
+        let mut s = Server::start_with(opts.clone()).await;
+        path = s.path("durable");
+        let url = s.url(&path);
+        s.create(&url, TEXT).await;
+        s.append(&url, TEXT, "kept ").await;
+        let r = s
+            .client
+            .post(&url)
+            .header("content-type", TEXT)
+            .header("stream-closed", "true")
+            .body("forever")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        s.sigterm();
+        let status = s.wait_exit(Duration::from_secs(5)).expect("exited");
+        assert!(status.success(), "exit status {status}");
+    }
+    let s = Server::start_with(opts).await;
+    let url = s.url(&path);
+    let r = s.read(&url, "-1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(common::header(&r, "stream-closed").as_deref(), Some("true"));
+    assert_eq!(r.text().await.unwrap(), "kept forever");
+}
+
+/// Run the binary with `env`; it must exit non-zero quickly with one stderr line containing
+/// every one of `mentions`.
+#[track_caller]
+fn refused(env: &[(&str, &str)], args: &[&str], mentions: &[&str]) {
+    let started = Instant::now();
+    let (status, stderr) = run_to_exit(args, env, QUICK);
+    assert!(!status.success(), "{env:?} {args:?} was accepted");
+    assert!(started.elapsed() < QUICK);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{env:?}: expected one line, got:\n{stderr}");
+    for m in mentions {
+        assert!(lines[0].contains(m), "{env:?}: {m:?} not in {:?}", lines[0]);
+    }
+}
+
+#[test]
+fn bad_configuration_is_refused_with_one_line_naming_the_key() {
+    refused(&[("DS_SERVER__PORT", "abc")], &[], &["server.port"]);
+    refused(&[("DS_BOGUS__KEY", "1")], &[], &["bogus"]);
+    refused(&[("DS_SERVER__BOGUS", "1")], &[], &["bogus"]);
+    refused(&[("DS_STORAGE__MODE", "floppy")], &[], &["storage.mode"]);
+    refused(
+        &[("DS_TLS__CERT_PATH", "/nonexistent/cert.pem")],
+        &[],
+        &["tls.cert_path", "tls.key_path"],
+    );
+    refused(
+        &[("DS_TLS__KEY_PATH", "/nonexistent/key.pem")],
+        &[],
+        &["tls.key_path", "tls.cert_path"],
+    );
+    refused(
+        &[("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "0")],
+        &[],
+        &["long_poll_timeout_secs"],
+    );
+    refused(&[("DS_SERVER__HOST", "not-an-ip")], &[], &["server.host"]);
+    refused(
+        &[("DS_HTTP__CORS_ORIGINS", "ftp://x")],
+        &[],
+        &["cors_origins"],
+    );
+    refused(
+        &[("DS_LIMITS__MAX_REQUEST_BODY_BYTES", "0")],
+        &[],
+        &["max_request_body_bytes"],
+    );
+    refused(
+        &[],
+        &["--config", "/nonexistent/riffle.toml"],
+        &["--config"],
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused() {
+    let dir = TempDir::new("cfg");
+    let file = dir.path().join("bad.toml");
+    let file_arg = file.to_str().unwrap();
+    std::fs::write(&file, "[server]\nport = \"eighty\"\n").unwrap();
+    refused(&[], &["--config", file_arg], &["port"]);
+    std::fs::write(&file, "[limits]\nmax_stream_bytes = 1\nbogus = 2\n").unwrap();
+    refused(&[], &["--config", file_arg], &["bogus"]);
+    // A TOML syntax error is refused too; its message (from the TOML parser) spans several
+    // lines, so only the exit status and the file name are checked.
+    std::fs::write(&file, "[server\n").unwrap();
+    let (status, stderr) = run_to_exit(&["--config", file_arg], &[], QUICK);
+    assert!(!status.success());
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+}
+
+#[test]
+fn local_config_files_are_read_from_the_config_dir() {
+    // A profile file with a bad value proves `--profile` reads CONFIG_DIR/<profile>.toml.
+    let dir = TempDir::new("profile");
+    std::fs::write(
+        dir.path().join("staging.toml"),
+        "[server]\nhost = \"nowhere\"\n",
+    )
+    .unwrap();
+    let config_dir = dir.path().to_str().unwrap();
+    refused(
+        &[],
+        &["serve", "--config-dir", config_dir, "--profile", "staging"],
+        &["server.host"],
+    );
+}
+
+#[tokio::test]
+async fn file_durable_is_a_valid_storage_mode() {
+    // `file-durable` is the default mode, not a refusal: it serves from its data directory.
+    let data = TempDir::new("data");
+    let s = Server::start_with(
+        Options::default()
+            .env("DS_STORAGE__MODE", "file-durable")
+            .env("DS_STORAGE__DATA_DIR", data.path().to_str().unwrap()),
+    )
+    .await;
+    let url = s.stream("fd");
+    let r = s.create(&url, TEXT).await;
+    assert_eq!(
+        common::header(&r, "stream-next-offset").as_deref(),
+        Some(ZERO)
+    );
+    s.append(&url, TEXT, "x").await;
+    assert_eq!(s.read_all(&url).await, b"x");
+    assert!(data.path().join("LOCK").exists());
+}
+
+#[test]
+fn help_mentions_config_and_profile() {
+    for args in [&["--help"][..], &["serve", "--help"][..]] {
+        let (status, out) = run_to_exit(args, &[], QUICK);
+        assert!(status.success(), "riffle {args:?}: {status}\n{out}");
+        for flag in ["--config", "--profile", "--port", "--host"] {
+            assert!(
+                out.contains(flag),
+                "riffle {args:?} does not mention {flag}:\n{out}"
+            );
+        }
+    }
+    let (status, _) = run_to_exit(&["--version"], &[], QUICK);
+    assert!(status.success());
+}
