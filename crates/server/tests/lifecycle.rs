@@ -255,3 +255,44 @@ fn help_mentions_config_and_profile() {
     let (status, _) = run_to_exit(&["--version"], &[], QUICK);
     assert!(status.success());
 }
+
+/// `/metrics` reports the engine's gauges and the WAL's counters in the Prometheus format.
+#[tokio::test]
+async fn metrics_report_streams_and_wal_activity() {
+    let dir = TempDir::new("metrics");
+    let data = dir.path().join("data");
+    let s = Server::start_with(
+        Options::default()
+            .env("DS_STORAGE__MODE", "file-durable")
+            .env("DS_STORAGE__DATA_DIR", data.to_str().expect("utf-8 path")),
+    )
+    .await;
+    let url = s.stream("metered");
+    s.create(&url, "text/plain").await;
+    s.append(&url, "text/plain", "hello").await;
+    let r = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    assert_eq!(value("riffle_streams"), 1);
+    assert_eq!(
+        value("riffle_memory_bytes"),
+        0,
+        "durable data is not held in RAM"
+    );
+    assert!(value("riffle_wal_bytes_total") > 5);
+    assert!(
+        value("riffle_wal_syncs_total") >= 2,
+        "the create and the append were synced"
+    );
+}

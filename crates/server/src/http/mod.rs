@@ -3,6 +3,7 @@
 //! - `/v1/stream/__ds/...`: reserved for the Durable Streams control APIs (not built yet: 501)
 //! - `/v1/stream/...`: the Durable Streams protocol ([`streams`])
 //! - `/healthz`, `/readyz`: liveness and readiness
+//! - `/metrics`: Prometheus text format
 
 pub mod body;
 mod cursor;
@@ -80,11 +81,34 @@ impl App {
             "/healthz" | "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
                 Ok(Response::new(body::full("ok\n")))
             }
+            "/metrics" if *req.method() == Method::GET => Ok(self.metrics()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not found: streams live under /v1/stream/",
             )),
         }
+    }
+
+    /// Gauges and counters of the engine, in the Prometheus text format.
+    fn metrics(&self) -> Response<ResponseBody> {
+        let e = &self.engine;
+        let (wal_bytes, wal_syncs) = e.wal_stats();
+        let text = format!(
+            "# HELP riffle_streams Streams in the registry (soft-deleted ones included).\n\
+             # TYPE riffle_streams gauge\nriffle_streams {}\n\
+             # HELP riffle_memory_bytes Payload bytes of ephemeral streams held in RAM.\n\
+             # TYPE riffle_memory_bytes gauge\nriffle_memory_bytes {}\n\
+             # HELP riffle_wal_bytes_total Bytes written to the WAL since start.\n\
+             # TYPE riffle_wal_bytes_total counter\nriffle_wal_bytes_total {wal_bytes}\n\
+             # HELP riffle_wal_syncs_total fdatasync calls on the WAL since start.\n\
+             # TYPE riffle_wal_syncs_total counter\nriffle_wal_syncs_total {wal_syncs}\n",
+            e.log_count(),
+            e.memory_used(),
+        );
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(body::full(text))
+            .expect("static headers")
     }
 
     fn common_headers(&self, h: &mut HeaderMap, origin: Option<&HeaderValue>) {
