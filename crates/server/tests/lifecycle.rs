@@ -296,3 +296,57 @@ async fn metrics_report_streams_and_wal_activity() {
         "the create and the append were synced"
     );
 }
+
+/// With `tls.cert_path` and `tls.key_path` the server speaks HTTPS (checked with Node's client,
+/// which every machine that runs the tests has). The key pair is a test fixture.
+#[tokio::test]
+async fn serves_https_when_given_a_certificate() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert = fixtures.join("test-cert.pem");
+    let key = fixtures.join("test-key.pem");
+    let s = Server::start_tls(
+        Options::default()
+            .env("DS_TLS__CERT_PATH", cert.to_str().expect("utf-8 path"))
+            .env("DS_TLS__KEY_PATH", key.to_str().expect("utf-8 path")),
+    )
+    .await;
+    let script = r#"
+        const https = require("https");
+        const base = process.argv[1];
+        const call = (method, path, body) => new Promise((ok, fail) => {
+          const r = https.request(base + path, { method, rejectUnauthorized: false,
+            headers: { "content-type": "text/plain" } }, (res) => {
+            let data = "";
+            res.on("data", (c) => (data += c));
+            res.on("end", () => ok([res.statusCode, res.headers.location || "", data]));
+          });
+          r.on("error", fail);
+          r.end(body);
+        });
+        (async () => {
+          const put = await call("PUT", "/v1/stream/tls", "hello");
+          const get = await call("GET", "/v1/stream/tls?offset=-1");
+          console.log(JSON.stringify([put, get]));
+        })().catch((e) => { console.error(e); process.exit(1); });
+    "#;
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg(format!("https://127.0.0.1:{}", s.port))
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0][0], 201);
+    assert_eq!(
+        v[0][1],
+        format!("https://127.0.0.1:{}/v1/stream/tls", s.port)
+    );
+    assert_eq!(v[1][0], 200);
+    assert_eq!(v[1][2], "hello");
+}

@@ -113,6 +113,8 @@ pub struct Server {
     stderr_path: PathBuf,
     // Dropped last: holds the config dir, the stderr file and the working directory.
     dir: TempDir,
+    /// Serving HTTPS: readiness is a TCP connect.
+    tls: bool,
 }
 
 /// A command running the server binary with no configuration leaking in from the
@@ -180,6 +182,7 @@ impl Server {
                 base,
                 client,
                 stderr_path: stderr_path.clone(),
+                tls: opts.env.iter().any(|(k, _)| k == "DS_TLS__CERT_PATH"),
                 dir,
             };
             match server.wait_healthy().await {
@@ -199,12 +202,25 @@ impl Server {
         panic!("the server did not start: {last_err}");
     }
 
+    /// Start a server configured for TLS (`opts` names the certificate and key); it is ready
+    /// once its port accepts connections, since the plain-HTTP client cannot ask `/healthz`.
+    pub async fn start_tls(opts: Options) -> Self {
+        Self::start_with(opts).await
+    }
+
     async fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let url = format!("{}/healthz", self.base);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("riffle exited during start-up: {status}"));
+            }
+            if self.tls
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
             }
             if let Ok(r) = self
                 .client
