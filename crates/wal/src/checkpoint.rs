@@ -14,10 +14,12 @@ fn dir_of(path: &str) -> &str {
 
 /// Publish `bytes` atomically as the checkpoint file `path`.
 pub fn write_checkpoint(dir: &dyn Dir, path: &str, bytes: &[u8]) -> Result<(), WalError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| WalError::Corrupt {
-        path: path.to_string(),
-        offset: 0,
-        reason: "checkpoint larger than 4 GiB".into(),
+    let len = u32::try_from(bytes.len()).map_err(|_| {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a checkpoint is at most 4 GiB",
+        );
+        WalError::io("write", path, &e)
     })?;
     let tmp = format!("{path}.tmp");
     let mut buf = Vec::with_capacity(HEADER + bytes.len());

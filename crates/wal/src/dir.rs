@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A directory of files addressed by relative paths (`wal/00/….wal`, `streams/….data`).
@@ -62,8 +62,31 @@ impl FsDir {
     /// Use (and create) `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root)?;
+        if !root.is_dir() {
+            std::fs::create_dir_all(&root)?;
+            if let Some(up) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_path(up)?;
+            }
+        }
         Ok(Self { root })
+    }
+
+    /// Create directory `dir` (under the root) and its missing ancestors, durably: the
+    /// directory holding each new one is synced.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir)?;
+        let mut d = dir;
+        while let Some(up) = d.parent() {
+            if !up.starts_with(&self.root) {
+                break;
+            }
+            sync_path(up)?;
+            d = up;
+        }
+        Ok(())
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -105,7 +128,7 @@ impl Dir for FsDir {
     fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
         let p = self.path(path);
         if create && let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
+            self.create_dirs(dir)?;
         }
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -143,12 +166,16 @@ impl Dir for FsDir {
         Ok(out)
     }
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
-        match std::fs::File::open(self.path(dir)) {
-            Ok(d) => d.sync_all(),
+        match sync_path(&self.path(dir)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            r => r,
         }
     }
+}
+
+/// `fsync` a directory.
+fn sync_path(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,6 +328,7 @@ pub enum Fault {
 struct Plan {
     writes: Vec<(String, Fault, usize)>,
     syncs: Vec<(String, usize)>,
+    dir_syncs: Vec<(String, usize)>,
     dead: bool,
     writes_seen: u64,
     syncs_seen: u64,
@@ -323,16 +351,33 @@ impl FaultPlan {
     pub fn fail_syncs(&self, prefix: &str, count: usize) {
         self.0.lock().syncs.push((prefix.to_string(), count));
     }
+    /// Fail the next `count` directory syncs ([`Dir::sync_dir`]) of directories whose path
+    /// starts with `prefix` (EIO); the creations, renames and removals stay undurable.
+    pub fn fail_sync_dirs(&self, prefix: &str, count: usize) {
+        self.0.lock().dir_syncs.push((prefix.to_string(), count));
+    }
+    /// The machine "dies" now: every later operation fails until [`FaultPlan::clear`] (a test
+    /// then calls [`MemDir::crash`] and reopens).
+    pub fn halt(&self) {
+        self.0.lock().dead = true;
+    }
     /// Disarm everything and revive a "dead" directory.
     pub fn clear(&self) {
         let mut p = self.0.lock();
         p.writes.clear();
         p.syncs.clear();
+        p.dir_syncs.clear();
         p.dead = false;
     }
+    /// Whether a [`Fault::Torn`] write "crashed" the directory (until [`FaultPlan::clear`]).
+    pub fn is_down(&self) -> bool {
+        self.0.lock().dead
+    }
+    /// Writes attempted through the directory's files (failed ones included).
     pub fn writes_seen(&self) -> u64 {
         self.0.lock().writes_seen
     }
+    /// `sync_data` calls attempted through the directory's files (failed ones included).
     pub fn syncs_seen(&self) -> u64 {
         self.0.lock().syncs_seen
     }
@@ -366,19 +411,26 @@ impl FaultPlan {
     fn take_sync(&self, path: &str) -> bool {
         let mut p = self.0.lock();
         p.syncs_seen += 1;
-        let Some(i) = p
-            .syncs
-            .iter()
-            .position(|(pre, n)| path.starts_with(pre) && *n > 0)
-        else {
-            return false;
-        };
-        let n = &mut p.syncs[i].1;
-        if *n != usize::MAX {
-            *n -= 1;
-        }
-        true
+        take(&mut p.syncs, path)
     }
+
+    fn take_dir_sync(&self, path: &str) -> bool {
+        take(&mut self.0.lock().dir_syncs, path)
+    }
+}
+
+/// Consume one armed fault matching `path`, if any.
+fn take(armed: &mut [(String, usize)], path: &str) -> bool {
+    let Some((_, n)) = armed
+        .iter_mut()
+        .find(|(pre, n)| path.starts_with(pre.as_str()) && *n > 0)
+    else {
+        return false;
+    };
+    if *n != usize::MAX {
+        *n -= 1;
+    }
+    true
 }
 
 fn eio() -> io::Error {
@@ -474,48 +526,9 @@ impl Dir for FaultDir {
     }
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         self.plan.alive()?;
+        if self.plan.take_dir_sync(dir) {
+            return Err(eio());
+        }
         self.inner.sync_dir(dir)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mem_crash_keeps_only_synced_data_and_entries() {
-        let d = MemDir::new();
-        let f = d.open("a/x", true).unwrap();
-        f.write_all_at(b"hello", 0).unwrap();
-        f.sync_data().unwrap();
-        d.sync_dir("a").unwrap();
-        f.write_all_at(b" world", 5).unwrap();
-        let g = d.open("a/y", true).unwrap();
-        g.write_all_at(b"new", 0).unwrap();
-        g.sync_data().unwrap(); // synced data, but its directory entry is not
-        d.crash();
-        let f = d.open("a/x", false).unwrap();
-        let mut buf = [0u8; 16];
-        let n = f.read_at(&mut buf, 0).unwrap();
-        assert_eq!(&buf[..n], b"hello");
-        assert!(!d.exists("a/y"));
-        assert_eq!(d.list("a").unwrap(), vec!["a/x".to_string()]);
-    }
-
-    #[test]
-    fn faults_fire_by_prefix_and_count() {
-        let (d, plan) = FaultDir::new(Arc::new(MemDir::new()));
-        let f = d.open("wal/1", true).unwrap();
-        let g = d.open("data/1", true).unwrap();
-        plan.fail_writes("wal/", Fault::NoSpace, 1);
-        let e = f.write_all_at(b"x", 0).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(28));
-        g.write_all_at(b"x", 0).unwrap();
-        f.write_all_at(b"x", 0).unwrap();
-        plan.fail_writes("", Fault::Torn, 1);
-        assert!(g.write_all_at(b"abcd", 0).is_err());
-        assert!(f.len().is_err(), "dead after a torn write");
-        plan.clear();
-        assert_eq!(g.len().unwrap(), 2);
     }
 }

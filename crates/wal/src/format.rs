@@ -144,33 +144,48 @@ pub(crate) fn parse_record(buf: &[u8], pos: usize, max: u64) -> Result<(&[u8], u
 /// damaged one; past that budget the damage is taken for a torn tail.
 const SCAN_BUDGET: u64 = 256 << 20;
 
-/// Whether intact records follow a damaged record at `pos`, which tells corruption (intact
-/// data after the damage) from a torn tail (nothing intact after it).
+/// Whether intact records follow a damaged record at `pos`: that tells corruption (intact data
+/// after the damage) from a torn tail (nothing intact after it). Returns where they start.
 ///
-/// Looks first where the damaged record claims to end; then, in case the length field itself
-/// is what is damaged, at every later byte offset. An offset counts only if a whole record
-/// starts there and is either followed by another whole record or ends exactly at the end of
-/// the file, so stray bytes inside a torn payload are not mistaken for data.
+/// Looks first where the damaged record claims to end, then, in case the length field itself
+/// is what is damaged, at every later byte offset. An offset counts only if whole records
+/// start there and follow one another up to exactly the end of the file, so stray bytes
+/// inside the payload of a torn record are not mistaken for data.
 pub(crate) fn valid_data_after(buf: &[u8], pos: usize, max: u64) -> Option<usize> {
-    let intact_run = |q: usize| match parse_record(buf, q, max) {
-        Ok((_, next)) => next == buf.len() || parse_record(buf, next, max).is_ok(),
-        Err(_) => false,
+    let mut budget = SCAN_BUDGET;
+    // Whole records from `q` to the end of the file; `None` once the budget is spent.
+    let mut chain_to_end = |q: usize| -> Option<bool> {
+        let mut at = q;
+        while at < buf.len() {
+            let len = buf.get(at..at + 4).map_or(0, |b| {
+                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            });
+            budget = budget.checked_sub(len + 4)?;
+            match parse_record(buf, at, max) {
+                Ok((_, next)) => at = next,
+                Err(_) => return Some(false),
+            }
+        }
+        Some(at > q)
     };
     if let Some(len) = buf.get(pos..pos + 4) {
         let claimed = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         let after = pos + RECORD_HEADER + claimed;
-        if after < buf.len() && intact_run(after) {
+        if after < buf.len() && chain_to_end(after)? {
             return Some(after);
         }
     }
-    let mut budget = SCAN_BUDGET;
     for q in pos + 1..buf.len().saturating_sub(RECORD_HEADER - 1) {
-        let len = u64::from(u32::from_le_bytes([buf[q], buf[q + 1], buf[q + 2], buf[q + 3]]));
+        let len = u64::from(u32::from_le_bytes([
+            buf[q],
+            buf[q + 1],
+            buf[q + 2],
+            buf[q + 3],
+        ]));
         if len > max || q + RECORD_HEADER + len as usize > buf.len() {
             continue;
         }
-        budget = budget.checked_sub(len + 4)?;
-        if intact_run(q) {
+        if chain_to_end(q)? {
             return Some(q);
         }
     }

@@ -31,21 +31,39 @@
 //!
 //! ## Invariants
 //!
-//! 1. A record whose `Commit::Sync` callback reported success survives any crash.
-//! 2. A record whose callback reported an error is never replayed (the failed batch is cut
-//!    off the segment before anything else is written).
-//! 3. Records replay in the order they were appended; a shard's records never interleave
-//!    with another's.
-//! 4. Recovery stops only at the end or at a torn tail of the last segment; everything else
-//!    is reported as damage and nothing is modified.
-//! 5. A checkpoint file is either the previous one or the new one, never a mix.
+//! These are what the tests in `tests/` check, through [`MemDir`] crashes and [`FaultDir`]
+//! faults:
+//!
+//! 1. A record whose [`Commit::Sync`] callback reported success survives any crash. A
+//!    [`Commit::Write`] record survives the process dying at once, and a power loss once the
+//!    sync interval has passed (or the [`Wal`] was flushed or dropped).
+//! 2. A record whose callback reported an error is never replayed: its batch is cut off the
+//!    segment (`set_len` back, then `fdatasync`) before anything else is written, and while
+//!    that cut fails, every later batch fails too. The one gap: if the disk refuses the cut
+//!    and the machine then loses power before a retry succeeds, a failed record whose bytes
+//!    did reach the disk may come back.
+//! 3. Callbacks run exactly once, on the committer thread, in append order; Lsns grow in that
+//!    order, and replay visits records in it. Shards are independent.
+//! 4. Concurrent appenders share writes and `fdatasync`s: one write and at most one sync per
+//!    batch, a batch being everything queued while the previous one was in flight.
+//! 5. Recovery stops only at the end, or at a torn tail: a damaged record at the end of the
+//!    last segment with no intact records after it, which is truncated (durably), or a last
+//!    segment whose header was never completed, which is removed. Anything else (damage in an
+//!    earlier segment, damage followed by intact records, a bad header) is
+//!    [`WalError::Corrupt`] naming the file and byte offset, and nothing is modified.
+//! 6. A checkpoint file is either the previous one or the new one, never a mix, and damage to
+//!    it is reported, never returned as data.
+//!
+//! The on-disk format is in [`format`](mod@format).
 
 mod checkpoint;
 mod dir;
 mod error;
+pub mod format;
+mod recover;
 mod wal;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint};
 pub use dir::{Dir, DirFile, Fault, FaultDir, FaultPlan, FsDir, MemDir};
 pub use error::WalError;
-pub use wal::{Commit, Lsn, Recovery, StopReason, Wal, WalConfig, WalStats};
+pub use wal::{Callback, Commit, Lsn, Recovery, StopReason, Wal, WalConfig, WalStats};

@@ -6,35 +6,43 @@
 //! record's callback in queue order. Appenders never block on I/O: while the committer syncs,
 //! new records queue up and share the next sync.
 //!
-//! Segment files `wal/<shard:02>/<segment:016x>.wal` start with a 32-byte header (magic,
-//! version, shard, segment id, CRC32C of the header). Records are
-//! `[u32 LE payload length][u32 LE CRC32C of the length bytes and the payload][payload]`.
+//! When a write or sync fails, every callback of the batch gets the error and the batch is cut
+//! off the segment (`set_len` back to where it started, then `fdatasync`), so a failed record
+//! can never be replayed. If the cut fails too, every later batch first retries it and fails
+//! until it succeeds: the shard heals by itself when the disk does.
+//!
+//! The on-disk format is described in [`crate::format`](mod@crate::format).
 
 use crate::dir::{Dir, DirFile};
 use crate::error::WalError;
+use crate::format::{HEADER, RECORD_HEADER, frame, max_record, segment_dir, segment_header};
+use crate::format::{segment_id, segment_path};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const MAGIC: &[u8; 8] = b"RIFFLWAL";
-const VERSION: u32 = 1;
-const HEADER: u64 = 32;
-const RECORD_HEADER: usize = 8;
-/// Larger "records" are damage, not data.
-const MAX_RECORD: u64 = 256 << 20;
+/// Most payload bytes the committer drains into one batch; the rest waits for the next batch
+/// (which starts at once).
+const BATCH_BYTES: usize = 16 << 20;
+/// Shortest wait before a failed periodic sync is tried again.
+const RETRY: Duration = Duration::from_millis(10);
 
 /// Shard settings.
 #[derive(Debug, Clone)]
 pub struct WalConfig {
+    /// The shard's number: its segments live in `wal/<shard:02>/`.
     pub shard: u32,
-    /// A segment is closed and a new one started once it passes this size.
+    /// A segment is closed and a new one started once it passes this size. Records longer
+    /// than `max(segment_bytes, 64 MiB)` are refused.
     pub segment_bytes: u64,
     /// Records committed with [`Commit::Write`] are synced at most this long after writing.
     pub sync_interval: Duration,
 }
 
-/// A record's position: its segment and byte offset there.
+/// A record's position: its segment and the byte offset of its header there. Lsns grow in
+/// append order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn {
     pub segment: u64,
@@ -44,20 +52,28 @@ pub struct Lsn {
 /// When an append's callback runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
-    /// After the `fdatasync` that covers the record.
+    /// After the `fdatasync` that covers the record: it survives a crash.
     Sync,
-    /// After the record is written; a sync follows within the sync interval.
+    /// After the record is written (it survives the process dying); an `fdatasync` follows
+    /// within [`WalConfig::sync_interval`] (it survives a power loss after that).
     Write,
 }
 
 /// Counters since the shard was opened.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WalStats {
+    /// Records written successfully.
     pub records: u64,
+    /// Bytes of those records, framing included.
     pub bytes: u64,
+    /// Successful write calls (one per batch).
     pub writes: u64,
+    /// Successful `fdatasync` calls.
     pub syncs: u64,
+    /// Failed I/O operations (writes, syncs, truncations).
     pub failures: u64,
+    /// The segment new records go to.
+    pub segment: u64,
 }
 
 #[derive(Default)]
@@ -67,14 +83,17 @@ struct Counters {
     writes: AtomicU64,
     syncs: AtomicU64,
     failures: AtomicU64,
+    segment: AtomicU64,
 }
 
 /// How recovery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
+    /// Every segment was intact to its end.
     CleanEnd,
-    /// The last segment ended in an incomplete or damaged record (an interrupted write); it
-    /// was truncated there.
+    /// The last segment ended in an incomplete or damaged record (an interrupted write) with
+    /// nothing intact after it; it was truncated at `offset` (a segment whose header was never
+    /// completed is removed, with `offset` 0).
     TornTail {
         path: String,
         offset: u64,
@@ -85,12 +104,15 @@ pub enum StopReason {
 /// What recovery did.
 #[derive(Debug, Clone)]
 pub struct Recovery {
+    /// Records replayed.
     pub records: u64,
+    /// Segment files found.
     pub segments: usize,
     pub stop: StopReason,
 }
 
-type Callback = Box<dyn FnOnce(Result<Lsn, WalError>) + Send>;
+/// An append's completion: called exactly once, on the committer thread, in queue order.
+pub type Callback = Box<dyn FnOnce(Result<Lsn, WalError>) + Send>;
 
 enum Request {
     Append {
@@ -103,195 +125,47 @@ enum Request {
     RemoveBefore(u64, mpsc::SyncSender<Result<(), WalError>>),
 }
 
-/// One WAL shard.
+/// One WAL shard. `Send + Sync`: share it (e.g. in an `Arc`) between appending threads.
 pub struct Wal {
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
-fn segment_dir(shard: u32) -> String {
-    format!("wal/{shard:02}")
-}
-
-fn segment_path(shard: u32, segment: u64) -> String {
-    format!("wal/{shard:02}/{segment:016x}.wal")
-}
-
-fn segment_header(shard: u32, segment: u64) -> [u8; HEADER as usize] {
-    let mut h = [0u8; HEADER as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&shard.to_le_bytes());
-    h[16..24].copy_from_slice(&segment.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = (payload.len() as u32).to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// The record at `pos` of `buf`, if it is whole and its checksum holds: `(payload, next)`.
-fn parse_record(buf: &[u8], pos: usize) -> Result<(&[u8], usize), &'static str> {
-    let rest = &buf[pos..];
-    if rest.len() < RECORD_HEADER {
-        return Err("incomplete record header");
-    }
-    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
-    let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-    if len > MAX_RECORD {
-        return Err("impossible record length");
-    }
-    let end = RECORD_HEADER + len as usize;
-    if rest.len() < end {
-        return Err("incomplete record");
-    }
-    let payload = &rest[RECORD_HEADER..end];
-    if crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload) != crc {
-        return Err("checksum mismatch");
-    }
-    Ok((payload, pos + end))
-}
-
-fn read_all(f: &dyn DirFile, path: &str) -> Result<Vec<u8>, WalError> {
-    let len = f.len().map_err(|e| WalError::io("stat", path, &e))?;
-    let mut buf = vec![0u8; len as usize];
-    let n = f
-        .read_at(&mut buf, 0)
-        .map_err(|e| WalError::io("read", path, &e))?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
 impl Wal {
-    /// Open shard `cfg.shard`, replaying every intact record in order through `replay`, and
-    /// start a fresh segment for new records. A torn tail of the last segment is truncated;
-    /// any other damage is [`WalError::Corrupt`] and nothing is changed.
+    /// Open shard `cfg.shard` under `wal/<shard:02>/` in `dir`, replaying every intact record
+    /// in order through `replay`, and start a fresh segment for new records.
+    ///
+    /// A torn tail of the last segment is truncated and reported in [`Recovery::stop`]; any
+    /// other damage is [`WalError::Corrupt`] and nothing is changed. An error from `replay`
+    /// aborts the open as [`WalError::Replay`].
     pub fn open(
         dir: Arc<dyn Dir>,
         cfg: WalConfig,
         mut replay: impl FnMut(Lsn, &[u8]) -> Result<(), String>,
     ) -> Result<(Wal, Recovery), WalError> {
-        let sdir = segment_dir(cfg.shard);
-        let listed = dir
-            .list(&sdir)
-            .map_err(|e| WalError::io("list", &sdir, &e))?;
-        let mut segments: Vec<(u64, String)> = listed
-            .into_iter()
-            .filter_map(|p| {
-                let name = p.rsplit('/').next()?.strip_suffix(".wal")?;
-                let id = u64::from_str_radix(name, 16).ok()?;
-                Some((id, p))
-            })
-            .collect();
-        segments.sort();
-
-        let mut stop = StopReason::CleanEnd;
-        let mut records = 0u64;
-        let count = segments.len();
-        for (i, (id, path)) in segments.iter().enumerate() {
-            let last = i + 1 == count;
-            let f = dir
-                .open(path, false)
-                .map_err(|e| WalError::io("open", path, &e))?;
-            let buf = read_all(f.as_ref(), path)?;
-            let corrupt = |offset: u64, reason: &str| WalError::Corrupt {
-                path: path.clone(),
-                offset,
-                reason: reason.to_string(),
-            };
-            if buf.len() < HEADER as usize {
-                if last {
-                    // Crashed while creating the segment: nothing in it was acknowledged.
-                    stop = StopReason::TornTail {
-                        path: path.clone(),
-                        offset: 0,
-                        reason: "incomplete segment header".into(),
-                    };
-                    f.set_len(0)
-                        .map_err(|e| WalError::io("truncate", path, &e))?;
-                    break;
-                }
-                return Err(corrupt(0, "incomplete segment header"));
-            }
-            if buf[..HEADER as usize] != segment_header(cfg.shard, *id) {
-                return Err(corrupt(
-                    0,
-                    "bad segment header (wrong magic, shard, id or checksum)",
-                ));
-            }
-            let mut pos = HEADER as usize;
-            while pos < buf.len() {
-                match parse_record(&buf, pos) {
-                    Ok((payload, next)) => {
-                        replay(
-                            Lsn {
-                                segment: *id,
-                                offset: pos as u64,
-                            },
-                            payload,
-                        )
-                        .map_err(WalError::Replay)?;
-                        records += 1;
-                        pos = next;
-                    }
-                    Err(reason) => {
-                        // A torn tail is the last thing in the last segment: if a valid record
-                        // follows where this one claims to end, it is damage, not a tear.
-                        let claimed = u32::from_le_bytes(
-                            buf[pos..]
-                                .get(..4)
-                                .and_then(|b| b.try_into().ok())
-                                .unwrap_or([0; 4]),
-                        ) as usize;
-                        let after = pos + RECORD_HEADER + claimed;
-                        let valid_after = after < buf.len() && parse_record(&buf, after).is_ok();
-                        if !last || valid_after {
-                            return Err(corrupt(pos as u64, reason));
-                        }
-                        f.set_len(pos as u64)
-                            .and_then(|()| f.sync_data())
-                            .map_err(|e| WalError::io("truncate", path, &e))?;
-                        stop = StopReason::TornTail {
-                            path: path.clone(),
-                            offset: pos as u64,
-                            reason: reason.to_string(),
-                        };
-                        break;
-                    }
-                }
-            }
-        }
-
-        let next_id = segments.last().map_or(1, |(id, _)| id + 1);
-        let committer = Committer::start(dir, cfg, next_id)?;
+        let (next, recovery) = crate::recover::recover(dir.as_ref(), &cfg, &mut replay)?;
+        let committer = Committer::start(dir, cfg, next)?;
         let counters = committer.counters.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("riffle-wal-{:02}", committer.cfg.shard))
             .spawn(move || committer.run(rx))
             .map_err(|e| WalError::io("spawn committer for", "wal", &e))?;
-        Ok((
-            Wal {
-                tx: Some(tx),
-                thread: Some(thread),
-                counters,
-            },
-            Recovery {
-                records,
-                segments: count,
-                stop,
-            },
-        ))
+        let wal = Wal {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        };
+        Ok((wal, recovery))
     }
 
-    /// Queue one record. `done` runs exactly once, on the committer thread, in queue order.
+    /// Queue one record. `done` is called exactly once, from the committer thread, in queue
+    /// order, after the record's write ([`Commit::Write`]) or the covering `fdatasync`
+    /// ([`Commit::Sync`]), with the record's [`Lsn`] or the error. Never blocks on I/O.
+    ///
+    /// A payload longer than `max(segment_bytes, 64 MiB)` fails with an `InvalidInput`
+    /// [`WalError::Io`]. If the shard is shut down, `done` gets [`WalError::Closed`] at once.
     pub fn append(&self, payload: Vec<u8>, commit: Commit, done: Callback) {
         let req = Request::Append {
             payload,
@@ -320,7 +194,8 @@ impl Wal {
         rx.recv().map_err(|_| WalError::Closed)?
     }
 
-    /// Start a new segment and return its id: every record queued before is in an earlier one.
+    /// Start a new segment (in queue order) and return its id: every record appended before
+    /// this call is in an earlier segment, synced. Blocks until the committer did it.
     pub fn rotate(&self) -> Result<u64, WalError> {
         self.call(Request::Rotate)
     }
@@ -330,7 +205,8 @@ impl Wal {
         self.call(Request::Flush)
     }
 
-    /// Delete the segments before `segment` (a checkpoint covers them).
+    /// Delete the segments with an id below `segment` (a checkpoint covers them), oldest
+    /// first. The segment new records go to is never deleted.
     pub fn remove_segments_before(&self, segment: u64) -> Result<(), WalError> {
         self.call(|tx| Request::RemoveBefore(segment, tx))
     }
@@ -343,11 +219,13 @@ impl Wal {
             writes: c.writes.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
+            segment: c.segment.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for Wal {
+    /// Commits everything queued, syncs, and joins the committer thread.
     fn drop(&mut self) {
         // Closing the channel tells the committer to finish the queue, sync and exit.
         self.tx.take();
@@ -362,15 +240,23 @@ impl Drop for Wal {
     }
 }
 
+type Batch = Vec<(Vec<u8>, Commit, Callback)>;
+
+fn complete(done: Callback, result: Result<Lsn, WalError>) {
+    // A panicking callback must not take the committer (and every later append) down.
+    let _ = catch_unwind(AssertUnwindSafe(move || done(result)));
+}
+
 struct Committer {
     dir: Arc<dyn Dir>,
     cfg: WalConfig,
+    max: u64,
     segment: u64,
     path: String,
     file: Arc<dyn DirFile>,
     end: u64,
-    /// When the oldest unsynced write happened.
-    unsynced_since: Option<Instant>,
+    /// When the written but unsynced records must be synced at the latest.
+    sync_due: Option<Instant>,
     /// A failed batch could not be cut off: the file must be truncated here before writing.
     cut_to: Option<u64>,
     counters: Arc<Counters>,
@@ -379,59 +265,77 @@ struct Committer {
 impl Committer {
     fn start(dir: Arc<dyn Dir>, cfg: WalConfig, segment: u64) -> Result<Self, WalError> {
         let (path, file) = create_segment(dir.as_ref(), cfg.shard, segment)?;
+        let counters = Arc::new(Counters::default());
+        counters.segment.store(segment, Ordering::Relaxed);
         Ok(Self {
             dir,
+            max: max_record(cfg.segment_bytes),
             cfg,
             segment,
             path,
             file,
             end: HEADER,
-            unsynced_since: None,
+            sync_due: None,
             cut_to: None,
-            counters: Arc::new(Counters::default()),
+            counters,
         })
     }
 
     fn run(mut self, rx: mpsc::Receiver<Request>) {
         let mut queue = Vec::new();
         loop {
-            let first = match self.unsynced_since {
-                Some(since) => {
-                    let wait = self.cfg.sync_interval.saturating_sub(since.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(r) => Some(r),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+            let first = match self.sync_due {
+                Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
                 None => match rx.recv() {
                     Ok(r) => Some(r),
                     Err(_) => break,
                 },
             };
-            queue.extend(first);
-            queue.extend(rx.try_iter());
+            let mut bytes = 0;
+            if let Some(r) = first {
+                bytes += size(&r);
+                queue.push(r);
+            }
+            while bytes < BATCH_BYTES {
+                let Ok(r) = rx.try_recv() else { break };
+                bytes += size(&r);
+                queue.push(r);
+            }
             self.process(&mut queue);
-            if self
-                .unsynced_since
-                .is_some_and(|t| t.elapsed() >= self.cfg.sync_interval)
-            {
-                let _ = self.sync();
+            if self.sync_due.is_some_and(|due| Instant::now() >= due) && self.settle().is_err() {
+                // Try again later, not in a loop against a failing disk.
+                self.sync_due = Some(Instant::now() + self.cfg.sync_interval.max(RETRY));
             }
         }
-        let _ = self.sync();
+        let _ = self.settle();
     }
 
     /// Handle queued requests in order: runs of appends become one batch each.
     fn process(&mut self, queue: &mut Vec<Request>) {
-        let mut batch: Vec<(Vec<u8>, Commit, Callback)> = Vec::new();
+        let mut batch: Batch = Vec::new();
         for req in queue.drain(..) {
             match req {
                 Request::Append {
                     payload,
                     commit,
                     done,
-                } => batch.push((payload, commit, done)),
+                } if payload.len() as u64 <= self.max => batch.push((payload, commit, done)),
+                Request::Append { payload, done, .. } => {
+                    self.commit(std::mem::take(&mut batch));
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "a record of {} bytes is longer than the limit of {} bytes",
+                            payload.len(),
+                            self.max
+                        ),
+                    );
+                    complete(done, Err(WalError::io("append to", &self.path, &e)));
+                }
                 control => {
                     self.commit(std::mem::take(&mut batch));
                     self.control(control);
@@ -445,11 +349,11 @@ impl Committer {
         match req {
             Request::Append { .. } => {}
             Request::Rotate(reply) => {
-                let r = self.sync().and_then(|()| self.rotate());
+                let r = self.settle().and_then(|()| self.rotate());
                 let _ = reply.send(r);
             }
             Request::Flush(reply) => {
-                let _ = reply.send(self.sync());
+                let _ = reply.send(self.settle());
             }
             Request::RemoveBefore(segment, reply) => {
                 let _ = reply.send(self.remove_before(segment));
@@ -457,33 +361,51 @@ impl Committer {
         }
     }
 
-    fn fail(&self, batch: Vec<(Vec<u8>, Commit, Callback)>, e: &WalError) {
-        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+    fn fail(batch: Batch, e: &WalError) {
         for (_, _, done) in batch {
-            done(Err(e.clone()));
+            complete(done, Err(e.clone()));
         }
     }
 
-    /// Drop bytes past `len` so failed records can never be replayed; if even that fails,
-    /// every later batch retries it first.
-    fn cut(&mut self, len: u64) {
-        self.cut_to = match self.file.set_len(len) {
-            Ok(()) => None,
-            Err(_) => Some(len),
-        };
-        self.end = len;
+    fn failed(&self, op: &'static str, e: &std::io::Error) -> WalError {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        WalError::io(op, &self.path, e)
     }
 
-    fn commit(&mut self, batch: Vec<(Vec<u8>, Commit, Callback)>) {
+    /// Drop the bytes past `len`, durably, so failed records can never be replayed; if that
+    /// fails, it stays pending and every later batch retries it first.
+    fn cut(&mut self, len: u64) -> Result<(), WalError> {
+        self.end = len;
+        self.cut_to = Some(len);
+        if let Err(e) = self.file.set_len(len) {
+            return Err(self.failed("truncate", &e));
+        }
+        if let Err(e) = self.file.sync_data() {
+            return Err(self.failed("sync", &e));
+        }
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_due = None;
+        self.cut_to = None;
+        Ok(())
+    }
+
+    /// Apply a pending cut, then sync: afterwards the segment holds exactly the records whose
+    /// callbacks succeeded, durably.
+    fn settle(&mut self) -> Result<(), WalError> {
+        if let Some(len) = self.cut_to {
+            self.cut(len)?;
+        }
+        self.sync()
+    }
+
+    fn commit(&mut self, batch: Batch) {
         if batch.is_empty() {
             return;
         }
-        if let Some(len) = self.cut_to {
-            if let Err(e) = self.file.set_len(len) {
-                let e = WalError::io("truncate", &self.path, &e);
-                return self.fail(batch, &e);
-            }
-            self.cut_to = None;
+        if let Some(len) = self.cut_to
+            && let Err(e) = self.cut(len)
+        {
+            return Self::fail(batch, &e);
         }
         let start = self.end;
         let mut buf = Vec::with_capacity(batch.iter().map(|b| b.0.len() + RECORD_HEADER).sum());
@@ -498,22 +420,20 @@ impl Committer {
             wants_sync |= *commit == Commit::Sync;
         }
         if let Err(e) = self.file.write_all_at(&buf, start) {
-            let e = WalError::io("write", &self.path, &e);
-            self.cut(start);
-            return self.fail(batch, &e);
+            let e = self.failed("write", &e);
+            let _ = self.cut(start);
+            return Self::fail(batch, &e);
         }
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.end = start + buf.len() as u64;
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        let interval_due = self
-            .unsynced_since
-            .is_some_and(|t| t.elapsed() >= self.cfg.sync_interval);
-        if (wants_sync || interval_due)
+        let now = Instant::now();
+        let due = *self.sync_due.get_or_insert(now + self.cfg.sync_interval);
+        if (wants_sync || now >= due)
             && let Err(e) = self.sync()
         {
             // Nothing of this batch is known to be durable: take it back entirely.
-            self.cut(start);
-            return self.fail(batch, &e);
+            let _ = self.cut(start);
+            return Self::fail(batch, &e);
         }
         self.counters
             .records
@@ -522,30 +442,29 @@ impl Committer {
             .bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         for ((_, _, done), lsn) in batch.into_iter().zip(lsns) {
-            done(Ok(lsn));
+            complete(done, Ok(lsn));
         }
         if self.end >= self.cfg.segment_bytes {
-            let _ = self.sync().and_then(|()| self.rotate());
+            // On failure the segment grows on, and the next batch tries again.
+            let _ = self.settle().and_then(|()| self.rotate());
         }
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
-        if self.unsynced_since.is_none() {
+        if self.sync_due.is_none() {
             return Ok(());
         }
         match self.file.sync_data() {
             Ok(()) => {
                 self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                self.unsynced_since = None;
+                self.sync_due = None;
                 Ok(())
             }
-            Err(e) => {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                Err(WalError::io("sync", &self.path, &e))
-            }
+            Err(e) => Err(self.failed("sync", &e)),
         }
     }
 
+    /// Switch to a new segment. The caller has settled the current one.
     fn rotate(&mut self) -> Result<u64, WalError> {
         let next = self.segment + 1;
         let (path, file) = create_segment(self.dir.as_ref(), self.cfg.shard, next)?;
@@ -553,31 +472,38 @@ impl Committer {
         self.path = path;
         self.file = file;
         self.end = HEADER;
-        self.cut_to = None;
+        self.counters.segment.store(next, Ordering::Relaxed);
         Ok(next)
     }
 
     fn remove_before(&self, segment: u64) -> Result<(), WalError> {
+        let limit = segment.min(self.segment);
         let sdir = segment_dir(self.cfg.shard);
         let listed = self
             .dir
             .list(&sdir)
             .map_err(|e| WalError::io("list", &sdir, &e))?;
-        for p in listed {
-            let id = p
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.strip_suffix(".wal"))
-                .and_then(|n| u64::from_str_radix(n, 16).ok());
-            if id.is_some_and(|id| id < segment) {
-                self.dir
-                    .remove(&p)
-                    .map_err(|e| WalError::io("remove", &p, &e))?;
-            }
+        let mut old: Vec<(u64, String)> = listed
+            .into_iter()
+            .filter_map(|p| Some((segment_id(&p)?, p)))
+            .filter(|(id, _)| *id < limit)
+            .collect();
+        old.sort();
+        for (_, p) in old {
+            self.dir
+                .remove(&p)
+                .map_err(|e| WalError::io("remove", &p, &e))?;
         }
         self.dir
             .sync_dir(&sdir)
             .map_err(|e| WalError::io("sync directory", &sdir, &e))
+    }
+}
+
+fn size(r: &Request) -> usize {
+    match r {
+        Request::Append { payload, .. } => payload.len() + RECORD_HEADER,
+        _ => 0,
     }
 }
 

@@ -1,0 +1,148 @@
+//! Recovery: replay a shard's segments in order, stop at the end or at a torn tail of the last
+//! segment (which is cut off), and report any other damage without changing anything.
+//!
+//! The rules, and why they are safe:
+//!
+//! - A segment's header is written and synced before any record goes into it, so a last
+//!   segment no longer than a header, whose header is incomplete or wrong, was being created
+//!   when the process died: it holds nothing and is removed. A bad header anywhere else is
+//!   damage.
+//! - Records are appended only at the end of the newest segment, and a segment is synced before
+//!   the next one is created, so only the end of the last segment can hold a write the crash
+//!   interrupted. A damaged record there with no intact records after it (see
+//!   [`valid_data_after`]) is such a torn tail: the file is truncated before it and synced.
+//! - A damaged record in an earlier segment, or one followed by intact records, cannot come
+//!   from an interrupted append: it is [`WalError::Corrupt`], naming the file and offset, and
+//!   nothing is truncated.
+
+use crate::dir::{Dir, DirFile};
+use crate::error::WalError;
+use crate::format::{
+    HEADER, check_header, max_record, parse_record, segment_dir, segment_id, valid_data_after,
+};
+use crate::wal::{Lsn, Recovery, StopReason, WalConfig};
+
+/// The caller's replay function.
+pub(crate) type Replay<'a> = dyn FnMut(Lsn, &[u8]) -> Result<(), String> + 'a;
+
+fn read_all(f: &dyn DirFile, path: &str) -> Result<Vec<u8>, WalError> {
+    let len = f.len().map_err(|e| WalError::io("stat", path, &e))?;
+    let len = usize::try_from(len).map_err(|_| WalError::Corrupt {
+        path: path.to_string(),
+        offset: 0,
+        reason: format!("impossible segment size {len}"),
+    })?;
+    let mut buf = vec![0u8; len];
+    let n = f
+        .read_at(&mut buf, 0)
+        .map_err(|e| WalError::io("read", path, &e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Replay shard `cfg.shard`; returns the id the next segment must take and what happened.
+pub(crate) fn recover(
+    dir: &dyn Dir,
+    cfg: &WalConfig,
+    replay: &mut Replay<'_>,
+) -> Result<(u64, Recovery), WalError> {
+    let sdir = segment_dir(cfg.shard);
+    let listed = dir
+        .list(&sdir)
+        .map_err(|e| WalError::io("list", &sdir, &e))?;
+    let mut segments: Vec<(u64, String)> = listed
+        .into_iter()
+        .filter_map(|p| Some((segment_id(&p)?, p)))
+        .collect();
+    segments.sort();
+    let max = max_record(cfg.segment_bytes);
+
+    let mut stop = StopReason::CleanEnd;
+    let mut records = 0u64;
+    let count = segments.len();
+    for (i, (id, path)) in segments.iter().enumerate() {
+        let last = i + 1 == count;
+        let corrupt = |offset: u64, reason: String| WalError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        let f = dir
+            .open(path, false)
+            .map_err(|e| WalError::io("open", path, &e))?;
+        let buf = read_all(f.as_ref(), path)?;
+        if let Err(reason) = check_header(&buf, cfg.shard, *id) {
+            if !(last && buf.len() <= HEADER as usize) {
+                return Err(corrupt(0, reason));
+            }
+            // Crashed while creating the segment: nothing was ever written into it.
+            drop(f);
+            dir.remove(path)
+                .map_err(|e| WalError::io("remove", path, &e))?;
+            dir.sync_dir(&sdir)
+                .map_err(|e| WalError::io("sync directory", &sdir, &e))?;
+            stop = StopReason::TornTail {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            };
+            break;
+        }
+        let mut pos = HEADER as usize;
+        while pos < buf.len() {
+            match parse_record(&buf, pos, max) {
+                Ok((payload, next)) => {
+                    let lsn = Lsn {
+                        segment: *id,
+                        offset: pos as u64,
+                    };
+                    replay(lsn, payload).map_err(WalError::Replay)?;
+                    records += 1;
+                    pos = next;
+                }
+                Err(bad) => {
+                    if !last {
+                        return Err(corrupt(
+                            pos as u64,
+                            format!("{} in a segment that is not the last", bad.reason()),
+                        ));
+                    }
+                    if let Some(at) = valid_data_after(&buf, pos, max) {
+                        return Err(corrupt(
+                            pos as u64,
+                            format!(
+                                "{}, with intact records after it (at byte {at})",
+                                bad.reason()
+                            ),
+                        ));
+                    }
+                    f.set_len(pos as u64)
+                        .and_then(|()| f.sync_data())
+                        .map_err(|e| WalError::io("truncate torn tail of", path, &e))?;
+                    stop = StopReason::TornTail {
+                        path: path.clone(),
+                        offset: pos as u64,
+                        reason: bad.reason().to_string(),
+                    };
+                    break;
+                }
+            }
+        }
+    }
+    let next = match segments.last() {
+        None => 1,
+        Some((id, path)) => id.checked_add(1).ok_or_else(|| WalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: "no segment id left after this one".into(),
+        })?,
+    };
+    Ok((
+        next,
+        Recovery {
+            records,
+            segments: count,
+            stop,
+        },
+    ))
+}

@@ -1,0 +1,206 @@
+//! Recovery: torn tails are cut off, everything else is reported as damage and left alone.
+
+mod common;
+
+use common::*;
+use riffle_wal::{Commit, Dir, MemDir, StopReason, WalError};
+use std::sync::Arc;
+
+const CFG: (u64, u64) = (1 << 20, 10);
+
+/// A shard whose only (and last) segment holds `n` records; returns its bytes and the offset
+/// of each record.
+fn segment_with(n: usize) -> (Vec<u8>, Vec<u64>) {
+    let mem = MemDir::new();
+    let (wal, _, _) = open(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)).unwrap();
+    let offsets = (0..n)
+        .map(|i| append(&wal, &payload(i), Commit::Sync).unwrap().offset)
+        .collect();
+    drop(wal);
+    (read_file(&mem, &seg(1)), offsets)
+}
+
+fn expect_corrupt(r: Result<(Recovery, Vec<Vec<u8>>), WalError>, path: &str, offset: u64) {
+    match r {
+        Err(WalError::Corrupt {
+            path: p, offset: o, ..
+        }) => assert_eq!((p.as_str(), o), (path, offset)),
+        Err(e) => panic!("expected corruption at {path}:{offset}, got {e}"),
+        Ok((rec, _)) => panic!("expected corruption at {path}:{offset}, got {rec:?}"),
+    }
+}
+use riffle_wal::Recovery;
+
+#[test]
+fn a_tail_torn_at_every_byte_is_cut_off() {
+    let (bytes, offsets) = segment_with(3);
+    let last = offsets[2] as usize;
+    let all: Vec<_> = (0..3).map(payload).collect();
+    for cut in last..bytes.len() {
+        let mem = mem_with(&seg(1), &bytes[..cut]);
+        let dir: Arc<dyn Dir> = Arc::new(mem.clone());
+        let (rec, got) = replayed(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
+        assert_eq!(got, all[..2], "cut at {cut}");
+        assert_eq!(rec.records, 2);
+        if cut == last {
+            assert_eq!(rec.stop, StopReason::CleanEnd);
+        } else {
+            assert!(
+                matches!(&rec.stop, StopReason::TornTail { path, offset, .. }
+                    if *path == seg(1) && *offset == last as u64),
+                "cut at {cut}: {:?}",
+                rec.stop
+            );
+        }
+        // The tail was cut durably: a crash and a second open find a clean log.
+        mem.crash();
+        let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
+        assert_eq!(got, all[..2], "cut at {cut}, second open");
+        assert_eq!(rec.stop, StopReason::CleanEnd, "cut at {cut}, second open");
+    }
+}
+
+#[test]
+fn damaged_or_zeroed_last_records_are_torn_tails() {
+    let (bytes, offsets) = segment_with(3);
+    let last = offsets[2];
+    let two: Vec<_> = (0..2).map(payload).collect();
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0x40;
+    let mut zeros = bytes[..last as usize].to_vec();
+    zeros.extend_from_slice(&[0u8; 4096]); // a page that never made it
+    let mut huge_len = bytes.clone();
+    huge_len[last as usize + 3] = 0xff;
+    for (name, b) in [("flipped", flipped), ("zeros", zeros), ("length", huge_len)] {
+        let (rec, got) = replayed(Arc::new(mem_with(&seg(1), &b)), cfg(CFG.0, CFG.1)).unwrap();
+        assert_eq!(got, two, "{name}");
+        assert!(
+            matches!(&rec.stop, StopReason::TornTail { offset, .. } if *offset == last),
+            "{name}: {:?}",
+            rec.stop
+        );
+    }
+}
+
+#[test]
+fn a_segment_whose_header_was_never_finished_is_removed() {
+    let (bytes, _) = segment_with(2);
+    for cut in [0usize, 5, 31] {
+        let mem = mem_with(&seg(1), &bytes);
+        let f = mem.open(&seg(2), true).unwrap();
+        f.write_all_at(&bytes[..cut], 0).unwrap();
+        let dir: Arc<dyn Dir> = Arc::new(mem);
+        let (rec, got) = replayed(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(
+            matches!(&rec.stop, StopReason::TornTail { path, offset: 0, .. } if *path == seg(2)),
+            "{:?}",
+            rec.stop
+        );
+        assert!(!dir.exists(&seg(2)));
+        let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
+        assert_eq!((got.len(), rec.stop), (2, StopReason::CleanEnd));
+    }
+}
+
+#[test]
+fn damage_followed_by_intact_records_is_corruption() {
+    let (bytes, offsets) = segment_with(5);
+    let at = offsets[1];
+    // A flipped payload byte, and a flipped length byte (the record's end is then unknown).
+    for flip in [at as usize + 10, at as usize, at as usize + 5] {
+        let mut b = bytes.clone();
+        b[flip] ^= 0x01;
+        let mem = mem_with(&seg(1), &b);
+        let r = replayed(Arc::new(mem.clone()), cfg(CFG.0, CFG.1));
+        expect_corrupt(r, &seg(1), at);
+        assert_eq!(read_file(&mem, &seg(1)), b, "nothing was truncated");
+        assert_eq!(
+            mem.list("wal/00").unwrap(),
+            vec![seg(1)],
+            "no segment was added"
+        );
+    }
+}
+
+#[test]
+fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
+    let mem = MemDir::new();
+    let dir: Arc<dyn Dir> = Arc::new(mem.clone());
+    let (wal, _, _) = open(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
+    append(&wal, b"one", Commit::Sync).unwrap();
+    let last = append(&wal, b"two", Commit::Sync).unwrap();
+    wal.rotate().unwrap();
+    append(&wal, b"three", Commit::Sync).unwrap();
+    drop(wal);
+    // Even damage at the very end of segment 1 (which looks like a torn tail) is corruption:
+    // segment 2 was started after segment 1 was synced.
+    let f = dir.open(&seg(1), false).unwrap();
+    let len = f.len().unwrap();
+    f.write_all_at(&[0xee], len - 1).unwrap();
+    expect_corrupt(
+        replayed(dir.clone(), cfg(CFG.0, CFG.1)),
+        &seg(1),
+        last.offset,
+    );
+    // So is a short segment.
+    f.set_len(len - 1).unwrap();
+    expect_corrupt(
+        replayed(dir.clone(), cfg(CFG.0, CFG.1)),
+        &seg(1),
+        last.offset,
+    );
+    assert_eq!(f.len().unwrap(), len - 1, "nothing was truncated");
+}
+
+#[test]
+fn a_bad_segment_header_is_corruption() {
+    let (bytes, _) = segment_with(2);
+    for at in [0usize, 9, 13, 17, 29] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x10;
+        expect_corrupt(
+            replayed(Arc::new(mem_with(&seg(1), &b)), cfg(CFG.0, CFG.1)),
+            &seg(1),
+            0,
+        );
+    }
+    // A segment of another shard, or under another id, is refused too.
+    let mem = mem_with(&seg(7), &bytes);
+    expect_corrupt(replayed(Arc::new(mem), cfg(CFG.0, CFG.1)), &seg(7), 0);
+    let mut other = cfg(CFG.0, CFG.1);
+    other.shard = 1;
+    let mem = mem_with("wal/01/0000000000000001.wal", &bytes);
+    let r = replayed(Arc::new(mem), other);
+    assert!(matches!(r, Err(WalError::Corrupt { offset: 0, .. })));
+}
+
+#[test]
+fn errors_name_the_file_and_offset() {
+    let (bytes, offsets) = segment_with(3);
+    let mut b = bytes.clone();
+    b[offsets[0] as usize + 9] ^= 1;
+    let e = replayed(Arc::new(mem_with(&seg(1), &b)), cfg(CFG.0, CFG.1))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(msg.contains(&seg(1)), "{msg}");
+    assert!(msg.contains(&offsets[0].to_string()), "{msg}");
+    assert!(msg.contains("checksum"), "{msg}");
+}
+
+#[test]
+fn shards_are_independent() {
+    let dir: Arc<dyn Dir> = Arc::new(MemDir::new());
+    let mut c0 = cfg(CFG.0, CFG.1);
+    let mut c1 = c0.clone();
+    c0.shard = 0;
+    c1.shard = 1;
+    let (w0, _, _) = open(dir.clone(), c0.clone()).unwrap();
+    let (w1, _, _) = open(dir.clone(), c1.clone()).unwrap();
+    append(&w0, b"zero", Commit::Sync).unwrap();
+    append(&w1, b"one", Commit::Sync).unwrap();
+    drop((w0, w1));
+    assert_eq!(replayed(dir.clone(), c0).unwrap().1, vec![b"zero".to_vec()]);
+    assert_eq!(replayed(dir, c1).unwrap().1, vec![b"one".to_vec()]);
+}
