@@ -377,9 +377,11 @@ impl Log {
         if self.files.is_some() {
             st.w.records += 1;
         } else {
+            // A request body is often a slice of a much larger receive buffer: keep an
+            // exact-size copy so a small record does not pin (and miscount) the whole buffer.
             st.mem.push(MemRecord {
                 start: st.w.tail,
-                data: payload.data,
+                data: Bytes::copy_from_slice(&payload.data),
             });
             self.own_bytes.fetch_add(len, Ordering::Relaxed);
         }

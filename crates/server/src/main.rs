@@ -1,6 +1,11 @@
 //! `riffle`: the server binary.
 
 use clap::{Args, Parser, Subcommand};
+
+// glibc's per-thread arenas grow and shrink with an mprotect per request under this load;
+// mimalloc keeps freed pages for reuse.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use riffle_server::config::{Settings, Sources};
 use std::path::PathBuf;
 use std::process::ExitCode;

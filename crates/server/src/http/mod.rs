@@ -46,11 +46,12 @@ impl App {
     /// Serve one request. Never fails: every problem is an HTTP answer.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
         let origin = req.headers().get(header::ORIGIN).cloned();
+        let preflight = req.method() == Method::OPTIONS;
         let mut resp = self
             .route(req)
             .await
             .unwrap_or_else(ApiError::into_response);
-        self.common_headers(resp.headers_mut(), origin.as_ref());
+        self.common_headers(resp.headers_mut(), origin.as_ref(), preflight);
         resp
     }
 
@@ -111,7 +112,9 @@ impl App {
             .expect("static headers")
     }
 
-    fn common_headers(&self, h: &mut HeaderMap, origin: Option<&HeaderValue>) {
+    /// Security headers on every response; CORS headers where a browser needs them (a request
+    /// with an `Origin`, or a preflight), so plain clients do not pay for them on every append.
+    fn common_headers(&self, h: &mut HeaderMap, origin: Option<&HeaderValue>, preflight: bool) {
         h.insert(
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
@@ -120,6 +123,9 @@ impl App {
             "cross-origin-resource-policy",
             HeaderValue::from_static("cross-origin"),
         );
+        if origin.is_none() && !preflight {
+            return;
+        }
         match &self.config.cors {
             Cors::Any => {
                 h.insert(
@@ -136,14 +142,16 @@ impl App {
                 }
             }
         }
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOW_METHODS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOW_HEADERS),
-        );
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_METHODS),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOW_HEADERS),
+            );
+        }
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSE_HEADERS),
