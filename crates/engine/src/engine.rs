@@ -589,14 +589,22 @@ impl Engine {
     }
 }
 
-/// Background checkpoints: when enough WAL has accumulated, so recovery stays short and old
-/// segments are recycled.
+/// Background work: flush pending tails into the stream files twice a second, and take a
+/// checkpoint when enough WAL has accumulated, so recovery stays short and old segments are
+/// recycled.
 fn checkpointer(engine: Weak<Inner>) {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let Some(inner) = engine.upgrade() else {
             return;
         };
+        // Move pending tails into the stream files, so RAM holds recent appends only briefly.
+        let logs: Vec<Arc<Log>> = inner.logs.read().values().cloned().collect();
+        for log in logs {
+            if let Err(e) = log.flush_pending() {
+                tracing::warn!(log = log.config.id, error = %e, "writing a stream file failed; will retry");
+            }
+        }
         let due = inner.persist.as_ref().is_some_and(|p| p.checkpoint_due());
         if due {
             let engine = Engine { inner };

@@ -104,10 +104,26 @@ struct Writer {
     log_seq: u64,
 }
 
+/// The tail of a file-backed log that is committed (in the WAL) but not yet written to its
+/// stream files: appends land here with one memcpy, and reach the files in large writes
+/// (when it passes [`PENDING_FLUSH_BYTES`], every second, and before a checkpoint syncs).
+#[derive(Debug, Default)]
+struct Pending {
+    /// Position of the first pending byte (everything before it is in the files).
+    start: u64,
+    data: Vec<u8>,
+    /// End position of each pending record.
+    ends: Vec<u64>,
+}
+
+/// A log's pending tail is written out once it holds this much.
+const PENDING_FLUSH_BYTES: usize = 32 * 1024;
+
 #[derive(Debug)]
 struct LogState {
     w: Writer,
     mem: Vec<MemRecord>,
+    pending: Pending,
     last_access_ms: i64,
     /// Tail as of the last checkpoint's sync of the files.
     synced_tail: u64,
@@ -216,6 +232,10 @@ impl Log {
             files,
             state: Mutex::new(LogState {
                 synced_tail: w.tail,
+                pending: Pending {
+                    start: w.tail,
+                    ..Pending::default()
+                },
                 w,
                 mem: Vec::new(),
                 last_access_ms: now_ms,
@@ -260,8 +280,10 @@ impl Log {
     }
 
     /// The log's state for a checkpoint; also returns whether its files need a sync.
-    pub fn snapshot(&self, deleted: bool) -> (LogSnapshot, bool) {
-        let st = self.state.lock();
+    pub fn snapshot(&self, deleted: bool) -> Result<(LogSnapshot, bool)> {
+        let mut st = self.state.lock();
+        // The snapshot's tail must be in the files before they are synced.
+        self.flush_locked(&mut st)?;
         let w = &st.w;
         let writer = WriterRec {
             tail: w.tail,
@@ -277,14 +299,46 @@ impl Log {
             log_seq: w.log_seq,
         };
         let dirty = st.synced_tail != w.tail;
-        (
+        Ok((
             LogSnapshot {
                 meta: self.config.meta(),
                 writer,
                 deleted,
             },
             dirty,
-        )
+        ))
+    }
+
+    /// Write the pending tail to the files (no sync).
+    pub fn flush_pending(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        self.flush_locked(&mut st)
+    }
+
+    fn flush_locked(&self, st: &mut LogState) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        if st.pending.ends.is_empty() {
+            return Ok(());
+        }
+        let first_record = st.w.records - st.pending.ends.len() as u64;
+        files
+            .write_records(
+                first_record,
+                st.pending.start,
+                &st.pending.data,
+                &st.pending.ends,
+            )
+            .map_err(io_error)?;
+        let p = &mut st.pending;
+        p.start += p.data.len() as u64;
+        p.data.clear();
+        p.ends.clear();
+        if p.data.capacity() > PENDING_FLUSH_BYTES * 2 {
+            p.data = Vec::new();
+        }
+        Ok(())
     }
 
     /// Record that the files are synced up to `tail` (the tail of the snapshot just taken).
@@ -353,17 +407,10 @@ impl Log {
         self.state.lock().removed
     }
 
-    /// Store `payload` (and close) as the log's first content, at creation. For file-backed
-    /// logs this writes record 0 of the files (made durable by the create's WAL record).
+    /// Store `payload` (and close) as the log's first content, at creation (for file-backed
+    /// logs, made durable by the create's WAL record).
     pub fn init(&self, payload: Payload, close: bool) -> Result<()> {
         let mut st = self.state.lock();
-        if let Some(files) = &self.files
-            && !payload.is_empty()
-        {
-            files
-                .write_record(0, st.w.tail, &payload.data)
-                .map_err(io_error)?;
-        }
         self.push_locked(&mut st, payload);
         st.w.closed = close;
         Ok(())
@@ -373,9 +420,18 @@ impl Log {
         if payload.data.is_empty() {
             return;
         }
+        // `st.w.tail` is where this record starts.
         let len = payload.data.len() as u64;
         if self.files.is_some() {
+            st.pending.data.extend_from_slice(&payload.data);
+            st.pending.ends.push(st.w.tail + len);
             st.w.records += 1;
+            if st.pending.data.len() >= PENDING_FLUSH_BYTES
+                && let Err(e) = self.flush_locked(st)
+            {
+                // Still committed (WAL) and readable (pending): the next flush retries.
+                tracing::warn!(log = self.config.id, error = %e, "writing a stream file failed");
+            }
         } else {
             // A request body is often a slice of a much larger receive buffer: keep an
             // exact-size copy so a small record does not pin (and miscount) the whole buffer.
@@ -421,13 +477,6 @@ impl Log {
                     return Err(storage_error("durable log without storage", false));
                 }
             };
-            if let Some(files) = &self.files
-                && !plan.payload.is_empty()
-            {
-                files
-                    .write_record(st.w.records, plan.start, &plan.payload.data)
-                    .map_err(io_error)?;
-            }
             let record = plan.entry(self.config.id).encode(&plan.payload.data);
             if durability != Durability::Fsync {
                 // Acknowledged once queued: apply now, in queue order (we hold the lock).
@@ -684,18 +733,7 @@ impl Log {
             }
         }
         if let Some(files) = &self.files {
-            // Positions below the visible tail never change: read without the lock.
-            let (records, tail) = {
-                let st = self.state.lock();
-                (st.w.records, st.w.tail)
-            };
-            let (end, chunk) = files
-                .read(records, pos, to.min(tail), budget)
-                .map_err(io_error)?;
-            if !chunk.is_empty() {
-                out.push(chunk);
-            }
-            return Ok(end.max(pos));
+            return self.collect_files(files, pos, to, budget, out);
         }
         let st = self.state.lock();
         let to = to.min(st.w.tail);
@@ -716,6 +754,83 @@ impl Log {
         Ok(pos)
     }
 
+    /// `collect` for a file-backed log: what is in the files never changes, so it is read
+    /// without the lock; what is still pending is copied under it.
+    fn collect_files(
+        &self,
+        files: &LogFiles,
+        mut pos: u64,
+        to: u64,
+        budget: &mut usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<u64> {
+        loop {
+            let (file_records, pending_start, tail) = {
+                let st = self.state.lock();
+                (
+                    st.w.records - st.pending.ends.len() as u64,
+                    st.pending.start,
+                    st.w.tail,
+                )
+            };
+            let to = to.min(tail);
+            if pos < pending_start.min(to) {
+                let (end, chunk) = files
+                    .read(file_records, pos, pending_start.min(to), budget)
+                    .map_err(io_error)?;
+                if !chunk.is_empty() {
+                    out.push(chunk);
+                }
+                pos = end.max(pos);
+                if pos < pending_start.min(to) || *budget == 0 {
+                    return Ok(pos);
+                }
+            }
+            if pos >= to {
+                return Ok(pos);
+            }
+            let st = self.state.lock();
+            let p = &st.pending;
+            if pos < p.start {
+                // A flush moved the range into the files meanwhile: read it from there.
+                continue;
+            }
+            // Whole pending records until the budget is reached.
+            let first = p.ends.partition_point(|&e| e <= pos);
+            let mut end = pos;
+            for &e in &p.ends[first..] {
+                end = e.min(to);
+                if end >= to || (end - pos) as usize >= *budget {
+                    break;
+                }
+            }
+            let lo = (pos - p.start) as usize;
+            let hi = (end - p.start) as usize;
+            out.push(Bytes::copy_from_slice(&p.data[lo..hi]));
+            *budget = budget.saturating_sub(hi - lo);
+            return Ok(end);
+        }
+    }
+
+    /// The record of a file-backed log that holds `pos` (pending or in the files).
+    fn file_record_containing(&self, files: &LogFiles, pos: u64) -> Result<Option<(u64, Bytes)>> {
+        let file_records = {
+            let st = self.state.lock();
+            let p = &st.pending;
+            if pos >= p.start {
+                let i = p.ends.partition_point(|&e| e <= pos);
+                return Ok(p.ends.get(i).map(|&end| {
+                    let start = if i == 0 { p.start } else { p.ends[i - 1] };
+                    let lo = (start - p.start) as usize;
+                    let hi = (end - p.start) as usize;
+                    (start, Bytes::copy_from_slice(&p.data[lo..hi]))
+                }));
+            }
+            st.w.records - p.ends.len() as u64
+        };
+        files.record_containing(file_records, pos).map_err(io_error)
+    }
+
     /// For JSON framing: whether `pos` falls between two messages (offsets inside a message
     /// would make reads and forks return broken JSON).
     pub fn is_message_boundary(&self, pos: u64) -> Result<bool> {
@@ -731,10 +846,7 @@ impl Log {
             }
         }
         let found = match &self.files {
-            Some(files) => {
-                let records = self.state.lock().w.records;
-                files.record_containing(records, pos).map_err(io_error)?
-            }
+            Some(files) => self.file_record_containing(files, pos)?,
             None => {
                 let st = self.state.lock();
                 let i = st
@@ -766,8 +878,9 @@ impl Log {
             return Ok(Some(rest.slice(..keep)));
         }
         if let Some(files) = &self.files {
-            let records = self.state.lock().w.records;
-            return files.record_rest(records, pos).map_err(io_error);
+            return Ok(self
+                .file_record_containing(files, pos)?
+                .map(|(start, rec)| rec.slice((pos - start) as usize..)));
         }
         let st = self.state.lock();
         let i = st

@@ -243,7 +243,9 @@ impl Persist {
             logs: Vec::new(),
         };
         for (log, deleted) in logs() {
-            let (s, dirty): (LogSnapshot, bool) = log.snapshot(deleted);
+            let (s, dirty): (LogSnapshot, bool) = log
+                .snapshot(deleted)
+                .map_err(|e| OpenError::Replay(format!("flush before checkpoint: {e}")))?;
             if dirty && let Some(files) = &log.files {
                 files
                     .sync()

@@ -48,12 +48,23 @@ impl LogFiles {
         })
     }
 
-    /// Write record number `index` (`data` at position `start`). Not visible to readers until
-    /// the log's counters say so.
+    /// Write record number `index` (`data` at position `start`).
     pub fn write_record(&self, index: u64, start: u64, data: &[u8]) -> io::Result<()> {
+        self.write_records(index, start, data, &[start + data.len() as u64])
+    }
+
+    /// Write records `first..` at once: their bytes (starting at position `start`) and their
+    /// end positions.
+    pub fn write_records(
+        &self,
+        first: u64,
+        start: u64,
+        data: &[u8],
+        ends: &[u64],
+    ) -> io::Result<()> {
         self.data.write_all_at(data, start - self.base)?;
-        let end = start + data.len() as u64;
-        self.idx.write_all_at(&end.to_le_bytes(), index * 8)
+        let idx: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+        self.idx.write_all_at(&idx, first * 8)
     }
 
     /// End position of record `i`.
@@ -78,7 +89,7 @@ impl LogFiles {
     }
 
     /// Read `[from, to)` (whole records once `budget` is reached) as one chunk. `records` and
-    /// `to` are the visible counters.
+    /// `to` describe what is in the files.
     pub fn read(
         &self,
         records: u64,
@@ -105,18 +116,6 @@ impl LogFiles {
         read_exact_at(self.data.as_ref(), &mut buf, from - self.base)?;
         *budget = budget.saturating_sub(buf.len());
         Ok((end, buf.freeze()))
-    }
-
-    /// Bytes from `pos` to the end of the record holding it, among `records` records.
-    pub fn record_rest(&self, records: u64, pos: u64) -> io::Result<Option<Bytes>> {
-        let i = self.first_ending_after(records, pos)?;
-        if i >= records {
-            return Ok(None);
-        }
-        let end = self.record_end(i)?;
-        let mut buf = BytesMut::zeroed((end - pos) as usize);
-        read_exact_at(self.data.as_ref(), &mut buf, pos - self.base)?;
-        Ok(Some(buf.freeze()))
     }
 
     /// The record holding `pos`: its start and its bytes.
