@@ -6,58 +6,24 @@
 //!
 //! `RIFFLE_CRASH_ROUNDS` sets the number of kills (default 4).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Options, Server, TempDir};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const STREAMS: usize = 8;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start(data: &Path, mode: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_riffle"))
-        .args(["serve", "--port", &port.to_string(), "--config-dir"])
-        .arg(data.join("no-config"))
-        .env("DS_STORAGE__MODE", mode)
-        .env("DS_STORAGE__DATA_DIR", data.join("streams"))
-        .env("DS_SERVER__LONG_POLL_TIMEOUT_SECS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn riffle");
-    let url = format!("http://127.0.0.1:{port}");
-    let server = Server { child, url };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{}/healthz", server.url)).send().await
-            && r.status().is_success()
-        {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A server in `file-durable` mode on `data`.
+async fn start(data: &Path) -> Server {
+    Server::start_with(
+        Options::default()
+            .env("DS_STORAGE__MODE", "file-durable")
+            .env("DS_STORAGE__DATA_DIR", data.to_str().expect("utf-8 path")),
+    )
+    .await
 }
 
 /// What one writer knows: the payloads acknowledged, and the one in flight when the server died.
@@ -127,14 +93,15 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let tmp = tempdir("crash");
+    let tmp = TempDir::new("crash");
+    let data = tmp.path().join("data");
     let client = reqwest::Client::new();
     let mut oracles = vec![Oracle::default(); STREAMS];
 
-    let server = start(&tmp, "file-durable").await;
+    let server = start(&data).await;
     for i in 0..STREAMS {
         let r = client
-            .put(stream_url(&server.url, i))
+            .put(stream_url(&server.base, i))
             .header("content-type", "text/plain")
             .send()
             .await
@@ -150,7 +117,7 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
             .map(|i| {
                 tokio::spawn(writer(
                     client.clone(),
-                    stream_url(&srv.url, i),
+                    stream_url(&srv.base, i),
                     i,
                     oracles[i].clone(),
                     stop.clone(),
@@ -167,9 +134,9 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
             oracles[i] = t.await.expect("writer task");
         }
 
-        let srv = start(&tmp, "file-durable").await;
+        let srv = start(&data).await;
         for (i, oracle) in oracles.iter_mut().enumerate() {
-            let url = stream_url(&srv.url, i);
+            let url = stream_url(&srv.base, i);
             if let Some(body) = oracle.in_flight.take() {
                 let status = post(&client, &url, i, oracle.next_seq, body.clone())
                     .await
@@ -206,15 +173,4 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
         "the writers made progress ({total} appends)"
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&tmp);
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "riffle-{tag}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ));
-    std::fs::create_dir_all(&p).expect("temp dir");
-    p
 }
