@@ -118,6 +118,9 @@ struct Pending {
 
 /// A log's pending tail is written out once it holds this much.
 const PENDING_FLUSH_BYTES: usize = 32 * 1024;
+/// If the stream files cannot be written, the pending tail grows; past this, appends are
+/// refused (503) rather than letting RAM grow without bound.
+const PENDING_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug)]
 struct LogState {
@@ -638,6 +641,12 @@ impl Log {
         }
 
         let len = req.payload.data.len() as u64;
+        if len > 0 && st.pending.data.len() >= PENDING_MAX_BYTES {
+            return Err(storage_error(
+                "the stream's files cannot be written; refusing appends until they can",
+                false,
+            ));
+        }
         if len > 0 {
             let size = w.tail + len;
             if size > limits.max_stream_bytes {

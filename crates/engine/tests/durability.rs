@@ -341,3 +341,55 @@ async fn corruption_that_is_not_a_torn_tail_refuses_to_open() {
     .to_string();
     assert!(err.contains(&seg), "{err}");
 }
+
+#[tokio::test]
+async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
+    let d = disk();
+    let mut storage = StorageConfig::new(d.dir.clone());
+    storage.shards = 1;
+    let config = EngineConfig {
+        default_durability: Durability::Fsync,
+        max_stream_bytes: 64 << 20,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::recover(config, Arc::new(ManualClock::new(0)), storage)
+        .expect("recover")
+        .0;
+    engine.create("/p", spec(None)).await.unwrap();
+    d.plan.fail_writes("streams/", Fault::Eio, usize::MAX);
+    let chunk = "x".repeat(1 << 20);
+    let mut accepted = 0;
+    let err = loop {
+        match engine.append("/p", append(&chunk, None)).await {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            accepted < 64,
+            "appends must be refused once the pending tail is large"
+        );
+    };
+    assert!(
+        matches!(
+            err,
+            EngineError::Storage {
+                no_space: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(accepted >= 8, "the WAL took {accepted} appends");
+    // Everything acknowledged is readable from RAM meanwhile.
+    assert_eq!(read_all(&engine, "/p").len(), accepted << 20);
+
+    // The disk recovers: a checkpoint writes the tail out, and appends work again.
+    d.plan.clear();
+    engine.checkpoint().unwrap();
+    engine.append("/p", append("end", None)).await.unwrap();
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    let got = read_all(&engine, "/p");
+    assert_eq!(got.len(), (accepted << 20) + 3);
+    assert!(got.ends_with(b"xend"));
+}
