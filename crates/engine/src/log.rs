@@ -907,7 +907,8 @@ impl Log {
 pub(crate) fn commit_for(d: Durability) -> Commit {
     match d {
         Durability::Fsync => Commit::Sync,
-        _ => Commit::Write,
+        Durability::Disk => Commit::Write,
+        Durability::Memory | Durability::Ephemeral => Commit::Lazy,
     }
 }
 

@@ -57,6 +57,9 @@ pub enum Commit {
     /// After the record is written (it survives the process dying); an `fdatasync` follows
     /// within [`WalConfig::sync_interval`] (it survives a power loss after that).
     Write,
+    /// After the record is written; it never causes an `fdatasync` of its own (a later sync,
+    /// or a checkpoint of what it changed, makes it durable): best effort.
+    Lazy,
 }
 
 /// Counters since the shard was opened.
@@ -427,8 +430,13 @@ impl Committer {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.end = start + buf.len() as u64;
         let now = Instant::now();
-        let due = *self.sync_due.get_or_insert(now + self.cfg.sync_interval);
-        if (wants_sync || now >= due)
+        let lazy_only = batch.iter().all(|(_, c, _)| *c == Commit::Lazy);
+        let due = if lazy_only {
+            self.sync_due
+        } else {
+            Some(*self.sync_due.get_or_insert(now + self.cfg.sync_interval))
+        };
+        if (wants_sync || due.is_some_and(|d| now >= d))
             && let Err(e) = self.sync()
         {
             // Nothing of this batch is known to be durable: take it back entirely.

@@ -212,6 +212,22 @@ fn write_records_are_synced_within_the_interval() {
 }
 
 #[test]
+fn lazy_records_never_cause_a_sync_of_their_own() {
+    let mem = MemDir::new();
+    let (wal, _, _) = open(Arc::new(mem.clone()), cfg(1 << 20, 5)).unwrap();
+    let base = wal.stats().syncs;
+    append(&wal, b"best effort", Commit::Lazy).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(wal.stats().syncs, base, "no interval sync for lazy records");
+    // A later synced record covers it.
+    append(&wal, b"durable", Commit::Sync).unwrap();
+    mem.crash();
+    let (_, all) = replayed(Arc::new(mem.clone()), cfg(1 << 20, 5)).unwrap();
+    assert_eq!(all, vec![b"best effort".to_vec(), b"durable".to_vec()]);
+    drop(wal);
+}
+
+#[test]
 fn unsynced_write_records_are_lost_in_a_crash_but_drop_syncs_them() {
     let mem = MemDir::new();
     let (fault, plan) = riffle_wal::FaultDir::new(Arc::new(mem.clone()));
