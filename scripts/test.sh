@@ -58,4 +58,7 @@ start_server
 RIFFLE_URL="$url" clients/run.sh
 stop_server
 
+step "benchmark tool smoke (riffle-bench --quick, every scenario against Riffle)"
+bench/smoke.sh
+
 step "all tests passed"
