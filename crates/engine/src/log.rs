@@ -374,8 +374,12 @@ impl Log {
         self.notify.subscribe()
     }
 
+    /// Wake every reader waiting on this log. Called after the change is applied, so a reader
+    /// that subscribes later reads the change itself: with no subscriber, nothing to do.
     fn wake(&self) {
-        self.notify.send_modify(|v| *v = v.wrapping_add(1));
+        if self.notify.receiver_count() > 0 {
+            self.notify.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 
     /// Wake waiting readers so they re-check the log's state (after a soft delete).
