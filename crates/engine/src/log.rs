@@ -19,7 +19,7 @@ use crate::types::{
     AppendRequest, AppendStatus, Appended, Expiry, Framing, LogInfo, Payload, ProducerAck,
     ProducerClaim,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use riffle_wal::Commit;
 use std::collections::HashMap;
@@ -116,6 +116,9 @@ struct Pending {
     ends: Vec<u64>,
 }
 
+/// Allocation unit of an `Ephemeral` log's record arena.
+const ARENA_CHUNK_BYTES: usize = 16 * 1024;
+
 /// A log's pending tail is written out once it holds this much.
 const PENDING_FLUSH_BYTES: usize = 32 * 1024;
 /// If the stream files cannot be written, the pending tail grows; past this, appends are
@@ -126,6 +129,9 @@ const PENDING_MAX_BYTES: usize = 8 * 1024 * 1024;
 struct LogState {
     w: Writer,
     mem: Vec<MemRecord>,
+    /// Where an `Ephemeral` log's records are copied: records are carved out of shared chunks
+    /// instead of one allocation each.
+    arena: BytesMut,
     pending: Pending,
     last_access_ms: i64,
     /// Tail as of the last checkpoint's sync of the files.
@@ -241,6 +247,7 @@ impl Log {
                 },
                 w,
                 mem: Vec::new(),
+                arena: BytesMut::new(),
                 last_access_ms: now_ms,
                 removed: false,
             }),
@@ -440,11 +447,16 @@ impl Log {
                 tracing::warn!(log = self.config.id, error = %e, "writing a stream file failed");
             }
         } else {
-            // A request body is often a slice of a much larger receive buffer: keep an
-            // exact-size copy so a small record does not pin (and miscount) the whole buffer.
+            // A request body is often a slice of a much larger receive buffer: copy it, so a
+            // small record does not pin (and miscount) the whole buffer, into the log's arena.
+            if st.arena.capacity() < payload.data.len() {
+                st.arena.reserve(payload.data.len().max(ARENA_CHUNK_BYTES));
+            }
+            st.arena.extend_from_slice(&payload.data);
+            let data = st.arena.split().freeze();
             st.mem.push(MemRecord {
                 start: st.w.tail,
-                data: Bytes::copy_from_slice(&payload.data),
+                data,
             });
             self.own_bytes.fetch_add(len, Ordering::Relaxed);
         }

@@ -153,16 +153,9 @@ pub async fn append(
                 "Content-Type is required with a body",
             ));
         };
-        let info = app.engine.info(&name)?;
-        // A mismatched type is the engine's 409 (after its closed check); validate JSON only
-        // for the stream's own type.
-        let framing =
-            if riffle_engine::media_key(ct) == riffle_engine::media_key(&info.content_type) {
-                info.framing
-            } else {
-                riffle_engine::Framing::Bytes
-            };
-        to_payload(body, framing, EmptyArray::Rejected)?
+        // The body is framed by its declared type; a type that differs from the stream's is
+        // the engine's 409 (after its closed check), and a body declared JSON must be JSON.
+        to_payload(body, framing_of(ct), EmptyArray::Rejected)?
     };
     let had_data = !payload.is_empty();
     let out = app
