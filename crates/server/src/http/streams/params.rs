@@ -2,15 +2,16 @@
 //! malformed value is a 400 with a message that names it.
 
 use super::super::ApiError;
+use super::names;
 use super::offset::parse_offset;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use riffle_engine::{Expiry, ProducerClaim, ReadFrom};
 
 /// JavaScript's largest exact integer: producer numbers must survive a JSON round trip.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// A header's value as text; a value that is not visible ASCII is a 400.
-pub fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
     match h.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -22,7 +23,7 @@ pub fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiEr
 
 /// `Stream-Closed` counts only when it is `true`, in any case; other values are ignored.
 pub fn closed_flag(h: &HeaderMap) -> bool {
-    h.get("stream-closed")
+    h.get(&names::STREAM_CLOSED)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
@@ -36,8 +37,8 @@ fn canonical_uint(s: &str) -> Option<u64> {
 
 /// `Stream-TTL` / `Stream-Expires-At` (at most one of them).
 pub fn expiry(h: &HeaderMap) -> Result<Option<Expiry>, ApiError> {
-    let ttl = header(h, "stream-ttl")?;
-    let at = header(h, "stream-expires-at")?;
+    let ttl = header(h, &names::STREAM_TTL)?;
+    let at = header(h, &names::STREAM_EXPIRES_AT)?;
     match (ttl, at) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "Stream-TTL and Stream-Expires-At cannot both be set",
@@ -68,9 +69,9 @@ pub fn expiry(h: &HeaderMap) -> Result<Option<Expiry>, ApiError> {
 
 /// `Producer-Id`, `Producer-Epoch`, `Producer-Seq`: all three or none.
 pub fn producer(h: &HeaderMap) -> Result<Option<ProducerClaim>, ApiError> {
-    let id = header(h, "producer-id")?;
-    let epoch = header(h, "producer-epoch")?;
-    let seq = header(h, "producer-seq")?;
+    let id = header(h, &names::PRODUCER_ID)?;
+    let epoch = header(h, &names::PRODUCER_EPOCH)?;
+    let seq = header(h, &names::PRODUCER_SEQ)?;
     let (id, epoch, seq) = match (id, epoch, seq) {
         (None, None, None) => return Ok(None),
         (Some(i), Some(e), Some(s)) => (i, e, s),

@@ -1,5 +1,6 @@
 //! GET (catch-up and long-poll; SSE is in [`super::sse`]) and HEAD.
 
+use super::names;
 use super::offset::format_offset;
 use super::params::{Live, ReadQuery, read_query};
 use super::payload::json_array;
@@ -45,7 +46,7 @@ fn catch_up(
         return Ok(Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, etag)
-            .header("stream-next-offset", format_offset(batch.next))
+            .header(&names::STREAM_NEXT_OFFSET, format_offset(batch.next))
             .body(body::empty())
             .expect("static headers"));
     }
@@ -122,16 +123,16 @@ fn data_response(
     cache: &'static str,
 ) -> Response<ResponseBody> {
     let mut resp = with_content_type(status, &batch.info.content_type)
-        .header("stream-next-offset", format_offset(batch.next))
+        .header(&names::STREAM_NEXT_OFFSET, format_offset(batch.next))
         .header(header::CACHE_CONTROL, cache);
     if batch.up_to_date {
-        resp = resp.header("stream-up-to-date", "true");
+        resp = resp.header(&names::STREAM_UP_TO_DATE, "true");
     }
     if batch.closed {
-        resp = resp.header("stream-closed", "true");
+        resp = resp.header(&names::STREAM_CLOSED, "true");
     }
     if let Some(c) = cursor {
-        resp = resp.header("stream-cursor", c);
+        resp = resp.header(&names::STREAM_CURSOR, c);
     }
     let body = if status == StatusCode::NO_CONTENT {
         body::empty()
@@ -183,15 +184,17 @@ fn header_value(s: &str) -> http::HeaderValue {
 pub fn head(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
     let info = app.engine.info(name)?;
     let mut resp = with_content_type(StatusCode::OK, &info.content_type)
-        .header("stream-next-offset", format_offset(info.next))
-        .header("stream-durability", info.durability.as_str())
+        .header(&names::STREAM_NEXT_OFFSET, format_offset(info.next))
+        .header(&names::STREAM_DURABILITY, info.durability.as_str())
         .header(header::CACHE_CONTROL, "no-store");
     if info.closed {
-        resp = resp.header("stream-closed", "true");
+        resp = resp.header(&names::STREAM_CLOSED, "true");
     }
     match &info.expiry {
-        Some(Expiry::Ttl { secs }) => resp = resp.header("stream-ttl", *secs),
-        Some(Expiry::At { text, .. }) => resp = resp.header("stream-expires-at", text.as_str()),
+        Some(Expiry::Ttl { secs }) => resp = resp.header(&names::STREAM_TTL, *secs),
+        Some(Expiry::At { text, .. }) => {
+            resp = resp.header(&names::STREAM_EXPIRES_AT, text.as_str())
+        }
         None => {}
     }
     resp.body(body::empty())

@@ -3,6 +3,7 @@
 //! interval passes, or the server shuts down.
 
 use super::ResponseBody;
+use super::names;
 use super::offset::format_offset;
 use super::params::ReadQuery;
 use super::payload::json_array;
@@ -89,7 +90,7 @@ pub fn respond(
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no");
     if binary {
-        resp = resp.header("stream-sse-data-encoding", "base64");
+        resp = resp.header(&names::STREAM_SSE_DATA_ENCODING, "base64");
     }
     Ok(resp
         .body(StreamBody::new(events).boxed_unsync())

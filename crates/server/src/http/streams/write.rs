@@ -1,5 +1,6 @@
 //! PUT (create and fork), POST (append and close), DELETE.
 
+use super::names;
 use super::offset::{format_offset, parse_offset};
 use super::params::{self, header};
 use super::payload::{EmptyArray, framing_of, read_body, to_payload};
@@ -21,7 +22,7 @@ pub async fn create(
     let closed = params::closed_flag(hs);
     let expiry = params::expiry(hs)?;
     let fork = fork_spec(hs)?;
-    let durability = match header(hs, "stream-durability")? {
+    let durability = match header(hs, &names::STREAM_DURABILITY)? {
         None => None,
         Some(v) => Some(v.parse::<Durability>().map_err(|()| {
             ApiError::bad_request(format!(
@@ -29,7 +30,7 @@ pub async fn create(
             ))
         })?),
     };
-    let content_type = match header(hs, "content-type")? {
+    let content_type = match header(hs, &http::header::CONTENT_TYPE)? {
         Some(ct) if !ct.is_empty() => Some(ct.to_string()),
         _ if fork.is_some() => None,
         _ => Some("application/octet-stream".to_string()),
@@ -56,7 +57,9 @@ pub async fn create(
         durability,
     };
     // Everything that can reject the request is checked before the create takes effect.
-    let host = header(hs, "host")?.unwrap_or("localhost").to_string();
+    let host = header(hs, &http::header::HOST)?
+        .unwrap_or("localhost")
+        .to_string();
     let created = app.engine.create(&name, spec).await?;
     let info = created.info;
     let mut resp = with_content_type(
@@ -67,12 +70,12 @@ pub async fn create(
         },
         &info.content_type,
     )
-    .header("stream-next-offset", format_offset(info.next));
+    .header(&names::STREAM_NEXT_OFFSET, format_offset(info.next));
     if created.created {
         resp = resp.header(h::LOCATION, format!("{}://{host}{name}", app.scheme));
     }
     if info.closed {
-        resp = resp.header("stream-closed", "true");
+        resp = resp.header(&names::STREAM_CLOSED, "true");
     }
     resp.body(body::empty())
         .map_err(|e| ApiError::bad_request(format!("invalid response header: {e}")))
@@ -80,9 +83,9 @@ pub async fn create(
 
 /// The fork headers of a PUT, validated.
 fn fork_spec(hs: &http::HeaderMap) -> Result<Option<ForkSpec>, ApiError> {
-    let source = header(hs, "stream-forked-from")?;
-    let offset = header(hs, "stream-fork-offset")?;
-    let sub = header(hs, "stream-fork-sub-offset")?;
+    let source = header(hs, &names::STREAM_FORKED_FROM)?;
+    let offset = header(hs, &names::STREAM_FORK_OFFSET)?;
+    let sub = header(hs, &names::STREAM_FORK_SUB_OFFSET)?;
     let Some(source) = source else {
         if offset.is_some() || sub.is_some() {
             return Err(ApiError::bad_request(
@@ -135,8 +138,8 @@ pub async fn append(
     let hs = &parts.headers;
     let close = params::closed_flag(hs);
     let producer = params::producer(hs)?;
-    let stream_seq = header(hs, "stream-seq")?.map(str::to_string);
-    let content_type = header(hs, "content-type")?
+    let stream_seq = header(hs, &names::STREAM_SEQ)?.map(str::to_string);
+    let content_type = header(hs, &http::header::CONTENT_TYPE)?
         .filter(|c| !c.is_empty())
         .map(str::to_string);
     let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
@@ -179,14 +182,14 @@ pub async fn append(
     };
     let mut resp = Response::builder()
         .status(status)
-        .header("stream-next-offset", format_offset(out.next));
+        .header(&names::STREAM_NEXT_OFFSET, format_offset(out.next));
     if out.closed {
-        resp = resp.header("stream-closed", "true");
+        resp = resp.header(&names::STREAM_CLOSED, "true");
     }
     if let Some(p) = out.producer {
         resp = resp
-            .header("producer-epoch", p.epoch)
-            .header("producer-seq", p.seq);
+            .header(&names::PRODUCER_EPOCH, p.epoch)
+            .header(&names::PRODUCER_SEQ, p.seq);
     }
     Ok(resp.body(body::empty()).expect("static headers"))
 }
