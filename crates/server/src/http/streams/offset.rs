@@ -5,7 +5,19 @@ use super::super::ApiError;
 use riffle_engine::ReadFrom;
 
 pub fn format_offset(pos: u64) -> String {
-    format!("{:016}_{pos:016}", 0)
+    const WIDTH: u64 = 10_000_000_000_000_000; // 10^16: positions that fit 16 digits
+    if pos >= WIDTH {
+        return format!("{:016}_{pos:016}", 0);
+    }
+    // On every response: fill the digits in place rather than through the formatter.
+    let mut buf = *b"0000000000000000_0000000000000000";
+    let (mut n, mut i) = (pos, buf.len());
+    while n > 0 {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Parse a client-supplied offset. An offset that is well-formed but names no position this
@@ -44,6 +56,17 @@ mod tests {
         assert_eq!(format_offset(0), "0000000000000000_0000000000000000");
         assert_eq!(format_offset(42), "0000000000000000_0000000000000042");
         assert_eq!(parse_offset(&format_offset(42)).unwrap(), ReadFrom::At(42));
+        for pos in [
+            1,
+            9,
+            10,
+            123_456_789,
+            9_999_999_999_999_999,
+            10_000_000_000_000_000,
+            u64::MAX,
+        ] {
+            assert_eq!(format_offset(pos), format!("{:016}_{pos:016}", 0));
+        }
     }
 
     #[test]
