@@ -6,7 +6,7 @@
 use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::{EngineError, Result};
-use crate::framing::{json_message_count, json_prefix_len, media_key};
+use crate::framing::{has_media_key, json_message_count, json_prefix_len, media_key};
 use crate::log::{
     AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, commit_for, storage_error, wal_error,
 };
@@ -21,6 +21,10 @@ use crate::types::{
 };
 use parking_lot::RwLock;
 use std::collections::HashMap;
+
+/// Names to logs. Looked up on every request: foldhash (randomly seeded per process) instead of
+/// SipHash, which cost more than the rest of the lookup.
+type Registry = HashMap<String, Arc<Log>, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -54,7 +58,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    logs: RwLock<HashMap<String, Arc<Log>>>,
+    logs: RwLock<Registry>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     budget: Arc<MemoryBudget>,
@@ -92,7 +96,7 @@ impl Engine {
             .saturating_mul(1000);
         Self {
             inner: Arc::new(Inner {
-                logs: RwLock::new(HashMap::new()),
+                logs: RwLock::new(Registry::default()),
                 clock,
                 config,
                 budget: Arc::new(MemoryBudget {
@@ -234,7 +238,7 @@ impl Engine {
         if log.lifecycle.lock().soft_deleted {
             return Err(EngineError::Gone);
         }
-        if log.is_expired(self.now()) {
+        if log.config.expiry.is_some() && log.is_expired(self.now()) {
             let mut logs = self.inner.logs.write();
             return Err(self.expire_locked(&mut logs, &log));
         }
@@ -249,7 +253,7 @@ impl Engine {
     /// Open a live log for reading and waiting, sliding its TTL.
     pub fn open(&self, name: &str) -> Result<LogHandle> {
         let log = self.live(name)?;
-        log.touch(self.now());
+        log.touch(self.inner.clock.as_ref());
         let mut rx = log.subscribe();
         rx.borrow_and_update();
         Ok(LogHandle {
@@ -334,7 +338,7 @@ impl Engine {
             Some(fork) => {
                 let source = self.fork_source(&mut logs, fork, now)?;
                 let (ct, framing) = match &spec.content_type {
-                    Some((ct, _)) if media_key(ct) != source.config.media_key => {
+                    Some((ct, _)) if !has_media_key(ct, &source.config.media_key) => {
                         return Err(EngineError::ForkContentTypeMismatch {
                             given: ct.clone(),
                             source_type: source.config.content_type.to_string(),
@@ -470,7 +474,7 @@ impl Engine {
     /// commit to wait for, if the log is durable.
     fn retire_locked(
         &self,
-        logs: &mut HashMap<String, Arc<Log>>,
+        logs: &mut Registry,
         log: &Arc<Log>,
     ) -> Option<oneshot::Receiver<Result<riffle_wal::Lsn, riffle_wal::WalError>>> {
         let soft = {
@@ -541,12 +545,7 @@ impl Engine {
     }
 
     /// Resolve a fork's source under the registry lock.
-    fn fork_source(
-        &self,
-        logs: &mut HashMap<String, Arc<Log>>,
-        fork: &ForkSpec,
-        now: i64,
-    ) -> Result<Arc<Log>> {
+    fn fork_source(&self, logs: &mut Registry, fork: &ForkSpec, now: i64) -> Result<Arc<Log>> {
         let source = logs
             .get(&fork.source)
             .cloned()
@@ -564,7 +563,7 @@ impl Engine {
     }
 
     /// Expire `log`. Returns the error its name now answers with.
-    fn expire_locked(&self, logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) -> EngineError {
+    fn expire_locked(&self, logs: &mut Registry, log: &Arc<Log>) -> EngineError {
         if !logs
             .get(&log.config.name)
             .is_some_and(|l| Arc::ptr_eq(l, log))
@@ -673,7 +672,7 @@ impl LogHandle {
 
     /// Slide the TTL window.
     pub fn touch(&self) {
-        self.log.touch(self.engine.now());
+        self.log.touch(self.engine.inner.clock.as_ref());
     }
 }
 
@@ -719,7 +718,7 @@ fn fork_point(source: &Log, fork: &ForkSpec) -> Result<u64> {
 fn same_config(existing: &Log, spec: &CreateSpec) -> Result<()> {
     let cfg = &existing.config;
     if let Some((ct, _)) = &spec.content_type
-        && media_key(ct) != cfg.media_key
+        && !has_media_key(ct, &cfg.media_key)
     {
         return Err(EngineError::ConfigMismatch("content type differs"));
     }
@@ -759,7 +758,7 @@ fn same_expiry(a: &Option<Expiry>, b: &Option<Expiry>) -> bool {
 
 /// Remove `log` from the registry and release its hold on its source, collecting soft-deleted
 /// ancestors that no fork references any more. Returns every log removed.
-fn remove_locked(logs: &mut HashMap<String, Arc<Log>>, log: &Arc<Log>) -> Vec<Arc<Log>> {
+fn remove_locked(logs: &mut Registry, log: &Arc<Log>) -> Vec<Arc<Log>> {
     let mut removed = Vec::new();
     let mut next = Some(log.clone());
     while let Some(log) = next.take() {

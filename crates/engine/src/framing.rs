@@ -3,12 +3,18 @@
 /// The comparable key of a content type: its media type (before any `;` parameters), trimmed
 /// and lower-cased. `Text/Plain; charset=utf-8` and `text/plain` share a key.
 pub fn media_key(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    media_type(content_type).to_ascii_lowercase()
+}
+
+/// The media type of a content type as written: before any `;`, trimmed, case kept.
+pub fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// Whether `content_type` has the media type `key` (a [`media_key`]), without allocating: it is
+/// asked on every append.
+pub fn has_media_key(content_type: &str, key: &str) -> bool {
+    media_type(content_type).eq_ignore_ascii_case(key)
 }
 
 /// End offsets (just past each `,`) of the messages of a stored JSON record: messages each
@@ -71,6 +77,12 @@ mod tests {
     fn media_keys_ignore_case_and_parameters() {
         assert_eq!(media_key("Text/Plain; charset=utf-8"), "text/plain");
         assert_eq!(media_key(" application/json "), "application/json");
+        assert!(has_media_key(
+            "Application/JSON; charset=utf-8",
+            "application/json"
+        ));
+        assert!(!has_media_key("application/jsonl", "application/json"));
+        assert_eq!(media_type(" Text/Plain ; q=1"), "Text/Plain");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub use riffle_wal as wal;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineConfig, LogHandle};
 pub use error::{EngineError, Result};
-pub use framing::media_key;
+pub use framing::{has_media_key, media_key, media_type};
 pub use types::{
     AppendRequest, AppendStatus, Appended, CreateSpec, Created, Expiry, ForkSpec, Framing, LogInfo,
     Payload, ProducerAck, ProducerClaim, ReadBatch, ReadFrom,

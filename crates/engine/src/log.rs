@@ -406,10 +406,19 @@ impl Log {
         }
     }
 
+    /// Whether reads and writes slide this log's expiry (a `Stream-TTL`). Only such logs read
+    /// the clock on every access.
+    pub fn slides(&self) -> bool {
+        matches!(self.config.expiry, Some(Expiry::Ttl { .. }))
+    }
+
     /// Slide the TTL window (every read and write except metadata lookups).
-    pub fn touch(&self, now_ms: i64) {
-        let mut st = self.state.lock();
-        st.last_access_ms = st.last_access_ms.max(now_ms);
+    pub fn touch(&self, clock: &dyn Clock) {
+        if self.slides() {
+            let now_ms = clock.now_ms();
+            let mut st = self.state.lock();
+            st.last_access_ms = st.last_access_ms.max(now_ms);
+        }
     }
 
     pub fn mark_removed(&self) {
@@ -557,7 +566,9 @@ impl Log {
         if st.removed {
             return Err(EngineError::NotFound);
         }
-        st.last_access_ms = st.last_access_ms.max(clock.now_ms());
+        if self.slides() {
+            st.last_access_ms = st.last_access_ms.max(clock.now_ms());
+        }
         let w = &st.w;
         let has_data = !req.payload.is_empty();
         if !has_data && !req.close {
@@ -597,7 +608,7 @@ impl Log {
 
         if has_data
             && let Some(ct) = &req.content_type
-            && framing::media_key(ct) != self.config.media_key
+            && !framing::has_media_key(ct, &self.config.media_key)
         {
             return Err(EngineError::ContentTypeMismatch {
                 expected: self.config.content_type.to_string(),

@@ -116,11 +116,11 @@ impl App {
     /// with an `Origin`, or a preflight), so plain clients do not pay for them on every append.
     fn common_headers(&self, h: &mut HeaderMap, origin: Option<&HeaderValue>, preflight: bool) {
         h.insert(
-            "x-content-type-options",
+            header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         );
         h.insert(
-            "cross-origin-resource-policy",
+            streams::names::CROSS_ORIGIN_RESOURCE_POLICY.clone(),
             HeaderValue::from_static("cross-origin"),
         );
         if origin.is_none() && !preflight {

@@ -24,4 +24,5 @@ names! {
     PRODUCER_ID = "producer-id";
     PRODUCER_EPOCH = "producer-epoch";
     PRODUCER_SEQ = "producer-seq";
+    CROSS_ORIGIN_RESOURCE_POLICY = "cross-origin-resource-policy";
 }

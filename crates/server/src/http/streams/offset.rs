@@ -2,14 +2,34 @@
 //! the byte position in the stream's stored form. Sentinels: `-1` (start) and `now` (tail).
 
 use super::super::ApiError;
+use http::HeaderValue;
 use riffle_engine::ReadFrom;
 
+/// The protocol's offset text for byte position `pos`: `%016d_%016d`, first part always 0.
 pub fn format_offset(pos: u64) -> String {
-    const WIDTH: u64 = 10_000_000_000_000_000; // 10^16: positions that fit 16 digits
-    if pos >= WIDTH {
-        return format!("{:016}_{pos:016}", 0);
+    match offset_digits(pos) {
+        Some(buf) => String::from_utf8(buf.to_vec()).expect("offset digits are ASCII"),
+        None => format!("{:016}_{pos:016}", 0),
     }
-    // On every response: fill the digits in place rather than through the formatter.
+}
+
+/// [`format_offset`] as a header value, without the intermediate `String` (every response
+/// carries one).
+pub fn offset_header(pos: u64) -> HeaderValue {
+    match offset_digits(pos) {
+        Some(buf) => HeaderValue::from_bytes(&buf).expect("offset digits are visible ASCII"),
+        None => {
+            HeaderValue::from_str(&format_offset(pos)).expect("offset digits are visible ASCII")
+        }
+    }
+}
+
+/// The digits of a position that fits 16 of them, filled in place (no formatter).
+fn offset_digits(pos: u64) -> Option<[u8; 33]> {
+    const WIDTH: u64 = 10_000_000_000_000_000; // 10^16
+    if pos >= WIDTH {
+        return None;
+    }
     let mut buf = *b"0000000000000000_0000000000000000";
     let (mut n, mut i) = (pos, buf.len());
     while n > 0 {
@@ -17,7 +37,7 @@ pub fn format_offset(pos: u64) -> String {
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    Some(buf)
 }
 
 /// Parse a client-supplied offset. An offset that is well-formed but names no position this
@@ -66,6 +86,7 @@ mod tests {
             u64::MAX,
         ] {
             assert_eq!(format_offset(pos), format!("{:016}_{pos:016}", 0));
+            assert_eq!(offset_header(pos), format_offset(pos).as_str());
         }
     }
 

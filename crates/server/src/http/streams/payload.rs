@@ -36,7 +36,7 @@ pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Resul
 
 /// Which framing a content type selects.
 pub fn framing_of(content_type: &str) -> Framing {
-    if riffle_engine::media_key(content_type) == "application/json" {
+    if riffle_engine::has_media_key(content_type, "application/json") {
         Framing::JsonMessages
     } else {
         Framing::Bytes

@@ -1,7 +1,7 @@
 //! GET (catch-up and long-poll; SSE is in [`super::sse`]) and HEAD.
 
 use super::names;
-use super::offset::format_offset;
+use super::offset::offset_header;
 use super::params::{Live, ReadQuery, read_query};
 use super::payload::json_array;
 use super::{ResponseBody, sse, with_content_type};
@@ -46,7 +46,7 @@ fn catch_up(
         return Ok(Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, etag)
-            .header(&names::STREAM_NEXT_OFFSET, format_offset(batch.next))
+            .header(&names::STREAM_NEXT_OFFSET, offset_header(batch.next))
             .body(body::empty())
             .expect("static headers"));
     }
@@ -123,7 +123,7 @@ fn data_response(
     cache: &'static str,
 ) -> Response<ResponseBody> {
     let mut resp = with_content_type(status, &batch.info.content_type)
-        .header(&names::STREAM_NEXT_OFFSET, format_offset(batch.next))
+        .header(&names::STREAM_NEXT_OFFSET, offset_header(batch.next))
         .header(header::CACHE_CONTROL, cache);
     if batch.up_to_date {
         resp = resp.header(&names::STREAM_UP_TO_DATE, "true");
@@ -184,7 +184,7 @@ fn header_value(s: &str) -> http::HeaderValue {
 pub fn head(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
     let info = app.engine.info(name)?;
     let mut resp = with_content_type(StatusCode::OK, &info.content_type)
-        .header(&names::STREAM_NEXT_OFFSET, format_offset(info.next))
+        .header(&names::STREAM_NEXT_OFFSET, offset_header(info.next))
         .header(&names::STREAM_DURABILITY, info.durability.as_str())
         .header(header::CACHE_CONTROL, "no-store");
     if info.closed {

@@ -20,8 +20,9 @@ use std::convert::Infallible;
 
 /// Whether SSE data events of this content type travel as base64.
 fn is_binary(content_type: &str) -> bool {
-    let key = riffle_engine::media_key(content_type);
-    !(key.starts_with("text/") || key == "application/json")
+    let t = riffle_engine::media_type(content_type);
+    let text = t.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("text/"));
+    !(text || t.eq_ignore_ascii_case("application/json"))
 }
 
 pub fn respond(

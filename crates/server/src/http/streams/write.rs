@@ -1,7 +1,7 @@
 //! PUT (create and fork), POST (append and close), DELETE.
 
 use super::names;
-use super::offset::{format_offset, parse_offset};
+use super::offset::{offset_header, parse_offset};
 use super::params::{self, header};
 use super::payload::{EmptyArray, framing_of, read_body, to_payload};
 use super::{ResponseBody, with_content_type};
@@ -70,7 +70,7 @@ pub async fn create(
         },
         &info.content_type,
     )
-    .header(&names::STREAM_NEXT_OFFSET, format_offset(info.next));
+    .header(&names::STREAM_NEXT_OFFSET, offset_header(info.next));
     if created.created {
         resp = resp.header(h::LOCATION, format!("{}://{host}{name}", app.scheme));
     }
@@ -182,7 +182,7 @@ pub async fn append(
     };
     let mut resp = Response::builder()
         .status(status)
-        .header(&names::STREAM_NEXT_OFFSET, format_offset(out.next));
+        .header(&names::STREAM_NEXT_OFFSET, offset_header(out.next));
     if out.closed {
         resp = resp.header(&names::STREAM_CLOSED, "true");
     }
