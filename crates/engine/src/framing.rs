@@ -8,12 +8,23 @@ pub fn media_key(content_type: &str) -> String {
 
 /// The media type of a content type as written: before any `;`, trimmed, case kept.
 pub fn media_type(content_type: &str) -> &str {
-    content_type.split(';').next().unwrap_or("").trim()
+    // Content types come from header values, which are visible ASCII: ASCII trimming suffices.
+    let end = content_type
+        .bytes()
+        .position(|b| b == b';')
+        .unwrap_or(content_type.len());
+    content_type[..end].trim_ascii()
 }
 
 /// Whether `content_type` has the media type `key` (a [`media_key`]), without allocating: it is
 /// asked on every append.
 pub fn has_media_key(content_type: &str, key: &str) -> bool {
+    // Clients nearly always send the type as the key spells it: one comparison decides.
+    if let Some(rest) = content_type.as_bytes().strip_prefix(key.as_bytes())
+        && matches!(rest.first(), None | Some(b';'))
+    {
+        return true;
+    }
     media_type(content_type).eq_ignore_ascii_case(key)
 }
 
@@ -82,6 +93,9 @@ mod tests {
             "application/json"
         ));
         assert!(!has_media_key("application/jsonl", "application/json"));
+        assert!(has_media_key("application/json;x=1", "application/json"));
+        assert!(has_media_key("application/json ; x=1", "application/json"));
+        assert!(!has_media_key("application/json x", "application/json"));
         assert_eq!(media_type(" Text/Plain ; q=1"), "Text/Plain");
     }
 

@@ -152,7 +152,12 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     });
 
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without half-close, hyper probes the socket for EOF while every request is in flight: an
+    // extra read syscall and a fresh read buffer per request. With it, a client that hangs up
+    // mid-request is noticed when its response is written (long-polls and SSE streams end on
+    // their own timers, so nothing waits forever).
+    builder.http1().half_close(true);
     tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {

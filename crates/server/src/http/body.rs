@@ -10,7 +10,50 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+/// Every response's body. Stored bytes are the common case and need no allocation of their
+/// own (an empty body needs none at all); only streams (SSE) are boxed.
+pub enum ResponseBody {
+    Chunks(Chunks),
+    Stream(UnsyncBoxBody<Bytes, Infallible>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // Both variants are `Unpin`, so the enum is too.
+        match self.get_mut() {
+            ResponseBody::Chunks(c) => Pin::new(c).poll_frame(cx),
+            ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Chunks(c) => c.is_end_stream(),
+            ResponseBody::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Chunks(c) => c.size_hint(),
+            ResponseBody::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// A body of frames produced over time (SSE).
+pub fn stream<B>(body: B) -> ResponseBody
+where
+    B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    ResponseBody::Stream(body.boxed_unsync())
+}
 
 /// A body made of already-stored chunks: no copying, exact `Content-Length`.
 pub struct Chunks {
@@ -51,7 +94,7 @@ impl Body for Chunks {
 }
 
 pub fn chunks(chunks: impl IntoIterator<Item = Bytes>) -> ResponseBody {
-    Chunks::new(chunks).boxed_unsync()
+    ResponseBody::Chunks(Chunks::new(chunks))
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {

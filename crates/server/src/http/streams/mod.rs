@@ -1,6 +1,7 @@
 //! The Durable Streams protocol face (`/v1/stream/...`). A stream's key is its full request
 //! path, as in the reference servers, so `Stream-Forked-From` takes the same path.
 
+mod headers;
 pub(crate) mod names;
 pub mod offset;
 mod params;

@@ -1,4 +1,5 @@
-//! The protocol's header names, parsed once (a `&str` name is parsed on every lookup).
+//! The protocol's response header names, parsed once (a `&str` name is parsed on every use).
+//! Request headers are read through [`super::headers`].
 
 use http::HeaderName;
 
@@ -12,16 +13,11 @@ names! {
     STREAM_CLOSED = "stream-closed";
     STREAM_TTL = "stream-ttl";
     STREAM_EXPIRES_AT = "stream-expires-at";
-    STREAM_SEQ = "stream-seq";
     STREAM_NEXT_OFFSET = "stream-next-offset";
     STREAM_UP_TO_DATE = "stream-up-to-date";
     STREAM_CURSOR = "stream-cursor";
     STREAM_DURABILITY = "stream-durability";
-    STREAM_FORKED_FROM = "stream-forked-from";
-    STREAM_FORK_OFFSET = "stream-fork-offset";
-    STREAM_FORK_SUB_OFFSET = "stream-fork-sub-offset";
     STREAM_SSE_DATA_ENCODING = "stream-sse-data-encoding";
-    PRODUCER_ID = "producer-id";
     PRODUCER_EPOCH = "producer-epoch";
     PRODUCER_SEQ = "producer-seq";
     CROSS_ORIGIN_RESOURCE_POLICY = "cross-origin-resource-policy";

@@ -2,28 +2,16 @@
 //! malformed value is a 400 with a message that names it.
 
 use super::super::ApiError;
-use super::names;
+use super::headers::{Field, ReqHeaders};
 use super::offset::parse_offset;
-use http::{HeaderMap, HeaderName};
 use riffle_engine::{Expiry, ProducerClaim, ReadFrom};
 
 /// JavaScript's largest exact integer: producer numbers must survive a JSON round trip.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
-/// A header's value as text; a value that is not visible ASCII is a 400.
-pub fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ApiError> {
-    match h.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| ApiError::bad_request(format!("header {name} is not valid text"))),
-    }
-}
-
 /// `Stream-Closed` counts only when it is `true`, in any case; other values are ignored.
-pub fn closed_flag(h: &HeaderMap) -> bool {
-    h.get(&names::STREAM_CLOSED)
+pub fn closed_flag(h: &ReqHeaders) -> bool {
+    h.get(Field::StreamClosed)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
@@ -36,9 +24,9 @@ fn canonical_uint(s: &str) -> Option<u64> {
 }
 
 /// `Stream-TTL` / `Stream-Expires-At` (at most one of them).
-pub fn expiry(h: &HeaderMap) -> Result<Option<Expiry>, ApiError> {
-    let ttl = header(h, &names::STREAM_TTL)?;
-    let at = header(h, &names::STREAM_EXPIRES_AT)?;
+pub fn expiry(h: &ReqHeaders) -> Result<Option<Expiry>, ApiError> {
+    let ttl = h.text(Field::StreamTtl)?;
+    let at = h.text(Field::StreamExpiresAt)?;
     match (ttl, at) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "Stream-TTL and Stream-Expires-At cannot both be set",
@@ -68,10 +56,10 @@ pub fn expiry(h: &HeaderMap) -> Result<Option<Expiry>, ApiError> {
 }
 
 /// `Producer-Id`, `Producer-Epoch`, `Producer-Seq`: all three or none.
-pub fn producer(h: &HeaderMap) -> Result<Option<ProducerClaim>, ApiError> {
-    let id = header(h, &names::PRODUCER_ID)?;
-    let epoch = header(h, &names::PRODUCER_EPOCH)?;
-    let seq = header(h, &names::PRODUCER_SEQ)?;
+pub fn producer(h: &ReqHeaders) -> Result<Option<ProducerClaim>, ApiError> {
+    let id = h.text(Field::ProducerId)?;
+    let epoch = h.text(Field::ProducerEpoch)?;
+    let seq = h.text(Field::ProducerSeq)?;
     let (id, epoch, seq) = match (id, epoch, seq) {
         (None, None, None) => return Ok(None),
         (Some(i), Some(e), Some(s)) => (i, e, s),
@@ -174,73 +162,80 @@ pub fn read_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue};
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    /// `f` applied to a request that sent `pairs`.
+    fn with<T>(f: fn(&ReqHeaders) -> T, pairs: &[(&'static str, &str)]) -> T {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
-        h
+        f(&ReqHeaders::scan(&h))
     }
 
     #[test]
     fn ttl_must_be_canonical() {
         assert!(matches!(
-            expiry(&headers(&[("stream-ttl", "60")])).unwrap(),
+            with(expiry, &[("stream-ttl", "60")]).unwrap(),
             Some(Expiry::Ttl { secs: 60 })
         ));
-        assert!(expiry(&headers(&[("stream-ttl", "0")])).is_ok());
+        assert!(with(expiry, &[("stream-ttl", "0")]).is_ok());
         for bad in ["00060", "+60", "60.5", "1e3", "-1", "", "abc"] {
-            assert!(expiry(&headers(&[("stream-ttl", bad)])).is_err(), "{bad}");
+            assert!(with(expiry, &[("stream-ttl", bad)]).is_err(), "{bad}");
         }
         assert!(
-            expiry(&headers(&[
-                ("stream-ttl", "5"),
-                ("stream-expires-at", "2030-01-01T00:00:00Z")
-            ]))
+            with(
+                expiry,
+                &[
+                    ("stream-ttl", "5"),
+                    ("stream-expires-at", "2030-01-01T00:00:00Z")
+                ]
+            )
             .is_err()
         );
     }
 
     #[test]
     fn expires_at_is_rfc3339() {
-        assert!(expiry(&headers(&[("stream-expires-at", "2030-01-01T00:00:00Z")])).is_ok());
+        assert!(with(expiry, &[("stream-expires-at", "2030-01-01T00:00:00Z")]).is_ok());
         assert!(
-            expiry(&headers(&[(
-                "stream-expires-at",
-                "2030-01-01T00:00:00+02:00"
-            )]))
+            with(
+                expiry,
+                &[("stream-expires-at", "2030-01-01T00:00:00+02:00")]
+            )
             .is_ok()
         );
-        assert!(expiry(&headers(&[("stream-expires-at", "tomorrow")])).is_err());
+        assert!(with(expiry, &[("stream-expires-at", "tomorrow")]).is_err());
     }
 
     #[test]
     fn producer_headers() {
-        let p = producer(&headers(&[
-            ("producer-id", "p"),
-            ("producer-epoch", "1"),
-            ("producer-seq", "2"),
-        ]))
+        let p = with(
+            producer,
+            &[
+                ("producer-id", "p"),
+                ("producer-epoch", "1"),
+                ("producer-seq", "2"),
+            ],
+        )
         .unwrap()
         .unwrap();
         assert_eq!((p.epoch, p.seq), (1, 2));
-        assert!(producer(&headers(&[("producer-id", "p")])).is_err());
+        assert!(with(producer, &[("producer-id", "p")]).is_err());
         for bad in ["1abc", "1e3", "-1", "9007199254740992", ""] {
-            let h = headers(&[
+            let h = [
                 ("producer-id", "p"),
                 ("producer-epoch", bad),
                 ("producer-seq", "0"),
-            ]);
-            assert!(producer(&h).is_err(), "{bad}");
+            ];
+            assert!(with(producer, &h).is_err(), "{bad}");
         }
-        let h = headers(&[
+        let h = [
             ("producer-id", ""),
             ("producer-epoch", "0"),
             ("producer-seq", "0"),
-        ]);
-        assert!(producer(&h).is_err());
+        ];
+        assert!(with(producer, &h).is_err());
     }
 
     #[test]

@@ -2,15 +2,20 @@
 //! stream's framing (JSON validated and flattened one level, without re-encoding).
 
 use super::super::ApiError;
+use super::headers::{Field, ReqHeaders};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::StatusCode;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riffle_engine::{Framing, Payload};
 use serde_json::value::RawValue;
 
 /// Read the whole body, answering 413 as soon as it passes `limit` (declared or streamed).
-pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    headers: &ReqHeaders<'_>,
+    mut body: Incoming,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -18,20 +23,38 @@ pub async fn read_body(headers: &HeaderMap, body: Incoming, limit: u64) -> Resul
         )
     };
     let declared = headers
-        .get(header::CONTENT_LENGTH)
+        .get(Field::ContentLength)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "could not read the request body: {e}"
-        ))),
+    // A small body arrives as one frame and is kept as it is; later frames are joined.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we store
+        };
+        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if data.len() > limit.saturating_sub(read) {
+            return Err(too_large());
+        }
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut j = BytesMut::with_capacity(first.len() + data.len());
+                j.extend_from_slice(&first);
+                j.extend_from_slice(&data);
+                joined = Some(j);
+            }
+        }
     }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 /// Which framing a content type selects.

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use bytes::{BufMut, BytesMut};
 use http::{Response, StatusCode, header};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use riffle_engine::{Clock, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
 use std::convert::Infallible;
 
@@ -94,7 +94,7 @@ pub fn respond(
         resp = resp.header(&names::STREAM_SSE_DATA_ENCODING, "base64");
     }
     Ok(resp
-        .body(StreamBody::new(events).boxed_unsync())
+        .body(crate::http::body::stream(StreamBody::new(events)))
         .expect("static headers"))
 }
 

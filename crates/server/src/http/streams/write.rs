@@ -1,8 +1,9 @@
 //! PUT (create and fork), POST (append and close), DELETE.
 
+use super::headers::{Field, ReqHeaders};
 use super::names;
 use super::offset::{offset_header, parse_offset};
-use super::params::{self, header};
+use super::params;
 use super::payload::{EmptyArray, framing_of, read_body, to_payload};
 use super::{ResponseBody, with_content_type};
 use crate::http::{ApiError, App, STREAM_PREFIX, body};
@@ -18,11 +19,11 @@ pub async fn create(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = req.into_parts();
-    let hs = &parts.headers;
+    let hs = &ReqHeaders::scan(&parts.headers);
     let closed = params::closed_flag(hs);
     let expiry = params::expiry(hs)?;
     let fork = fork_spec(hs)?;
-    let durability = match header(hs, &names::STREAM_DURABILITY)? {
+    let durability = match hs.text(Field::StreamDurability)? {
         None => None,
         Some(v) => Some(v.parse::<Durability>().map_err(|()| {
             ApiError::bad_request(format!(
@@ -30,7 +31,7 @@ pub async fn create(
             ))
         })?),
     };
-    let content_type = match header(hs, &http::header::CONTENT_TYPE)? {
+    let content_type = match hs.text(Field::ContentType)? {
         Some(ct) if !ct.is_empty() => Some(ct.to_string()),
         _ if fork.is_some() => None,
         _ => Some("application/octet-stream".to_string()),
@@ -57,9 +58,7 @@ pub async fn create(
         durability,
     };
     // Everything that can reject the request is checked before the create takes effect.
-    let host = header(hs, &http::header::HOST)?
-        .unwrap_or("localhost")
-        .to_string();
+    let host = hs.text(Field::Host)?.unwrap_or("localhost").to_string();
     let created = app.engine.create(&name, spec).await?;
     let info = created.info;
     let mut resp = with_content_type(
@@ -82,10 +81,10 @@ pub async fn create(
 }
 
 /// The fork headers of a PUT, validated.
-fn fork_spec(hs: &http::HeaderMap) -> Result<Option<ForkSpec>, ApiError> {
-    let source = header(hs, &names::STREAM_FORKED_FROM)?;
-    let offset = header(hs, &names::STREAM_FORK_OFFSET)?;
-    let sub = header(hs, &names::STREAM_FORK_SUB_OFFSET)?;
+fn fork_spec(hs: &ReqHeaders) -> Result<Option<ForkSpec>, ApiError> {
+    let source = hs.text(Field::StreamForkedFrom)?;
+    let offset = hs.text(Field::StreamForkOffset)?;
+    let sub = hs.text(Field::StreamForkSubOffset)?;
     let Some(source) = source else {
         if offset.is_some() || sub.is_some() {
             return Err(ApiError::bad_request(
@@ -135,11 +134,12 @@ pub async fn append(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = req.into_parts();
-    let hs = &parts.headers;
+    let hs = &ReqHeaders::scan(&parts.headers);
     let close = params::closed_flag(hs);
     let producer = params::producer(hs)?;
-    let stream_seq = header(hs, &names::STREAM_SEQ)?.map(str::to_string);
-    let content_type = header(hs, &http::header::CONTENT_TYPE)?
+    let stream_seq = hs.text(Field::StreamSeq)?.map(str::to_string);
+    let content_type = hs
+        .text(Field::ContentType)?
         .filter(|c| !c.is_empty())
         .map(str::to_string);
     let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
