@@ -62,6 +62,7 @@ mod engine;
 mod error;
 mod framing;
 mod log;
+mod memstore;
 mod persist;
 mod records;
 mod store;

@@ -12,14 +12,15 @@ use crate::clock::Clock;
 use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing;
+use crate::memstore::MemStore;
 use crate::persist::Persist;
 use crate::records::{LogMeta, LogSnapshot, WalEntry, WriterRec};
-use crate::store::{LogFiles, MemRecord};
+use crate::store::LogFiles;
 use crate::types::{
     AppendRequest, AppendStatus, Appended, Expiry, Framing, LogInfo, Payload, ProducerAck,
     ProducerClaim,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use riffle_wal::Commit;
 use std::collections::HashMap;
@@ -116,9 +117,6 @@ struct Pending {
     ends: Vec<u64>,
 }
 
-/// Allocation unit of an `Ephemeral` log's record arena.
-const ARENA_CHUNK_BYTES: usize = 16 * 1024;
-
 /// A log's pending tail is written out once it holds this much.
 const PENDING_FLUSH_BYTES: usize = 32 * 1024;
 /// If the stream files cannot be written, the pending tail grows; past this, appends are
@@ -128,10 +126,8 @@ const PENDING_MAX_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Debug)]
 struct LogState {
     w: Writer,
-    mem: Vec<MemRecord>,
-    /// Where an `Ephemeral` log's records are copied: records are carved out of shared chunks
-    /// instead of one allocation each.
-    arena: BytesMut,
+    /// An `Ephemeral` log's records.
+    mem: MemStore,
     pending: Pending,
     last_access_ms: i64,
     /// Tail as of the last checkpoint's sync of the files.
@@ -245,9 +241,8 @@ impl Log {
                     start: w.tail,
                     ..Pending::default()
                 },
+                mem: MemStore::new(w.tail),
                 w,
-                mem: Vec::new(),
-                arena: BytesMut::new(),
                 last_access_ms: now_ms,
                 removed: false,
             }),
@@ -456,17 +451,9 @@ impl Log {
                 tracing::warn!(log = self.config.id, error = %e, "writing a stream file failed");
             }
         } else {
-            // A request body is often a slice of a much larger receive buffer: copy it, so a
-            // small record does not pin (and miscount) the whole buffer, into the log's arena.
-            if st.arena.capacity() < payload.data.len() {
-                st.arena.reserve(payload.data.len().max(ARENA_CHUNK_BYTES));
-            }
-            st.arena.extend_from_slice(&payload.data);
-            let data = st.arena.split().freeze();
-            st.mem.push(MemRecord {
-                start: st.w.tail,
-                data,
-            });
+            // Copied (a request body is often a slice of a larger receive buffer, which a
+            // small record must not pin).
+            st.mem.push(&payload.data);
             self.own_bytes.fetch_add(len, Ordering::Relaxed);
         }
         st.w.tail += len;
@@ -771,23 +758,7 @@ impl Log {
         if let Some(files) = &self.files {
             return self.collect_files(files, pos, to, budget, out);
         }
-        let st = self.state.lock();
-        let to = to.min(st.w.tail);
-        let first = st
-            .mem
-            .partition_point(|r| r.start + r.data.len() as u64 <= pos);
-        for rec in &st.mem[first..] {
-            if pos >= to || *budget == 0 {
-                break;
-            }
-            let lo = (pos - rec.start) as usize;
-            let hi = ((to - rec.start) as usize).min(rec.data.len());
-            let piece = rec.data.slice(lo..hi);
-            *budget = budget.saturating_sub(piece.len());
-            pos = rec.start + hi as u64;
-            out.push(piece);
-        }
-        Ok(pos)
+        Ok(self.state.lock().mem.collect(pos, to, budget, out))
     }
 
     /// `collect` for a file-backed log: what is in the files never changes, so it is read
@@ -883,16 +854,7 @@ impl Log {
         }
         let found = match &self.files {
             Some(files) => self.file_record_containing(files, pos)?,
-            None => {
-                let st = self.state.lock();
-                let i = st
-                    .mem
-                    .partition_point(|r| r.start + r.data.len() as u64 <= pos);
-                st.mem
-                    .get(i)
-                    .filter(|r| r.start <= pos)
-                    .map(|r| (r.start, r.data.clone()))
-            }
+            None => self.state.lock().mem.record_at(pos),
         };
         Ok(match found {
             None => true, // at the tail
@@ -918,15 +880,12 @@ impl Log {
                 .file_record_containing(files, pos)?
                 .map(|(start, rec)| rec.slice((pos - start) as usize..)));
         }
-        let st = self.state.lock();
-        let i = st
+        Ok(self
+            .state
+            .lock()
             .mem
-            .partition_point(|r| r.start + r.data.len() as u64 <= pos);
-        Ok(st
-            .mem
-            .get(i)
-            .filter(|r| r.start <= pos)
-            .map(|r| r.data.slice((pos - r.start) as usize..)))
+            .record_at(pos)
+            .map(|(start, rec)| rec.slice((pos - start) as usize..)))
     }
 }
 

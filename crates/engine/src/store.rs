@@ -1,5 +1,5 @@
-//! Where a log's own records live: in RAM (`Ephemeral` logs), or in two files per log (durable
-//! classes): `<id>.data` holds the stored bytes exactly as served, `<id>.idx` the end position
+//! Where a durable log's own records live (`Ephemeral` logs: [`crate::memstore`]): two files
+//! per log: `<id>.data` holds the stored bytes exactly as served, `<id>.idx` the end position
 //! of every record (u64 LE), so reads are byte ranges and record boundaries are a binary
 //! search away. RAM use of a file-backed log does not grow with its data.
 
@@ -7,12 +7,6 @@ use bytes::{Bytes, BytesMut};
 use riffle_wal::{Dir, DirFile};
 use std::io;
 use std::sync::Arc;
-
-#[derive(Debug)]
-pub(crate) struct MemRecord {
-    pub start: u64,
-    pub data: Bytes,
-}
 
 /// The files of a durable log.
 #[derive(Clone)]

@@ -1,0 +1,216 @@
+//! Where an `Ephemeral` log's records live: RAM, in chunks.
+//!
+//! An append copies its bytes into the open chunk: one memcpy, with no allocation and no
+//! reference count per record (a `Bytes` per record cost both, on every append). A chunk that
+//! cannot take the next record is sealed into an immutable [`Bytes`] that readers share without
+//! copying; what readers need of the open chunk (at most one chunk) is copied, under the log's
+//! lock.
+//!
+//! Invariants: chunks are contiguous and in order (`sealed`, then `open` from `open_start`); a
+//! record lies inside one chunk; `starts` holds every record's first position, ascending, and
+//! `tail` is the end of the last record.
+
+use bytes::Bytes;
+
+/// Allocation unit of the chunks (a larger record gets a chunk of its own size).
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct MemStore {
+    /// Sealed chunks, in order, with the position of their first byte.
+    sealed: Vec<(u64, Bytes)>,
+    open: Vec<u8>,
+    open_start: u64,
+    /// First position of every record.
+    starts: Vec<u64>,
+    tail: u64,
+}
+
+impl MemStore {
+    /// An empty store whose first record will start at `start` (a fork's inheritance point).
+    pub fn new(start: u64) -> Self {
+        Self {
+            open_start: start,
+            tail: start,
+            ..Self::default()
+        }
+    }
+
+    /// Append one record.
+    pub fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.open.capacity() - self.open.len() < data.len() {
+            if !self.open.is_empty() {
+                let full = std::mem::take(&mut self.open);
+                // A Vec with spare capacity becomes a Bytes without copying.
+                self.sealed.push((self.open_start, Bytes::from(full)));
+            }
+            self.open_start = self.tail;
+            self.open = Vec::with_capacity(data.len().max(CHUNK_BYTES));
+        }
+        self.open.extend_from_slice(data);
+        self.starts.push(self.tail);
+        self.tail += data.len() as u64;
+    }
+
+    /// Append to `out` the bytes from `pos` towards `to`, ending at a record boundary (or `to`):
+    /// whole records until `budget` is spent (the record that crosses it included). Returns
+    /// the position reached and lowers `budget` by the bytes added.
+    pub fn collect(&self, pos: u64, to: u64, budget: &mut usize, out: &mut Vec<Bytes>) -> u64 {
+        let to = to.min(self.tail);
+        if pos >= to || *budget == 0 {
+            return pos;
+        }
+        let want = pos.saturating_add(*budget as u64);
+        let k = self.starts.partition_point(|&s| s < want);
+        let end = self.starts.get(k).copied().unwrap_or(self.tail).min(to);
+        let mut at = pos;
+        while at < end {
+            let (piece, next) = if at >= self.open_start {
+                let lo = (at - self.open_start) as usize;
+                let hi = (end - self.open_start) as usize;
+                (Bytes::copy_from_slice(&self.open[lo..hi]), end)
+            } else {
+                let i = self.sealed_index(at);
+                let (start, chunk) = &self.sealed[i];
+                let chunk_end = start + chunk.len() as u64;
+                let stop = end.min(chunk_end);
+                (
+                    chunk.slice((at - start) as usize..(stop - start) as usize),
+                    stop,
+                )
+            };
+            out.push(piece);
+            at = next;
+        }
+        *budget = budget.saturating_sub((end - pos) as usize);
+        end
+    }
+
+    /// The record that holds `pos`: its first position and its bytes. `None` at or past the
+    /// tail, or before the first record.
+    pub fn record_at(&self, pos: u64) -> Option<(u64, Bytes)> {
+        if pos >= self.tail {
+            return None;
+        }
+        let k = self.starts.partition_point(|&s| s <= pos);
+        let start = *self.starts.get(k.checked_sub(1)?)?;
+        let end = self.starts.get(k).copied().unwrap_or(self.tail);
+        let bytes = if start >= self.open_start {
+            let lo = (start - self.open_start) as usize;
+            Bytes::copy_from_slice(&self.open[lo..lo + (end - start) as usize])
+        } else {
+            let (cs, chunk) = &self.sealed[self.sealed_index(start)];
+            chunk.slice((start - cs) as usize..(end - cs) as usize)
+        };
+        Some((start, bytes))
+    }
+
+    /// Index of the sealed chunk holding `pos` (which is before `open_start`).
+    fn sealed_index(&self, pos: u64) -> usize {
+        debug_assert!(pos < self.open_start);
+        self.sealed
+            .partition_point(|(s, c)| s + c.len() as u64 <= pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(pieces: &[Bytes]) -> Vec<u8> {
+        pieces.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+
+    /// A store of `n` records of varying sizes starting at `base`, and the same bytes flat.
+    fn filled(base: u64, n: usize) -> (MemStore, Vec<u8>, Vec<u64>) {
+        let mut m = MemStore::new(base);
+        let (mut flat, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            // Sizes from 1 byte to past a chunk, so records seal chunks at varied points.
+            let len = 1 + (i * 7919) % (CHUNK_BYTES + 300);
+            let rec: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            starts.push(base + flat.len() as u64);
+            m.push(&rec);
+            flat.extend_from_slice(&rec);
+        }
+        (m, flat, starts)
+    }
+
+    #[test]
+    fn collect_returns_exact_bytes_and_ends_on_record_boundaries() {
+        let base = 1000;
+        let (m, flat, starts) = filled(base, 40);
+        let tail = base + flat.len() as u64;
+        for &pos in &[
+            base,
+            base + 1,
+            starts[3],
+            starts[3] + 5,
+            starts[39],
+            tail - 1,
+        ] {
+            for budget in [1usize, 100, CHUNK_BYTES, usize::MAX] {
+                let mut out = Vec::new();
+                let mut b = budget;
+                let end = m.collect(pos, u64::MAX, &mut b, &mut out);
+                let got = join(&out);
+                assert_eq!(got, flat[(pos - base) as usize..(end - base) as usize]);
+                assert!(
+                    end == tail || starts.contains(&end),
+                    "end {end} not a boundary"
+                );
+                assert!(end > pos);
+                // The record crossing the budget is included, nothing after it.
+                let crossing = starts
+                    .iter()
+                    .position(|&s| s >= pos.saturating_add(budget as u64));
+                if let Some(i) = crossing {
+                    assert_eq!(end, starts[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn collect_stops_at_to_and_at_the_tail() {
+        let (m, flat, _) = filled(0, 10);
+        let mut out = Vec::new();
+        let mut b = usize::MAX;
+        assert_eq!(m.collect(3, 10, &mut b, &mut out), 10);
+        assert_eq!(join(&out), flat[3..10]);
+        let tail = flat.len() as u64;
+        let mut out = Vec::new();
+        assert_eq!(m.collect(tail, u64::MAX, &mut b, &mut out), tail);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn record_at_finds_the_holding_record() {
+        let base = 7;
+        let (m, flat, starts) = filled(base, 25);
+        let tail = base + flat.len() as u64;
+        for (i, &s) in starts.iter().enumerate() {
+            let e = starts.get(i + 1).copied().unwrap_or(tail);
+            for pos in [s, (s + e) / 2, e - 1] {
+                let (start, bytes) = m.record_at(pos).unwrap();
+                assert_eq!(start, s);
+                assert_eq!(bytes[..], flat[(s - base) as usize..(e - base) as usize]);
+            }
+        }
+        assert!(m.record_at(tail).is_none());
+        assert!(m.record_at(base - 1).is_none());
+        assert!(MemStore::new(0).record_at(0).is_none());
+    }
+
+    #[test]
+    fn empty_records_are_not_stored() {
+        let mut m = MemStore::new(0);
+        m.push(b"");
+        assert!(m.record_at(0).is_none());
+        m.push(b"ab");
+        assert_eq!(m.record_at(1).unwrap(), (0, Bytes::from_static(b"ab")));
+    }
+}
