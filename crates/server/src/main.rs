@@ -3,7 +3,9 @@
 use clap::{Args, Parser, Subcommand};
 
 // glibc's per-thread arenas grow and shrink with an mprotect per request under this load;
-// mimalloc keeps freed pages for reuse.
+// mimalloc keeps freed pages for reuse. Built with `no_thp`: memory-mode streams grow the heap
+// steadily, and transparent huge pages made every growth step a 2 MiB fault (zeroed at once, and
+// open to compaction stalls) instead of 4 KiB ones.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use riffle_server::config::{Settings, Sources};
