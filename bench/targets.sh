@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The storage issue's performance targets, measured: 256-byte appends over 64 streams from 64
+# connections, Riffle against durable-streams 0.1.5 (Electric's server) on the same machine,
+# alternating servers round by round. Server pinned to CPU 1, load generator to CPU 0.
+#
+#   bench/targets.sh [ROUNDS] [SECONDS]      # defaults: 5 rounds of 6 s per server and mode
+#
+# Modes: memory (Riffle `memory` vs `--durability memory`), closed loop and at a fixed
+# 50,000 appends/s (equal load, so CPU per append compares like with like), and durable
+# (Riffle `file-durable` vs `--durability wal`), closed loop. Prints one markdown row per run,
+# then the medians and the median of the per-round ratios.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+rounds="${1:-5}"
+secs="${2:-6}"
+CACHE="${RIFFLE_BENCH_CACHE:-$HOME/.cache/riffle-bench}"
+"$here/bench/peers/install.sh" ds015
+(cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
+riffle="$here/target/release/riffle"
+bench="$here/target/release/riffle-bench"
+electric="$CACHE/durable-streams-0.1.5/bin/durable-streams-server"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# run NAME MODE RATE -- server command...: prints "appends/s cpu_us_per_append p99_us"
+run() {
+  local name=$1 mode=$2 rate=$3; shift 4
+  local port
+  port="$("$bench" free-port)"
+  local dir="$work/$name-$mode-$RANDOM"
+  mkdir -p "$dir"
+  local -a cmd=("$@")
+  cmd=("${cmd[@]//@PORT@/$port}")
+  cmd=("${cmd[@]//@DIR@/$dir}")
+  taskset -c 1 env "${cmd[@]}" >"$dir.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.1
+  done
+  local -a load=(append --streams 64 -c 64 --size 256 --duration "$secs")
+  [[ "$rate" != "-" ]] && load+=(--rate "$rate")
+  "$bench" --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid" --pin 0 --json \
+    --progress 0 --no-readback "${load[@]}" 2>>"$dir.log" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; s=r["server"]
+print(round(r["ops_per_s"]), round(s["cpu_us_per_op"], 2), r["latency"][0]["p99_us"])'
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+riffle_cmd() { # storage mode
+  echo DS_SERVER__PORT=@PORT@ DS_STORAGE__DATA_DIR=@DIR@ DS_STORAGE__MODE="$1" \
+    DS_LIMITS__MAX_MEMORY_BYTES=16000000000 DS_LIMITS__MAX_STREAM_BYTES=8000000000 "$riffle"
+}
+electric_cmd() { # durability
+  echo "$electric" --port @PORT@ --data-dir @DIR@ --durability "$1"
+}
+
+results="$work/results"
+echo "| mode | round | riffle appends/s | ds-0.1.5 appends/s | throughput ratio | riffle CPU µs/append | ds-0.1.5 CPU µs/append | CPU ratio | riffle p99 µs | ds-0.1.5 p99 µs |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for r in $(seq 1 "$rounds"); do
+  for spec in "memory memory memory -" "memory@50k memory memory 50000" "durable file-durable wal -"; do
+    read -r label rmode emode rate <<<"$spec"
+    # shellcheck disable=SC2046
+    read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
+    # shellcheck disable=SC2046
+    read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
+    python3 - "$label" "$r" "$ra" "$ea" "$rc" "$ec" "$rp" "$ep" <<'EOF' | tee -a "$results"
+import sys
+label, r, ra, ea, rc, ec, rp, ep = sys.argv[1:]
+print(f"| {label} | {r} | {int(ra):,} | {int(ea):,} | {int(ra)/int(ea):.2f}x | {rc} | {ec} | {float(rc)/float(ec):.2f} | {rp} | {ep} |")
+EOF
+  done
+done
+echo
+echo "medians (per mode): riffle and ds-0.1.5 appends/s and CPU µs/append; median of per-round ratios"
+python3 - "$results" <<'EOF'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    c = [x.strip() for x in line.strip().strip('|').split('|')]
+    rows.setdefault(c[0], []).append(c)
+num = lambda s: float(s.replace(',', '').rstrip('x'))
+for mode, rs in rows.items():
+    m = lambda i: st.median(num(r[i]) for r in rs)
+    print(f"{mode}: appends/s {m(2):,.0f} vs {m(3):,.0f} (ratio {m(4):.2f}x); "
+          f"CPU µs/append {m(5):.2f} vs {m(6):.2f} (ratio {m(7):.2f}); n={len(rs)}")
+EOF
