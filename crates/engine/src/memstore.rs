@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-/// Allocation unit of the chunks (a larger record gets a chunk of its own size).
+/// Allocation unit of the chunks (a record this large or larger is a sealed chunk of its own).
 pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Default)]
@@ -41,18 +41,31 @@ impl MemStore {
         if data.is_empty() {
             return;
         }
-        if self.open.capacity() - self.open.len() < data.len() {
-            if !self.open.is_empty() {
-                let full = std::mem::take(&mut self.open);
-                // A Vec with spare capacity becomes a Bytes without copying.
-                self.sealed.push((self.open_start, Bytes::from(full)));
-            }
+        let start = self.tail;
+        self.starts.push(start);
+        self.tail += data.len() as u64;
+        if data.len() >= CHUNK_BYTES {
+            // A chunk-sized record is sealed at once, so reads share it instead of copying it.
+            self.seal();
+            self.sealed.push((start, Bytes::copy_from_slice(data)));
             self.open_start = self.tail;
-            self.open = Vec::with_capacity(data.len().max(CHUNK_BYTES));
+            return;
+        }
+        if self.open.capacity() - self.open.len() < data.len() {
+            self.seal();
+            self.open_start = start;
+            self.open = Vec::with_capacity(CHUNK_BYTES);
         }
         self.open.extend_from_slice(data);
-        self.starts.push(self.tail);
-        self.tail += data.len() as u64;
+    }
+
+    /// Seal the open chunk, if it holds anything.
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            let full = std::mem::take(&mut self.open);
+            // A Vec with spare capacity becomes a Bytes without copying.
+            self.sealed.push((self.open_start, Bytes::from(full)));
+        }
     }
 
     /// Append to `out` the bytes from `pos` towards `to`, ending at a record boundary (or `to`):
@@ -203,6 +216,22 @@ mod tests {
         assert!(m.record_at(tail).is_none());
         assert!(m.record_at(base - 1).is_none());
         assert!(MemStore::new(0).record_at(0).is_none());
+    }
+
+    #[test]
+    fn reads_share_sealed_chunks_and_big_records_are_sealed_at_once() {
+        let mut m = MemStore::new(0);
+        m.push(&[7u8; CHUNK_BYTES + 1]);
+        let (a, b) = (m.record_at(5).unwrap().1, m.record_at(9).unwrap().1);
+        assert_eq!(a.len(), CHUNK_BYTES + 1);
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "a big record is shared, not copied per read"
+        );
+        m.push(b"small");
+        let (start, rec) = m.record_at(CHUNK_BYTES as u64 + 2).unwrap();
+        assert_eq!((start, &rec[..]), (CHUNK_BYTES as u64 + 1, &b"small"[..]));
     }
 
     #[test]
