@@ -29,6 +29,8 @@ pub struct ServerSettings {
     pub long_poll_timeout_secs: u64,
     /// How long an SSE response stays open before the server ends it so clients reconnect.
     pub sse_reconnect_interval_secs: u64,
+    /// Threads serving requests; 0 means one per CPU this process may use.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerSettings {
@@ -38,6 +40,7 @@ impl Default for ServerSettings {
             port: 4437,
             long_poll_timeout_secs: 30,
             sse_reconnect_interval_secs: 60,
+            worker_threads: 0,
         }
     }
 }
@@ -132,6 +135,8 @@ pub enum StorageMode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
+    /// Threads serving requests (at least 1).
+    pub worker_threads: usize,
     pub long_poll_timeout: Duration,
     pub sse_reconnect_interval: Duration,
     pub cors: Cors,
@@ -218,6 +223,11 @@ impl Settings {
                 ))
             })?,
         };
+        if self.server.worker_threads > 1024 {
+            return Err(err(
+                "server.worker_threads (DS_SERVER__WORKER_THREADS) must be at most 1024 (0: one per CPU)",
+            ));
+        }
         if self.server.long_poll_timeout_secs == 0 {
             return Err(err(
                 "server.long_poll_timeout_secs (DS_SERVER__LONG_POLL_TIMEOUT_SECS) must be at least 1",
@@ -294,8 +304,13 @@ impl Settings {
                 "log.rust_log (DS_LOG__RUST_LOG / RUST_LOG): {log_filter:?} is not a valid filter"
             )));
         }
+        let worker_threads = match self.server.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Ok(Config {
             addr: SocketAddr::new(host, self.server.port),
+            worker_threads,
             long_poll_timeout: Duration::from_secs(self.server.long_poll_timeout_secs),
             sse_reconnect_interval: Duration::from_secs(self.server.sse_reconnect_interval_secs),
             cors,
@@ -364,6 +379,8 @@ mod tests {
         ));
         assert_eq!(c.log_filter, "info");
         assert!(c.tls.is_none());
+        // 0, the default, is one thread per usable CPU.
+        assert!(c.worker_threads >= 1);
     }
 
     #[test]
@@ -376,9 +393,11 @@ mod tests {
                 "https://a.example, https://b.example",
             ),
             ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
+            ("DS_SERVER__WORKER_THREADS", "3"),
             ("OTHER", "ignored"),
         ])
         .unwrap();
+        assert_eq!(c.worker_threads, 3);
         assert_eq!(c.addr.port(), 9999);
         assert_eq!(c.long_poll_timeout, Duration::from_secs(1));
         assert_eq!(

@@ -131,6 +131,76 @@ async fn graceful_restart_keeps_file_durable_data() {
     assert_eq!(r.text().await.unwrap(), "kept forever");
 }
 
+/// `server.worker_threads = 1` runs a single-threaded runtime: durable appends (acknowledged
+/// from the WAL's committer thread), concurrent writers and a live long-poll must all work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_thread_serves_durable_appends_and_live_reads() {
+    let data = TempDir::new("data");
+    let opts = Options::default()
+        .env("DS_SERVER__WORKER_THREADS", "1")
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", data.path().to_str().unwrap())
+        .long_poll_secs(10);
+    let mut s = Server::start_with(opts).await;
+    let url = s.stream("one-thread");
+    s.create(&url, TEXT).await;
+
+    // A long-poll at the tail, answered by an append made while it waits.
+    let poll = {
+        let (client, url) = (s.client.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = client
+                .get(format!("{url}?offset={}&live=long-poll", common::offset(0)))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.append(&url, TEXT, "first").await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the long-poll answered")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "first"));
+
+    // Concurrent writers share group commits; every append is acknowledged and stored.
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, url) = (s.client.clone(), s.stream(&format!("w{w}")));
+            tokio::spawn(async move {
+                let r = client
+                    .put(&url)
+                    .header("content-type", TEXT)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                for i in 0..20 {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", TEXT)
+                        .body(format!("{i},"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 204);
+                }
+                url
+            })
+        })
+        .collect();
+    let want: String = (0..20).map(|i| format!("{i},")).collect();
+    for w in writers {
+        let url = w.await.unwrap();
+        assert_eq!(String::from_utf8(s.read_all(&url).await).unwrap(), want);
+    }
+    s.sigterm();
+    let status = s.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "exit status {status}");
+}
+
 /// Run the binary with `env`; it must exit non-zero quickly with one stderr line containing
 /// every one of `mentions`.
 #[track_caller]
@@ -168,6 +238,16 @@ fn bad_configuration_is_refused_with_one_line_naming_the_key() {
         &["long_poll_timeout_secs"],
     );
     refused(&[("DS_SERVER__HOST", "not-an-ip")], &[], &["server.host"]);
+    refused(
+        &[("DS_SERVER__WORKER_THREADS", "5000")],
+        &[],
+        &["server.worker_threads"],
+    );
+    refused(
+        &[("DS_SERVER__WORKER_THREADS", "-1")],
+        &[],
+        &["server.worker_threads"],
+    );
     refused(
         &[("DS_HTTP__CORS_ORIGINS", "ftp://x")],
         &[],
