@@ -21,14 +21,14 @@ use crate::types::{
 };
 use parking_lot::RwLock;
 use std::collections::HashMap;
-
-/// Names to logs. Looked up on every request: foldhash (randomly seeded per process) instead of
-/// SipHash, which cost more than the rest of the lookup.
-type Registry = HashMap<String, Arc<Log>, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
+
+/// Names to logs. Looked up on every request: foldhash (randomly seeded per process) instead of
+/// SipHash, which cost more than the rest of the lookup.
+type Registry = HashMap<String, Arc<Log>, foldhash::fast::RandomState>;
 
 /// Engine-wide limits.
 #[derive(Debug, Clone, Copy)]
@@ -238,7 +238,7 @@ impl Engine {
         if log.lifecycle.lock().soft_deleted {
             return Err(EngineError::Gone);
         }
-        if log.config.expiry.is_some() && log.is_expired(self.now()) {
+        if log.expired(self.inner.clock.as_ref()) {
             let mut logs = self.inner.logs.write();
             return Err(self.expire_locked(&mut logs, &log));
         }

@@ -401,18 +401,21 @@ impl Log {
         }
     }
 
-    /// Whether reads and writes slide this log's expiry (a `Stream-TTL`). Only such logs read
-    /// the clock on every access.
-    pub fn slides(&self) -> bool {
-        matches!(self.config.expiry, Some(Expiry::Ttl { .. }))
+    /// Whether the log has expired now. Logs without an expiry do not read the clock.
+    pub fn expired(&self, clock: &dyn Clock) -> bool {
+        self.config.expiry.is_some() && self.is_expired(clock.now_ms())
     }
 
     /// Slide the TTL window (every read and write except metadata lookups).
     pub fn touch(&self, clock: &dyn Clock) {
-        if self.slides() {
-            let now_ms = clock.now_ms();
-            let mut st = self.state.lock();
-            st.last_access_ms = st.last_access_ms.max(now_ms);
+        self.slide(&mut self.state.lock(), clock);
+    }
+
+    /// Slide the TTL window, under the state lock. Only logs with a `Stream-TTL` slide, so only
+    /// they read the clock on every access.
+    fn slide(&self, st: &mut LogState, clock: &dyn Clock) {
+        if matches!(self.config.expiry, Some(Expiry::Ttl { .. })) {
+            st.last_access_ms = st.last_access_ms.max(clock.now_ms());
         }
     }
 
@@ -553,9 +556,7 @@ impl Log {
         if st.removed {
             return Err(EngineError::NotFound);
         }
-        if self.slides() {
-            st.last_access_ms = st.last_access_ms.max(clock.now_ms());
-        }
+        self.slide(st, clock);
         let w = &st.w;
         let has_data = !req.payload.is_empty();
         if !has_data && !req.close {

@@ -7,69 +7,56 @@
 use super::super::ApiError;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// A request header the protocol reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    ContentType,
-    ContentLength,
-    Host,
-    StreamClosed,
-    StreamSeq,
-    StreamTtl,
-    StreamExpiresAt,
-    StreamDurability,
-    StreamForkedFrom,
-    StreamForkOffset,
-    StreamForkSubOffset,
-    ProducerId,
-    ProducerEpoch,
-    ProducerSeq,
-}
-
-const FIELDS: usize = 14;
-
-impl Field {
-    /// The header's name as the error messages spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::ContentType => "Content-Type",
-            Field::ContentLength => "Content-Length",
-            Field::Host => "Host",
-            Field::StreamClosed => "Stream-Closed",
-            Field::StreamSeq => "Stream-Seq",
-            Field::StreamTtl => "Stream-TTL",
-            Field::StreamExpiresAt => "Stream-Expires-At",
-            Field::StreamDurability => "Stream-Durability",
-            Field::StreamForkedFrom => "Stream-Forked-From",
-            Field::StreamForkOffset => "Stream-Fork-Offset",
-            Field::StreamForkSubOffset => "Stream-Fork-Sub-Offset",
-            Field::ProducerId => "Producer-Id",
-            Field::ProducerEpoch => "Producer-Epoch",
-            Field::ProducerSeq => "Producer-Seq",
+/// Declares [`Field`] from one list: variant, the name as it arrives (lower case), the name as
+/// error messages spell it.
+macro_rules! fields {
+    ($($variant:ident = $wire:literal, $shown:literal;)*) => {
+        /// A request header the protocol reads.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Field {
+            $($variant,)*
         }
-    }
 
-    /// The field a header name is, if the protocol reads it (names arrive lower-cased).
-    fn of(name: &HeaderName) -> Option<Field> {
-        Some(match name.as_str() {
-            "content-type" => Field::ContentType,
-            "content-length" => Field::ContentLength,
-            "host" => Field::Host,
-            "stream-closed" => Field::StreamClosed,
-            "stream-seq" => Field::StreamSeq,
-            "stream-ttl" => Field::StreamTtl,
-            "stream-expires-at" => Field::StreamExpiresAt,
-            "stream-durability" => Field::StreamDurability,
-            "stream-forked-from" => Field::StreamForkedFrom,
-            "stream-fork-offset" => Field::StreamForkOffset,
-            "stream-fork-sub-offset" => Field::StreamForkSubOffset,
-            "producer-id" => Field::ProducerId,
-            "producer-epoch" => Field::ProducerEpoch,
-            "producer-seq" => Field::ProducerSeq,
-            _ => return None,
-        })
-    }
+        impl Field {
+            /// Every field, in declaration order.
+            pub const ALL: &[Field] = &[$(Field::$variant,)*];
+
+            /// The header's name as the error messages spell it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Field::$variant => $shown,)*
+                }
+            }
+
+            /// The field a header name is, if the protocol reads it (names arrive lower-cased).
+            fn of(name: &HeaderName) -> Option<Field> {
+                match name.as_str() {
+                    $($wire => Some(Field::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
+
+fields! {
+    ContentType = "content-type", "Content-Type";
+    ContentLength = "content-length", "Content-Length";
+    Host = "host", "Host";
+    StreamClosed = "stream-closed", "Stream-Closed";
+    StreamSeq = "stream-seq", "Stream-Seq";
+    StreamTtl = "stream-ttl", "Stream-TTL";
+    StreamExpiresAt = "stream-expires-at", "Stream-Expires-At";
+    StreamDurability = "stream-durability", "Stream-Durability";
+    StreamForkedFrom = "stream-forked-from", "Stream-Forked-From";
+    StreamForkOffset = "stream-fork-offset", "Stream-Fork-Offset";
+    StreamForkSubOffset = "stream-fork-sub-offset", "Stream-Fork-Sub-Offset";
+    ProducerId = "producer-id", "Producer-Id";
+    ProducerEpoch = "producer-epoch", "Producer-Epoch";
+    ProducerSeq = "producer-seq", "Producer-Seq";
+}
+
+const FIELDS: usize = Field::ALL.len();
 
 /// The protocol's request headers, each the first value the request sent (as
 /// [`HeaderMap::get`] would answer).
@@ -108,32 +95,18 @@ mod tests {
 
     #[test]
     fn finds_every_field_by_its_lower_case_name_and_keeps_the_first_value() {
-        let all = [
-            Field::ContentType,
-            Field::ContentLength,
-            Field::Host,
-            Field::StreamClosed,
-            Field::StreamSeq,
-            Field::StreamTtl,
-            Field::StreamExpiresAt,
-            Field::StreamDurability,
-            Field::StreamForkedFrom,
-            Field::StreamForkOffset,
-            Field::StreamForkSubOffset,
-            Field::ProducerId,
-            Field::ProducerEpoch,
-            Field::ProducerSeq,
-        ];
-        assert_eq!(all.len(), FIELDS);
+        let all = Field::ALL;
+        // The fourteen request headers of the protocol that the server reads.
+        assert_eq!(all.len(), 14);
         let mut map = HeaderMap::new();
-        for f in all {
+        for &f in all {
             let name = HeaderName::from_bytes(f.name().as_bytes()).unwrap();
             map.append(name.clone(), HeaderValue::from_static("first"));
             map.append(name, HeaderValue::from_static("second"));
         }
         map.insert("x-other", HeaderValue::from_static("ignored"));
         let h = ReqHeaders::scan(&map);
-        for f in all {
+        for &f in all {
             assert_eq!(h.text(f).unwrap(), Some("first"), "{}", f.name());
         }
     }
