@@ -166,17 +166,15 @@ async fn a_single_worker_thread_serves_durable_appends_and_live_reads() {
     assert_eq!((status, body.as_str()), (200, "first"));
 
     // Concurrent writers share group commits; every append is acknowledged and stored.
-    let writers: Vec<_> = (0..16)
-        .map(|w| {
-            let (client, url) = (s.client.clone(), s.stream(&format!("w{w}")));
+    let urls: Vec<String> = (0..16).map(|w| s.stream(&format!("w{w}"))).collect();
+    for url in &urls {
+        s.create(url, TEXT).await;
+    }
+    let writers: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            let (client, url) = (s.client.clone(), url.clone());
             tokio::spawn(async move {
-                let r = client
-                    .put(&url)
-                    .header("content-type", TEXT)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201);
                 for i in 0..20 {
                     let r = client
                         .post(&url)
