@@ -134,6 +134,8 @@ struct LogState {
     synced_tail: u64,
     /// The log was removed from the registry; handles still held must not write.
     removed: bool,
+    /// Bytes of `mem` counted against the server-wide budget, returned when the log is dropped.
+    own_bytes: u64,
 }
 
 /// Shared accounting of bytes held in memory, for the server-wide limit.
@@ -171,14 +173,13 @@ pub(crate) struct Log {
     /// Bumped on every change a reader may wait for (data, close, removal).
     notify: watch::Sender<u64>,
     budget: Arc<MemoryBudget>,
-    own_bytes: AtomicU64,
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
         self.budget
             .used
-            .fetch_sub(self.own_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            .fetch_sub(self.state.get_mut().own_bytes, Ordering::Relaxed);
     }
 }
 
@@ -245,12 +246,12 @@ impl Log {
                 w,
                 last_access_ms: now_ms,
                 removed: false,
+                own_bytes: 0,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
             append_lock: tokio::sync::Mutex::new(()),
             notify: watch::channel(0).0,
             budget,
-            own_bytes: AtomicU64::new(0),
         }
     }
 
@@ -457,7 +458,7 @@ impl Log {
             // Copied (a request body is often a slice of a larger receive buffer, which a
             // small record must not pin).
             st.mem.push(&payload.data);
-            self.own_bytes.fetch_add(len, Ordering::Relaxed);
+            st.own_bytes += len;
         }
         st.w.tail += len;
     }

@@ -5,6 +5,7 @@ use super::super::ApiError;
 use super::headers::{Field, ReqHeaders};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use riffle_engine::{Framing, Payload};
@@ -33,7 +34,11 @@ pub async fn read_body(
     // A small body arrives as one frame and is kept as it is; later frames are joined.
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
+    // Stop once the declared length has arrived: polling again for the end would cost hyper
+    // another round trip through its body channel.
+    while !body.is_end_stream()
+        && let Some(frame) = body.frame().await
+    {
         let frame = frame
             .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
