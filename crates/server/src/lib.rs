@@ -1,5 +1,6 @@
 //! Riffle's server: configuration, the HTTP faces, and the listener.
 
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod serve;

@@ -1,12 +1,10 @@
-//! The listener: accepts connections (plain or TLS), serves HTTP/1.1 and HTTP/2 on them, and
-//! shuts down gracefully: stop accepting, end live reads, let in-flight requests finish.
+//! The listener: accepts connections (plain or TLS), hands each to [`conn`] (HTTP/1.1 and
+//! HTTP/2), and shuts down gracefully: stop accepting, end live reads, let in-flight requests
+//! finish.
 
 use crate::config::{Config, StorageMode};
+use crate::conn;
 use crate::http::App;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use riffle_engine::wal::FsDir;
 use riffle_engine::{Durability, Engine, EngineConfig, StorageConfig, SystemClock};
 use std::future::Future;
@@ -15,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,13 +150,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         }
     });
 
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Without half-close, hyper probes the socket for EOF while every request is in flight: an
-    // extra read syscall and a fresh read buffer per request. With it, a client that hangs up
-    // mid-request is noticed when its response is written (long-polls and SSE streams end on
-    // their own timers, so nothing waits forever).
-    builder.http1().half_close(true);
+    // Every connection task, so shutdown can wait for in-flight requests to finish.
+    let connections = TaskTracker::new();
     tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {
@@ -174,44 +168,25 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
-        });
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                connections.spawn(conn::serve(stream, app));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let token = shutdown.clone();
-                tokio::spawn(async move {
-                    let stream = match acceptor.accept(stream).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                connections.spawn(async move {
+                    let accept = acceptor.accept(stream);
+                    let stream = tokio::select! {
+                        accepted = accept => match accepted {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
                         },
-                        () = token.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
+                        () = app.shutdown.cancelled() => return,
+                    };
+                    conn::serve(stream, app).await;
                 });
             }
         }
@@ -221,7 +196,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     drop(listener);
     shutdown.cancel();
     sweeper.abort();
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {

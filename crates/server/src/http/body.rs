@@ -1,5 +1,5 @@
-//! Response bodies: stored chunks handed to hyper as they are (with an exact length), or a
-//! stream of frames for SSE.
+//! Request bodies as the handlers receive them, and response bodies: stored chunks handed to
+//! the connection as they are (with an exact length), or a stream of frames for SSE.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -9,6 +9,16 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// A request's body. HTTP/1.1 connections read it whole before the handler runs; HTTP/2
+/// streams it (hyper), and the handler reads it under the size limit.
+pub enum RequestBody {
+    Full(Bytes),
+    /// Declared (or found) larger than the server's request-body limit, and not read: the
+    /// handler answers 413.
+    TooLarge,
+    Streamed(hyper::body::Incoming),
+}
 
 /// Every response's body. Stored bytes are the common case and need no allocation of their
 /// own (an empty body needs none at all); only streams (SSE) are boxed.

@@ -11,13 +11,12 @@ mod error;
 pub mod streams;
 
 use crate::config::{Config, Cors};
-use body::ResponseBody;
+use body::{RequestBody, ResponseBody};
 pub use error::ApiError;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
 use riffle_engine::Engine;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const STREAM_PREFIX: &str = "/v1/stream/";
@@ -44,20 +43,33 @@ const EXPOSE_HEADERS: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Da
 
 impl App {
     /// Serve one request. Never fails: every problem is an HTTP answer.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
-        let origin = req.headers().get(header::ORIGIN).cloned();
-        let preflight = req.method() == Method::OPTIONS;
+    ///
+    /// The head is borrowed and only the body moves: requests pass through several layers of
+    /// handlers, and moving a whole `Request` at each would copy it each time.
+    pub async fn handle(&self, req: &Parts, body: RequestBody) -> Response<ResponseBody> {
         let mut resp = self
-            .route(req)
+            .route(req, body)
             .await
             .unwrap_or_else(ApiError::into_response);
-        self.common_headers(resp.headers_mut(), origin.as_ref(), preflight);
+        let origin = req.headers.get(header::ORIGIN);
+        self.common_headers(resp.headers_mut(), origin, req.method == Method::OPTIONS);
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<ResponseBody>, ApiError> {
-        let path = req.uri().path();
-        if req.method() == Method::OPTIONS {
+    /// The answer to a request refused before it reached a handler (malformed, too large).
+    pub fn error_response(&self, e: ApiError) -> Response<ResponseBody> {
+        let mut resp = e.into_response();
+        self.common_headers(resp.headers_mut(), None, false);
+        resp
+    }
+
+    async fn route(
+        &self,
+        req: &Parts,
+        body: RequestBody,
+    ) -> Result<Response<ResponseBody>, ApiError> {
+        let path = req.uri.path();
+        if req.method == Method::OPTIONS {
             return Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
@@ -76,13 +88,13 @@ impl App {
                     "missing stream name after /v1/stream/",
                 ));
             }
-            return streams::handle(self, req).await;
+            return streams::handle(self, req, body).await;
         }
         match path {
-            "/healthz" | "/readyz" if matches!(*req.method(), Method::GET | Method::HEAD) => {
+            "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {
                 Ok(Response::new(body::full("ok\n")))
             }
-            "/metrics" if *req.method() == Method::GET => Ok(self.metrics()),
+            "/metrics" if req.method == Method::GET => Ok(self.metrics()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not found: streams live under /v1/stream/",

@@ -10,27 +10,31 @@ mod read;
 mod sse;
 mod write;
 
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::{ApiError, App};
-use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, header};
 
 /// Longest stream path accepted.
 const MAX_PATH: usize = 1024;
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Result<Response<ResponseBody>, ApiError> {
-    let name = req.uri().path().to_string();
+pub async fn handle(
+    app: &App,
+    req: &Parts,
+    body: RequestBody,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let name = req.uri.path();
     if name.len() > MAX_PATH {
         return Err(ApiError::bad_request(format!(
             "stream path is longer than {MAX_PATH} bytes"
         )));
     }
-    match *req.method() {
-        Method::PUT => write::create(app, name, req).await,
-        Method::POST => write::append(app, name, req).await,
-        Method::DELETE => write::delete(app, &name).await,
-        Method::GET => read::get(app, &name, req).await,
-        Method::HEAD => read::head(app, &name),
+    match req.method {
+        Method::PUT => write::create(app, name, req, body).await,
+        Method::POST => write::append(app, name, req, body).await,
+        Method::DELETE => write::delete(app, name).await,
+        Method::GET => read::get(app, name, req).await,
+        Method::HEAD => read::head(app, name),
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET, HEAD, PUT, POST, DELETE or OPTIONS",

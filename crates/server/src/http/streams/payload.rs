@@ -3,18 +3,18 @@
 
 use super::super::ApiError;
 use super::headers::{Field, ReqHeaders};
+use crate::http::body::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use riffle_engine::{Framing, Payload};
 use serde_json::value::RawValue;
 
 /// Read the whole body, answering 413 as soon as it passes `limit` (declared or streamed).
 pub async fn read_body(
     headers: &ReqHeaders<'_>,
-    mut body: Incoming,
+    body: RequestBody,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
@@ -30,6 +30,12 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    let mut body = match body {
+        RequestBody::Full(b) if b.len() as u64 > limit => return Err(too_large()),
+        RequestBody::Full(b) => return Ok(b),
+        RequestBody::TooLarge => return Err(too_large()),
+        RequestBody::Streamed(incoming) => incoming,
+    };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     // A small body arrives as one frame and is kept as it is; later frames are joined.
     let mut first = Bytes::new();

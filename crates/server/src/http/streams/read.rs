@@ -7,8 +7,8 @@ use super::payload::json_array;
 use super::{ResponseBody, sse, with_content_type};
 use crate::http::cursor::next_cursor;
 use crate::http::{ApiError, App, body};
-use http::{HeaderMap, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::{HeaderMap, Response, StatusCode, header};
 use riffle_engine::{Clock, Expiry, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
 
 /// Most bytes one catch-up response carries; the client follows `Stream-Next-Offset`.
@@ -16,16 +16,12 @@ pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
 
 const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
 
-pub async fn get(
-    app: &App,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, ApiError> {
-    let q = read_query(req.uri().query())?;
+pub async fn get(app: &App, name: &str, req: &Parts) -> Result<Response<ResponseBody>, ApiError> {
+    let q = read_query(req.uri.query())?;
     let handle = app.engine.open(name)?;
     match q.live {
-        Live::No => catch_up(&handle, &q, req.headers()),
-        Live::LongPoll => long_poll(app, handle, &q, req.headers()).await,
+        Live::No => catch_up(&handle, &q, &req.headers),
+        Live::LongPoll => long_poll(app, handle, &q, &req.headers).await,
         Live::Sse => sse::respond(app, handle, &q),
     }
 }

@@ -6,20 +6,21 @@ use super::offset::{offset_header, parse_offset};
 use super::params;
 use super::payload::{EmptyArray, framing_of, read_body, to_payload};
 use super::{ResponseBody, with_content_type};
+use crate::http::body::RequestBody;
 use crate::http::{ApiError, App, STREAM_PREFIX, body};
-use http::{Request, Response, StatusCode, header as h};
-use hyper::body::Incoming;
+use http::request::Parts;
+use http::{Response, StatusCode, header as h};
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, ReadFrom,
 };
 
 pub async fn create(
     app: &App,
-    name: String,
-    req: Request<Incoming>,
+    name: &str,
+    req: &Parts,
+    body: RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let hs = &ReqHeaders::scan(&parts.headers);
+    let hs = &ReqHeaders::scan(&req.headers);
     let closed = params::closed_flag(hs);
     let expiry = params::expiry(hs)?;
     let fork = fork_spec(hs)?;
@@ -59,7 +60,7 @@ pub async fn create(
     };
     // Everything that can reject the request is checked before the create takes effect.
     let host = hs.text(Field::Host)?.unwrap_or("localhost").to_string();
-    let created = app.engine.create(&name, spec).await?;
+    let created = app.engine.create(name, spec).await?;
     let info = created.info;
     let mut resp = with_content_type(
         if created.created {
@@ -130,11 +131,11 @@ fn source_path(value: &str) -> Result<String, ApiError> {
 
 pub async fn append(
     app: &App,
-    name: String,
-    req: Request<Incoming>,
+    name: &str,
+    req: &Parts,
+    body: RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let hs = &ReqHeaders::scan(&parts.headers);
+    let hs = &ReqHeaders::scan(&req.headers);
     let close = params::closed_flag(hs);
     let producer = params::producer(hs)?;
     let stream_seq = hs.text(Field::StreamSeq)?.map(str::to_string);
@@ -164,7 +165,7 @@ pub async fn append(
     let out = app
         .engine
         .append(
-            &name,
+            name,
             AppendRequest {
                 content_type,
                 payload,

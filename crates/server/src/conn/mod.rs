@@ -1,0 +1,217 @@
+//! Connections: HTTP/1.1 served by a lean loop of our own, HTTP/2 handed to hyper.
+//!
+//! Why not hyper for HTTP/1.1 too: appends are small requests, and per request hyper's
+//! general-purpose machinery (a body channel between the connection and the handler, its
+//! dispatcher's poll rounds, header encoding and write queue) cost more instructions than the
+//! whole storage path. This loop does what the stream server needs and nothing else: parse a
+//! head (`httparse`), read the body whole into the request (its size limit applies before a
+//! byte is read), run the handler, write the response with one `write` for small answers. It
+//! keeps the connection across requests (pipelined ones included), answers
+//! `Expect: 100-continue`, decodes chunked bodies, streams SSE bodies chunk-encoded, and
+//! refuses ambiguous framing with 400.
+//!
+//! A connection whose first bytes are the HTTP/2 preface (cleartext prior knowledge, or TLS
+//! with ALPN `h2`) is served by hyper's HTTP/2 server instead.
+
+mod prefixed;
+pub mod request;
+pub mod response;
+
+use crate::http::body::RequestBody;
+use crate::http::{ApiError, App};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Version};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prefixed::Prefixed;
+use request::{Chunked, Framing, Head, Refused};
+use response::Exchange;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Read-buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bodies declared up to this size get their whole buffer at once.
+const RESERVE_WHOLE_BODY: u64 = 1024 * 1024;
+
+/// Serve one accepted connection until the client leaves, an error ends it, or the server
+/// shuts down (between requests: in-flight requests finish first).
+pub async fn serve<IO>(mut io: IO, app: Arc<App>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Enough bytes to tell an HTTP/2 preface from an HTTP/1 request line.
+    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+        if !read_more(&mut io, &mut buf, Some(&app)).await {
+            return;
+        }
+    }
+    if buf.starts_with(H2_PREFACE) {
+        return http2(Prefixed::new(buf.freeze(), io), app).await;
+    }
+    if let Err(e) = http1(&mut io, buf, &app).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Read more into `buf`. False on EOF, a read error, or (when idle, given `idle_app`) shutdown.
+async fn read_more<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    idle_app: Option<&App>,
+) -> bool {
+    buf.reserve(READ_CHUNK);
+    let read = match idle_app {
+        Some(app) if buf.is_empty() => tokio::select! {
+            r = io.read_buf(buf) => r,
+            () = app.shutdown.cancelled() => return false,
+        },
+        _ => io.read_buf(buf).await,
+    };
+    matches!(read, Ok(n) if n > 0)
+}
+
+async fn http1<IO>(io: &mut IO, mut buf: BytesMut, app: &App) -> std::io::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let head = loop {
+            match request::parse_head(&mut buf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(refused) => return refuse(io, &mut out, app, refused).await,
+            }
+            if !read_more(io, &mut buf, Some(app)).await {
+                return Ok(()); // EOF (mid-head: nothing is owed) or shutdown while idle
+            }
+        };
+        let Head {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let limit = app.config.limits.max_request_body_bytes;
+        let body = match framing {
+            None => RequestBody::Full(Bytes::new()),
+            // Refused before reading; the unread body means the connection cannot continue.
+            Some(Framing::Length(n)) if n > limit => RequestBody::TooLarge,
+            Some(framing) => {
+                if expect_continue && parts.version == Version::HTTP_11 {
+                    io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                    io.flush().await?;
+                }
+                let read = match framing {
+                    Framing::Length(n) => read_sized(io, &mut buf, n).await,
+                    Framing::Chunked => read_chunked(io, &mut buf, limit).await,
+                };
+                match read {
+                    Ok(Some(body)) => body,
+                    Ok(None) => return Ok(()), // the client left mid-body
+                    Err(refused) => return refuse(io, &mut out, app, refused).await,
+                }
+            }
+        };
+        let complete = !matches!(body, RequestBody::TooLarge);
+        let ex = Exchange {
+            head: parts.method == Method::HEAD,
+            version: parts.version,
+            keep_alive: keep_alive && complete && !app.shutdown.is_cancelled(),
+        };
+        let resp = app.handle(&parts, body).await;
+        let again = response::write(io, &mut out, resp, ex).await?;
+        if !again || app.shutdown.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// Read a body of `n` bytes. `None`: the connection ended first.
+async fn read_sized<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    n: u64,
+) -> Result<Option<RequestBody>, Refused> {
+    let want = usize::try_from(n).unwrap_or(usize::MAX);
+    if n <= RESERVE_WHOLE_BODY {
+        buf.reserve(want.saturating_sub(buf.len()));
+    }
+    while buf.len() < want {
+        if !read_more(io, buf, None).await {
+            return Ok(None);
+        }
+    }
+    Ok(Some(RequestBody::Full(buf.split_to(want).freeze())))
+}
+
+/// Read and decode a chunked body, up to `limit` bytes of data.
+async fn read_chunked<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    limit: u64,
+) -> Result<Option<RequestBody>, Refused> {
+    let mut decoder = Chunked::default();
+    let mut data = BytesMut::new();
+    loop {
+        let done = decoder.decode(buf, &mut data)?;
+        if data.len() as u64 > limit {
+            // The handler answers 413; the rest of the body stays unread.
+            return Ok(Some(RequestBody::TooLarge));
+        }
+        if done {
+            return Ok(Some(RequestBody::Full(data.freeze())));
+        }
+        if !read_more(io, buf, None).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// Answer a request that cannot be served, and end the connection.
+async fn refuse<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    app: &App,
+    refused: Refused,
+) -> std::io::Result<()> {
+    let resp = app.error_response(ApiError::new(refused.status, refused.message));
+    let ex = Exchange {
+        head: false,
+        version: Version::HTTP_11,
+        keep_alive: false,
+    };
+    response::write(io, out, resp, ex).await.map(|_| ())
+}
+
+/// Serve an HTTP/2 connection with hyper, until it ends or the server shuts down.
+async fn http2<IO>(io: IO, app: Arc<App>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let token = app.shutdown.clone();
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let resp = app.handle(&parts, RequestBody::Streamed(body)).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r {
+            tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+        },
+        () = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! HTTP/1.1 responses: the head encoded into one buffer, small bodies in the same write, large
+//! stored chunks written as they are, streamed bodies (SSE) chunk-encoded and flushed frame by
+//! frame.
+
+use crate::http::body::ResponseBody;
+use http::{HeaderName, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Bodies up to this size are copied behind the head and sent with it in one write.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// What the request decided about its response.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange {
+    /// A HEAD request: headers only.
+    pub head: bool,
+    pub version: Version,
+    /// The connection stays open after this response.
+    pub keep_alive: bool,
+}
+
+/// How the body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    None,
+    Length,
+    Chunked,
+    /// HTTP/1.0 and a body of unknown length: delimited by closing the connection.
+    UntilClose,
+}
+
+/// Write `resp`. Returns whether the connection may carry another request.
+pub async fn write<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    resp: Response<ResponseBody>,
+    ex: Exchange,
+) -> std::io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let exact = body.size_hint().exact();
+    let wire = match (no_body || ex.head, exact) {
+        (true, _) => Wire::None,
+        (false, Some(_)) => Wire::Length,
+        (false, None) if ex.version == Version::HTTP_11 => Wire::Chunked,
+        (false, None) => Wire::UntilClose,
+    };
+    let keep_alive = ex.keep_alive && wire != Wire::UntilClose;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if is_framing(name) {
+            continue; // framing is this layer's to decide
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match (wire, exact) {
+        (Wire::Length, Some(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (Wire::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    push_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+
+    if wire == Wire::None {
+        io.write_all(out).await?;
+        io.flush().await?;
+        return Ok(keep_alive);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() else {
+            continue; // trailers: not sent over HTTP/1.1
+        };
+        match wire {
+            Wire::Length if out.len() + data.len() <= COALESCE_BYTES => {
+                out.extend_from_slice(&data);
+            }
+            Wire::Length => {
+                // Large stored chunks go out as they are, without a copy.
+                io.write_all(out).await?;
+                out.clear();
+                io.write_all(&data).await?;
+            }
+            Wire::Chunked => {
+                // A streamed frame (an SSE event) is sent at once.
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+            }
+            Wire::UntilClose => {
+                out.extend_from_slice(&data);
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+            }
+            Wire::None => {}
+        }
+    }
+    if wire == Wire::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    Ok(keep_alive)
+}
+
+fn is_framing(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name == header::DATE
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once per second per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body;
+    use bytes::Bytes;
+    use http_body::Frame;
+    use std::convert::Infallible;
+
+    async fn wire(resp: Response<ResponseBody>, ex: Exchange) -> (String, bool) {
+        let mut io = Vec::new();
+        let keep = write(&mut io, &mut Vec::new(), resp, ex).await.unwrap();
+        (String::from_utf8(io).unwrap(), keep)
+    }
+
+    const GET11: Exchange = Exchange {
+        head: false,
+        version: Version::HTTP_11,
+        keep_alive: true,
+    };
+
+    fn without_date(s: &str) -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn stored_bodies_have_a_length() {
+        let resp = Response::builder()
+            .header("x-a", "1")
+            .header("content-length", "999")
+            .body(body::chunks([Bytes::from("ab"), Bytes::from("cd")]))
+            .unwrap();
+        let (s, keep) = wire(resp, GET11).await;
+        assert!(keep);
+        assert!(s.contains("\r\ndate: "));
+        assert_eq!(
+            without_date(&s),
+            "HTTP/1.1 200 OK\nx-a: 1\ncontent-length: 4\n\nabcd"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_chunks_are_written_whole() {
+        let big = Bytes::from(vec![b'x'; COALESCE_BYTES * 2]);
+        let resp = Response::new(body::chunks([Bytes::from("a"), big.clone()]));
+        let (s, _) = wire(resp, GET11).await;
+        assert!(s.ends_with(&format!("\r\n\r\na{}", "x".repeat(big.len()))));
+        assert!(s.contains(&format!("content-length: {}\r\n", big.len() + 1)));
+    }
+
+    #[tokio::test]
+    async fn no_body_statuses_and_head_send_headers_only() {
+        for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+            let mut resp = Response::new(body::full("ignored"));
+            *resp.status_mut() = status;
+            let (s, _) = wire(resp, GET11).await;
+            assert!(
+                !s.contains("content-length") && s.ends_with("\r\n\r\n"),
+                "{s}"
+            );
+        }
+        let head = Exchange {
+            head: true,
+            ..GET11
+        };
+        let (s, _) = wire(Response::new(body::full("x")), head).await;
+        assert!(
+            !s.contains("content-length") && s.ends_with("\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    fn streamed() -> ResponseBody {
+        let frames = futures_util::stream::iter(
+            ["ev1", "event-2"].map(|f| Ok::<_, Infallible>(Frame::data(Bytes::from(f)))),
+        );
+        body::stream(http_body_util::StreamBody::new(frames))
+    }
+
+    #[tokio::test]
+    async fn streams_are_chunked_over_http11_and_close_delimited_over_http10() {
+        let (s, keep) = wire(Response::new(streamed()), GET11).await;
+        assert!(keep);
+        assert!(s.contains("transfer-encoding: chunked\r\n"));
+        assert!(
+            s.ends_with("\r\n\r\n3\r\nev1\r\n7\r\nevent-2\r\n0\r\n\r\n"),
+            "{s}"
+        );
+
+        let v10 = Exchange {
+            version: Version::HTTP_10,
+            ..GET11
+        };
+        let (s, keep) = wire(Response::new(streamed()), v10).await;
+        assert!(!keep);
+        assert!(s.contains("connection: close\r\n") && s.ends_with("\r\n\r\nev1event-2"));
+    }
+}
