@@ -27,6 +27,7 @@ use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
 use response::Exchange;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -35,6 +36,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_CHUNK: usize = 16 * 1024;
 /// Bodies declared up to this size get their whole buffer at once.
 const RESERVE_WHOLE_BODY: u64 = 1024 * 1024;
+/// A client that has started a request and then sends nothing for this long is dropped, so a
+/// trickle of half-sent heads or bodies cannot hold connections open forever. (An idle
+/// connection between requests has no limit: it costs a socket and nothing else.)
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve one accepted connection until the client leaves, an error ends it, or the server
 /// shuts down (between requests: in-flight requests finish first).
@@ -57,7 +62,8 @@ where
     }
 }
 
-/// Read more into `buf`. False on EOF, a read error, or (when idle, given `idle_app`) shutdown.
+/// Read more into `buf`. False on EOF, a read error, a stall mid-request, or (when idle
+/// between requests, given `idle_app`) shutdown.
 async fn read_more<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
@@ -69,7 +75,13 @@ async fn read_more<IO: AsyncRead + Unpin>(
             r = io.read_buf(buf) => r,
             () = app.shutdown.cancelled() => return false,
         },
-        _ => io.read_buf(buf).await,
+        _ => match tokio::time::timeout(STALL_TIMEOUT, io.read_buf(buf)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!("client stalled mid-request; closing the connection");
+                return false;
+            }
+        },
     };
     matches!(read, Ok(n) if n > 0)
 }
@@ -213,5 +225,24 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_stalls_is_dropped() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        // Mid-request (bytes already buffered): given up after the stall timeout.
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        let started = tokio::time::Instant::now();
+        assert!(!read_more(&mut server, &mut buf, None).await);
+        assert!(started.elapsed() >= STALL_TIMEOUT);
+        // A read that makes progress returns at once.
+        client.write_all(b"Host: x\r\n").await.unwrap();
+        assert!(read_more(&mut server, &mut buf, None).await);
+        assert!(buf.ends_with(b"Host: x\r\n"));
     }
 }
