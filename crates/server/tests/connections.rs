@@ -127,7 +127,7 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     // `Connection: close` is honoured.
-    c.send(format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let last = c.response().expect("last");
     assert_eq!(last.header("connection"), Some("close"));
     assert!(c.closed());
