@@ -26,9 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
 use response::Exchange;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::WaitForCancellationFuture;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -48,10 +50,14 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    // Enough bytes to tell an HTTP/2 preface from an HTTP/1 request line.
-    while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-        if !read_more(&mut io, &mut buf, Some(&app)).await {
-            return;
+    {
+        let stop = app.shutdown.cancelled();
+        tokio::pin!(stop);
+        // Enough bytes to tell an HTTP/2 preface from an HTTP/1 request line.
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            if !read_more(&mut io, &mut buf, Some(stop.as_mut())).await {
+                return;
+            }
         }
     }
     if buf.starts_with(H2_PREFACE) {
@@ -63,17 +69,21 @@ where
 }
 
 /// Read more into `buf`. False on EOF, a read error, a stall mid-request, or (when idle
-/// between requests, given `idle_app`) shutdown.
+/// between requests, given the connection's `stop` future) shutdown.
+///
+/// `stop` lives as long as the connection: registering a fresh shutdown waiter for every
+/// request (and unregistering it) would cost two lock round trips per request.
 async fn read_more<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
-    idle_app: Option<&App>,
+    stop: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
 ) -> bool {
     buf.reserve(READ_CHUNK);
-    let read = match idle_app {
-        Some(app) if buf.is_empty() => tokio::select! {
+    let read = match stop {
+        Some(stop) if buf.is_empty() => tokio::select! {
+            biased; // a request already waiting is read without touching the waiter
             r = io.read_buf(buf) => r,
-            () = app.shutdown.cancelled() => return false,
+            () = stop => return false,
         },
         _ => match tokio::time::timeout(STALL_TIMEOUT, io.read_buf(buf)).await {
             Ok(r) => r,
@@ -91,6 +101,8 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = Vec::with_capacity(1024);
+    let stop = app.shutdown.cancelled();
+    tokio::pin!(stop);
     loop {
         let head = loop {
             match request::parse_head(&mut buf) {
@@ -98,7 +110,7 @@ where
                 Ok(None) => {}
                 Err(refused) => return refuse(io, &mut out, app, refused).await,
             }
-            if !read_more(io, &mut buf, Some(app)).await {
+            if !read_more(io, &mut buf, Some(stop.as_mut())).await {
                 return Ok(()); // EOF (mid-head: nothing is owed) or shutdown while idle
             }
         };
@@ -130,14 +142,14 @@ where
             }
         };
         let complete = !matches!(body, RequestBody::TooLarge);
+        let resp = app.handle(&parts, body).await;
         let ex = Exchange {
             head: parts.method == Method::HEAD,
             version: parts.version,
+            // At shutdown the answer says the connection closes.
             keep_alive: keep_alive && complete && !app.shutdown.is_cancelled(),
         };
-        let resp = app.handle(&parts, body).await;
-        let again = response::write(io, &mut out, resp, ex).await?;
-        if !again || app.shutdown.is_cancelled() {
+        if !response::write(io, &mut out, resp, ex).await? {
             return Ok(());
         }
     }
