@@ -1,17 +1,21 @@
-//! HTTP/1.1 responses: the head encoded into one buffer, small bodies in the same write, large
-//! stored chunks written as they are, streamed bodies (SSE) chunk-encoded and flushed frame by
-//! frame.
+//! HTTP/1.1 responses: the head encoded into one buffer, small bodies in the same write, larger
+//! stored bodies gathered with the head into vectored writes (no copy), streamed bodies (SSE)
+//! chunk-encoded and flushed frame by frame.
 
 use crate::http::body::ResponseBody;
+use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::cell::RefCell;
+use std::io::IoSlice;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE_BYTES: usize = 16 * 1024;
+/// Buffers per vectored write (well under every platform's `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
 
 /// What the request decided about its response.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +89,26 @@ pub async fn write<W: AsyncWrite + Unpin>(
     push_date(out);
     out.extend_from_slice(b"\r\n\r\n");
 
-    if wire == Wire::None {
+    if wire == Wire::Length {
+        // A body of known length is stored bytes: every frame is ready now.
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() {
+                chunks.push(data);
+            }
+        }
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if out.len() + total <= COALESCE_BYTES {
+            for c in &chunks {
+                out.extend_from_slice(c);
+            }
+        } else {
+            write_all_vectored(io, out, &chunks).await?;
+            io.flush().await?;
+            return Ok(keep_alive);
+        }
+    }
+    if matches!(wire, Wire::None | Wire::Length) {
         io.write_all(out).await?;
         io.flush().await?;
         return Ok(keep_alive);
@@ -95,15 +118,6 @@ pub async fn write<W: AsyncWrite + Unpin>(
             continue; // trailers: not sent over HTTP/1.1
         };
         match wire {
-            Wire::Length if out.len() + data.len() <= COALESCE_BYTES => {
-                out.extend_from_slice(&data);
-            }
-            Wire::Length => {
-                // Large stored chunks go out as they are, without a copy.
-                io.write_all(out).await?;
-                out.clear();
-                io.write_all(&data).await?;
-            }
             Wire::Chunked => {
                 // A streamed frame (an SSE event) is sent at once.
                 out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
@@ -119,7 +133,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
                 io.flush().await?;
                 out.clear();
             }
-            Wire::None => {}
+            Wire::None | Wire::Length => {}
         }
     }
     if wire == Wire::Chunked {
@@ -128,6 +142,29 @@ pub async fn write<W: AsyncWrite + Unpin>(
     io.write_all(out).await?;
     io.flush().await?;
     Ok(keep_alive)
+}
+
+/// Write `head` and then `chunks`, gathered into as few writes as the socket takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    head: &[u8],
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(head)
+        .chain(chunks.iter().map(|c| &c[..]))
+        .filter(|s| !s.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let batch = rest.len().min(MAX_IOVECS);
+        let n = io.write_vectored(&rest[..batch]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 fn is_framing(name: &HeaderName) -> bool {
