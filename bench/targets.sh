@@ -7,8 +7,9 @@
 #
 # Modes: memory (Riffle `memory` vs `--durability memory`), closed loop and at a fixed
 # 50,000 appends/s (equal load, so CPU per append compares like with like), and durable
-# (Riffle `file-durable` vs `--durability wal`), closed loop. Prints one markdown row per run,
-# then the medians and the median of the per-round ratios.
+# (Riffle `file-durable` vs `--durability wal`), closed loop. The order of the two servers
+# alternates by round. Prints one markdown row per run, then the medians and the median of the
+# per-round ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 rounds="${1:-5}"
@@ -63,10 +64,19 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for spec in "memory memory memory -" "memory@50k memory memory 50000" "durable file-durable wal -"; do
     read -r label rmode emode rate <<<"$spec"
-    # shellcheck disable=SC2046
-    read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
-    # shellcheck disable=SC2046
-    read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
+    # Who goes first alternates round by round, so neither server always runs on the heels of
+    # the other's work (page-cache writeback, a warm or cold CPU).
+    if ((r % 2)); then
+      # shellcheck disable=SC2046
+      read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
+      # shellcheck disable=SC2046
+      read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
+    else
+      # shellcheck disable=SC2046
+      read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
+      # shellcheck disable=SC2046
+      read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
+    fi
     python3 - "$label" "$r" "$ra" "$ea" "$rc" "$ec" "$rp" "$ep" <<'EOF' | tee -a "$results"
 import sys
 label, r, ra, ea, rc, ec, rp, ep = sys.argv[1:]
