@@ -84,6 +84,9 @@ pub async fn write<W: AsyncWrite + Unpin>(
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
+    } else if ex.version == Version::HTTP_10 {
+        // An HTTP/1.0 client that asked to keep the connection learns that it may.
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"date: ");
     push_date(out);
@@ -289,5 +292,9 @@ mod tests {
         let (s, keep) = wire(Response::new(streamed()), v10).await;
         assert!(!keep);
         assert!(s.contains("connection: close\r\n") && s.ends_with("\r\n\r\nev1event-2"));
+        // A stored body keeps an HTTP/1.0 keep-alive connection open, and says so.
+        let (s, keep) = wire(Response::new(body::full("x")), v10).await;
+        assert!(keep);
+        assert!(s.contains("connection: keep-alive\r\n") && s.ends_with("\r\n\r\nx"));
     }
 }
