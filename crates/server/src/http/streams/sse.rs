@@ -45,6 +45,17 @@ pub fn respond(
     let reconnect = tokio::time::Instant::now() + app.config.sse_reconnect_interval;
     let shutdown = app.shutdown.clone();
     let events = async_stream::stream! {
+        // Created once per response, not once per event: with many subscribers, timers and
+        // shutdown waiters registered and dropped per delivery cost more than the delivery.
+        let reconnect = tokio::time::sleep_until(reconnect);
+        tokio::pin!(reconnect);
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+        // The keep-alive timer is moved only when it fires: events in between just note the
+        // time, so a busy stream does not re-arm a timer per event.
+        let quiet = tokio::time::sleep(keepalive);
+        tokio::pin!(quiet);
+        let mut last_sent = tokio::time::Instant::now();
         let mut first = true;
         loop {
             let batch = match handle.read(ReadFrom::At(pos), MAX_READ_BYTES) {
@@ -62,6 +73,7 @@ pub fn respond(
                     break;
                 }
                 first = false;
+                last_sent = tokio::time::Instant::now();
                 continue;
             }
             if first || batch.closed {
@@ -75,13 +87,20 @@ pub fn respond(
             }
             tokio::select! {
                 _ = handle.changed() => continue,
-                _ = tokio::time::sleep(keepalive) => {
+                () = &mut quiet => {
+                    let now = tokio::time::Instant::now();
+                    if now < last_sent + keepalive {
+                        quiet.as_mut().reset(last_sent + keepalive);
+                        continue;
+                    }
                     let mut ev = BytesMut::new();
                     control_event(&mut ev, &batch, &cursor);
                     yield Ok(Frame::data(ev.freeze()));
+                    last_sent = now;
+                    quiet.as_mut().reset(now + keepalive);
                 }
-                _ = tokio::time::sleep_until(reconnect) => break,
-                _ = shutdown.cancelled() => break,
+                () = &mut reconnect => break,
+                () = &mut stopping => break,
             }
         }
     };
