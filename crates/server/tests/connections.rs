@@ -99,9 +99,7 @@ fn post(path: &str, body: &str, extra: &str) -> String {
 #[tokio::test]
 async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let s = Server::start().await;
-    let url = s.stream("pipe");
-    s.create(&url, TEXT).await;
-    let path = url.strip_prefix(&s.base).expect("base").to_string();
+    let (_, path) = s.text_stream("pipe").await;
 
     let mut c = Raw::connect(s.port);
     // Three requests in one write: two appends and a read.
@@ -136,9 +134,7 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 #[tokio::test]
 async fn a_body_sent_in_pieces_and_chunked_bodies_are_read_whole() {
     let s = Server::start().await;
-    let url = s.stream("pieces");
-    s.create(&url, TEXT).await;
-    let path = url.strip_prefix(&s.base).expect("base").to_string();
+    let (url, path) = s.text_stream("pieces").await;
 
     let mut c = Raw::connect(s.port);
     // Head and body trickle in over several writes.
@@ -165,9 +161,7 @@ async fn a_body_sent_in_pieces_and_chunked_bodies_are_read_whole() {
 #[tokio::test]
 async fn expect_continue_gets_a_go_ahead_before_the_body() {
     let s = Server::start().await;
-    let url = s.stream("expect");
-    s.create(&url, TEXT).await;
-    let path = url.strip_prefix(&s.base).expect("base").to_string();
+    let (url, path) = s.text_stream("expect").await;
 
     let mut c = Raw::connect(s.port);
     c.send(
@@ -185,9 +179,7 @@ async fn expect_continue_gets_a_go_ahead_before_the_body() {
     // Too large for the limit: refused at once, without a go-ahead, and the body never read.
     let limited =
         Server::start_with(Options::default().env("DS_LIMITS__MAX_REQUEST_BODY_BYTES", "10")).await;
-    let url = limited.stream("expect");
-    limited.create(&url, TEXT).await;
-    let path = url.strip_prefix(&limited.base).expect("base").to_string();
+    let (_, path) = limited.text_stream("expect").await;
     let mut c = Raw::connect(limited.port);
     c.send(
         format!(
@@ -205,9 +197,7 @@ async fn expect_continue_gets_a_go_ahead_before_the_body() {
 async fn oversized_and_ambiguous_bodies_are_refused_and_the_connection_closed() {
     let s =
         Server::start_with(Options::default().env("DS_LIMITS__MAX_REQUEST_BODY_BYTES", "10")).await;
-    let url = s.stream("limits");
-    s.create(&url, TEXT).await;
-    let path = url.strip_prefix(&s.base).expect("base").to_string();
+    let (url, path) = s.text_stream("limits").await;
 
     // Declared too large: 413, and the unread body is not taken for a next request.
     let mut c = Raw::connect(s.port);
@@ -260,9 +250,7 @@ async fn http10_requests_get_an_answer_and_a_close() {
 #[tokio::test]
 async fn an_sse_response_is_chunked_and_streams_events_as_they_happen() {
     let s = Server::start().await;
-    let url = s.stream("sse");
-    s.create(&url, TEXT).await;
-    let path = url.strip_prefix(&s.base).expect("base").to_string();
+    let (url, path) = s.text_stream("sse").await;
     let mut c = Raw::connect(s.port);
     c.send(format!("GET {path}?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     let end = c
@@ -323,20 +311,7 @@ async fn http2_with_prior_knowledge_and_over_tls() {
         (format!("http://127.0.0.1:{}", plain.port), "plain"),
         (format!("https://127.0.0.1:{}", tls.port), "tls"),
     ] {
-        let out = tokio::process::Command::new("node")
-            .arg("-e")
-            .arg(script)
-            .arg(&base)
-            .arg(mode)
-            .output()
-            .await
-            .expect("node runs");
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let v = node_json(script, &[&base, mode]).await;
         assert_eq!(v[0][0], 201, "{mode}: {v}");
         assert_eq!(v[1][0], 204, "{mode}: {v}");
         assert_eq!(v[1][1], offset(5), "{mode}: {v}");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Options, Server, SseReader, TempDir, ZERO, run_to_exit};
+use common::{Options, Server, SseReader, TempDir, ZERO, node_json, run_to_exit};
 use std::time::{Duration, Instant};
 
 const TEXT: &str = "text/plain";
@@ -407,19 +407,7 @@ async fn serves_https_when_given_a_certificate() {
           console.log(JSON.stringify([put, get]));
         })().catch((e) => { console.error(e); process.exit(1); });
     "#;
-    let out = tokio::process::Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .arg(format!("https://127.0.0.1:{}", s.port))
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = node_json(script, &[&format!("https://127.0.0.1:{}", s.port)]).await;
     assert_eq!(v[0][0], 201);
     assert_eq!(
         v[0][1],

@@ -314,6 +314,17 @@ impl Server {
     // ---- request shortcuts -------------------------------------------------------------
 
     /// `PUT url` with `content-type`.
+    /// Create a text stream named by `tag`; returns its URL and its path on the server.
+    pub async fn text_stream(&self, tag: &str) -> (String, String) {
+        let url = self.stream(tag);
+        self.create(&url, "text/plain").await;
+        let path = url
+            .strip_prefix(&self.base)
+            .expect("stream URLs start with the base")
+            .to_string();
+        (url, path)
+    }
+
     pub async fn create(&self, url: &str, content_type: &str) -> reqwest::Response {
         let r = self
             .client
@@ -460,6 +471,23 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (E
         out.push_str(&std::fs::read_to_string(&stdout_path).unwrap_or_default());
     }
     (status, out)
+}
+
+/// Run a Node script (`node -e script args...`) that prints one JSON value; return it.
+pub async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "node {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
 /// Send raw bytes on a fresh connection and read the answer until the server closes the
