@@ -235,6 +235,32 @@ async fn oversized_and_ambiguous_bodies_are_refused_and_the_connection_closed() 
     assert_eq!(s.read_all(&url).await, b"");
 }
 
+/// A client that sends a whole oversized body before reading still gets its 413: the server
+/// reads and drops the rest for a while instead of resetting the connection under it.
+#[tokio::test]
+async fn a_refused_upload_is_answered_even_when_the_client_sends_it_all_first() {
+    let s =
+        Server::start_with(Options::default().env("DS_LIMITS__MAX_REQUEST_BODY_BYTES", "10")).await;
+    let (url, path) = s.text_stream("upload").await;
+    // More than the socket buffers hold, less than the server drains (4 MiB).
+    let body = vec![b'x'; 3 << 20];
+    let mut c = Raw::connect(s.port);
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {TEXT}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let mut writer = c.s.try_clone().expect("clone");
+    let sent = std::thread::spawn(move || writer.write_all(&body).is_ok());
+    let r = c.response().expect("413");
+    assert!(sent.join().expect("writer"), "the upload was not reset");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(s.read_all(&url).await, b"");
+}
+
 #[tokio::test]
 async fn http10_requests_get_an_answer_and_a_close() {
     let s = Server::start().await;

@@ -42,6 +42,12 @@ const RESERVE_WHOLE_BODY: u64 = 1024 * 1024;
 /// trickle of half-sent heads or bodies cannot hold connections open forever. (An idle
 /// connection between requests has no limit: it costs a socket and nothing else.)
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the server ends a connection whose client may still be sending (a refused or
+/// oversized request, `Connection: close` with requests pipelined behind it), its input is
+/// read and dropped for up to this long, and this much: closing with unread input would reset
+/// the connection, and the client could lose the answer before reading it (RFC 9112 §9.6).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
 
 /// Serve one accepted connection until the client leaves, an error ends it, or the server
 /// shuts down (between requests: in-flight requests finish first).
@@ -63,9 +69,39 @@ where
     if buf.starts_with(H2_PREFACE) {
         return http2(Prefixed::new(buf.freeze(), io), app).await;
     }
-    if let Err(e) = http1(&mut io, buf, &app).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match http1(&mut io, buf, &app).await {
+        Ok(Ending::ClientLeft) => {}
+        Ok(Ending::Closed { linger }) => close(&mut io, linger).await,
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
+}
+
+/// How an HTTP/1 connection ended.
+enum Ending {
+    /// The client closed it (or sent half a request and left): nothing more to do.
+    ClientLeft,
+    /// The server ends it; `linger`: the client may still be sending.
+    Closed { linger: bool },
+}
+
+/// End a connection from the server's side: shut down the write half (a TLS close_notify,
+/// then FIN), and when the client may still be sending, drain its input for a bounded time.
+async fn close<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO, linger: bool) {
+    let _ = tokio::time::timeout(LINGER_TIME, io.shutdown()).await;
+    if !linger {
+        return;
+    }
+    let drain = async {
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// Read more into `buf`. False on EOF, a read error, a stall mid-request, or (when idle
@@ -96,7 +132,7 @@ async fn read_more<IO: AsyncRead + Unpin>(
     matches!(read, Ok(n) if n > 0)
 }
 
-async fn http1<IO>(io: &mut IO, mut buf: BytesMut, app: &App) -> std::io::Result<()>
+async fn http1<IO>(io: &mut IO, mut buf: BytesMut, app: &App) -> std::io::Result<Ending>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -104,14 +140,31 @@ where
     let stop = app.shutdown.cancelled();
     tokio::pin!(stop);
     loop {
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            // An idle connection does not keep the buffer a large request grew.
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        // Bytes of `buf` known to hold no complete head (a head that trickles in is parsed
+        // again only once its end may have arrived).
+        let mut scanned = 0;
         let head = loop {
-            match request::parse_head(&mut buf) {
-                Ok(Some(head)) => break head,
-                Ok(None) => {}
-                Err(refused) => return refuse(io, &mut out, app, refused).await,
+            if scanned == 0 || request::head_may_end(&buf, scanned) {
+                match request::parse_head(&mut buf) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(refused) => return refuse(io, &mut out, app, refused).await,
+                }
+            } else if buf.len() > request::MAX_HEAD_BYTES {
+                return refuse(io, &mut out, app, Refused::head_too_large()).await;
             }
+            scanned = buf.len();
             if !read_more(io, &mut buf, Some(stop.as_mut())).await {
-                return Ok(()); // EOF (mid-head: nothing is owed) or shutdown while idle
+                // EOF (mid-head: nothing is owed), or shutdown while idle.
+                return Ok(if app.shutdown.is_cancelled() {
+                    Ending::Closed { linger: false }
+                } else {
+                    Ending::ClientLeft
+                });
             }
         };
         let Head {
@@ -136,7 +189,7 @@ where
                 };
                 match read {
                     Ok(Some(body)) => body,
-                    Ok(None) => return Ok(()), // the client left mid-body
+                    Ok(None) => return Ok(Ending::ClientLeft), // it left mid-body
                     Err(refused) => return refuse(io, &mut out, app, refused).await,
                 }
             }
@@ -150,7 +203,7 @@ where
             keep_alive: keep_alive && complete && !app.shutdown.is_cancelled(),
         };
         if !response::write(io, &mut out, resp, ex).await? {
-            return Ok(());
+            return Ok(Ending::Closed { linger: true });
         }
     }
 }
@@ -196,20 +249,21 @@ async fn read_chunked<IO: AsyncRead + Unpin>(
     }
 }
 
-/// Answer a request that cannot be served, and end the connection.
+/// Answer a request that cannot be served; the connection then ends.
 async fn refuse<IO: AsyncWrite + Unpin>(
     io: &mut IO,
     out: &mut Vec<u8>,
     app: &App,
     refused: Refused,
-) -> std::io::Result<()> {
+) -> std::io::Result<Ending> {
     let resp = app.error_response(ApiError::new(refused.status, refused.message));
     let ex = Exchange {
         head: false,
         version: Version::HTTP_11,
         keep_alive: false,
     };
-    response::write(io, out, resp, ex).await.map(|_| ())
+    response::write(io, out, resp, ex).await?;
+    Ok(Ending::Closed { linger: true })
 }
 
 /// Serve an HTTP/2 connection with hyper, until it ends or the server shuts down.

@@ -50,7 +50,7 @@ impl Refused {
         }
     }
 
-    fn head_too_large() -> Self {
+    pub fn head_too_large() -> Self {
         Self {
             status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             message: format!(
@@ -102,7 +102,10 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let mut names = Vec::with_capacity(parsed.headers.len());
     let mut length: Option<u64> = None;
     let mut encodings = false;
-    let mut chunked_last = false;
+    // The only transfer coding accepted is exactly one `chunked`: anything else would be
+    // stored still encoded.
+    let mut chunked_only = true;
+    let mut chunked_seen = false;
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
     for h in parsed.headers.iter() {
@@ -121,8 +124,12 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
             length = Some(n);
         } else if name == http::header::TRANSFER_ENCODING {
             encodings = true;
-            if let Some(last) = h.value.rsplit(|&b| b == b',').next() {
-                chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if coding.eq_ignore_ascii_case(b"chunked") && !chunked_seen {
+                    chunked_seen = true;
+                } else if !coding.is_empty() {
+                    chunked_only = false;
+                }
             }
         } else if name == http::header::CONNECTION {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -143,7 +150,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
                 "both Transfer-Encoding and Content-Length: the body's length is ambiguous",
             ));
         }
-        (true, None) if !chunked_last || version == Version::HTTP_10 => {
+        (true, None) if !(chunked_only && chunked_seen) || version == Version::HTTP_10 => {
             return Err(Refused::bad(
                 "unsupported Transfer-Encoding: only chunked (HTTP/1.1) is accepted",
             ));
@@ -177,6 +184,15 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     }))
 }
 
+/// Whether a request head may end in `buf` past `scanned` (bytes already known to hold no
+/// head end): only then is it worth parsing again, so a head sent a byte at a time is not
+/// re-parsed from the start for every byte.
+pub fn head_may_end(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(3).min(buf.len());
+    let tail = &buf[from..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Incremental decoder of a chunked body (RFC 9112 §7.1); trailers are read and dropped.
 #[derive(Debug, Default)]
 pub struct Chunked {
@@ -202,12 +218,17 @@ impl Chunked {
                     let Some(line) = take_line(buf)? else {
                         return Ok(false);
                     };
+                    // chunk-size [BWS ";" extension]: hex digits first, then only blanks
+                    // before an extension (which is ignored).
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                    let size = size.trim_ascii();
-                    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit)
+                    let digits = size.trim_ascii_end();
+                    if digits.is_empty()
+                        || digits.len() > 15
+                        || !digits.iter().all(u8::is_ascii_hexdigit)
                     {
                         return Err(Refused::bad("invalid chunk size in a chunked body"));
                     }
+                    let size = digits;
                     let size = std::str::from_utf8(size)
                         .ok()
                         .and_then(|s| u64::from_str_radix(s, 16).ok())
@@ -256,12 +277,17 @@ impl Chunked {
     }
 }
 
-/// Take one CRLF-terminated line off the front of `buf` (without the CRLF).
+/// Take one CRLF-terminated line off the front of `buf` (without the CRLF). A line holding
+/// a control character (a bare CR or LF included) is refused: an intermediary that reads it
+/// differently must not be able to disagree with us about where the body ends.
 fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, Refused> {
     match buf.windows(2).position(|w| w == b"\r\n") {
         Some(i) if i <= MAX_LINE => {
             let line = buf.split_to(i).freeze();
             buf.advance(2);
+            if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(Refused::bad("control character in a chunked body's line"));
+            }
             Ok(Some(line))
         }
         Some(_) => Err(Refused::bad("line too long in a chunked body")),
@@ -324,6 +350,9 @@ mod tests {
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/9.9\r\n\r\n",
             "GET /a b HTTP/1.1\r\n\r\n",
@@ -335,8 +364,18 @@ mod tests {
         }
         let equal = head("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n");
         assert_eq!(equal.unwrap().unwrap().framing, Some(Framing::Length(2)));
-        let chunked = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let chunked = head("POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n");
         assert_eq!(chunked.unwrap().unwrap().framing, Some(Framing::Chunked));
+    }
+
+    #[test]
+    fn a_head_end_is_looked_for_only_in_new_bytes() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!head_may_end(&head[..20], 0));
+        assert!(head_may_end(head, 20));
+        assert!(head_may_end(head, head.len() - 1));
+        assert!(head_may_end(b"GET / HTTP/1.0\n\n", 15));
+        assert!(!head_may_end(head, head.len() + 10));
     }
 
     #[test]
@@ -366,7 +405,15 @@ mod tests {
         }
         assert_eq!(&out[..], b"hello world");
         assert_eq!(done_at, Some(wire.len() - 5));
-        for bad in [&b"zz\r\nhello\r\n"[..], b"5\r\nhelloXX", b"\r\n"] {
+        for bad in [
+            &b"zz\r\nhello\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b" 5\r\nhello\r\n",
+            b"\n5\r\nhello\r\n",
+            b"5;a\nb\r\nhello\r\n",
+            b"0\r\nX: y\nGET / HTTP/1.1\r\n\r\n",
+        ] {
             let mut buf = BytesMut::from(bad);
             assert!(
                 Chunked::default()

@@ -120,6 +120,9 @@ pub async fn write<W: AsyncWrite + Unpin>(
         let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() else {
             continue; // trailers: not sent over HTTP/1.1
         };
+        if data.is_empty() {
+            continue; // as a chunk, it would end the body
+        }
         match wire {
             Wire::Chunked => {
                 // A streamed frame (an SSE event) is sent at once.
