@@ -66,17 +66,15 @@ for r in $(seq 1 "$rounds"); do
     read -r label rmode emode rate <<<"$spec"
     # Who goes first alternates round by round, so neither server always runs on the heels of
     # the other's work (page-cache writeback, a warm or cold CPU).
-    if ((r % 2)); then
+    order=(riffle electric)
+    ((r % 2)) || order=(electric riffle)
+    for who in "${order[@]}"; do
       # shellcheck disable=SC2046
-      read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
-      # shellcheck disable=SC2046
-      read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
-    else
-      # shellcheck disable=SC2046
-      read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))"
-      # shellcheck disable=SC2046
-      read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))"
-    fi
+      case $who in
+        riffle) read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))" ;;
+        electric) read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))" ;;
+      esac
+    done
     python3 - "$label" "$r" "$ra" "$ea" "$rc" "$ec" "$rp" "$ep" <<'EOF' | tee -a "$results"
 import sys
 label, r, ra, ea, rc, ec, rp, ep = sys.argv[1:]

@@ -220,18 +220,16 @@ impl Chunked {
                     };
                     // chunk-size [BWS ";" extension]: hex digits first, then only blanks
                     // before an extension (which is ignored).
+                    // At most 15 digits: the size cannot overflow.
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
                     let digits = size.trim_ascii_end();
-                    if digits.is_empty()
-                        || digits.len() > 15
-                        || !digits.iter().all(u8::is_ascii_hexdigit)
-                    {
-                        return Err(Refused::bad("invalid chunk size in a chunked body"));
-                    }
-                    let size = digits;
-                    let size = std::str::from_utf8(size)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    let size = (!digits.is_empty() && digits.len() <= 15)
+                        .then(|| {
+                            digits.iter().try_fold(0u64, |n, &b| {
+                                Some(n * 16 + u64::from(char::from(b).to_digit(16)?))
+                            })
+                        })
+                        .flatten()
                         .ok_or_else(|| Refused::bad("invalid chunk size in a chunked body"))?;
                     self.state = if size == 0 {
                         ChunkState::Trailers

@@ -8,7 +8,7 @@ use http::{HeaderName, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::cell::RefCell;
-use std::io::IoSlice;
+use std::io::{IoSlice, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -31,7 +31,7 @@ pub struct Exchange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     None,
-    Length,
+    Length(u64),
     Chunked,
     /// HTTP/1.0 and a body of unknown length: delimited by closing the connection.
     UntilClose,
@@ -44,17 +44,16 @@ pub async fn write<W: AsyncWrite + Unpin>(
     resp: Response<ResponseBody>,
     ex: Exchange,
 ) -> std::io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let status = parts.status;
     let no_body = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let exact = body.size_hint().exact();
-    let wire = match (no_body || ex.head, exact) {
-        (true, _) => Wire::None,
-        (false, Some(_)) => Wire::Length,
-        (false, None) if ex.version == Version::HTTP_11 => Wire::Chunked,
-        (false, None) => Wire::UntilClose,
+    let wire = match body.size_hint().exact() {
+        _ if no_body || ex.head => Wire::None,
+        Some(n) => Wire::Length(n),
+        None if ex.version == Version::HTTP_11 => Wire::Chunked,
+        None => Wire::UntilClose,
     };
     let keep_alive = ex.keep_alive && wire != Wire::UntilClose;
 
@@ -73,14 +72,14 @@ pub async fn write<W: AsyncWrite + Unpin>(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    match (wire, exact) {
-        (Wire::Length, Some(n)) => {
+    match wire {
+        Wire::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        (Wire::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+        Wire::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Wire::None | Wire::UntilClose => {}
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -92,62 +91,76 @@ pub async fn write<W: AsyncWrite + Unpin>(
     push_date(out);
     out.extend_from_slice(b"\r\n\r\n");
 
-    if wire == Wire::Length {
-        // A body of known length is stored bytes: every frame is ready now.
-        let mut chunks = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() {
-                chunks.push(data);
-            }
-        }
-        let total: usize = chunks.iter().map(Bytes::len).sum();
-        if out.len() + total <= COALESCE_BYTES {
-            for c in &chunks {
-                out.extend_from_slice(c);
-            }
-        } else {
-            write_all_vectored(io, out, &chunks).await?;
-            io.flush().await?;
-            return Ok(keep_alive);
+    match wire {
+        Wire::None => io.write_all(out).await?,
+        Wire::Length(_) => write_stored(io, out, body).await?,
+        Wire::Chunked | Wire::UntilClose => {
+            write_streamed(io, out, body, wire == Wire::Chunked).await?;
         }
     }
-    if matches!(wire, Wire::None | Wire::Length) {
-        io.write_all(out).await?;
-        io.flush().await?;
-        return Ok(keep_alive);
-    }
+    io.flush().await?;
+    Ok(keep_alive)
+}
+
+/// The data of each frame of `body`, as it comes (trailers are not sent over HTTP/1.1).
+async fn next_data(body: &mut ResponseBody) -> Option<Bytes> {
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() else {
-            continue; // trailers: not sent over HTTP/1.1
-        };
+        if let Ok(data) = frame.unwrap_or_else(|e| match e {}).into_data() {
+            return Some(data);
+        }
+    }
+    None
+}
+
+/// A body of known length is stored bytes, every frame ready now: small ones go out with the
+/// head in one write, larger ones gathered with it into vectored writes.
+async fn write_stored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    mut body: ResponseBody,
+) -> std::io::Result<()> {
+    let mut chunks = Vec::new();
+    while let Some(data) = next_data(&mut body).await {
+        chunks.push(data);
+    }
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    if out.len() + total > COALESCE_BYTES {
+        return write_all_vectored(io, out, &chunks).await;
+    }
+    for c in &chunks {
+        out.extend_from_slice(c);
+    }
+    io.write_all(out).await
+}
+
+/// A body produced over time (SSE): each frame is sent at once (the first with the head), as
+/// a chunk or (HTTP/1.0) raw.
+async fn write_streamed<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    mut body: ResponseBody,
+    chunked: bool,
+) -> std::io::Result<()> {
+    while let Some(data) = next_data(&mut body).await {
         if data.is_empty() {
             continue; // as a chunk, it would end the body
         }
-        match wire {
-            Wire::Chunked => {
-                // A streamed frame (an SSE event) is sent at once.
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-                io.write_all(out).await?;
-                io.flush().await?;
-                out.clear();
-            }
-            Wire::UntilClose => {
-                out.extend_from_slice(&data);
-                io.write_all(out).await?;
-                io.flush().await?;
-                out.clear();
-            }
-            Wire::None | Wire::Length => {}
+        if chunked {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
+        out.extend_from_slice(&data);
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        io.write_all(out).await?;
+        io.flush().await?;
+        out.clear();
     }
-    if wire == Wire::Chunked {
+    if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    io.write_all(out).await?;
-    io.flush().await?;
-    Ok(keep_alive)
+    io.write_all(out).await
 }
 
 /// Write `head` and then `chunks`, gathered into as few writes as the socket takes.
