@@ -18,8 +18,12 @@ impl Run {
     }
 
     pub(super) fn pick_name(&mut self) -> &'static str {
-        let mut used: Vec<&'static str> = self.model.names.keys().copied().collect();
-        if used.is_empty() || self.rng.chance(10) {
+        // Mostly live logs; sometimes a deleted or missing one.
+        let mut used: Vec<&'static str> = (self.model.names.iter())
+            .filter(|(_, i)| !self.model.logs[**i].soft_deleted || self.rng.chance(15))
+            .map(|(n, _)| *n)
+            .collect();
+        if used.is_empty() || self.rng.chance(8) {
             return self.rng.pick(&NAMES);
         }
         used.sort_unstable();
@@ -28,7 +32,9 @@ impl Run {
 
     pub(super) fn random_append(&mut self, log: Option<usize>) -> AppendRequest {
         let framing = log.map_or(Framing::Bytes, |i| self.model.logs[i].framing);
-        let close_only = self.rng.chance(4);
+        // Close-only requests are more common on closed logs (answered "already closed").
+        let closed = log.is_some_and(|i| self.model.logs[i].closed);
+        let close_only = self.rng.chance(if closed { 30 } else { 4 });
         let payload = if close_only {
             // Numbered all the same: attempts are told apart by number.
             self.next_n += 1;

@@ -38,7 +38,6 @@ struct Flight {
 }
 
 pub struct Run {
-    pub seed: u64,
     pub step: usize,
     /// What the current step does, for failure messages.
     pub op: String,
@@ -67,7 +66,6 @@ impl Run {
         let disk = Disk::new();
         let engine = open_engine(&disk, 1_000_000, MAX_STREAM, Durability::Fsync).expect("open");
         Self {
-            seed,
             step: 0,
             op: String::new(),
             rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -130,7 +128,7 @@ impl Run {
                 // The WAL thread tore a write while this step was checking: the next step
                 // crashes the machine and checks everything after recovery.
                 Err(e) if e.contains("the machine is down") && self.disk.plan.is_down() => {}
-                Err(e) => panic!("seed {} step {step} ({}): {e}", self.seed, self.op),
+                Err(e) => panic!("({}): {e}", self.op),
                 Ok(()) => {}
             }
         }
@@ -141,7 +139,7 @@ impl Run {
             .and_then(|()| self.resolve())
             .and_then(|()| self.check_all());
         if let Err(e) = r {
-            panic!("seed {} at the end ({}): {e}", self.seed, self.op);
+            panic!("at the end ({}): {e}", self.op);
         }
     }
 
@@ -310,11 +308,8 @@ impl Run {
                     Outcome::InFlight => break,
                     Outcome::Answered(_) => None,
                     Outcome::Dropped { at } => {
-                        let later_answered = self.tracks[i]
-                            .queue
-                            .iter()
-                            .skip(1)
-                            .any(|a| matches!(a.outcome, Outcome::Answered(_)));
+                        let later_answered =
+                            self.tracks[i].queue.iter().skip(1).any(Attempt::seals);
                         if *at >= self.sealed_before && !later_answered {
                             break;
                         }
@@ -489,6 +484,9 @@ impl Run {
             .into_iter()
             .filter(|n| !self.model.names.contains_key(n))
             .collect();
+        if free.is_empty() && self.rng.chance(50) {
+            return self.op_delete();
+        }
         let name = if free.is_empty() || self.rng.chance(30) {
             self.rng.pick(&NAMES)
         } else {

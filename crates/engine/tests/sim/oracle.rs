@@ -38,6 +38,28 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// Whether its answer was decided by the log's state, and so after every append to the
+    /// same log that ran before it had committed or failed (appends to one log are
+    /// serialized until they commit, even when their futures are dropped). Answers that need
+    /// no state (a wrong content type) may come sooner.
+    pub fn seals(&self) -> bool {
+        use EngineError::*;
+        match &self.outcome {
+            Outcome::Answered(Ok(_)) => true,
+            Outcome::Answered(Err(e)) => matches!(
+                e,
+                Closed { .. }
+                    | SeqRegression { .. }
+                    | StaleEpoch { .. }
+                    | EpochSeqNotZero
+                    | SeqGap { .. }
+                    | StreamFull { .. }
+                    | Storage { .. }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn token(&self) -> &[u8] {
         &self.req.payload.data
     }
