@@ -194,7 +194,7 @@ fn read_all(engine: &Engine) -> Vec<u8> {
 }
 
 fn failed_wal_write(class: Durability, fault: Fault) {
-    let d = Disk::new();
+    let mut d = Disk::new();
     let engine = open_engine(&d, 1_000_000, 1 << 20, class).unwrap();
     block_on(engine.create("/m", spec(class))).unwrap();
     block_on(engine.append("/m", append("ok;", 0))).unwrap();
@@ -219,7 +219,7 @@ fn failed_wal_write(class: Durability, fault: Fault) {
 
     // A process crash keeps every acknowledged append (their WAL writes are done), and only
     // them; recovery must not refuse.
-    crash(&d, engine, Crash::Process);
+    crash(&mut d, engine, Crash::Process);
     let engine = open_engine(&d, 2_000_000, 1 << 20, class).expect("recovery");
     assert_eq!(read_all(&engine), b"ok;again;");
     let dup = block_on(engine.append("/m", append("again;", 1))).unwrap();
@@ -227,7 +227,7 @@ fn failed_wal_write(class: Durability, fault: Fault) {
     block_on(engine.append("/m", append("end;", 2))).unwrap();
 
     // A power loss keeps a prefix (all of it for fsync), never the failed append.
-    crash(&d, engine, Crash::Power);
+    crash(&mut d, engine, Crash::Power);
     let engine = open_engine(&d, 3_000_000, 1 << 20, class).expect("recovery");
     let got = read_all(&engine);
     if class == Durability::Fsync {
@@ -309,7 +309,7 @@ fn read(engine: &Engine, name: &str) -> Result<Vec<u8>, EngineError> {
 #[test]
 fn an_fsync_fork_of_a_fresh_memory_log_survives_a_power_loss() {
     for class in [Durability::Memory, Durability::Disk] {
-        let d = Disk::new();
+        let mut d = Disk::new();
         let engine = open_slow_sync(&d, 1_000_000);
         block_on(engine.create("/src", spec(class))).unwrap();
         block_on(engine.append(
@@ -322,7 +322,7 @@ fn an_fsync_fork_of_a_fresh_memory_log_survives_a_power_loss() {
         .unwrap();
         block_on(engine.create("/fork", fork_of("/src", Durability::Fsync))).unwrap();
         block_on(engine.append("/fork", append("def", 0))).unwrap();
-        crash(&d, engine, Crash::Power);
+        crash(&mut d, engine, Crash::Power);
         let engine = open_slow_sync(&d, 2_000_000);
         assert_eq!(
             read(&engine, "/fork"),
@@ -335,7 +335,7 @@ fn an_fsync_fork_of_a_fresh_memory_log_survives_a_power_loss() {
 #[test]
 fn an_fsync_fork_keeps_what_it_inherited_across_a_power_loss() {
     for class in [Durability::Memory, Durability::Disk] {
-        let d = Disk::new();
+        let mut d = Disk::new();
         let engine = open_slow_sync(&d, 1_000_000);
         block_on(engine.create("/src", spec(class))).unwrap();
         // The source's create is durable now; its append below is not.
@@ -351,7 +351,7 @@ fn an_fsync_fork_keeps_what_it_inherited_across_a_power_loss() {
         block_on(engine.create("/fork", fork_of("/src", Durability::Fsync))).unwrap();
         block_on(engine.append("/fork", append("def", 0))).unwrap();
         assert_eq!(read(&engine, "/fork"), Ok(b"abcdef".to_vec()));
-        crash(&d, engine, Crash::Power);
+        crash(&mut d, engine, Crash::Power);
         let engine = open_slow_sync(&d, 2_000_000);
         assert_eq!(
             read(&engine, "/fork"),
@@ -359,4 +359,34 @@ fn an_fsync_fork_keeps_what_it_inherited_across_a_power_loss() {
             "{class} source: the acknowledged fsync fork and its append"
         );
     }
+}
+
+/// Found by the simulation: a checkpoint whose new WAL segment could not be synced leaves that
+/// segment's file behind (header only), and the committer goes on writing the previous one. A
+/// crash in the middle of a write there then leaves a torn record in a segment that is not the
+/// last, which recovery refuses as damage.
+#[test]
+fn a_torn_write_after_a_failed_segment_rotation_still_recovers() {
+    let mut d = Disk::new();
+    let mut storage = riffle_engine::StorageConfig::new(d.dir.clone());
+    storage.shards = 1;
+    let open = |storage: riffle_engine::StorageConfig| {
+        let config = riffle_engine::EngineConfig::default();
+        let clock = std::sync::Arc::new(riffle_engine::ManualClock::new(1_000_000));
+        Engine::recover(config, clock, storage).map(|(e, _)| e)
+    };
+    let engine = open(storage.clone()).unwrap();
+    block_on(engine.create("/m", spec(Durability::Fsync))).unwrap();
+    block_on(engine.append("/m", append("ok;", 0))).unwrap();
+    // The new segment's header cannot be synced: the checkpoint fails, the WAL stays on the
+    // current segment.
+    d.plan.fail_syncs("wal/", 1);
+    assert!(engine.checkpoint().is_err());
+    // The process dies in the middle of the next write.
+    d.plan.fail_writes("wal/", Fault::Torn, 1);
+    assert!(block_on(engine.append("/m", append("torn;", 1))).is_err());
+    crash(&mut d, engine, Crash::Process);
+    storage.dir = d.dir.clone();
+    let engine = open(storage).expect("recovery after a crash");
+    assert_eq!(read_all(&engine), b"ok;");
 }

@@ -29,6 +29,16 @@ impl Disk {
             dir: Arc::new(fault),
         }
     }
+
+    /// The next process's view of the same files. The previous process's threads may outlive
+    /// the drop of its engine for a moment (its checkpointer may hold it); they keep the old
+    /// view, which stays down for good, so that nothing of theirs lands after the crash.
+    pub fn reboot(&mut self) {
+        self.plan.halt();
+        let (fault, plan) = FaultDir::new(Arc::new(self.mem.clone()));
+        self.plan = plan;
+        self.dir = Arc::new(fault);
+    }
 }
 
 /// How the machine goes down.
@@ -62,13 +72,13 @@ pub fn open_engine(
 /// Take the machine down with `engine` (and every future holding a clone of it, which the
 /// caller drops first): the disk stops answering at once, so nothing more reaches it, then
 /// the process is gone, then (power loss) unsynced data is lost.
-pub fn crash(disk: &Disk, engine: Engine, how: Crash) {
+pub fn crash(disk: &mut Disk, engine: Engine, how: Crash) {
     disk.plan.halt();
     drop(engine);
     if how == Crash::Power {
         disk.mem.crash();
     }
-    disk.plan.clear();
+    disk.reboot();
 }
 
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Appended, EngineError>> + Send>>;

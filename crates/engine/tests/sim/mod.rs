@@ -626,6 +626,7 @@ impl Run {
         }
         self.check_all()?;
         drop(self.engine.take());
+        self.disk.reboot();
         self.reopen()?;
         self.model.restart();
         for (i, t) in self.tracks.iter_mut().enumerate() {
@@ -643,7 +644,18 @@ impl Run {
             let logs: Vec<String> = (self.model.logs.iter())
                 .map(|l| format!("{:x}: {} {}", l.id, l.name, l.durability))
                 .collect();
-            format!("recovery refused: {e} (logs: {logs:?})")
+            let dir = &self.disk.dir;
+            let files: Vec<String> = ["wal/00", "wal/01"]
+                .iter()
+                .flat_map(|d| dir.list(d).unwrap_or_default())
+                .map(|p| {
+                    format!(
+                        "{p}: {}",
+                        dir.open(&p, false).and_then(|f| f.len()).unwrap_or(0)
+                    )
+                })
+                .collect();
+            format!("recovery refused: {e} (logs: {logs:?}; files: {files:?})")
         })?;
         self.engine = Some(e);
         Ok(())
@@ -664,7 +676,7 @@ impl Run {
                 a.outcome = Outcome::Dropped { at: self.events };
             }
         }
-        disk::crash(&self.disk, self.engine.take().unwrap(), how);
+        disk::crash(&mut self.disk, self.engine.take().unwrap(), how);
         self.events += 1;
         self.faults = false;
         self.reopen()?;
