@@ -115,8 +115,10 @@ fn known_bug(msg: &str) -> &'static str {
         || msg.contains("durability: Fsync")
     {
         " [looks like known bug 2: a dropped append released the log's lock before it applied]"
-    } else if msg.contains("(fsync") && (msg.contains("is lost") || msg.contains("whole read")) {
-        " [looks like an fsync fork of a memory/disk log: see the fork tests below]"
+    } else if msg.contains("(fsync") && msg.contains("is lost") || msg.contains("whole read") {
+        " [looks like a fork whose memory/disk source lost what it inherited: see the fork tests]"
+    } else if msg.contains("in a segment that is not the last") {
+        " [looks like a torn write after a failed segment rotation: see the test below]"
     } else {
         ""
     }
