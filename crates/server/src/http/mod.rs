@@ -109,7 +109,7 @@ impl App {
         let text = format!(
             "# HELP riffle_streams Streams in the registry (soft-deleted ones included).\n\
              # TYPE riffle_streams gauge\nriffle_streams {}\n\
-             # HELP riffle_memory_bytes Payload bytes of ephemeral streams held in RAM.\n\
+             # HELP riffle_memory_bytes RAM held for streams (counted against limits.max_memory_bytes): per-stream state, producers, ephemeral records.\n\
              # TYPE riffle_memory_bytes gauge\nriffle_memory_bytes {}\n\
              # HELP riffle_wal_bytes_total Bytes written to the WAL since start.\n\
              # TYPE riffle_wal_bytes_total counter\nriffle_wal_bytes_total {wal_bytes}\n\
