@@ -86,12 +86,7 @@ impl App {
         let path = match path::canonical(req.uri.path()) {
             Ok(p) => p,
             Err(path::PathError::NotAbsolute) => return Err(not_found()),
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid path {:?}: {e}",
-                    req.uri.path()
-                )));
-            }
+            Err(e) => return Err(ApiError::bad_request(format!("invalid path: {e}"))),
         };
         let path = &*path;
         if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
