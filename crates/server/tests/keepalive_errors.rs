@@ -17,12 +17,12 @@ const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain")];
 const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
 
 /// Small limits so that each limit's error is easy to reach: a stream holds 2048 bytes, a
-/// request body 1024, and ephemeral streams together 3000.
+/// request body 1024, and the memory budget (streams' own state and ephemeral records) 12000.
 fn limited() -> Options {
     Options::default()
         .env("DS_LIMITS__MAX_STREAM_BYTES", "2048")
         .env("DS_LIMITS__MAX_REQUEST_BODY_BYTES", "1024")
-        .env("DS_LIMITS__MAX_MEMORY_BYTES", "3000")
+        .env("DS_LIMITS__MAX_MEMORY_BYTES", "12000")
 }
 
 #[track_caller]
@@ -236,11 +236,31 @@ async fn every_error_answer_keeps_the_connection_usable() {
     expect(&c.response(false), 404, "404 after 100-continue");
     probe(&mut c, &ok, "hello", "100-continue");
 
-    // Memory full: 507, and the connection goes on (the budget is 3000 bytes and `full` holds
-    // 2001 of them).
-    let other = s.path("other");
-    expect(&c.request("PUT", &other, TEXT, b""), 201, "create other");
-    expect(&c.request("POST", &other, TEXT, &big), 507, "memory full");
+    // Memory full: 507, and the connection goes on. Streams and their records fill the
+    // 12000-byte budget; `other` is the stream whose append is refused.
+    let mut other = String::new();
+    let mut refused = false;
+    for i in 0..20 {
+        other = s.path(&format!("other-{i}"));
+        let r = c.request("PUT", &other, TEXT, b"");
+        if r.status == 507 {
+            // The budget ran out at a create: refused the same way; use the last stream.
+            expect(&r, 507, "memory full at create");
+            other = s.path(&format!("other-{}", i - 1));
+            let r = c.request("POST", &other, TEXT, &big);
+            expect(&r, 507, "memory full");
+            refused = true;
+            break;
+        }
+        expect(&r, 201, "create other");
+        let r = c.request("POST", &other, TEXT, &big);
+        if r.status == 507 {
+            refused = true;
+            break;
+        }
+        expect(&r, 204, "fill the memory budget");
+    }
+    assert!(refused, "the memory budget never filled up");
     probe(&mut c, &ok, "hello", "507");
     let r = c.request("GET", &format!("{other}?offset=-1"), &[], b"");
     assert_eq!(
