@@ -57,6 +57,7 @@
 //! The on-disk format is in [`format`](mod@format).
 
 mod checkpoint;
+mod crc;
 mod dir;
 mod error;
 pub mod format;

@@ -82,13 +82,26 @@ fn damaged_or_zeroed_last_records_are_torn_tails() {
     }
 }
 
+/// The header a real shard writes for segment 2 (its second open starts it).
+fn header_of_segment_2() -> Vec<u8> {
+    let mem = MemDir::new();
+    drop(open(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)).unwrap());
+    drop(open(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)).unwrap());
+    read_file(&mem, &seg(2))
+}
+
 #[test]
 fn a_segment_whose_header_was_never_finished_is_removed() {
     let (bytes, _) = segment_with(2);
-    for cut in [0usize, 5, 31] {
+    let header = header_of_segment_2();
+    assert_eq!(header.len(), 32);
+    let mut half_zeros = header[..20].to_vec();
+    half_zeros.resize(32, 0); // the size reached the disk, the end of the data did not
+    let prefixes = [0usize, 5, 31].map(|cut| header[..cut].to_vec());
+    for partial in prefixes.into_iter().chain([vec![0u8; 32], half_zeros]) {
         let mem = mem_with(&seg(1), &bytes);
         let f = mem.open(&seg(2), true).unwrap();
-        f.write_all_at(&bytes[..cut], 0).unwrap();
+        f.write_all_at(&partial, 0).unwrap();
         let dir: Arc<dyn Dir> = Arc::new(mem);
         let (rec, got) = replayed(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
         assert_eq!(got.len(), 2);
@@ -100,6 +113,31 @@ fn a_segment_whose_header_was_never_finished_is_removed() {
         assert!(!dir.exists(&seg(2)));
         let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
         assert_eq!((got.len(), rec.stop), (2, StopReason::CleanEnd));
+    }
+}
+
+/// A last segment holding nothing but a header that cannot be a half-written one of its own is
+/// kept and refused: removing it would destroy the evidence.
+#[test]
+fn a_short_last_segment_that_is_not_a_half_written_header_is_refused() {
+    let (bytes, _) = segment_with(2);
+    let header = header_of_segment_2();
+    let mut flipped = header.clone();
+    flipped[20] ^= 0x04;
+    // A whole, valid header of segment 1 (another segment's file) and a flipped bit.
+    for short in [bytes[..32].to_vec(), flipped, b"not a wal segment".to_vec()] {
+        let mem = mem_with(&seg(1), &bytes);
+        let f = mem.open(&seg(2), true).unwrap();
+        f.write_all_at(&short, 0).unwrap();
+        f.sync_data().unwrap();
+        mem.sync_dir("wal/00").unwrap();
+        expect_corrupt(
+            replayed(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)),
+            &seg(2),
+            0,
+        );
+        assert_eq!(read_file(&mem, &seg(2)), short, "nothing was removed");
+        assert_eq!(read_file(&mem, &seg(1)), bytes);
     }
 }
 
