@@ -5,7 +5,8 @@
 //! CRC32C is linear over GF(2): `crc(A ‖ B) = crc(A)·x^(8|B|) + crc(B)` (mod the polynomial,
 //! with the pre- and post-conditioning cancelling out, as in zlib's `crc32_combine`). So with the
 //! running checksum at every `STEP`th byte, `crc(buf[a..b])` is the two marks around the range,
-//! one multiplication, and at most `2 * STEP` bytes checksummed directly at its ends.
+//! one shift (a multiplication per non-zero byte of the distance), and at most `2 * STEP` bytes
+//! checksummed directly at its ends.
 
 /// CRC32C's polynomial in reflected bit order (bit 31 is `x^0`).
 const POLY: u32 = 0x82F6_3B78;
@@ -28,33 +29,41 @@ const fn mul(a: u32, mut b: u32) -> u32 {
     p
 }
 
-/// `x^(2^k)` modulo the polynomial, for every `k` a byte count times 8 can need.
-const POW2: [u32; 72] = {
-    let mut t = [0u32; 72];
-    let mut p = 1u32 << 30; // x^1
+/// `BYTES[k][j]` is `x^(8 * j * 256^k)` modulo the polynomial: advancing a checksum over `n`
+/// bytes takes one multiplication per non-zero byte of `n`.
+const BYTES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut one_byte = 1u32 << 23; // x^8
     let mut k = 0;
-    while k < t.len() {
-        t[k] = p;
-        p = mul(p, p);
+    while k < 8 {
+        let mut p = 1u32 << 31; // x^0
+        let mut j = 0;
+        while j < 256 {
+            t[k][j] = p;
+            p = mul(p, one_byte);
+            j += 1;
+        }
+        one_byte = p; // x^(8 * 256^(k+1))
         k += 1;
     }
     t
 };
 
+/// `x^(8n)` modulo the polynomial.
+fn zeros_factor(n: usize) -> u32 {
+    let mut factor = 1u32 << 31; // x^0
+    for (k, byte) in (n as u64).to_le_bytes().into_iter().enumerate() {
+        if byte != 0 {
+            factor = mul(BYTES[k][usize::from(byte)], factor);
+        }
+    }
+    factor
+}
+
 /// `crc` advanced over `n` bytes as if they were zeros, without the conditioning:
 /// `combine(crc(A), crc(B), |B|) == shift(crc(A), |B|) ^ crc(B)`.
 fn shift(crc: u32, n: usize) -> u32 {
-    let mut factor = 1u32 << 31; // x^0
-    let mut n = n as u64;
-    let mut k = 3; // n bytes are 8n bits: x^(n * 2^3)
-    while n != 0 && k < POW2.len() {
-        if n & 1 != 0 {
-            factor = mul(POW2[k], factor);
-        }
-        n >>= 1;
-        k += 1;
-    }
-    mul(factor, crc)
+    mul(zeros_factor(n), crc)
 }
 
 /// The CRC32C of `A ‖ B` from those of `A` and `B` and the length of `B`.
@@ -99,9 +108,11 @@ impl<'a> Ranges<'a> {
         // because the range spans more than two steps.
         let (ia, ib) = ((a - self.base).div_ceil(STEP), (b - self.base) / STEP);
         let (a0, b0) = (self.base + ia * STEP, self.base + ib * STEP);
-        let middle = combine(*self.marks.get(ia)?, 0, b0 - a0) ^ *self.marks.get(ib)?;
-        let head = combine(crc32c::crc32c(self.buf.get(a..a0)?), middle, b0 - a0);
-        Some(crc32c::crc32c_append(head, self.buf.get(b0..b)?))
+        // crc(a..b0) = shift(crc(a..a0), n) ^ crc(a0..b0), and crc(a0..b0) = marks[ib] ^
+        // shift(marks[ia], n): one shift of the two, since shifting is linear.
+        let head = crc32c::crc32c(self.buf.get(a..a0)?);
+        let to_b0 = shift(head ^ *self.marks.get(ia)?, b0 - a0) ^ *self.marks.get(ib)?;
+        Some(crc32c::crc32c_append(to_b0, self.buf.get(b0..b)?))
     }
 }
 
@@ -132,6 +143,15 @@ mod tests {
                 combine(ca, cb, b.len()),
                 crc32c::crc32c_combine(ca, cb, b.len())
             );
+        }
+    }
+
+    #[test]
+    fn long_shifts_match_the_crate() {
+        for n in [1usize << 20, 0x0123_4567, 0xff00_ff01, u32::MAX as usize] {
+            for (a, b) in [(0x1234_5678u32, 0x9abc_def0u32), (0, 1), (u32::MAX, 0)] {
+                assert_eq!(combine(a, b, n), crc32c::crc32c_combine(a, b, n), "{n:#x}");
+            }
         }
     }
 
