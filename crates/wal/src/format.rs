@@ -168,9 +168,12 @@ fn intact_at(buf: &[u8], ranges: &Ranges<'_>, q: usize, max: u64) -> bool {
 /// The damaged record's length field may itself be what is damaged, so its claimed end means
 /// nothing: every later byte offset is a candidate, and one record whose length fits and whose
 /// CRC32C holds is enough. A write cut short leaves a prefix of one batch, never a whole record
-/// after a broken one, so such a record is evidence of damage to data already written. Runs of
-/// zeros (pages that never reached the disk) are never records: a zero length with a zero
-/// checksum fails, since the CRC32C of four zero bytes is `0x48674BC7`.
+/// after a broken one, so such a record is evidence of damage to data already written (a power
+/// loss that keeps a later page and loses an earlier one is refused too: see `recover.rs`). The
+/// price is that a torn record whose payload happens to hold a whole framed record (say, a WAL
+/// segment stored as data) is refused rather than cut: refusing can be undone, cutting cannot.
+/// Runs of zeros (pages that never reached the disk) are never records: a zero length with a
+/// zero checksum fails, since the CRC32C of four zero bytes is `0x48674BC7`.
 ///
 /// There is no budget: a budget that ran out would either have to call the damage a torn tail
 /// (silently dropping acknowledged records, the bug this replaced) or refuse to start whenever
