@@ -242,3 +242,61 @@ fn shards_are_independent() {
     assert_eq!(replayed(dir.clone(), c0).unwrap().1, vec![b"zero".to_vec()]);
     assert_eq!(replayed(dir, c1).unwrap().1, vec![b"one".to_vec()]);
 }
+
+/// A file that says it is longer than what can be read of it (it shrank under us).
+struct Shrinking(Arc<dyn riffle_wal::DirFile>);
+
+impl riffle_wal::DirFile for Shrinking {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.len()? + 100)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+struct ShrinkingDir(MemDir);
+
+impl Dir for ShrinkingDir {
+    fn open(&self, path: &str, create: bool) -> std::io::Result<Arc<dyn riffle_wal::DirFile>> {
+        Ok(Arc::new(Shrinking(self.0.open(path, create)?)))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.0.exists(path)
+    }
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        self.0.remove(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
+        self.0.list(dir)
+    }
+    fn sync_dir(&self, dir: &str) -> std::io::Result<()> {
+        self.0.sync_dir(dir)
+    }
+}
+
+/// A segment that reads shorter than its size is an I/O error: what could not be read may hold
+/// records, so it is not taken for a torn tail.
+#[test]
+fn a_segment_that_reads_short_is_an_error_not_a_torn_tail() {
+    let (bytes, _) = segment_with(3);
+    let mem = mem_with(&seg(1), &bytes);
+    let r = replayed(Arc::new(ShrinkingDir(mem.clone())), cfg(CFG.0, CFG.1));
+    assert!(
+        matches!(&r, Err(WalError::Io { op: "read", path, .. }) if *path == seg(1)),
+        "{r:?}"
+    );
+    assert_eq!(read_file(&mem, &seg(1)), bytes);
+}
