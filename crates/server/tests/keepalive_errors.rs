@@ -236,31 +236,28 @@ async fn every_error_answer_keeps_the_connection_usable() {
     expect(&c.response(false), 404, "404 after 100-continue");
     probe(&mut c, &ok, "hello", "100-continue");
 
-    // Memory full: 507, and the connection goes on. Streams and their records fill the
-    // 12000-byte budget; `other` is the stream whose append is refused.
-    let mut other = String::new();
-    let mut refused = false;
+    // Memory full: 507, and the connection goes on. Filler streams and their records use up
+    // the 12000-byte budget; then `other` (created first, still empty) cannot take `big`.
+    let other = s.path("other");
+    expect(&c.request("PUT", &other, TEXT, b""), 201, "create other");
+    let mut filled = false;
     for i in 0..20 {
-        other = s.path(&format!("other-{i}"));
-        let r = c.request("PUT", &other, TEXT, b"");
+        let filler = s.path(&format!("filler-{i}"));
+        let r = c.request("PUT", &filler, TEXT, b"");
         if r.status == 507 {
-            // The budget ran out at a create: refused the same way; use the last stream.
-            expect(&r, 507, "memory full at create");
-            other = s.path(&format!("other-{}", i - 1));
-            let r = c.request("POST", &other, TEXT, &big);
-            expect(&r, 507, "memory full");
-            refused = true;
+            filled = true;
             break;
         }
-        expect(&r, 201, "create other");
-        let r = c.request("POST", &other, TEXT, &big);
+        expect(&r, 201, "create a filler");
+        let r = c.request("POST", &filler, TEXT, &big);
         if r.status == 507 {
-            refused = true;
+            filled = true;
             break;
         }
-        expect(&r, 204, "fill the memory budget");
+        expect(&r, 204, "fill the budget");
     }
-    assert!(refused, "the memory budget never filled up");
+    assert!(filled, "the memory budget never filled up");
+    expect(&c.request("POST", &other, TEXT, &big), 507, "memory full");
     probe(&mut c, &ok, "hello", "507");
     let r = c.request("GET", &format!("{other}?offset=-1"), &[], b"");
     assert_eq!(
