@@ -198,7 +198,7 @@ async fn fork_depth_is_limited() {
 /// A request dropped while its append waits for the WAL (an HTTP/2 client resetting its
 /// stream) must not let the next append validate against the state from before it: the retry
 /// of the same producer tuple is a duplicate if the first one committed, and the log holds
-/// its data once. Before the fix the retry was stored a second time, and recovery then
+/// its data once. A future dropped while waiting for the append lock has no effect at all. Before the fix the retry was stored a second time, and recovery then
 /// refused the directory.
 #[tokio::test]
 async fn a_dropped_append_future_never_lets_a_retry_store_twice() {
@@ -212,6 +212,12 @@ async fn a_dropped_append_future_never_lets_a_retry_store_twice() {
             let retry = format!("B{seq};");
             let early = poll_once_and_drop(e.append("s", data(first.as_bytes(), Some(("p", seq)))));
             assert!(early.is_none(), "a durable append waits for the WAL");
+            // Another retry, dropped while it (most likely) waits for the append lock, the
+            // other await point: whether it ran or not, it stores nothing.
+            let queued = poll_once_and_drop(e.append("s", data(b"never", Some(("p", seq)))));
+            if let Some(answer) = queued {
+                assert_eq!(answer.unwrap().status, AppendStatus::Duplicate);
+            }
             let answer = e
                 .append("s", data(retry.as_bytes(), Some(("p", seq))))
                 .await
