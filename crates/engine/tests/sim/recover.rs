@@ -19,6 +19,22 @@ use crate::common::Model;
 use riffle_engine::{AppendStatus, Durability, EngineError};
 
 pub fn reconcile(run: &mut Run, how: Crash) -> Check {
+    // A create that failed as the machine went down may have committed.
+    for (name, spec) in std::mem::take(&mut run.dying_creates) {
+        let Ok(info) = run.engine().info(name) else {
+            continue;
+        };
+        if run.model.names.contains_key(name) {
+            continue;
+        }
+        let (i, _) = run
+            .model
+            .create(name, &spec)
+            .map_err(|e| format!("{name} came back, but the model refuses it now: {e:?}"))?;
+        run.model.logs[i].id = info.id;
+        run.tracks.push(Track::new(&run.model.logs[i]));
+        run.count("crash kept a failed create");
+    }
     // Forks before their sources: a lost fork may release a soft-deleted source.
     for i in (0..run.model.logs.len()).rev() {
         let log = &run.model.logs[i];
@@ -26,8 +42,7 @@ pub fn reconcile(run: &mut Run, how: Crash) -> Check {
             continue;
         }
         let (name, id, class) = (log.name, log.id, log.durability);
-        let strict = class == Durability::Fsync
-            || (how == Crash::Process && std::env::var_os("SIM_WEAK").is_none());
+        let strict = class == Durability::Fsync || how == Crash::Process;
         let info = run.engine().info(name);
         let found = match &info {
             Ok(info) => info.id == id,
