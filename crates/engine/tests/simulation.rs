@@ -131,6 +131,8 @@ const EXPECTED: &[&str] = &[
     "append dropped",
     "dropped append committed",
     "dropped append lost",
+    "retry of a dropped committed append Duplicate",
+    "retry of a dropped lost append Written",
     "create new",
     "create existing",
     "create ConfigMismatch",

@@ -54,6 +54,8 @@ pub struct Run {
     sealed_before: u64,
     /// Faults were armed since the last heal or crash.
     faults: bool,
+    /// Producer tuples of dropped appends, and whether they committed.
+    dropped_claims: std::collections::HashMap<(usize, String, u64, u64), &'static str>,
     /// Creates that failed once a torn write had taken the machine down.
     dying_creates: Vec<(&'static str, CreateSpec)>,
     engines: i64,
@@ -88,6 +90,7 @@ impl Run {
             sealed_before: 0,
             faults: false,
             dying_creates: Vec::new(),
+            dropped_claims: Default::default(),
             engines: 1,
             stats: BTreeMap::new(),
         }
@@ -338,12 +341,28 @@ impl Run {
                 };
                 let a = self.tracks[i].queue.pop_front().unwrap();
                 let (model, track) = (&mut self.model, &mut self.tracks[i]);
+                let claim = a.req.producer.as_ref();
+                let key = claim.map(|c| (i, c.id.clone(), c.epoch, c.seq));
                 match (&a.outcome, present) {
-                    (Outcome::Answered(got), _) => apply_answered(model, track, i, &a, got)?,
+                    (Outcome::Answered(got), _) => {
+                        apply_answered(model, track, i, &a, got)?;
+                        // A retry of a dropped append's tuple (checked by the model: a
+                        // duplicate exactly when the dropped one committed).
+                        if let (Some(key), Ok(got)) = (&key, got)
+                            && let Some(committed) = self.dropped_claims.get(key)
+                        {
+                            let kind =
+                                format!("retry of a dropped {committed} append {:?}", got.status);
+                            self.count(kind);
+                        }
+                    }
                     (_, Some(present)) => {
                         apply_dropped(model, track, i, &a, present)?;
                         let kind = if present { "committed" } else { "lost" };
                         self.count(format!("dropped append {kind}"));
+                        if let Some(key) = key {
+                            self.dropped_claims.insert(key, kind);
+                        }
                     }
                     _ => unreachable!(),
                 }
