@@ -17,6 +17,9 @@ pub struct Disk {
     pub mem: MemDir,
     pub plan: FaultPlan,
     pub dir: Arc<dyn Dir>,
+    /// The `disk` class's sync interval: the WAL's only timer, so the only wall-clock
+    /// dependence of what a power loss keeps.
+    pub sync_interval: Duration,
 }
 
 impl Disk {
@@ -27,6 +30,7 @@ impl Disk {
             mem,
             plan,
             dir: Arc::new(fault),
+            sync_interval: Duration::from_millis(2),
         }
     }
 
@@ -65,7 +69,7 @@ pub fn open_engine(
     };
     let mut storage = StorageConfig::new(disk.dir.clone());
     storage.shards = 2;
-    storage.sync_interval = Duration::from_millis(2);
+    storage.sync_interval = disk.sync_interval;
     Engine::recover(config, Arc::new(ManualClock::new(start_ms)), storage).map(|(e, _)| e)
 }
 

@@ -18,16 +18,36 @@ impl Run {
     }
 
     pub(super) fn pick_name(&mut self) -> &'static str {
-        // Mostly live logs; sometimes a deleted or missing one.
-        let mut used: Vec<&'static str> = (self.model.names.iter())
-            .filter(|(_, i)| !self.model.logs[**i].soft_deleted || self.rng.chance(15))
-            .map(|(n, _)| *n)
+        // Mostly live logs; sometimes a deleted or missing one. In the order of NAMES: the
+        // model's maps iterate in a different order in every process.
+        let names = &self.model.names;
+        let used: Vec<&'static str> = NAMES
+            .into_iter()
+            .filter(|n| {
+                names
+                    .get(n)
+                    .is_some_and(|&i| !self.model.logs[i].soft_deleted)
+            })
+            .chain(NAMES.into_iter().filter(|n| {
+                names
+                    .get(n)
+                    .is_some_and(|&i| self.model.logs[i].soft_deleted)
+            }))
             .collect();
+        let live = used
+            .iter()
+            .filter(|n| !self.model.logs[names[*n]].soft_deleted)
+            .count();
         if used.is_empty() || self.rng.chance(8) {
             return self.rng.pick(&NAMES);
         }
-        used.sort_unstable();
-        self.rng.pick(&used)
+        // A soft-deleted one now and then.
+        let pool = if live > 0 && !self.rng.chance(10) {
+            &used[..live]
+        } else {
+            &used[..]
+        };
+        self.rng.pick(pool)
     }
 
     pub(super) fn random_append(&mut self, log: Option<usize>) -> AppendRequest {

@@ -67,7 +67,12 @@ type Check = Result<(), String>;
 
 impl Run {
     pub fn new(seed: u64) -> Self {
-        let disk = Disk::new();
+        let mut disk = Disk::new();
+        // Most seeds never let the timer fire (no wall-clock dependence); every fourth one
+        // syncs `disk`-class records within 2 ms, and so also fails those syncs.
+        if !seed.is_multiple_of(4) {
+            disk.sync_interval = std::time::Duration::from_secs(3600);
+        }
         let engine = open_engine(&disk, 1_000_000, MAX_STREAM, Durability::Fsync).expect("open");
         Self {
             step: 0,
