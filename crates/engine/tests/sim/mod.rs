@@ -146,6 +146,14 @@ impl Run {
         self.step = steps;
         self.op = "final drive".into();
         let r = self.heal().and_then(|()| self.drive_all());
+        // A torn write (armed before the heal) may have taken the machine down.
+        let r = r.and_then(|()| {
+            if self.disk.plan.is_down() {
+                self.op_crash()
+            } else {
+                Ok(())
+            }
+        });
         let r = r
             .and_then(|()| self.resolve())
             .and_then(|()| self.check_all());
