@@ -251,12 +251,14 @@ impl Run {
         }
     }
 
-    /// A storage error that comes after a torn write took the machine down would never reach
-    /// a client (the power is off): such an append's outcome is unknown. Its bytes may well be
-    /// whole on the disk, ahead of the torn record, and come back after the crash.
+    /// An answer given once a torn write took the machine down would never reach a client
+    /// (the power is off; `FaultDir` only stops the disk): such an append's outcome is
+    /// unknown. A failed one's bytes may well be whole on the disk, ahead of the torn record,
+    /// and come back after the crash; one answered from memory (a duplicate) saw a state
+    /// without them.
     fn outcome(&mut self, r: Result<riffle_engine::Appended, EngineError>) -> Outcome {
         match r {
-            Err(EngineError::Storage { .. }) if self.disk.plan.is_down() => {
+            _ if self.disk.plan.is_down() => {
                 self.events += 1;
                 Outcome::Dropped {
                     at: self.events - 1,
