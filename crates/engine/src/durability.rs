@@ -9,10 +9,12 @@ use std::str::FromStr;
 /// | class | acknowledged after | after a crash |
 /// |---|---|---|
 /// | `Ephemeral` | the append is in RAM | the log is gone (it never touches disk) |
-/// | `Memory` | the WAL write is queued; never waits for a sync | best effort |
-/// | `Disk` | the WAL write is queued; the shard syncs within its interval | loses at most the interval |
+/// | `Memory` | the WAL write returned; never waits for a sync | survives a process crash; best effort on power loss |
+/// | `Disk` | the WAL write returned; the shard syncs within its interval | survives a process crash; power loss loses at most the interval |
 /// | `Fsync` | the group fsync that covers the append | nothing acknowledged is lost |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Classes are ordered from weakest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Durability {
     Ephemeral,
     Memory,

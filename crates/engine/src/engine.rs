@@ -315,27 +315,35 @@ impl Engine {
         let done = log.clone();
         let (initial, closed) = (spec.initial, spec.closed);
         // The callback settles the create whether or not this future is still waiting.
-        p.submit(
-            log.config.id,
-            record,
-            commit_for(log.config.durability),
-            Box::new(move |r| {
-                match &r {
-                    Ok(_) => done.finish_create(initial, closed),
-                    Err(_) => {
-                        // Nothing of it is durable: take it back.
-                        match weak.upgrade() {
-                            Some(inner) => {
-                                let mut logs = inner.logs.write();
-                                remove_locked(&mut logs, &done);
-                            }
-                            None => done.mark_removed(),
+        let settle: riffle_wal::Callback = Box::new(move |r| {
+            match &r {
+                Ok(_) => done.finish_create(initial, closed),
+                Err(_) => {
+                    // Nothing of it is durable: take it back.
+                    match weak.upgrade() {
+                        Some(inner) => {
+                            let mut logs = inner.logs.write();
+                            remove_locked(&mut logs, &done);
                         }
-                        remove_log_files(dir.as_ref(), done.config.id);
+                        None => done.mark_removed(),
                     }
+                    remove_log_files(dir.as_ref(), done.config.id);
                 }
-                drop(guard);
-                let _ = tx.send(r);
+            }
+            drop(guard);
+            let _ = tx.send(r);
+        });
+        // A fork inherits data its ancestors may hold in a weaker class (or in other shards):
+        // those must be as durable as the fork before its creation is, or a power loss could
+        // keep the fork and lose what it inherited.
+        let weaker = weaker_ancestor_shards(p, &log);
+        let (persist, id, commit) = (p.clone(), log.config.id, commit_for(log.config.durability));
+        after_barriers(
+            p.clone(),
+            weaker,
+            Box::new(move |r| match r {
+                Ok(()) => persist.submit(id, record, commit, settle),
+                Err(e) => settle(Err(e)),
             }),
         );
         match rx.await {
@@ -808,6 +816,44 @@ impl LogHandle {
     pub fn touch(&self) {
         self.log.touch(self.engine.inner.clock.as_ref());
     }
+}
+
+/// One log id per WAL shard holding records of `log`'s fork ancestors in a weaker class than
+/// `log`'s (a log of an `Fsync` chain in another shard is already durable once applied).
+fn weaker_ancestor_shards(persist: &Persist, log: &Log) -> Vec<u64> {
+    let class = log.config.durability;
+    let mut shards: Vec<(u64, u64)> = Vec::new();
+    let mut base = log.config.base.as_ref();
+    while let Some(b) = base {
+        let source = &b.source;
+        let shard = persist.shard_of(source.config.id);
+        if source.config.durability < class && !shards.iter().any(|&(s, _)| s == shard) {
+            shards.push((shard, source.config.id));
+        }
+        base = source.config.base.as_ref();
+    }
+    shards.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Run a WAL barrier on each shard of `ids` in turn, then `then` (with the first error, if
+/// any). Chained through the committers' callbacks, so it completes even if the request that
+/// started it is dropped.
+fn after_barriers(
+    persist: Arc<Persist>,
+    mut ids: Vec<u64>,
+    then: Box<dyn FnOnce(Result<(), riffle_wal::WalError>) + Send>,
+) {
+    let Some(id) = ids.pop() else {
+        return then(Ok(()));
+    };
+    let next = persist.clone();
+    persist.barrier(
+        id,
+        Box::new(move |r| match r {
+            Ok(_) => after_barriers(next, ids, then),
+            Err(e) => then(Err(e)),
+        }),
+    );
 }
 
 /// What the synchronous part of a create decided.

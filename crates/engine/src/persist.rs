@@ -210,6 +210,16 @@ impl Persist {
         self.shard(log_id).append(record, commit, done);
     }
 
+    /// Call `done` once everything queued so far on `log_id`'s shard is durable.
+    pub fn barrier(&self, log_id: u64, done: Box<dyn FnOnce(Result<Lsn, WalError>) + Send>) {
+        self.shard(log_id).barrier(done);
+    }
+
+    /// The shard `log_id`'s records go to.
+    pub fn shard_of(&self, log_id: u64) -> u64 {
+        log_id % u64::from(self.active)
+    }
+
     /// WAL bytes written since the process started.
     pub fn wal_bytes(&self) -> u64 {
         self.shards.iter().map(|w| w.stats().bytes).sum()

@@ -8,8 +8,10 @@
 //!   never reached the disk), was being created when the process died: it holds nothing and
 //!   is removed. Any other bad header is damage.
 //! - Records are appended only at the end of the newest segment, and a segment is synced before
-//!   the next one is created, so only the end of the last segment can hold a write the crash
-//!   interrupted, and it leaves a prefix of one batch. A damaged record there with no intact
+//!   the next one is created, so only the end of the last segment that holds records can hold
+//!   a write the crash interrupted, and it leaves a prefix of one batch. (Segments after it
+//!   hold no record: a rotation whose new segment could not be completed leaves one behind,
+//!   and the committer goes on writing to the older one.) A damaged record there with no intact
 //!   record anywhere after it (see [`valid_data_after`]) is such a torn tail: the file is
 //!   truncated before it and synced.
 //! - A damaged record in an earlier segment, or one followed by intact records, cannot come
@@ -84,8 +86,17 @@ pub(crate) fn recover(
     let mut stop = StopReason::CleanEnd;
     let mut records = 0u64;
     let count = segments.len();
+    // Index of the last segment longer than a header: records can only be torn there.
+    let mut holds_records = Vec::with_capacity(count);
+    for (_, path) in &segments {
+        let f = dir
+            .open(path, false)
+            .map_err(|e| WalError::io("open", path, &e))?;
+        holds_records.push(f.len().map_err(|e| WalError::io("stat", path, &e))? > HEADER);
+    }
+    let last_written = holds_records.iter().rposition(|&h| h);
     for (i, (id, path)) in segments.iter().enumerate() {
-        let last = i + 1 == count;
+        let last = last_written.is_none_or(|w| i >= w);
         let corrupt = |offset: u64, reason: String| WalError::Corrupt {
             path: path.clone(),
             offset,
@@ -110,7 +121,7 @@ pub(crate) fn recover(
                 offset: 0,
                 reason,
             };
-            break;
+            continue;
         }
         let mut pos = HEADER as usize;
         while pos < buf.len() {

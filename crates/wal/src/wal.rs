@@ -124,6 +124,7 @@ enum Request {
         done: Callback,
     },
     Rotate(mpsc::SyncSender<Result<u64, WalError>>),
+    Barrier(Callback),
     Flush(mpsc::SyncSender<Result<(), WalError>>),
     RemoveBefore(u64, mpsc::SyncSender<Result<(), WalError>>),
 }
@@ -197,6 +198,20 @@ impl Wal {
         rx.recv().map_err(|_| WalError::Closed)?
     }
 
+    /// Call `done` once every record queued before this call is durable (written and synced),
+    /// on the committer thread, with the position reached or the error. Never blocks: for a
+    /// caller whose own record elsewhere must not outlive these (a fork's creation in another
+    /// shard must not survive a power loss that takes the data it inherited).
+    pub fn barrier(&self, done: Callback) {
+        let refused = match &self.tx {
+            Some(tx) => tx.send(Request::Barrier(done)).err().map(|e| e.0),
+            None => Some(Request::Barrier(done)),
+        };
+        if let Some(Request::Barrier(done)) = refused {
+            done(Err(WalError::Closed));
+        }
+    }
+
     /// Start a new segment (in queue order) and return its id: every record appended before
     /// this call is in an earlier segment, synced. Blocks until the committer did it.
     pub fn rotate(&self) -> Result<u64, WalError> {
@@ -260,6 +275,10 @@ struct Committer {
     end: u64,
     /// When the written but unsynced records must be synced at the latest.
     sync_due: Option<Instant>,
+    /// Records were written since the last sync (`Lazy` ones included, which set no
+    /// deadline): a segment must be synced before records go to the next one, or a power
+    /// loss could keep later records of a log and lose earlier ones.
+    unsynced: bool,
     /// A failed batch could not be cut off: the file must be truncated here before writing.
     cut_to: Option<u64>,
     counters: Arc<Counters>,
@@ -279,6 +298,7 @@ impl Committer {
             file,
             end: HEADER,
             sync_due: None,
+            unsynced: false,
             cut_to: None,
             counters,
         })
@@ -365,6 +385,14 @@ impl Committer {
             Request::Flush(reply) => {
                 let _ = reply.send(self.settle());
             }
+            Request::Barrier(done) => {
+                let at = Lsn {
+                    segment: self.segment,
+                    offset: self.end,
+                };
+                let r = self.settle().map(|()| at);
+                complete(done, r);
+            }
             Request::RemoveBefore(segment, reply) => {
                 let _ = reply.send(self.remove_before(segment));
             }
@@ -395,6 +423,7 @@ impl Committer {
         }
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_due = None;
+        self.unsynced = false;
         self.cut_to = None;
         Ok(())
     }
@@ -436,6 +465,7 @@ impl Committer {
         }
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.end = start + buf.len() as u64;
+        self.unsynced = true;
         let now = Instant::now();
         let lazy_only = batch.iter().all(|(_, c, _)| *c == Commit::Lazy);
         let due = if lazy_only {
@@ -466,13 +496,14 @@ impl Committer {
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
-        if self.sync_due.is_none() {
+        if self.sync_due.is_none() && !self.unsynced {
             return Ok(());
         }
         match self.file.sync_data() {
             Ok(()) => {
                 self.counters.syncs.fetch_add(1, Ordering::Relaxed);
                 self.sync_due = None;
+                self.unsynced = false;
                 Ok(())
             }
             Err(e) => Err(self.failed("sync", &e)),
@@ -487,6 +518,7 @@ impl Committer {
         self.path = path;
         self.file = file;
         self.end = HEADER;
+        self.unsynced = false;
         self.counters.segment.store(next, Ordering::Relaxed);
         Ok(next)
     }
