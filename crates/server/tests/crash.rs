@@ -55,7 +55,10 @@ fn specs() -> Vec<Spec> {
             }
         }
     }
-    assert!(!out.is_empty(), "RIFFLE_CRASH_CLASSES={only:?} names no class");
+    assert!(
+        !out.is_empty(),
+        "RIFFLE_CRASH_CLASSES={only:?} names no class"
+    );
     out
 }
 

@@ -101,6 +101,12 @@ impl Options {
         self.long_poll_secs = secs;
         self
     }
+
+    /// Storage `mode` on the data directory `data` (which outlives the server, for restarts).
+    pub fn storage(self, mode: &str, data: &Path) -> Self {
+        self.env("DS_STORAGE__MODE", mode)
+            .env("DS_STORAGE__DATA_DIR", data.to_str().expect("a UTF-8 path"))
+    }
 }
 
 /// A running `riffle` child process.
@@ -288,6 +294,17 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Shut down with SIGTERM and assert a clean exit (status 0 within 15 s).
+    pub fn stop_gracefully(mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a graceful shutdown exited with {status:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Whether the child is still running.
