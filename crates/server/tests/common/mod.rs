@@ -225,6 +225,17 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("riffle exited during start-up: {status}"));
             }
+            // Until our child says it listens, whatever answers on the port may be another
+            // process (other test runs share the machine) that took it before our child could.
+            if !self.stderr().contains("riffle listening") {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "no \"riffle listening\" within {STARTUP_TIMEOUT:?}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            }
             if self.tls
                 && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
