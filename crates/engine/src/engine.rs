@@ -8,7 +8,8 @@ use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing::{has_media_key, json_message_count, json_prefix_len, media_key};
 use crate::log::{
-    AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, commit_for, storage_error, wal_error,
+    AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, RECORD_OVERHEAD, commit_for,
+    storage_error, wal_error,
 };
 use crate::persist::{
     OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig, remove_log_files,
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedMutexGuard, oneshot, watch};
 
 /// Names to logs. Looked up on every request: foldhash (randomly seeded per process) instead of
 /// SipHash, which cost more than the rest of the lookup.
@@ -39,6 +40,16 @@ pub struct EngineConfig {
     pub max_memory_bytes: u64,
     /// The class of logs created without one.
     pub default_durability: Durability,
+    /// Deepest fork chain a create may make (a fork of a fork of ... a log): every read of a
+    /// fork walks its chain, so this bounds the work of one read.
+    pub max_fork_depth: u32,
+    /// Longest producer id, in bytes.
+    pub max_producer_id_bytes: usize,
+    /// Longest `Stream-Seq` value, in bytes.
+    pub max_stream_seq_bytes: usize,
+    /// Producers remembered per log; beyond it the least recently used one is forgotten (a
+    /// retry from it is then judged as from a new producer).
+    pub max_producers_per_log: usize,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +58,10 @@ impl Default for EngineConfig {
             max_stream_bytes: 10 * 1024 * 1024,
             max_memory_bytes: 100 * 1024 * 1024,
             default_durability: Durability::Ephemeral,
+            max_fork_depth: 100,
+            max_producer_id_bytes: 256,
+            max_stream_seq_bytes: 256,
+            max_producers_per_log: 1024,
         }
     }
 }
@@ -145,6 +160,7 @@ impl Engine {
                         anchor: f.anchor,
                         sub: f.sub,
                         upto: f.upto,
+                        depth: source.config.depth() + 1,
                     }),
                     None => {
                         tracing::error!(log = %r.meta.name, "fork source missing at recovery; skipping the fork");
@@ -170,8 +186,10 @@ impl Engine {
                 config,
                 r.files,
                 r.writer,
+                r.dirty,
                 now,
                 self.inner.budget.clone(),
+                self.inner.config.max_producers_per_log,
             ));
             log.lifecycle.lock().soft_deleted = r.deleted;
             by_id.insert(log.config.id, log.clone());
@@ -192,7 +210,9 @@ impl Engine {
                     .logs
                     .read()
                     .values()
-                    .filter(|l| l.files.is_some())
+                    // A log still being created is not acknowledged: if its create commits
+                    // after the rotation, replay of the newer segment brings it back.
+                    .filter(|l| l.files.is_some() && !l.is_creating())
                     .map(|l| (l.clone(), l.lifecycle.lock().soft_deleted))
                     .collect()
             },
@@ -238,6 +258,9 @@ impl Engine {
         if log.lifecycle.lock().soft_deleted {
             return Err(EngineError::Gone);
         }
+        if log.is_creating() {
+            return Err(EngineError::NotFound);
+        }
         if log.expired(self.inner.clock.as_ref()) {
             let mut logs = self.inner.logs.write();
             return Err(self.expire_locked(&mut logs, &log));
@@ -263,111 +286,129 @@ impl Engine {
         })
     }
 
-    /// Create a log, or confirm that an identical one exists.
+    /// Create a log, or confirm that an identical one exists. A durable log becomes visible
+    /// only once its creation is durable (for its class); until then, lookups do not find it
+    /// and a concurrent create of the same name waits for the outcome.
     pub async fn create(&self, name: &str, spec: CreateSpec) -> Result<Created> {
-        let (log, record, commit) = match self.create_locked(name, spec)? {
-            Prepared::Existing(info) => {
-                return Ok(Created {
-                    created: false,
-                    info,
-                });
-            }
-            Prepared::New(log, record) => {
-                let commit = commit_for(log.config.durability);
-                (log, record, commit)
+        let (log, record) = loop {
+            match self.create_locked(name, &spec)? {
+                Prepared::Existing(info) => {
+                    return Ok(Created {
+                        created: false,
+                        info,
+                    });
+                }
+                Prepared::Wait(other) => other.settled().await,
+                Prepared::New(log, record) => break (log, record),
             }
         };
-        if let (Some(p), Some(record)) = (&self.inner.persist, record) {
-            let (tx, rx) = oneshot::channel();
-            p.submit(
-                log.config.id,
-                record,
-                commit,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            );
-            let committed = match rx.await {
-                Ok(r) => r.map_err(wal_error),
-                Err(_) => Err(storage_error("the WAL shut down", false)),
-            };
-            if let Err(e) = committed {
-                // Nothing of it is durable: take it back.
-                let mut logs = self.inner.logs.write();
-                if logs.get(name).is_some_and(|l| Arc::ptr_eq(l, &log)) {
-                    remove_locked(&mut logs, &log);
+        let (Some(p), Some((record, guard))) = (&self.inner.persist, record) else {
+            log.finish_create(spec.initial, spec.closed);
+            return Ok(Created {
+                created: true,
+                info: log.info(),
+            });
+        };
+        let (tx, rx) = oneshot::channel();
+        let weak = Arc::downgrade(&self.inner);
+        let dir = p.dir.clone();
+        let done = log.clone();
+        let (initial, closed) = (spec.initial, spec.closed);
+        // The callback settles the create whether or not this future is still waiting.
+        p.submit(
+            log.config.id,
+            record,
+            commit_for(log.config.durability),
+            Box::new(move |r| {
+                match &r {
+                    Ok(_) => done.finish_create(initial, closed),
+                    Err(_) => {
+                        // Nothing of it is durable: take it back.
+                        match weak.upgrade() {
+                            Some(inner) => {
+                                let mut logs = inner.logs.write();
+                                remove_locked(&mut logs, &done);
+                            }
+                            None => done.mark_removed(),
+                        }
+                        remove_log_files(dir.as_ref(), done.config.id);
+                    }
                 }
-                return Err(e);
-            }
-        }
+                drop(guard);
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(r) => r.map_err(wal_error)?,
+            Err(_) => return Err(storage_error("the WAL shut down", false)),
+        };
         Ok(Created {
             created: true,
             info: log.info(),
         })
     }
 
-    /// The synchronous part of a create, under the registry lock: compare with an existing
-    /// log, or build the new one and register it (with its WAL record still to commit).
-    fn create_locked(&self, name: &str, spec: CreateSpec) -> Result<Prepared> {
-        let now = self.now();
-        let mut logs = self.inner.logs.write();
-        if let Some(existing) = logs.get(name).cloned() {
-            let expired = !existing.lifecycle.lock().soft_deleted && existing.is_expired(now);
-            if expired {
-                self.expire_locked(&mut logs, &existing);
-            }
-            if existing.lifecycle.lock().soft_deleted {
-                return Err(EngineError::ConfigMismatch(
-                    "the stream was deleted and is retained for its forks",
-                ));
-            }
-            if !expired {
-                same_config(&existing, &spec)?;
-                return Ok(Prepared::Existing(existing.info()));
-            }
+    /// An existing log's answer to a create, if the name is taken by a live log (looked up
+    /// under the read lock; expired and soft-deleted names are left to the write lock).
+    fn existing(&self, name: &str, spec: &CreateSpec, now: i64) -> Result<Option<Prepared>> {
+        let Some(existing) = self.inner.logs.read().get(name).cloned() else {
+            return Ok(None);
+        };
+        if existing.is_creating() {
+            return Ok(Some(Prepared::Wait(existing)));
         }
+        if existing.lifecycle.lock().soft_deleted {
+            return Err(EngineError::ConfigMismatch(
+                "the stream was deleted and is retained for its forks",
+            ));
+        }
+        if existing.is_expired(now) {
+            return Ok(None);
+        }
+        same_config(&existing, spec)?;
+        Ok(Some(Prepared::Existing(existing.info())))
+    }
 
-        let (content_type, framing, base, expiry) = match &spec.fork {
-            None => {
-                let (ct, framing) = spec
-                    .content_type
+    /// Decide a create: compare with an existing log, or build the new one and register it
+    /// (with its WAL record still to commit). Reading the fork source and creating files happen
+    /// before the registry's write lock, so a slow disk stalls only this request.
+    fn create_locked(&self, name: &str, spec: &CreateSpec) -> Result<Prepared> {
+        let now = self.now();
+        if let Some(answer) = self.existing(name, spec, now)? {
+            return Ok(answer);
+        }
+        let fork = match &spec.fork {
+            None => None,
+            Some(f) => Some(self.prepare_fork(f, spec, now)?),
+        };
+        let (content_type, framing, expiry) = match (&fork, &spec.content_type) {
+            (None, ct) => {
+                let (ct, framing) = ct
                     .clone()
                     .unwrap_or_else(|| ("application/octet-stream".to_string(), Framing::Bytes));
-                (ct, framing, None, spec.expiry.clone())
+                (ct, framing, spec.expiry.clone())
             }
-            Some(fork) => {
-                let source = self.fork_source(&mut logs, fork, now)?;
-                let (ct, framing) = match &spec.content_type {
-                    Some((ct, _)) if !has_media_key(ct, &source.config.media_key) => {
-                        return Err(EngineError::ForkContentTypeMismatch {
-                            given: ct.clone(),
-                            source_type: source.config.content_type.to_string(),
-                        });
-                    }
-                    Some((ct, _)) => (ct.clone(), source.config.framing),
-                    None => (
-                        source.config.content_type.to_string(),
-                        source.config.framing,
-                    ),
-                };
-                let upto = fork_point(&source, fork)?;
-                let expiry = spec.expiry.clone().or_else(|| source.config.expiry.clone());
-                let base = ForkBase {
-                    source,
-                    anchor: fork.offset,
-                    sub: fork.sub,
-                    upto,
-                };
-                (ct, framing, Some(base), expiry)
-            }
+            (Some(b), Some((ct, _))) => (
+                ct.clone(),
+                b.source.config.framing,
+                spec.expiry
+                    .clone()
+                    .or_else(|| b.source.config.expiry.clone()),
+            ),
+            (Some(b), None) => (
+                b.source.config.content_type.to_string(),
+                b.source.config.framing,
+                spec.expiry
+                    .clone()
+                    .or_else(|| b.source.config.expiry.clone()),
+            ),
         };
-
-        let durability = match (spec.durability, &base) {
+        let durability = match (spec.durability, &fork) {
             (Some(d), _) => d,
             (None, Some(b)) => b.source.config.durability,
             (None, None) => self.inner.config.default_durability,
         };
-        if let Some(b) = &base
+        if let Some(b) = &fork
             && durability.is_persistent()
             && !b.source.config.durability.is_persistent()
         {
@@ -380,7 +421,7 @@ impl Engine {
             (true, Some(p)) => Some(p.clone()),
             (true, None) => return Err(EngineError::DurabilityUnavailable(durability)),
         };
-        let start = base.as_ref().map_or(0, |b| b.upto);
+        let start = fork.as_ref().map_or(0, |b| b.upto);
         let len = spec.initial.data.len() as u64;
         if start + len > self.inner.config.max_stream_bytes {
             return Err(EngineError::StreamFull {
@@ -405,37 +446,148 @@ impl Engine {
                 expiry,
                 requested_expiry: spec.expiry.clone(),
                 durability,
-                base,
+                base: fork,
             },
             files,
             now,
             self.inner.budget.clone(),
         ));
-        if persist.is_none() {
-            log.reserve_memory(len)?;
+        let registered = self.register(name, spec, &log, now, persist.is_some());
+        if !matches!(registered, Ok(Prepared::New(..)))
+            && let Some(p) = &persist
+        {
+            remove_log_files(p.dir.as_ref(), id);
         }
-        let record = persist.as_ref().map(|_| {
-            WalEntry::Create {
-                meta: log.config.meta(),
-                closed: spec.closed,
+        registered
+    }
+
+    /// The registry part of a create, under its write lock: the name is still free (or
+    /// expired), the fork source is still the live log the fork point was computed on, the
+    /// memory is there; then the log goes in (invisible until its create commits).
+    fn register(
+        &self,
+        name: &str,
+        spec: &CreateSpec,
+        log: &Arc<Log>,
+        now: i64,
+        durable: bool,
+    ) -> Result<Prepared> {
+        let mut logs = self.inner.logs.write();
+        if let Some(existing) = logs.get(name).cloned() {
+            if existing.is_creating() {
+                return Ok(Prepared::Wait(existing));
             }
-            .encode(&spec.initial.data)
-        });
-        log.init(spec.initial, spec.closed)?;
+            let expired = !existing.lifecycle.lock().soft_deleted && existing.is_expired(now);
+            if expired {
+                self.expire_locked(&mut logs, &existing);
+            }
+            if existing.lifecycle.lock().soft_deleted {
+                return Err(EngineError::ConfigMismatch(
+                    "the stream was deleted and is retained for its forks",
+                ));
+            }
+            if !expired {
+                same_config(&existing, spec)?;
+                return Ok(Prepared::Existing(existing.info()));
+            }
+        }
+        if let Some(base) = &log.config.base {
+            let current = logs.get(&base.source.config.name);
+            if !current.is_some_and(|l| Arc::ptr_eq(l, &base.source)) {
+                return Err(EngineError::ForkSourceNotFound);
+            }
+            if base.source.lifecycle.lock().soft_deleted {
+                return Err(EngineError::ForkSourceGone);
+            }
+        }
+        let initial = spec.initial.data.len() as u64;
+        let records = if durable || initial == 0 {
+            0
+        } else {
+            initial + RECORD_OVERHEAD
+        };
+        let charge = log.overhead() + records;
+        log.reserve_memory(charge)?;
+        log.hold_reserved(charge);
+        let record = match durable {
+            false => None,
+            true => {
+                let entry = WalEntry::Create {
+                    meta: log.config.meta(),
+                    closed: spec.closed,
+                }
+                .encode(&spec.initial.data);
+                let guard = log
+                    .begin_create()
+                    .ok_or_else(|| storage_error("a new log's append lock is taken", false))?;
+                Some((entry, guard))
+            }
+        };
         if let Some(base) = &log.config.base {
             base.source.lifecycle.lock().fork_refs += 1;
         }
         logs.insert(name.to_string(), log.clone());
-        Ok(Prepared::New(log, record))
+        Ok(Prepared::New(log.clone(), record))
+    }
+
+    /// Resolve a fork's source and its fork point. The source's records below its tail never
+    /// change, so the fork point is read without the registry lock; `register` checks that
+    /// the source is still the same live log.
+    fn prepare_fork(&self, fork: &ForkSpec, spec: &CreateSpec, now: i64) -> Result<ForkBase> {
+        let source = self
+            .inner
+            .logs
+            .read()
+            .get(&fork.source)
+            .cloned()
+            .ok_or(EngineError::ForkSourceNotFound)?;
+        if source.is_creating() || source.is_removed() {
+            return Err(EngineError::ForkSourceNotFound);
+        }
+        if source.lifecycle.lock().soft_deleted {
+            return Err(EngineError::ForkSourceGone);
+        }
+        if source.is_expired(now) {
+            let mut logs = self.inner.logs.write();
+            return Err(match self.expire_locked(&mut logs, &source) {
+                EngineError::Gone => EngineError::ForkSourceGone,
+                _ => EngineError::ForkSourceNotFound,
+            });
+        }
+        if let Some((ct, _)) = &spec.content_type
+            && !has_media_key(ct, &source.config.media_key)
+        {
+            return Err(EngineError::ForkContentTypeMismatch {
+                given: ct.clone(),
+                source_type: source.config.content_type.to_string(),
+            });
+        }
+        let depth = source.config.depth() + 1;
+        let limit = self.inner.config.max_fork_depth;
+        if depth > limit {
+            return Err(EngineError::ForkTooDeep { depth, limit });
+        }
+        let upto = fork_point(&source, fork)?;
+        Ok(ForkBase {
+            source,
+            anchor: fork.offset,
+            sub: fork.sub,
+            upto,
+            depth,
+        })
     }
 
     /// Append to a live log: one atomic step of data, producer state, `Stream-Seq` and close.
     pub async fn append(&self, name: &str, req: AppendRequest) -> Result<Appended> {
         let log = self.live(name)?;
+        let c = &self.inner.config;
         log.append(
             req,
             AppendLimits {
-                max_stream_bytes: self.inner.config.max_stream_bytes,
+                max_stream_bytes: c.max_stream_bytes,
+                max_producer_id_bytes: c.max_producer_id_bytes,
+                max_stream_seq_bytes: c.max_stream_seq_bytes,
+                max_producers: c.max_producers_per_log,
             },
             self.inner.clock.as_ref(),
             self.inner.persist.as_ref(),
@@ -542,24 +694,6 @@ impl Engine {
             self.expire_locked(&mut logs, log);
         }
         expired.len()
-    }
-
-    /// Resolve a fork's source under the registry lock.
-    fn fork_source(&self, logs: &mut Registry, fork: &ForkSpec, now: i64) -> Result<Arc<Log>> {
-        let source = logs
-            .get(&fork.source)
-            .cloned()
-            .ok_or(EngineError::ForkSourceNotFound)?;
-        if source.lifecycle.lock().soft_deleted {
-            return Err(EngineError::ForkSourceGone);
-        }
-        if source.is_expired(now) {
-            return Err(match self.expire_locked(logs, &source) {
-                EngineError::Gone => EngineError::ForkSourceGone,
-                _ => EngineError::ForkSourceNotFound,
-            });
-        }
-        Ok(source)
     }
 
     /// Expire `log`. Returns the error its name now answers with.
@@ -676,11 +810,14 @@ impl LogHandle {
     }
 }
 
-/// What the locked part of a create decided.
+/// What the synchronous part of a create decided.
 enum Prepared {
     Existing(LogInfo),
-    /// A new log, registered, and its WAL record if it is durable.
-    New(Arc<Log>, Option<Vec<u8>>),
+    /// The name is being created by another request: wait for its outcome and decide again.
+    Wait(Arc<Log>),
+    /// A new log, registered, and (if it is durable) its WAL record and the guard that keeps
+    /// its appends waiting until the create committed.
+    New(Arc<Log>, Option<(Vec<u8>, OwnedMutexGuard<()>)>),
 }
 
 /// The position up to which a fork inherits its source.

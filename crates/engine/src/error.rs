@@ -23,6 +23,8 @@ pub enum EngineError {
     ForkOffsetBeyondTail { offset: u64, tail: u64 },
     #[error("fork sub-offset {sub} is past the record at the fork offset ({available} available)")]
     ForkSubOffsetOvershoot { sub: u64, available: u64 },
+    #[error("the fork chain would be {depth} forks deep; the limit is {limit}")]
+    ForkTooDeep { depth: u32, limit: u32 },
 
     // append
     #[error("stream is closed")]
@@ -43,6 +45,10 @@ pub enum EngineError {
     MemoryFull { limit: u64 },
     #[error("an append needs data unless it closes the stream")]
     EmptyAppend,
+    #[error("producer id is {len} bytes long; the limit is {limit}")]
+    ProducerIdTooLong { len: usize, limit: usize },
+    #[error("Stream-Seq is {len} bytes long; the limit is {limit}")]
+    StreamSeqTooLong { len: usize, limit: usize },
 
     #[error("durability class {0} needs storage, and this server keeps streams in memory only")]
     DurabilityUnavailable(crate::Durability),

@@ -74,6 +74,13 @@ pub use persist::{OpenError, RecoveryReport, StorageConfig};
 pub use riffle_wal as wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+
+/// What `max_memory_bytes` charges: every log's [`cost::log_overhead`], every remembered
+/// producer's id plus [`cost::PRODUCER_OVERHEAD`], and every `Ephemeral` record's bytes plus
+/// [`cost::RECORD_OVERHEAD`].
+pub mod cost {
+    pub use crate::log::{PRODUCER_OVERHEAD, RECORD_OVERHEAD, log_overhead};
+}
 pub use engine::{Engine, EngineConfig, LogHandle};
 pub use error::{EngineError, Result};
 pub use framing::{has_media_key, media_key, media_type};

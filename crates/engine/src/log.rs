@@ -3,10 +3,15 @@
 //! A log's positions are byte positions in its stored form. A fork inherits the positions
 //! `[0, base.upto)` from its source and stores its own records from `base.upto` on.
 //!
-//! An append is validated and applied under the log's state lock. For `Fsync` logs the append
-//! is applied only when the WAL's group fsync covers it (from the committer's callback), and
-//! appends to one such log are serialized by `append_lock`, so validation always sees every
-//! earlier append; readers never see data before it is durable.
+//! An append is validated and applied under the log's state lock. For durable logs (every
+//! class but `Ephemeral`) the append is applied only when the WAL has written it (`Fsync`: when
+//! the group fsync covers it), from the committer's callback; appends to one such log are
+//! serialized by `append_lock`, whose guard travels with the WAL record into that callback, so
+//! validation always sees every earlier append even if the request that made it was dropped
+//! mid-way. A failed WAL write therefore shows nothing of its append, in every class.
+//!
+//! Fork chains are walked iteratively (never by recursion), and their depth is bounded at
+//! creation, so a read costs a bounded amount of work whatever clients created.
 
 use crate::clock::Clock;
 use crate::durability::Durability;
@@ -26,7 +31,7 @@ use riffle_wal::Commit;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedMutexGuard, oneshot, watch};
 
 /// Inherited prefix of a fork.
 #[derive(Debug)]
@@ -37,6 +42,8 @@ pub(crate) struct ForkBase {
     pub sub: u64,
     /// The fork inherits the source's positions `[0, upto)`.
     pub upto: u64,
+    /// Number of forks between this log and the root of its chain (1 for a fork of a root).
+    pub depth: u32,
 }
 
 /// Immutable configuration of a log.
@@ -56,6 +63,11 @@ pub(crate) struct LogConfig {
 }
 
 impl LogConfig {
+    /// How many forks deep this log is (0 for a log that is not a fork).
+    pub fn depth(&self) -> u32 {
+        self.base.as_ref().map_or(0, |b| b.depth)
+    }
+
     pub fn meta(&self) -> LogMeta {
         LogMeta {
             id: self.id,
@@ -79,6 +91,23 @@ impl LogConfig {
 struct ProducerState {
     epoch: u64,
     last_seq: u64,
+    /// When it last wrote (the log's record sequence number then): the least recently used
+    /// producer is forgotten first once a log holds too many.
+    last_used: u64,
+}
+
+/// RAM a producer entry costs beyond its id's bytes (map slot, state, string header).
+pub const PRODUCER_OVERHEAD: u64 = 64;
+/// RAM an `Ephemeral` record costs beyond its bytes (its start position in the index).
+pub const RECORD_OVERHEAD: u64 = 8;
+
+/// RAM a log costs whatever it holds: its structures, name and content type (twice each: the
+/// registry key and the configuration; the content type and its media key).
+pub fn log_overhead(name: &str, content_type: &str) -> u64 {
+    (std::mem::size_of::<Log>()
+        + 256 // registry slot, Arc counts, watch channel, empty vectors
+        + 2 * name.len()
+        + 2 * content_type.len()) as u64
 }
 
 /// Registry-owned lifecycle flags, changed only under the registry's write lock.
@@ -134,7 +163,10 @@ struct LogState {
     synced_tail: u64,
     /// The log was removed from the registry; handles still held must not write.
     removed: bool,
-    /// Bytes of `mem` counted against the server-wide budget, returned when the log is dropped.
+    /// Registered, but its creation is not yet durable: invisible to every lookup.
+    creating: bool,
+    /// Bytes counted against the server-wide budget for this log (its structures, producers,
+    /// and an `Ephemeral` log's records), returned when the log is dropped.
     own_bytes: u64,
 }
 
@@ -154,6 +186,8 @@ struct Plan {
     stream_seq: Option<String>,
     close: bool,
     log_seq: u64,
+    /// Bytes reserved against the memory budget for what this append adds.
+    charge: u64,
 }
 
 enum Decision {
@@ -168,8 +202,9 @@ pub(crate) struct Log {
     pub files: Option<LogFiles>,
     state: Mutex<LogState>,
     pub lifecycle: Mutex<Lifecycle>,
-    /// Serializes appends of `Fsync` logs across their wait for the group fsync.
-    append_lock: tokio::sync::Mutex<()>,
+    /// Serializes appends of durable logs across their wait for the WAL; the guard is owned
+    /// by the WAL callback once the record is queued (and by the create until it commits).
+    append_lock: Arc<tokio::sync::Mutex<()>>,
     /// Bumped on every change a reader may wait for (data, close, removal).
     notify: watch::Sender<u64>,
     budget: Arc<MemoryBudget>,
@@ -180,6 +215,15 @@ impl Drop for Log {
         self.budget
             .used
             .fetch_sub(self.state.get_mut().own_bytes, Ordering::Relaxed);
+        // Release the fork chain iteratively: dropping the last owner of a deep chain would
+        // otherwise recurse once per level and could overflow the stack.
+        let mut base = self.config.base.take();
+        while let Some(b) = base {
+            base = match Arc::try_unwrap(b.source) {
+                Ok(mut source) => source.config.base.take(),
+                Err(_) => None,
+            };
+        }
     }
 }
 
@@ -187,6 +231,10 @@ impl Drop for Log {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AppendLimits {
     pub max_stream_bytes: u64,
+    pub max_producer_id_bytes: usize,
+    pub max_stream_seq_bytes: usize,
+    /// Producers remembered per log; the least recently used is forgotten beyond this.
+    pub max_producers: usize,
 }
 
 pub(crate) fn storage_error(e: impl std::fmt::Display, no_space: bool) -> EngineError {
@@ -246,23 +294,31 @@ impl Log {
                 w,
                 last_access_ms: now_ms,
                 removed: false,
+                creating: false,
                 own_bytes: 0,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
-            append_lock: tokio::sync::Mutex::new(()),
+            append_lock: Arc::new(tokio::sync::Mutex::new(())),
             notify: watch::channel(0).0,
             budget,
         }
     }
 
-    /// Rebuild a recovered log.
+    /// Rebuild a recovered log. `dirty`: replay wrote into its files, which a checkpoint must
+    /// sync before it lets the WAL that holds the same data go.
     pub fn restore(
         config: LogConfig,
         files: LogFiles,
-        rec: WriterRec,
+        mut rec: WriterRec,
+        dirty: bool,
         now_ms: i64,
         budget: Arc<MemoryBudget>,
+        max_producers: usize,
     ) -> Self {
+        // Producers come least recently used first: keep the newest when the limit shrank
+        // (what the live log would have kept), and rank them in that order.
+        let excess = rec.producers.len().saturating_sub(max_producers);
+        rec.producers.drain(..excess);
         let w = Writer {
             tail: rec.tail,
             records: rec.records,
@@ -274,15 +330,67 @@ impl Log {
             producers: rec
                 .producers
                 .into_iter()
-                .map(|(id, epoch, last_seq)| (id, ProducerState { epoch, last_seq }))
+                .enumerate()
+                .map(|(rank, (id, epoch, last_seq))| {
+                    let last_used = rank as u64;
+                    (
+                        id,
+                        ProducerState {
+                            epoch,
+                            last_seq,
+                            last_used,
+                        },
+                    )
+                })
                 .collect(),
             log_seq: rec.log_seq,
         };
         let log = Self::with_writer(config, Some(files), w, now_ms, budget);
-        // Replay rewrote the files without syncing them: the first checkpoint must sync them
-        // before it lets the WAL that holds the same data go.
-        log.state.lock().synced_tail = u64::MAX;
+        {
+            let mut st = log.state.lock();
+            if dirty {
+                st.synced_tail = u64::MAX;
+            }
+            // Recovery must not fail on the budget: count what the log holds, unchecked.
+            let held = log.overhead() + producer_bytes(&st.w.producers);
+            log.budget.used.fetch_add(held, Ordering::Relaxed);
+            st.own_bytes = held;
+        }
         log
+    }
+
+    /// RAM the log costs whatever it holds (see [`log_overhead`]).
+    pub fn overhead(&self) -> u64 {
+        log_overhead(&self.config.name, &self.config.content_type)
+    }
+
+    /// Count `bytes`, already reserved with [`Log::reserve_memory`], as held by this log.
+    pub fn hold_reserved(&self, bytes: u64) {
+        self.state.lock().own_bytes += bytes;
+    }
+
+    /// Mark the log as being created: lookups do not see it, and appends wait, until
+    /// [`Log::finish_create`] runs. Returns the guard the create holds until then.
+    pub fn begin_create(&self) -> Option<OwnedMutexGuard<()>> {
+        self.state.lock().creating = true;
+        self.append_lock.clone().try_lock_owned().ok()
+    }
+
+    /// The create committed: store its initial content and make the log visible.
+    pub fn finish_create(&self, payload: Payload, close: bool) {
+        let mut st = self.state.lock();
+        self.push_locked(&mut st, payload);
+        st.w.closed = close;
+        st.creating = false;
+    }
+
+    pub fn is_creating(&self) -> bool {
+        self.state.lock().creating
+    }
+
+    /// Wait until no create or append of this log is in flight.
+    pub async fn settled(&self) {
+        drop(self.append_lock.lock().await);
     }
 
     /// The log's state for a checkpoint; also returns whether its files need a sync.
@@ -297,11 +405,14 @@ impl Log {
             closed: w.closed,
             closed_by: w.closed_by.as_ref().map(|c| (c.id.clone(), c.epoch, c.seq)),
             last_stream_seq: w.last_stream_seq.clone(),
-            producers: w
-                .producers
-                .iter()
-                .map(|(id, p)| (id.clone(), p.epoch, p.last_seq))
-                .collect(),
+            producers: {
+                // Least recently used first, the order replay and restore rely on.
+                let mut ps: Vec<_> = w.producers.iter().collect();
+                ps.sort_unstable_by_key(|(_, p)| p.last_used);
+                ps.into_iter()
+                    .map(|(id, p)| (id.clone(), p.epoch, p.last_seq))
+                    .collect()
+            },
             log_seq: w.log_seq,
         };
         let dirty = st.synced_tail != w.tail;
@@ -429,15 +540,6 @@ impl Log {
         self.state.lock().removed
     }
 
-    /// Store `payload` (and close) as the log's first content, at creation (for file-backed
-    /// logs, made durable by the create's WAL record).
-    pub fn init(&self, payload: Payload, close: bool) -> Result<()> {
-        let mut st = self.state.lock();
-        self.push_locked(&mut st, payload);
-        st.w.closed = close;
-        Ok(())
-    }
-
     fn push_locked(&self, st: &mut LogState, payload: Payload) {
         if payload.data.is_empty() {
             return;
@@ -458,14 +560,13 @@ impl Log {
             // Copied (a request body is often a slice of a larger receive buffer, which a
             // small record must not pin).
             st.mem.push(&payload.data);
-            st.own_bytes += len;
         }
         st.w.tail += len;
     }
 
     /// Validate and apply one append atomically: closure, content type, producer, `Stream-Seq`,
     /// limits, then data and every piece of writer state together (one WAL record for durable
-    /// logs).
+    /// logs, applied only once the WAL has it).
     pub async fn append(
         self: &Arc<Self>,
         req: AppendRequest,
@@ -474,66 +575,55 @@ impl Log {
         persist: Option<&Arc<Persist>>,
     ) -> Result<Appended> {
         let durability = self.config.durability;
-        let _serial = match durability {
-            Durability::Fsync => Some(self.append_lock.lock().await),
-            _ => None,
+        if !durability.is_persistent() {
+            let mut st = self.state.lock();
+            let plan = match self.validate(&mut st, req, limits, clock)? {
+                Decision::Answer(a) => return Ok(a),
+                Decision::Write(plan) => plan,
+            };
+            let out = self.apply(&mut st, plan, limits);
+            drop(st);
+            self.wake();
+            return Ok(out);
+        }
+        let Some(persist) = persist else {
+            return Err(storage_error("durable log without storage", false));
         };
+        // Owned, so that it can move into the WAL callback: if this future is dropped while
+        // the record is queued (a client resets its HTTP/2 stream), the next append still
+        // waits until this one is applied or failed, and never validates against stale state.
+        let serial = self.append_lock.clone().lock_owned().await;
         let (plan, record) = {
             let mut st = self.state.lock();
             let plan = match self.validate(&mut st, req, limits, clock)? {
                 Decision::Answer(a) => return Ok(a),
                 Decision::Write(plan) => plan,
             };
-            let persist = match (durability.is_persistent(), persist) {
-                (false, _) => {
-                    let out = self.apply(&mut st, plan);
-                    drop(st);
-                    self.wake();
-                    return Ok(out);
-                }
-                (true, Some(p)) => p,
-                (true, None) => {
-                    return Err(storage_error("durable log without storage", false));
-                }
-            };
             let record = plan.entry(self.config.id).encode(&plan.payload.data);
-            if durability != Durability::Fsync {
-                // Acknowledged once queued: apply now, in queue order (we hold the lock).
-                let out = self.apply(&mut st, plan);
-                let id = self.config.id;
-                persist.submit(
-                    id,
-                    record,
-                    commit_for(durability),
-                    Box::new(move |r| {
-                        if let Err(e) = r {
-                            tracing::error!(log = id, error = %e, "WAL write of an acknowledged append failed");
-                        }
-                    }),
-                );
-                drop(st);
-                self.wake();
-                return Ok(out);
-            }
             (plan, record)
-        };
-        let Some(persist) = persist else {
-            return Err(storage_error("durable log without storage", false));
         };
         let (tx, rx) = oneshot::channel();
         let log = self.clone();
         persist.submit(
             self.config.id,
             record,
-            Commit::Sync,
+            commit_for(durability),
             Box::new(move |r| {
-                let out = r.map(|_| {
-                    let mut st = log.state.lock();
-                    let out = log.apply(&mut st, plan);
-                    drop(st);
-                    log.wake();
-                    out
-                });
+                let out = match r {
+                    Ok(_) => {
+                        let mut st = log.state.lock();
+                        let out = log.apply(&mut st, plan, limits);
+                        drop(st);
+                        log.wake();
+                        Ok(out)
+                    }
+                    Err(e) => {
+                        // Nothing of it happened: give back what it reserved.
+                        log.budget.used.fetch_sub(plan.charge, Ordering::Relaxed);
+                        Err(e)
+                    }
+                };
+                drop(serial);
                 let _ = tx.send(out);
             }),
         );
@@ -554,8 +644,26 @@ impl Log {
         limits: AppendLimits,
         clock: &dyn Clock,
     ) -> Result<Decision> {
-        if st.removed {
+        if st.removed || st.creating {
             return Err(EngineError::NotFound);
+        }
+        // Client-controlled state is bounded before anything looks at it: every producer id
+        // is kept (in RAM, checkpoints and WAL records) and every Stream-Seq too.
+        if let Some(p) = &req.producer
+            && p.id.len() > limits.max_producer_id_bytes
+        {
+            return Err(EngineError::ProducerIdTooLong {
+                len: p.id.len(),
+                limit: limits.max_producer_id_bytes,
+            });
+        }
+        if let Some(seq) = &req.stream_seq
+            && seq.len() > limits.max_stream_seq_bytes
+        {
+            return Err(EngineError::StreamSeqTooLong {
+                len: seq.len(),
+                limit: limits.max_stream_seq_bytes,
+            });
         }
         self.slide(st, clock);
         let w = &st.w;
@@ -663,6 +771,7 @@ impl Log {
                 false,
             ));
         }
+        let mut charge = 0;
         if len > 0 {
             let size = w.tail + len;
             if size > limits.max_stream_bytes {
@@ -672,9 +781,15 @@ impl Log {
                 });
             }
             if self.files.is_none() {
-                self.reserve_memory(len)?;
+                charge += len + RECORD_OVERHEAD;
             }
         }
+        if let Some(p) = &req.producer
+            && !w.producers.contains_key(&p.id)
+        {
+            charge += p.id.len() as u64 + PRODUCER_OVERHEAD;
+        }
+        self.reserve_memory(charge)?;
         Ok(Decision::Write(Plan {
             start: w.tail,
             payload: req.payload,
@@ -682,13 +797,19 @@ impl Log {
             stream_seq: req.stream_seq,
             close: req.close,
             log_seq: w.log_seq + 1,
+            charge,
         }))
     }
 
     /// Apply a validated append: data and all writer state, as one step.
-    fn apply(&self, st: &mut LogState, plan: Plan) -> Appended {
-        debug_assert_eq!(plan.start, st.w.tail, "appends apply in order");
+    fn apply(&self, st: &mut LogState, plan: Plan, limits: AppendLimits) -> Appended {
+        // Appends of a log are validated one at a time against the state they apply to (the
+        // state lock, or the append lock across a WAL wait), so this cannot fail; if it did,
+        // applying would store the record at the wrong position.
+        assert_eq!(plan.start, st.w.tail, "appends apply in order");
         self.push_locked(st, plan.payload);
+        st.own_bytes += plan.charge;
+        let mut freed = 0;
         let w = &mut st.w;
         w.log_seq = plan.log_seq;
         if let Some(seq) = plan.stream_seq {
@@ -700,8 +821,23 @@ impl Log {
                 ProducerState {
                     epoch: c.epoch,
                     last_seq: c.seq,
+                    last_used: plan.log_seq,
                 },
             );
+            if w.producers.len() > limits.max_producers.max(1) {
+                // Forget the least recently used producer (replay and restore keep the same
+                // set: they rank producers by the same order).
+                let oldest = w
+                    .producers
+                    .iter()
+                    .min_by_key(|(_, p)| p.last_used)
+                    .map(|(id, _)| id.clone());
+                if let Some(id) = oldest
+                    && w.producers.remove(&id).is_some()
+                {
+                    freed += id.len() as u64 + PRODUCER_OVERHEAD;
+                }
+            }
             ProducerAck {
                 epoch: c.epoch,
                 seq: c.seq,
@@ -711,16 +847,24 @@ impl Log {
             w.closed = true;
             w.closed_by = plan.producer;
         }
-        Appended {
+        let out = Appended {
             status: AppendStatus::Written,
             next: w.tail,
             closed: w.closed,
             producer: ack,
+        };
+        if freed > 0 {
+            st.own_bytes = st.own_bytes.saturating_sub(freed);
+            self.budget.used.fetch_sub(freed, Ordering::Relaxed);
         }
+        out
     }
 
     /// Account `len` more bytes against the server-wide memory limit.
     pub fn reserve_memory(&self, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
         let limit = self.budget.limit;
         let mut used = self.budget.used.load(Ordering::Relaxed);
         loop {
@@ -739,6 +883,21 @@ impl Log {
         }
     }
 
+    /// The log of this fork chain that stores position `pos` (this log, or the ancestor whose
+    /// own records hold it), and the end of the range this log inherits from it. Iterative:
+    /// chains may be as deep as clients made them before the depth limit existed.
+    fn owner_of(&self, pos: u64) -> (&Log, u64) {
+        let mut log = self;
+        let mut limit = u64::MAX;
+        while let Some(base) = &log.config.base
+            && pos < base.upto
+        {
+            limit = limit.min(base.upto);
+            log = &base.source;
+        }
+        (log, limit)
+    }
+
     /// Append the stored chunks of `[from, to)` to `out`, stopping once `budget` bytes are
     /// gathered at a record boundary. Returns the position reached.
     pub fn collect(
@@ -749,14 +908,26 @@ impl Log {
         out: &mut Vec<Bytes>,
     ) -> Result<u64> {
         let mut pos = from;
-        if let Some(base) = &self.config.base
-            && pos < base.upto
-        {
-            pos = base.source.collect(pos, to.min(base.upto), budget, out)?;
-            if pos < base.upto.min(to) || *budget == 0 {
-                return Ok(pos);
+        while pos < to {
+            let (owner, limit) = self.owner_of(pos);
+            let end = to.min(limit);
+            let reached = owner.collect_own(pos, end, budget, out)?;
+            if reached < end || *budget == 0 {
+                return Ok(reached);
             }
+            pos = reached;
         }
+        Ok(pos)
+    }
+
+    /// `collect` over this log's own records only.
+    fn collect_own(
+        &self,
+        pos: u64,
+        to: u64,
+        budget: &mut usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<u64> {
         if let Some(files) = &self.files {
             return self.collect_files(files, pos, to, budget, out);
         }
@@ -846,19 +1017,12 @@ impl Log {
         if self.config.framing != Framing::JsonMessages {
             return Ok(true);
         }
-        if let Some(base) = &self.config.base {
-            if pos == base.upto {
-                return Ok(true);
-            }
-            if pos < base.upto {
-                return base.source.is_message_boundary(pos);
-            }
+        let (owner, _) = self.owner_of(pos);
+        if owner.config.base.as_ref().is_some_and(|b| b.upto == pos) {
+            // Where an inheritance ends is a boundary: forks are made at boundaries.
+            return Ok(true);
         }
-        let found = match &self.files {
-            Some(files) => self.file_record_containing(files, pos)?,
-            None => self.state.lock().mem.record_at(pos),
-        };
-        Ok(match found {
+        Ok(match owner.own_record_containing(pos)? {
             None => true, // at the tail
             Some((start, rec)) => framing::json_is_boundary(&rec, (pos - start) as usize),
         })
@@ -868,27 +1032,29 @@ impl Log {
     /// it (a record a fork inherited only in part ends where the inheritance ends). `None` at
     /// the tail.
     pub fn record_rest(&self, pos: u64) -> Result<Option<Bytes>> {
-        if let Some(base) = &self.config.base
-            && pos < base.upto
-        {
-            let Some(rest) = base.source.record_rest(pos)? else {
-                return Ok(None);
-            };
-            let keep = ((base.upto - pos) as usize).min(rest.len());
-            return Ok(Some(rest.slice(..keep)));
-        }
-        if let Some(files) = &self.files {
-            return Ok(self
-                .file_record_containing(files, pos)?
-                .map(|(start, rec)| rec.slice((pos - start) as usize..)));
-        }
-        Ok(self
-            .state
-            .lock()
-            .mem
-            .record_at(pos)
-            .map(|(start, rec)| rec.slice((pos - start) as usize..)))
+        let (owner, limit) = self.owner_of(pos);
+        Ok(owner.own_record_containing(pos)?.map(|(start, rec)| {
+            let rest = rec.slice((pos - start) as usize..);
+            let keep = limit.saturating_sub(pos).min(rest.len() as u64) as usize;
+            rest.slice(..keep)
+        }))
     }
+
+    /// This log's own record that holds `pos`: its start and bytes.
+    fn own_record_containing(&self, pos: u64) -> Result<Option<(u64, Bytes)>> {
+        match &self.files {
+            Some(files) => self.file_record_containing(files, pos),
+            None => Ok(self.state.lock().mem.record_at(pos)),
+        }
+    }
+}
+
+/// RAM the producer entries cost (see [`PRODUCER_OVERHEAD`]).
+fn producer_bytes(producers: &HashMap<String, ProducerState>) -> u64 {
+    producers
+        .keys()
+        .map(|id| id.len() as u64 + PRODUCER_OVERHEAD)
+        .sum()
 }
 
 /// How long an acknowledgement of each class waits.

@@ -78,6 +78,8 @@ pub(crate) struct RecoveredLog {
     pub writer: WriterRec,
     pub deleted: bool,
     pub files: LogFiles,
+    /// Replay wrote into its files (not yet synced).
+    pub dirty: bool,
 }
 
 struct Replaying {
@@ -85,6 +87,7 @@ struct Replaying {
     writer: WriterRec,
     deleted: bool,
     files: Option<LogFiles>,
+    dirty: bool,
 }
 
 impl Replaying {
@@ -124,6 +127,7 @@ impl Persist {
                         writer: l.writer,
                         deleted: l.deleted,
                         files: None,
+                        dirty: false,
                     },
                 )
             })
@@ -297,6 +301,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
                 meta,
                 deleted: false,
                 files: None,
+                dirty: false,
             };
             let files = log.files(dir)?.clone();
             files.truncate(tail, 0).map_err(|e| e.to_string())?;
@@ -304,6 +309,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
                 files
                     .write_record(0, tail, payload)
                     .map_err(|e| e.to_string())?;
+                log.dirty = true;
                 log.writer.records = 1;
                 log.writer.tail += payload.len() as u64;
             }
@@ -334,6 +340,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
                 log.files(dir)?
                     .write_record(index, start, payload)
                     .map_err(|e| e.to_string())?;
+                log.dirty = true;
                 log.writer.records += 1;
                 log.writer.tail += payload.len() as u64;
             }
@@ -398,6 +405,7 @@ fn finish(
             writer: log.writer,
             deleted: log.deleted,
             files,
+            dirty: log.dirty,
         });
     }
     for name in dir.list("streams").unwrap_or_default() {

@@ -799,23 +799,44 @@ async fn stream_full_limit() {
     );
 }
 
+/// The budget counts what the engine holds for clients: every log's own structures, every
+/// record's bytes and index entry, every producer.
 #[tokio::test]
 async fn memory_full_limit_and_release() {
+    // Measure what a log, a record and a producer cost, on an engine with room to spare.
+    let probe = engine();
+    new_log(&probe, "a").await;
+    let per_log = probe.memory_used();
+    assert!(per_log > 0, "a log's own structures count");
+    probe.append("a", data(&[1; 15])).await.unwrap();
+    let rec15 = probe.memory_used() - per_log;
+    assert!(rec15 > 15, "a record's index entry counts too");
+    let rec5 = rec15 - 10;
+    probe
+        .append("a", produced(&[1; 5], "p", 0, 0))
+        .await
+        .unwrap();
+    let producer = probe.memory_used() - per_log - rec15 - rec5;
+    assert!(producer > 1, "a producer's state counts");
+    probe.delete("a").await.unwrap();
+    assert_eq!(probe.memory_used(), 0);
+
+    // Room for two logs, a 15-byte record and a 5-byte record, nothing more.
+    let limit = 2 * per_log + rec15 + rec5;
     let e = engine_with(EngineConfig {
-        max_memory_bytes: 20,
+        max_memory_bytes: limit,
         ..EngineConfig::default()
     });
-    assert_eq!(e.memory_used(), 0);
     new_log(&e, "a").await;
     new_log(&e, "b").await;
     e.append("a", data(&[1; 15])).await.unwrap();
-    assert_eq!(e.memory_used(), 15);
+    assert_eq!(e.memory_used(), 2 * per_log + rec15);
     let err = e
         .append("b", produced(&[2; 6], "p", 0, 0))
         .await
         .unwrap_err();
-    assert_eq!(err, EngineError::MemoryFull { limit: 20 });
-    assert_eq!(e.memory_used(), 15);
+    assert_eq!(err, EngineError::MemoryFull { limit });
+    assert_eq!(e.memory_used(), 2 * per_log + rec15);
     assert_eq!(e.info("b").unwrap().next, 0);
     let err = e
         .create(
@@ -827,20 +848,72 @@ async fn memory_full_limit_and_release() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err, EngineError::MemoryFull { limit: 20 });
+    assert_eq!(err, EngineError::MemoryFull { limit });
     assert_eq!(e.info("c").unwrap_err(), EngineError::NotFound);
-    assert_eq!(e.memory_used(), 15);
+    assert_eq!(e.memory_used(), 2 * per_log + rec15);
     e.append("b", data(&[2; 5])).await.unwrap();
-    assert_eq!(e.memory_used(), 20);
+    assert_eq!(e.memory_used(), limit);
 
     e.delete("a").await.unwrap();
-    assert_eq!(e.memory_used(), 5);
+    assert_eq!(e.memory_used(), per_log + rec5);
     // The rejected producer seq 0 was not consumed.
     let a = e.append("b", produced(&[2; 6], "p", 0, 0)).await.unwrap();
     assert_eq!(a.status, AppendStatus::Written);
-    assert_eq!(e.memory_used(), 11);
+    assert_eq!(e.memory_used(), per_log + rec5 + (rec5 + 1) + producer);
     e.delete("b").await.unwrap();
     assert_eq!(e.memory_used(), 0);
+}
+
+/// A client cannot grow a stream's producer table without bound: ids are limited in length
+/// and the least recently used producer is forgotten beyond the per-log limit, its memory
+/// given back.
+#[tokio::test]
+async fn producer_state_is_bounded() {
+    let e = engine_with(EngineConfig {
+        max_producers_per_log: 3,
+        max_producer_id_bytes: 8,
+        max_stream_seq_bytes: 4,
+        ..EngineConfig::default()
+    });
+    new_log(&e, "s").await;
+    let err = e
+        .append("s", produced(b"x", "123456789", 0, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::ProducerIdTooLong { len: 9, limit: 8 });
+    let err = e.append("s", seq(b"x", "12345")).await.unwrap_err();
+    assert_eq!(err, EngineError::StreamSeqTooLong { len: 5, limit: 4 });
+    assert_eq!(
+        e.info("s").unwrap().next,
+        0,
+        "refused appends store nothing"
+    );
+
+    for p in ["a", "b", "c"] {
+        e.append("s", produced(b"x", p, 0, 0)).await.unwrap();
+    }
+    let three = e.memory_used();
+    // "a" is used again, so "b" is now the least recently used and goes when "d" arrives.
+    e.append("s", produced(b"x", "a", 0, 1)).await.unwrap();
+    e.append("s", produced(b"x", "d", 0, 0)).await.unwrap();
+    assert_eq!(
+        e.memory_used(),
+        three + 2 * (1 + 8),
+        "one producer in, one out"
+    );
+    let dup = e.append("s", produced(b"x", "a", 0, 1)).await.unwrap();
+    assert_eq!(dup.status, AppendStatus::Duplicate, "a is remembered");
+    let dup = e.append("s", produced(b"x", "c", 0, 0)).await.unwrap();
+    assert_eq!(dup.status, AppendStatus::Duplicate, "c is remembered");
+    // b was forgotten: its next seq is judged as from a new producer (a gap, not a write).
+    let err = e.append("s", produced(b"x", "b", 0, 1)).await.unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::SeqGap {
+            expected: 0,
+            received: 1
+        }
+    );
 }
 
 #[tokio::test]
@@ -870,10 +943,11 @@ async fn memory_of_a_soft_deleted_source_is_released_when_collected() {
     .await
     .unwrap();
     e.append("fork", data(&[2; 5])).await.unwrap();
-    assert_eq!(e.memory_used(), 15);
+    let both = e.memory_used();
+    assert!(both > 15, "both logs and their records count");
     e.delete("src").await.unwrap();
     // Retained for the fork.
-    assert_eq!(e.memory_used(), 15);
+    assert_eq!(e.memory_used(), both);
     e.delete("fork").await.unwrap();
     assert_eq!(e.memory_used(), 0);
     assert_eq!(e.log_count(), 0);

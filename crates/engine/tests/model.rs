@@ -18,7 +18,7 @@ use riffle_engine::wal::{Dir, Fault, FaultDir, FaultPlan, MemDir};
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
     ForkSpec, Framing, LogHandle, ManualClock, Payload, ProducerAck, ProducerClaim, ReadFrom,
-    StorageConfig,
+    StorageConfig, cost,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -456,8 +456,15 @@ impl Model {
                 continue;
             }
             let log = &self.logs[i];
+            total += cost::log_overhead(log.name, &log.content_type);
+            total += log
+                .producers
+                .keys()
+                .map(|id| id.len() as u64 + cost::PRODUCER_OVERHEAD)
+                .sum::<u64>();
             if log.durability == Durability::Ephemeral {
-                total += log.tail() - log.upto;
+                let own_records = log.bounds.iter().filter(|&&b| b > log.upto).count() as u64;
+                total += log.tail() - log.upto + own_records * cost::RECORD_OVERHEAD;
             }
             stack.extend(log.source);
         }

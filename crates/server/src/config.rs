@@ -63,12 +63,20 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
-    /// Total stream payload bytes held in memory.
+    /// RAM held for clients' streams: per-stream state, producers, ephemeral records.
     pub max_memory_bytes: u64,
     /// Largest size of one stream.
     pub max_stream_bytes: u64,
     /// Largest request body.
     pub max_request_body_bytes: u64,
+    /// Deepest fork chain.
+    pub max_fork_depth: u64,
+    /// Longest `Producer-Id`, in bytes.
+    pub max_producer_id_bytes: u64,
+    /// Longest `Stream-Seq`, in bytes.
+    pub max_stream_seq_bytes: u64,
+    /// Producers remembered per stream (least recently used forgotten first).
+    pub max_producers_per_stream: u64,
 }
 
 impl Default for LimitSettings {
@@ -77,6 +85,10 @@ impl Default for LimitSettings {
             max_memory_bytes: 104_857_600,
             max_stream_bytes: 10_485_760,
             max_request_body_bytes: 10_485_760,
+            max_fork_depth: 100,
+            max_producer_id_bytes: 256,
+            max_stream_seq_bytes: 256,
+            max_producers_per_stream: 1024,
         }
     }
 }
@@ -246,9 +258,46 @@ impl Settings {
                 "limits.max_request_body_bytes",
                 self.limits.max_request_body_bytes,
             ),
+            ("limits.max_fork_depth", self.limits.max_fork_depth),
+            (
+                "limits.max_producer_id_bytes",
+                self.limits.max_producer_id_bytes,
+            ),
+            (
+                "limits.max_stream_seq_bytes",
+                self.limits.max_stream_seq_bytes,
+            ),
+            (
+                "limits.max_producers_per_stream",
+                self.limits.max_producers_per_stream,
+            ),
         ] {
             if value == 0 {
                 return Err(err(format!("{key} must be greater than 0")));
+            }
+        }
+        // Each fork level is a step of every read of the fork; ids and seqs are kept per
+        // stream in RAM, checkpoints and WAL records.
+        for (key, value, max) in [
+            ("limits.max_fork_depth", self.limits.max_fork_depth, 10_000),
+            (
+                "limits.max_producer_id_bytes",
+                self.limits.max_producer_id_bytes,
+                65_536,
+            ),
+            (
+                "limits.max_stream_seq_bytes",
+                self.limits.max_stream_seq_bytes,
+                65_536,
+            ),
+            (
+                "limits.max_producers_per_stream",
+                self.limits.max_producers_per_stream,
+                1_000_000,
+            ),
+        ] {
+            if value > max {
+                return Err(err(format!("{key} must be at most {max}")));
             }
         }
         if self.storage.sync_interval_ms == 0 {

@@ -46,6 +46,14 @@ pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
         max_stream_bytes: config.limits.max_stream_bytes,
         max_memory_bytes: config.limits.max_memory_bytes,
         default_durability,
+        // Validated against small maxima when the configuration was read.
+        max_fork_depth: u32::try_from(config.limits.max_fork_depth).unwrap_or(u32::MAX),
+        max_producer_id_bytes: usize::try_from(config.limits.max_producer_id_bytes)
+            .unwrap_or(usize::MAX),
+        max_stream_seq_bytes: usize::try_from(config.limits.max_stream_seq_bytes)
+            .unwrap_or(usize::MAX),
+        max_producers_per_log: usize::try_from(config.limits.max_producers_per_stream)
+            .unwrap_or(usize::MAX),
     };
     match &config.storage {
         StorageMode::Memory => Ok(Storage {

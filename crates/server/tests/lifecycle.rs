@@ -363,11 +363,9 @@ async fn metrics_report_streams_and_wal_activity() {
             .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
     };
     assert_eq!(value("riffle_streams"), 1);
-    assert_eq!(
-        value("riffle_memory_bytes"),
-        0,
-        "durable data is not held in RAM"
-    );
+    // The stream's own structures are counted; its durable data is not held in RAM.
+    let held = value("riffle_memory_bytes");
+    assert!(held > 0 && held < 4096, "riffle_memory_bytes {held}");
     assert!(value("riffle_wal_bytes_total") > 5);
     assert!(
         value("riffle_wal_syncs_total") >= 2,

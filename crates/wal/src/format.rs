@@ -21,6 +21,8 @@
 //!
 //! A record's [`Lsn`](crate::Lsn) is its segment id and the byte offset of its length field.
 
+use crate::crc::{self, Ranges};
+
 pub(crate) const MAGIC: &[u8; 8] = b"RIFFLWAL";
 pub(crate) const VERSION: u32 = 1;
 pub(crate) const HEADER: u64 = 32;
@@ -140,56 +142,47 @@ pub(crate) fn parse_record(buf: &[u8], pos: usize, max: u64) -> Result<(&[u8], u
     Ok((payload, pos + end))
 }
 
-/// Most payload bytes [`valid_data_after`] checksums while looking for intact records past a
-/// damaged one; past that budget the damage is taken for a torn tail.
-const SCAN_BUDGET: u64 = 256 << 20;
-
-/// Whether intact records follow a damaged record at `pos`: that tells corruption (intact data
-/// after the damage) from a torn tail (nothing intact after it). Returns where they start.
-///
-/// Looks first where the damaged record claims to end, then, in case the length field itself
-/// is what is damaged, at every later byte offset. An offset counts only if whole records
-/// start there and follow one another up to exactly the end of the file, so stray bytes
-/// inside the payload of a torn record are not mistaken for data.
-pub(crate) fn valid_data_after(buf: &[u8], pos: usize, max: u64) -> Option<usize> {
-    let mut budget = SCAN_BUDGET;
-    // Whole records from `q` to the end of the file; `None` once the budget is spent.
-    let mut chain_to_end = |q: usize| -> Option<bool> {
-        let mut at = q;
-        while at < buf.len() {
-            let len = buf.get(at..at + 4).map_or(0, |b| {
-                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            });
-            budget = budget.checked_sub(len + 4)?;
-            match parse_record(buf, at, max) {
-                Ok((_, next)) => at = next,
-                Err(_) => return Some(false),
-            }
-        }
-        Some(at > q)
+/// Whether an intact record starts at `q`: a length within `max` and the file, and a checksum
+/// that holds. Costs O(1) bytes checksummed whatever the length claims (see [`Ranges`]).
+fn intact_at(buf: &[u8], ranges: &Ranges<'_>, q: usize, max: u64) -> bool {
+    let Some(h) = buf.get(q..q + RECORD_HEADER) else {
+        return false;
     };
-    if let Some(len) = buf.get(pos..pos + 4) {
-        let claimed = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let after = pos + RECORD_HEADER + claimed;
-        if after < buf.len() && chain_to_end(after)? {
-            return Some(after);
-        }
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let stored = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let start = q + RECORD_HEADER;
+    let Some(end) = usize::try_from(len).ok().and_then(|n| start.checked_add(n)) else {
+        return false;
+    };
+    if u64::from(len) > max || end > buf.len() {
+        return false;
     }
-    for q in pos + 1..buf.len().saturating_sub(RECORD_HEADER - 1) {
-        let len = u64::from(u32::from_le_bytes([
-            buf[q],
-            buf[q + 1],
-            buf[q + 2],
-            buf[q + 3],
-        ]));
-        if len > max || q + RECORD_HEADER + len as usize > buf.len() {
-            continue;
-        }
-        if chain_to_end(q)? {
-            return Some(q);
-        }
-    }
-    None
+    ranges.crc(start, end).is_some_and(|payload| {
+        crc::combine(crc32c::crc32c(&h[..4]), payload, end - start) == stored
+    })
+}
+
+/// Where the first intact record after a damaged record at `pos` starts, if there is one: that
+/// tells corruption (intact data after the damage) from a torn tail (nothing intact after it).
+///
+/// The damaged record's length field may itself be what is damaged, so its claimed end means
+/// nothing: every later byte offset is a candidate, and one record whose length fits and whose
+/// CRC32C holds is enough. A write cut short leaves a prefix of one batch, never a whole record
+/// after a broken one, so such a record is evidence of damage to data already written (a power
+/// loss that keeps a later page and loses an earlier one is refused too: see `recover.rs`). The
+/// price is that a torn record whose payload happens to hold a whole framed record (say, a WAL
+/// segment stored as data) is refused rather than cut: refusing can be undone, cutting cannot.
+/// Runs of zeros (pages that never reached the disk) are never records: a zero length with a
+/// zero checksum fails, since the CRC32C of four zero bytes is `0x48674BC7`.
+///
+/// There is no budget: a budget that ran out would either have to call the damage a torn tail
+/// (silently dropping acknowledged records, the bug this replaced) or refuse to start whenever
+/// the bytes after a real torn tail happened to be expensive to scan. Instead each candidate
+/// costs O(1) whatever length it claims, so the scan is linear in the bytes after `pos`.
+pub(crate) fn valid_data_after(buf: &[u8], pos: usize, max: u64) -> Option<usize> {
+    let first = pos.checked_add(1)?;
+    let ranges = Ranges::new(buf, first);
+    (first..buf.len().saturating_sub(RECORD_HEADER - 1)).find(|&q| intact_at(buf, &ranges, q, max))
 }
 
 #[cfg(test)]
@@ -248,6 +241,32 @@ mod tests {
         let mut zeros = buf[..13].to_vec();
         zeros.extend_from_slice(&[0u8; 64]);
         assert_eq!(valid_data_after(&zeros, 13, max), None);
+    }
+
+    #[test]
+    fn zeros_are_never_records() {
+        // An all-zero record header claims an empty payload, whose checksum is not zero.
+        assert_eq!(crc32c::crc32c(&[0; 4]), 0x4867_4BC7);
+        let max = max_record(0);
+        for head in [0usize, 1, 5, 13] {
+            let mut buf = framed(&[b"first", b"second"])[..head].to_vec();
+            buf.extend_from_slice(&[0u8; 5000]);
+            assert_eq!(valid_data_after(&buf, 0, max), None, "{head}");
+        }
+    }
+
+    #[test]
+    fn a_length_off_by_one_still_finds_the_long_records_after_it() {
+        // The reviewer's case: the claimed end lands one byte into the next record, where the
+        // "length" is huge; that must not end the scan.
+        let big = vec![0xabu8; 1024];
+        let mut buf = framed(&[&big, &big, &big]);
+        buf[0] ^= 1;
+        assert_eq!(valid_data_after(&buf, 0, max_record(0)), Some(1032));
+        // An intact record with an empty payload counts too.
+        let mut buf = framed(&[b"damaged", b""]);
+        buf[9] ^= 1;
+        assert_eq!(valid_data_after(&buf, 0, max_record(0)), Some(15));
     }
 
     #[test]

@@ -47,9 +47,9 @@
 //! 4. Concurrent appenders share writes and `fdatasync`s: one write and at most one sync per
 //!    batch, a batch being everything queued while the previous one was in flight.
 //! 5. Recovery stops only at the end, or at a torn tail: a damaged record at the end of the
-//!    last segment with no intact records after it, which is truncated (durably), or a last
-//!    segment whose header was never completed, which is removed. Anything else (damage in an
-//!    earlier segment, damage followed by intact records, a bad header) is
+//!    last segment with no intact record anywhere after it, which is truncated (durably), or a
+//!    last segment holding only part of its header, which is removed. Anything else (damage in
+//!    an earlier segment, damage followed by intact records, a bad header) is
 //!    [`WalError::Corrupt`] naming the file and byte offset, and nothing is modified.
 //! 6. A checkpoint file is either the previous one or the new one, never a mix, and damage to
 //!    it is reported, never returned as data.
@@ -57,6 +57,7 @@
 //! The on-disk format is in [`format`](mod@format).
 
 mod checkpoint;
+mod crc;
 mod dir;
 mod error;
 pub mod format;

@@ -4,21 +4,27 @@
 //! The rules, and why they are safe:
 //!
 //! - A segment's header is written and synced before any record goes into it, so a last
-//!   segment no longer than a header, whose header is incomplete or wrong, was being created
-//!   when the process died: it holds nothing and is removed. A bad header anywhere else is
-//!   damage.
+//!   segment no longer than a header, holding a prefix of its header (or zeros where that
+//!   never reached the disk), was being created when the process died: it holds nothing and
+//!   is removed. Any other bad header is damage.
 //! - Records are appended only at the end of the newest segment, and a segment is synced before
 //!   the next one is created, so only the end of the last segment can hold a write the crash
-//!   interrupted. A damaged record there with no intact records after it (see
-//!   [`valid_data_after`]) is such a torn tail: the file is truncated before it and synced.
+//!   interrupted, and it leaves a prefix of one batch. A damaged record there with no intact
+//!   record anywhere after it (see [`valid_data_after`]) is such a torn tail: the file is
+//!   truncated before it and synced.
 //! - A damaged record in an earlier segment, or one followed by intact records, cannot come
 //!   from an interrupted append: it is [`WalError::Corrupt`], naming the file and offset, and
-//!   nothing is truncated.
+//!   nothing is changed, so the evidence stays for an operator.
+//! - A power loss can persist a later page of an unsynced write but not an earlier one. That
+//!   also looks like damage followed by intact records, and it is refused too: without sync
+//!   markers it cannot be told from damage to records already acknowledged, and refusing
+//!   loses nothing where guessing "torn" would silently drop them.
 
 use crate::dir::{Dir, DirFile};
 use crate::error::WalError;
 use crate::format::{
-    HEADER, check_header, max_record, parse_record, segment_dir, segment_id, valid_data_after,
+    HEADER, check_header, max_record, parse_record, segment_dir, segment_header, segment_id,
+    valid_data_after,
 };
 use crate::wal::{Lsn, Recovery, StopReason, WalConfig};
 
@@ -36,8 +42,26 @@ fn read_all(f: &dyn DirFile, path: &str) -> Result<Vec<u8>, WalError> {
     let n = f
         .read_at(&mut buf, 0)
         .map_err(|e| WalError::io("read", path, &e))?;
-    buf.truncate(n);
+    if n != len {
+        // The file shrank under us (nothing else should write it): what was not read may hold
+        // intact records, so taking the short read for the segment could cut them off.
+        let e = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("read {n} of {len} bytes"),
+        );
+        return Err(WalError::io("read", path, &e));
+    }
     Ok(buf)
+}
+
+/// Whether a last segment with a bad header can only be one whose creation was interrupted:
+/// no longer than a header, and every byte either the header's or zero (the header is written
+/// in one call and synced before any record, so a crash leaves a prefix of it, or zeros where
+/// the file's size reached the disk but its data did not). Anything else (a flipped bit, a
+/// whole header of another shard or segment, a foreign file) is evidence and is kept.
+fn interrupted_creation(buf: &[u8], shard: u32, segment: u64) -> bool {
+    let expected = segment_header(shard, segment);
+    buf.len() <= expected.len() && buf.iter().zip(expected).all(|(&b, e)| b == e || b == 0)
 }
 
 /// Replay shard `cfg.shard`; returns the id the next segment must take and what happened.
@@ -72,7 +96,7 @@ pub(crate) fn recover(
             .map_err(|e| WalError::io("open", path, &e))?;
         let buf = read_all(f.as_ref(), path)?;
         if let Err(reason) = check_header(&buf, cfg.shard, *id) {
-            if !(last && buf.len() <= HEADER as usize) {
+            if !(last && interrupted_creation(&buf, cfg.shard, *id)) {
                 return Err(corrupt(0, reason));
             }
             // Crashed while creating the segment: nothing was ever written into it.
@@ -111,7 +135,7 @@ pub(crate) fn recover(
                         return Err(corrupt(
                             pos as u64,
                             format!(
-                                "{}, with intact records after it (at byte {at})",
+                                "{}, with an intact record after it (at byte {at})",
                                 bad.reason()
                             ),
                         ));

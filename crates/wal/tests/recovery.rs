@@ -82,13 +82,26 @@ fn damaged_or_zeroed_last_records_are_torn_tails() {
     }
 }
 
+/// The header a real shard writes for segment 2 (its second open starts it).
+fn header_of_segment_2() -> Vec<u8> {
+    let mem = MemDir::new();
+    drop(open(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)).unwrap());
+    drop(open(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)).unwrap());
+    read_file(&mem, &seg(2))
+}
+
 #[test]
 fn a_segment_whose_header_was_never_finished_is_removed() {
     let (bytes, _) = segment_with(2);
-    for cut in [0usize, 5, 31] {
+    let header = header_of_segment_2();
+    assert_eq!(header.len(), 32);
+    let mut half_zeros = header[..20].to_vec();
+    half_zeros.resize(32, 0); // the size reached the disk, the end of the data did not
+    let prefixes = [0usize, 5, 31].map(|cut| header[..cut].to_vec());
+    for partial in prefixes.into_iter().chain([vec![0u8; 32], half_zeros]) {
         let mem = mem_with(&seg(1), &bytes);
         let f = mem.open(&seg(2), true).unwrap();
-        f.write_all_at(&bytes[..cut], 0).unwrap();
+        f.write_all_at(&partial, 0).unwrap();
         let dir: Arc<dyn Dir> = Arc::new(mem);
         let (rec, got) = replayed(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
         assert_eq!(got.len(), 2);
@@ -100,6 +113,31 @@ fn a_segment_whose_header_was_never_finished_is_removed() {
         assert!(!dir.exists(&seg(2)));
         let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
         assert_eq!((got.len(), rec.stop), (2, StopReason::CleanEnd));
+    }
+}
+
+/// A last segment holding nothing but a header that cannot be a half-written one of its own is
+/// kept and refused: removing it would destroy the evidence.
+#[test]
+fn a_short_last_segment_that_is_not_a_half_written_header_is_refused() {
+    let (bytes, _) = segment_with(2);
+    let header = header_of_segment_2();
+    let mut flipped = header.clone();
+    flipped[20] ^= 0x04;
+    // A whole, valid header of segment 1 (another segment's file) and a flipped bit.
+    for short in [bytes[..32].to_vec(), flipped, b"not a wal segment".to_vec()] {
+        let mem = mem_with(&seg(1), &bytes);
+        let f = mem.open(&seg(2), true).unwrap();
+        f.write_all_at(&short, 0).unwrap();
+        f.sync_data().unwrap();
+        mem.sync_dir("wal/00").unwrap();
+        expect_corrupt(
+            replayed(Arc::new(mem.clone()), cfg(CFG.0, CFG.1)),
+            &seg(2),
+            0,
+        );
+        assert_eq!(read_file(&mem, &seg(2)), short, "nothing was removed");
+        assert_eq!(read_file(&mem, &seg(1)), bytes);
     }
 }
 
@@ -203,4 +241,62 @@ fn shards_are_independent() {
     drop((w0, w1));
     assert_eq!(replayed(dir.clone(), c0).unwrap().1, vec![b"zero".to_vec()]);
     assert_eq!(replayed(dir, c1).unwrap().1, vec![b"one".to_vec()]);
+}
+
+/// A file that says it is longer than what can be read of it (it shrank under us).
+struct Shrinking(Arc<dyn riffle_wal::DirFile>);
+
+impl riffle_wal::DirFile for Shrinking {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.len()? + 100)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+struct ShrinkingDir(MemDir);
+
+impl Dir for ShrinkingDir {
+    fn open(&self, path: &str, create: bool) -> std::io::Result<Arc<dyn riffle_wal::DirFile>> {
+        Ok(Arc::new(Shrinking(self.0.open(path, create)?)))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.0.exists(path)
+    }
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        self.0.remove(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
+        self.0.list(dir)
+    }
+    fn sync_dir(&self, dir: &str) -> std::io::Result<()> {
+        self.0.sync_dir(dir)
+    }
+}
+
+/// A segment that reads shorter than its size is an I/O error: what could not be read may hold
+/// records, so it is not taken for a torn tail.
+#[test]
+fn a_segment_that_reads_short_is_an_error_not_a_torn_tail() {
+    let (bytes, _) = segment_with(3);
+    let mem = mem_with(&seg(1), &bytes);
+    let r = replayed(Arc::new(ShrinkingDir(mem.clone())), cfg(CFG.0, CFG.1));
+    assert!(
+        matches!(&r, Err(WalError::Io { op: "read", path, .. }) if *path == seg(1)),
+        "{r:?}"
+    );
+    assert_eq!(read_file(&mem, &seg(1)), bytes);
 }

@@ -17,15 +17,19 @@ mod prefixed;
 pub mod request;
 pub mod response;
 
-use crate::http::body::RequestBody;
+use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::{ApiError, App};
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Version};
+use futures_util::FutureExt;
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
 use response::Exchange;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,17 +199,44 @@ where
             }
         };
         let complete = !matches!(body, RequestBody::TooLarge);
-        let resp = app.handle(&parts, body).await;
+        let (resp, handled) = answer(app, &parts, body).await;
         let ex = Exchange {
             head: parts.method == Method::HEAD,
             version: parts.version,
             // At shutdown the answer says the connection closes.
-            keep_alive: keep_alive && complete && !app.shutdown.is_cancelled(),
+            keep_alive: keep_alive && complete && handled && !app.shutdown.is_cancelled(),
         };
         if !response::write(io, &mut out, resp, ex).await? {
             return Ok(Ending::Closed { linger: true });
         }
     }
+}
+
+/// Run the handler. A panic in it (a bug) is answered with a 500 and `false` (the connection
+/// then closes, saying so) instead of ending the connection without any answer: a client
+/// must never be left to guess whether its request was served.
+async fn answer(app: &App, parts: &Parts, body: RequestBody) -> (Response<ResponseBody>, bool) {
+    match AssertUnwindSafe(app.handle(parts, body))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => (resp, true),
+        Err(panic) => (panicked(app, parts, panic.as_ref()), false),
+    }
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked(app: &App, parts: &Parts, panic: &(dyn Any + Send)) -> Response<ResponseBody> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(method = %parts.method, path = parts.uri.path(), panic = what, "request handler panicked");
+    app.error_response(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: the request failed; it may or may not have taken effect",
+    ))
 }
 
 /// Read a body of `n` bytes. `None`: the connection ended first.
@@ -276,7 +307,7 @@ where
         let app = app.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let resp = app.handle(&parts, RequestBody::Streamed(body)).await;
+            let (resp, _) = answer(&app, &parts, RequestBody::Streamed(body)).await;
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

@@ -71,6 +71,9 @@ impl From<EngineError> for ApiError {
             | E::ForkSubOffsetOvershoot { .. }
             | E::EpochSeqNotZero
             | E::EmptyAppend
+            | E::ForkTooDeep { .. }
+            | E::ProducerIdTooLong { .. }
+            | E::StreamSeqTooLong { .. }
             | E::OffsetBeyondTail { .. }
             | E::OffsetInsideMessage { .. } => StatusCode::BAD_REQUEST,
             E::StaleEpoch { .. } => StatusCode::FORBIDDEN,

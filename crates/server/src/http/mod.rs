@@ -8,6 +8,7 @@
 pub mod body;
 mod cursor;
 mod error;
+pub mod path;
 pub mod streams;
 
 use crate::config::{Config, Cors};
@@ -68,7 +69,6 @@ impl App {
         req: &Parts,
         body: RequestBody,
     ) -> Result<Response<ResponseBody>, ApiError> {
-        let path = req.uri.path();
         if req.method == Method::OPTIONS {
             return Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)
@@ -76,29 +76,34 @@ impl App {
                 .body(body::empty())
                 .expect("static response"));
         }
+        if req.uri.path() == STREAM_PREFIX {
+            return Err(ApiError::bad_request(
+                "missing stream name after /v1/stream/",
+            ));
+        }
+        // Routing and stream names use the canonical path, so that a path a proxy would
+        // normalize reaches what it would reach after normalizing (or is refused).
+        let path = match path::canonical(req.uri.path()) {
+            Ok(p) => p,
+            Err(path::PathError::NotAbsolute) => return Err(not_found()),
+            Err(e) => return Err(ApiError::bad_request(format!("invalid path: {e}"))),
+        };
+        let path = &*path;
         if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "the reserved __ds control APIs (subscriptions) are not implemented yet",
             ));
         }
-        if let Some(name) = path.strip_prefix(STREAM_PREFIX) {
-            if name.is_empty() {
-                return Err(ApiError::bad_request(
-                    "missing stream name after /v1/stream/",
-                ));
-            }
-            return streams::handle(self, req, body).await;
+        if path.starts_with(STREAM_PREFIX) {
+            return streams::handle(self, path, req, body).await;
         }
         match path {
             "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {
                 Ok(Response::new(body::full("ok\n")))
             }
             "/metrics" if req.method == Method::GET => Ok(self.metrics()),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not found: streams live under /v1/stream/",
-            )),
+            _ => Err(not_found()),
         }
     }
 
@@ -109,7 +114,7 @@ impl App {
         let text = format!(
             "# HELP riffle_streams Streams in the registry (soft-deleted ones included).\n\
              # TYPE riffle_streams gauge\nriffle_streams {}\n\
-             # HELP riffle_memory_bytes Payload bytes of ephemeral streams held in RAM.\n\
+             # HELP riffle_memory_bytes RAM held for streams (counted against limits.max_memory_bytes): per-stream state, producers, ephemeral records.\n\
              # TYPE riffle_memory_bytes gauge\nriffle_memory_bytes {}\n\
              # HELP riffle_wal_bytes_total Bytes written to the WAL since start.\n\
              # TYPE riffle_wal_bytes_total counter\nriffle_wal_bytes_total {wal_bytes}\n\
@@ -169,4 +174,11 @@ impl App {
             HeaderValue::from_static(EXPOSE_HEADERS),
         );
     }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not found: streams live under /v1/stream/",
+    )
 }

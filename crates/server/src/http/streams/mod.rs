@@ -1,5 +1,6 @@
 //! The Durable Streams protocol face (`/v1/stream/...`). A stream's key is its full request
-//! path, as in the reference servers, so `Stream-Forked-From` takes the same path.
+//! path in canonical form (see [`super::path`]), as in the reference servers, so
+//! `Stream-Forked-From` takes the same path.
 
 mod headers;
 pub(crate) mod names;
@@ -18,12 +19,13 @@ use http::{Method, Response, StatusCode, header};
 /// Longest stream path accepted.
 const MAX_PATH: usize = 1024;
 
+/// Serve a request for the stream `name` (the canonical request path).
 pub async fn handle(
     app: &App,
+    name: &str,
     req: &Parts,
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let name = req.uri.path();
     if name.len() > MAX_PATH {
         return Err(ApiError::bad_request(format!(
             "stream path is longer than {MAX_PATH} bytes"

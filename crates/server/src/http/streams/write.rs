@@ -7,12 +7,14 @@ use super::params;
 use super::payload::{EmptyArray, framing_of, read_body, to_payload};
 use super::{ResponseBody, with_content_type};
 use crate::http::body::RequestBody;
+use crate::http::path::{PathError, canonical};
 use crate::http::{ApiError, App, STREAM_PREFIX, body};
 use http::request::Parts;
 use http::{Response, StatusCode, header as h};
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, ReadFrom,
 };
+use std::borrow::Cow;
 
 pub async fn create(
     app: &App,
@@ -108,7 +110,8 @@ fn fork_spec(hs: &ReqHeaders) -> Result<Option<ForkSpec>, ApiError> {
 }
 
 /// `Stream-Forked-From` names a stream on this server: a path under `/v1/stream/`, a name
-/// relative to it, or a full URL of one.
+/// relative to it, or a full URL of one. The path gets the same canonical form as request
+/// paths (and the same refusals), so every spelling that reaches a stream names it as a source.
 fn source_path(value: &str) -> Result<String, ApiError> {
     let path = match value.find("://") {
         Some(i) => {
@@ -118,14 +121,25 @@ fn source_path(value: &str) -> Result<String, ApiError> {
         None => value,
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let full = if path.starts_with(STREAM_PREFIX) {
-        path.to_string()
-    } else {
-        format!("{STREAM_PREFIX}{}", path.trim_start_matches('/'))
+    let invalid =
+        |e: PathError| ApiError::bad_request(format!("invalid Stream-Forked-From {value:?}: {e}"));
+    // An absolute path is canonicalized before looking for the prefix, so `/v1/%73tream/x`
+    // is `/v1/stream/x` here as it is in a request line.
+    let absolute = match path.strip_prefix('/') {
+        Some(_) => canonical(path).map_err(invalid)?,
+        None => Cow::Borrowed(path),
     };
-    if full.len() <= STREAM_PREFIX.len() {
-        return Err(ApiError::bad_request("Stream-Forked-From names no stream"));
-    }
+    let full = if absolute.starts_with(STREAM_PREFIX) {
+        absolute.into_owned()
+    } else {
+        let name = absolute.trim_start_matches('/');
+        if name.is_empty() {
+            return Err(ApiError::bad_request("Stream-Forked-From names no stream"));
+        }
+        canonical(&format!("{STREAM_PREFIX}{name}"))
+            .map_err(invalid)?
+            .into_owned()
+    };
     Ok(full)
 }
 
