@@ -4,6 +4,10 @@
 //! the same producer tuple is a 204 duplicate) or it did not (and the retry, with a different
 //! body, is stored with 200). The stream must never hold both bodies for one tuple, and must
 //! read the same after a kill -9 and restart.
+//!
+//! Before the append lock was owned by the commit, a reset dropped the appender's lock guard
+//! while its record was still queued: the retry stored its body too (a debug build's WAL
+//! committer then panicked on the out-of-order apply and every later write answered 503).
 
 mod common;
 

@@ -4,9 +4,8 @@
 //! (`limits.max_stream_seq_bytes`, default 256). Past a bound the request is a 400 and nothing
 //! is stored.
 //!
-//! These keys are landing in the engine together with these tests: until then the server
-//! refuses to start with them (unknown key) and does not enforce the defaults, so every test
-//! here fails on a server without them.
+//! (A server from before these bounds fails every test here: it refuses the keys as unknown
+//! and enforces no default.)
 
 mod common;
 
@@ -94,8 +93,7 @@ async fn the_default_fork_depth_is_100_and_survives_a_restart() {
     s.stop_gracefully();
     let s = Server::start_with(Options::default().storage("file-durable", &data)).await;
     assert_chain_reads(&s, &c, "after a clean restart").await;
-    // The recovered chain is held to the bound (checked last: the part above passes on a
-    // server without the bound).
+    // The recovered chain is held to the bound.
     assert_one_more_refused(&s, &c).await;
 }
 
