@@ -773,3 +773,37 @@ async fn put_with_a_non_ascii_host_has_no_hidden_side_effect() {
         "PUT answered {status:?}, but the stream exists: {created}"
     );
 }
+
+/// The raw helpers' own rule, against a fake server: silence, a bare close and a truncated
+/// body are not answers; one whole response is, even on a connection left open.
+#[test]
+fn raw_answers_count_only_when_complete() {
+    let cases: [(&[u8], bool, Option<u16>); 4] = [
+        (b"", true, None),
+        (b"", false, None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+            true,
+            None,
+        ),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc",
+            false,
+            Some(404),
+        ),
+    ];
+    for (reply, close, want) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::io::Write::write_all(&mut s, reply).unwrap();
+            if !close {
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        });
+        let resp = raw_exchange(port, &get("/", ""), Duration::from_millis(300), false);
+        assert_eq!(resp.complete_status(false), want, "{reply:?} close={close}");
+        fake.join().unwrap();
+    }
+}
