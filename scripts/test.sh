@@ -20,8 +20,9 @@ cargo test --workspace --locked
 # outcome depends on the storage run again on each file-backed durability class: `file-fast`
 # (`disk`) and `file-durable` (`fsync`; `acid` and `redb` are the same class). Tests that
 # choose their own mode or touch only the connection layer (connections, lifecycle, crash,
-# durability, ...) ran once above.
-mode_dependent=(create_append_read forks_and_ttl live_reads producers_and_close robustness)
+# durability, keepalive_errors, whose 507 needs memory mode, ...) ran once above.
+mode_dependent=(create_append_read forks_and_ttl live_reads producers_and_close robustness
+  stream_names)
 test_args=()
 for t in "${mode_dependent[@]}"; do test_args+=(--test "$t"); done
 for mode in file-fast file-durable; do
