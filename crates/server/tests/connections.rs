@@ -47,7 +47,9 @@ impl Raw {
         self.s.write_all(bytes).expect("write");
     }
 
-    /// Read until `f` finds what it needs in the buffer; `None` if the connection closed first.
+    /// Read until `f` finds what it needs in the buffer; `None` if the connection closed (or
+    /// was reset) first. Panics when the server stays silent for the read timeout: silence is
+    /// neither an answer nor a close, and must not pass for either.
     fn fill_until<T>(&mut self, mut f: impl FnMut(&[u8]) -> Option<T>) -> Option<T> {
         let mut chunk = [0u8; 8192];
         loop {
@@ -55,7 +57,19 @@ impl Raw {
                 return Some(t);
             }
             match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!(
+                        "the server neither answered nor closed within the read timeout; read so far: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    )
+                }
+                Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }

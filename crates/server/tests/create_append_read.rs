@@ -8,6 +8,23 @@ const OCTET: &str = "application/octet-stream";
 const TEXT: &str = "text/plain";
 const JSON: &str = "application/json";
 
+/// `scripts/test.sh` runs this file once per storage class through `RIFFLE_IT_STORAGE_MODE`:
+/// make sure the server really runs in that mode, or those runs prove nothing.
+#[tokio::test]
+async fn the_server_runs_in_the_storage_mode_the_suite_asks_for() {
+    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").unwrap_or_else(|_| "memory".into());
+    let want = match mode.as_str() {
+        "memory" => "ephemeral",
+        "file-fast" => "disk",
+        "file-durable" | "acid" | "redb" => "fsync",
+        other => panic!("unknown RIFFLE_IT_STORAGE_MODE {other:?}"),
+    };
+    let s = Server::start().await;
+    let url = s.stream("mode");
+    s.create(&url, TEXT).await;
+    assert_header(&s.head(&url).await, "stream-durability", want);
+}
+
 #[tokio::test]
 async fn put_creates_with_location_and_default_content_type() {
     let s = Server::start().await;

@@ -4,8 +4,7 @@
 mod common;
 
 use common::{
-    Options, Server, SseReader, assert_header, assert_no_header, header, raw_request,
-    raw_request_then_eof, raw_status,
+    Options, RawEnd, Server, SseReader, assert_header, assert_no_header, header, raw_exchange,
 };
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -13,20 +12,43 @@ use std::time::Duration;
 const TEXT: &str = "text/plain";
 const RAW_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Send `request` raw; assert the answer, if any, is not a 5xx. Returns the status.
+/// Send `request` raw; assert that one complete, well-framed response arrives and that it is
+/// not a 5xx (silence, a reset or a truncated answer fail too). Returns the status.
 #[track_caller]
-fn raw_not_5xx(s: &Server, request: &[u8]) -> Option<u16> {
-    let resp = raw_request(s.port, request, RAW_TIMEOUT);
-    let status = raw_status(&resp);
-    if let Some(code) = status {
-        assert!(
-            code < 500,
-            "{code} for {:?}:\n{}",
-            String::from_utf8_lossy(&request[..request.len().min(200)]),
-            String::from_utf8_lossy(&resp)
+fn raw_not_5xx(s: &Server, request: &[u8]) -> u16 {
+    let resp = raw_exchange(s.port, request, RAW_TIMEOUT, false);
+    let shown = || String::from_utf8_lossy(&request[..request.len().min(200)]).into_owned();
+    let Some(code) = resp.complete_status(request.starts_with(b"HEAD ")) else {
+        panic!(
+            "no complete response ({:?}) for {:?}:\n{}",
+            resp.end,
+            shown(),
+            resp.text()
         );
+    };
+    assert!(code < 500, "{code} for {:?}:\n{}", shown(), resp.text());
+    code
+}
+
+/// Send `request` raw and half-close, as a client that gives up would. No answer is owed,
+/// but the server must end the connection (not hang on it), and an HTTP/1 answer must be one
+/// complete response that is not a 5xx.
+#[track_caller]
+fn raw_abandoned(s: &Server, request: &[u8]) {
+    let resp = raw_exchange(s.port, request, RAW_TIMEOUT, true);
+    assert_ne!(
+        resp.end,
+        RawEnd::TimedOut,
+        "the server kept an abandoned connection open: {request:?}"
+    );
+    // Nothing, or HTTP/2 frames answering a connection preface (not HTTP/1 text).
+    if resp.bytes.is_empty() || request.starts_with(b"PRI * HTTP/2.0") {
+        return;
     }
-    status
+    let code = resp
+        .complete_status(request.starts_with(b"HEAD "))
+        .unwrap_or_else(|| panic!("a partial answer to {request:?}: {}", resp.text()));
+    assert!(code < 500, "{code} for {request:?}");
 }
 
 fn get(path: &str, extra_headers: &str) -> Vec<u8> {
@@ -119,10 +141,7 @@ async fn bad_header_bytes() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00garbage",
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ] {
-        let resp = raw_request_then_eof(s.port, req, RAW_TIMEOUT);
-        if let Some(code) = raw_status(&resp) {
-            assert!(code < 500, "{code} for {req:?}");
-        }
+        raw_abandoned(&s, req);
     }
 
     s.assert_healthy().await;
@@ -148,10 +167,11 @@ async fn huge_headers_and_many_headers() {
     let many: String = (0..500).map(|i| format!("X-H{i}: {i}\r\n")).collect();
     raw_not_5xx(&s, &get("/healthz", &many));
 
-    // A long but acceptable Stream-Seq and Producer-Id work end to end.
+    // A Stream-Seq and a Producer-Id at their limits (256 bytes by default) work end to end;
+    // longer ones are refused (tests/limits.rs).
     let url = s.stream("big-ids");
     s.create(&url, TEXT).await;
-    let long = "z".repeat(4096);
+    let long = "z".repeat(256);
     let r = s
         .client
         .post(&url)
@@ -232,18 +252,18 @@ async fn garbage_paths_and_queries() {
     // Specific answers.
     assert_eq!(
         raw_not_5xx(&s, &get(&format!("/v1/stream/{long}"), "")),
-        Some(400),
+        400,
         "paths over the limit"
     );
-    assert_eq!(raw_not_5xx(&s, &get("/v1/stream/", "")), Some(400));
-    assert_eq!(raw_not_5xx(&s, &get("/nothing-here", "")), Some(404));
+    assert_eq!(raw_not_5xx(&s, &get("/v1/stream/", "")), 400);
+    assert_eq!(raw_not_5xx(&s, &get("/nothing-here", "")), 404);
     assert_eq!(
         raw_not_5xx(&s, &get(&format!("{path}?offset=%00"), "")),
-        Some(400)
+        400
     );
     assert_eq!(
         raw_not_5xx(&s, &get(&format!("{path}?offset=-1&junk=%ff"), "")),
-        Some(200),
+        200,
         "unknown parameters are ignored"
     );
 
@@ -307,13 +327,13 @@ async fn request_body_limits() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    assert_eq!(raw_not_5xx(&s, &req), Some(413));
+    assert_eq!(raw_not_5xx(&s, &req), 413);
 
     // A declared Content-Length over the limit: 413 without sending the body.
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
     );
-    assert_eq!(raw_not_5xx(&s, req.as_bytes()), Some(413));
+    assert_eq!(raw_not_5xx(&s, req.as_bytes()), 413);
 
     // Through the client as well, on POST and PUT.
     let r = s
@@ -745,10 +765,45 @@ async fn put_with_a_non_ascii_host_has_no_hidden_side_effect() {
     let req = format!(
         "PUT {path} HTTP/1.1\r\nHost: \u{e9}\r\nContent-Type: text/plain\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
     );
-    let status = raw_status(&raw_request(s.port, req.as_bytes(), RAW_TIMEOUT));
+    // An answer is owed either way: silence would hide whether the PUT took effect.
+    let status = Some(raw_not_5xx(&s, req.as_bytes()));
     let created = s.head(&s.url(&path)).await.status() == 200;
     assert!(
         (status == Some(201) && created) || (status != Some(201) && !created),
         "PUT answered {status:?}, but the stream exists: {created}"
     );
+}
+
+/// The raw helpers' own rule, against a fake server: silence, a bare close and a truncated
+/// body are not answers; one whole response is, even on a connection left open.
+#[test]
+fn raw_answers_count_only_when_complete() {
+    let cases: [(&[u8], bool, Option<u16>); 4] = [
+        (b"", true, None),
+        (b"", false, None),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+            true,
+            None,
+        ),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc",
+            false,
+            Some(404),
+        ),
+    ];
+    for (reply, close, want) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::io::Write::write_all(&mut s, reply).unwrap();
+            if !close {
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        });
+        let resp = raw_exchange(port, &get("/", ""), Duration::from_millis(300), false);
+        assert_eq!(resp.complete_status(false), want, "{reply:?} close={close}");
+        fake.join().unwrap();
+    }
 }

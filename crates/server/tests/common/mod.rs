@@ -6,6 +6,10 @@
 //! Every test file includes this module, and each uses a different subset of it.
 #![allow(dead_code)]
 
+mod http2;
+#[allow(unused_imports)] // Only the HTTP/2 tests use it.
+pub use http2::{H2, H2Response};
+
 use futures_util::StreamExt;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -100,6 +104,12 @@ impl Options {
     pub fn long_poll_secs(mut self, secs: u64) -> Self {
         self.long_poll_secs = secs;
         self
+    }
+
+    /// Storage `mode` on the data directory `data` (which outlives the server, for restarts).
+    pub fn storage(self, mode: &str, data: &Path) -> Self {
+        self.env("DS_STORAGE__MODE", mode)
+            .env("DS_STORAGE__DATA_DIR", data.to_str().expect("a UTF-8 path"))
     }
 }
 
@@ -215,6 +225,17 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("riffle exited during start-up: {status}"));
             }
+            // Until our child says it listens, whatever answers on the port may be another
+            // process (other test runs share the machine) that took it before our child could.
+            if !self.stderr().contains("riffle listening") {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "no \"riffle listening\" within {STARTUP_TIMEOUT:?}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            }
             if self.tls
                 && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
@@ -288,6 +309,17 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Shut down with SIGTERM and assert a clean exit (status 0 within 15 s).
+    pub fn stop_gracefully(mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(15));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a graceful shutdown exited with {status:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Whether the child is still running.
@@ -493,16 +525,61 @@ pub async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
 /// Send raw bytes on a fresh connection and read the answer until the server closes the
 /// connection or `timeout` passes. Returns what was read (possibly partial).
 pub fn raw_request(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
-    raw_exchange(port, request, timeout, false)
+    raw_exchange(port, request, timeout, false).bytes
 }
 
 /// Like [`raw_request`], but half-closes the connection after sending, as a client that
 /// gives up would: the server sees end-of-file instead of waiting for more bytes.
 pub fn raw_request_then_eof(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
-    raw_exchange(port, request, timeout, true)
+    raw_exchange(port, request, timeout, true).bytes
 }
 
-fn raw_exchange(port: u16, request: &[u8], timeout: Duration, eof: bool) -> Vec<u8> {
+/// How a raw exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawEnd {
+    /// One complete response arrived (the server may keep the connection open).
+    Complete,
+    /// The server closed the connection (end of file).
+    Closed,
+    /// A read failed (typically a reset).
+    Failed,
+    /// Nothing ended the exchange within the timeout.
+    TimedOut,
+}
+
+/// What a raw exchange read, and how it ended.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub bytes: Vec<u8>,
+    pub end: RawEnd,
+}
+
+impl RawResponse {
+    /// The status of the one complete, well-framed response this holds, if it holds one:
+    /// a status line, a whole head and a whole body (by `Content-Length`, chunked framing,
+    /// or up to the server's close; none for HEAD, 1xx, 204 and 304).
+    pub fn complete_status(&self, head_request: bool) -> Option<u16> {
+        let status = raw_status(&self.bytes)?;
+        let end = self.bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let bodyless = head_request || status < 200 || status == 204 || status == 304;
+        if bodyless || response_complete(&self.bytes) {
+            let framed =
+                head_length(&self.bytes[..end]).is_some() || is_chunked(&self.bytes[..end]);
+            // A body delimited by the close is complete only if the close happened.
+            return (bodyless || framed || self.end == RawEnd::Closed).then_some(status);
+        }
+        None
+    }
+
+    /// The bytes as text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Send `request` on a fresh connection (half-closing it after if `eof`) and read until one
+/// complete response, the server's close, a read error or `timeout`.
+pub fn raw_exchange(port: u16, request: &[u8], timeout: Duration, eof: bool) -> RawResponse {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(timeout)).expect("read timeout");
     s.set_write_timeout(Some(timeout)).expect("write timeout");
@@ -515,23 +592,45 @@ fn raw_exchange(port: u16, request: &[u8], timeout: Duration, eof: bool) -> Vec<
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + timeout;
-    loop {
+    let end = loop {
         match s.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => break RawEnd::Closed,
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
                 // One complete response is enough when the server keeps the connection open.
                 if response_complete(&out) {
-                    break;
+                    break RawEnd::Complete;
                 }
             }
-            Err(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break RawEnd::TimedOut;
+            }
+            Err(_) => break RawEnd::Failed,
         }
         if Instant::now() > deadline {
-            break;
+            break RawEnd::TimedOut;
         }
-    }
-    out
+    };
+    RawResponse { bytes: out, end }
+}
+
+/// The `Content-Length` of a response head, if it declares one.
+fn head_length(head: &[u8]) -> Option<usize> {
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+fn is_chunked(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
 }
 
 /// Whether `buf` holds a full response head and, when it declares one, its whole body.
@@ -539,14 +638,9 @@ fn response_complete(buf: &[u8]) -> bool {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return false;
     };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    match len {
+    match head_length(&buf[..end]) {
         Some(n) => buf.len() >= end + 4 + n,
-        None => !head.contains("transfer-encoding: chunked") || buf.ends_with(b"0\r\n\r\n"),
+        None => !is_chunked(&buf[..end]) || buf.ends_with(b"0\r\n\r\n"),
     }
 }
 
