@@ -9,10 +9,26 @@ use riffle_engine::{
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The in-memory disk, seen through a fault-injecting directory that each "boot" replaces:
+/// an engine that is still going down after a crash (a background thread may hold it for a
+/// moment) keeps the old, halted one and can never write to the disk again.
 struct Disk {
     mem: MemDir,
-    plan: FaultPlan,
-    dir: Arc<dyn Dir>,
+    boot: parking_lot::Mutex<(FaultPlan, Arc<dyn Dir>)>,
+}
+
+impl Disk {
+    fn plan(&self) -> FaultPlan {
+        self.boot.lock().0.clone()
+    }
+    fn dir(&self) -> Arc<dyn Dir> {
+        self.boot.lock().1.clone()
+    }
+    /// A fresh fault-free view of the same disk for the next engine.
+    fn reboot(&self) {
+        let (fault, plan) = FaultDir::new(Arc::new(self.mem.clone()));
+        *self.boot.lock() = (plan, Arc::new(fault));
+    }
 }
 
 fn disk() -> Disk {
@@ -20,13 +36,12 @@ fn disk() -> Disk {
     let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
     Disk {
         mem,
-        plan,
-        dir: Arc::new(fault),
+        boot: parking_lot::Mutex::new((plan, Arc::new(fault))),
     }
 }
 
 fn open(d: &Disk, default: Durability) -> Engine {
-    let mut storage = StorageConfig::new(d.dir.clone());
+    let mut storage = StorageConfig::new(d.dir().clone());
     storage.shards = 2;
     storage.sync_interval = Duration::from_millis(5);
     let config = EngineConfig {
@@ -40,11 +55,11 @@ fn open(d: &Disk, default: Durability) -> Engine {
 
 /// Power loss: the disk stops answering, everything unsynced is gone, the process dies.
 fn crash(d: &Disk, engine: Engine) {
-    d.plan.fail_writes("", Fault::Eio, usize::MAX);
-    d.plan.fail_syncs("", usize::MAX);
+    d.plan().fail_writes("", Fault::Eio, usize::MAX);
+    d.plan().fail_syncs("", usize::MAX);
     d.mem.crash();
     drop(engine);
-    d.plan.clear();
+    d.reboot();
 }
 
 fn spec(durability: Option<Durability>) -> CreateSpec {
@@ -175,7 +190,7 @@ async fn a_failed_write_fails_the_append_and_shows_nothing() {
         .await
         .unwrap();
 
-    d.plan.fail_writes("wal/", Fault::Eio, 1);
+    d.plan().fail_writes("wal/", Fault::Eio, 1);
     let err = engine
         .append("/f", append("lost;", Some(("p", 1))))
         .await
@@ -198,7 +213,7 @@ async fn a_failed_write_fails_the_append_and_shows_nothing() {
         .unwrap();
     assert_eq!(retry.status, AppendStatus::Written);
 
-    d.plan.fail_writes("wal/", Fault::NoSpace, 1);
+    d.plan().fail_writes("wal/", Fault::NoSpace, 1);
     let err = engine
         .append("/f", append("full;", Some(("p", 2))))
         .await
@@ -207,7 +222,7 @@ async fn a_failed_write_fails_the_append_and_shows_nothing() {
         matches!(err, EngineError::Storage { no_space: true, .. }),
         "{err:?}"
     );
-    d.plan.fail_syncs("wal/", 1);
+    d.plan().fail_syncs("wal/", 1);
     assert!(
         engine
             .append("/f", append("nosync;", Some(("p", 2))))
@@ -232,7 +247,7 @@ async fn a_torn_wal_write_recovers_to_the_acknowledged_prefix() {
     let engine = open(&d, Durability::Fsync);
     engine.create("/t", spec(None)).await.unwrap();
     engine.append("/t", append("one;", None)).await.unwrap();
-    d.plan.fail_writes("wal/", Fault::Torn, 1);
+    d.plan().fail_writes("wal/", Fault::Torn, 1);
     assert!(engine.append("/t", append("two;", None)).await.is_err());
     crash(&d, engine);
     let engine = open(&d, Durability::Fsync);
@@ -267,7 +282,7 @@ async fn checkpoints_cover_the_wal_and_recovery_replays_only_the_rest() {
     engine.checkpoint().unwrap();
     for shard in ["wal/00", "wal/01"] {
         assert!(
-            d.dir.list(shard).unwrap().len() <= 1,
+            d.dir().list(shard).unwrap().len() <= 1,
             "{shard} was recycled"
         );
     }
@@ -301,7 +316,7 @@ async fn forks_and_deletes_survive_restarts() {
     assert_eq!(engine.info("/src").unwrap_err(), EngineError::NotFound);
     assert_eq!(engine.info("/fork").unwrap_err(), EngineError::NotFound);
     // Their files are gone too.
-    assert!(d.dir.list("streams").unwrap().is_empty());
+    assert!(d.dir().list("streams").unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -319,17 +334,17 @@ async fn corruption_that_is_not_a_torn_tail_refuses_to_open() {
     // Flip a byte in the middle of the (only) segment of the log's shard.
     let seg = ["wal/00", "wal/01"]
         .iter()
-        .flat_map(|s| d.dir.list(s).unwrap())
-        .max_by_key(|p| d.dir.open(p, false).unwrap().len().unwrap())
+        .flat_map(|s| d.dir().list(s).unwrap())
+        .max_by_key(|p| d.dir().open(p, false).unwrap().len().unwrap())
         .unwrap();
-    let f = d.dir.open(&seg, false).unwrap();
+    let f = d.dir().open(&seg, false).unwrap();
     let len = f.len().unwrap();
     let mut b = [0u8; 1];
     f.read_at(&mut b, len / 2).unwrap();
     f.write_all_at(&[b[0] ^ 0xff], len / 2).unwrap();
     f.sync_data().unwrap();
 
-    let mut storage = StorageConfig::new(d.dir.clone());
+    let mut storage = StorageConfig::new(d.dir().clone());
     storage.shards = 2;
     let err = Engine::recover(
         EngineConfig::default(),
@@ -345,7 +360,7 @@ async fn corruption_that_is_not_a_torn_tail_refuses_to_open() {
 #[tokio::test]
 async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
     let d = disk();
-    let mut storage = StorageConfig::new(d.dir.clone());
+    let mut storage = StorageConfig::new(d.dir().clone());
     storage.shards = 1;
     let config = EngineConfig {
         default_durability: Durability::Fsync,
@@ -356,7 +371,7 @@ async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
         .expect("recover")
         .0;
     engine.create("/p", spec(None)).await.unwrap();
-    d.plan.fail_writes("streams/", Fault::Eio, usize::MAX);
+    d.plan().fail_writes("streams/", Fault::Eio, usize::MAX);
     let chunk = "x".repeat(1 << 20);
     let mut accepted = 0;
     let err = loop {
@@ -384,7 +399,7 @@ async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
     assert_eq!(read_all(&engine, "/p").len(), accepted << 20);
 
     // The disk recovers: a checkpoint writes the tail out, and appends work again.
-    d.plan.clear();
+    d.plan().clear();
     engine.checkpoint().unwrap();
     engine.append("/p", append("end", None)).await.unwrap();
     crash(&d, engine);

@@ -13,10 +13,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+/// The in-memory disk, seen through a fault-injecting directory that each "boot" replaces:
+/// an engine that is still going down after a crash (a background thread may hold it for a
+/// moment) keeps the old, halted one and can never write to the disk again.
 struct Disk {
     mem: MemDir,
-    plan: FaultPlan,
-    dir: Arc<dyn Dir>,
+    boot: parking_lot::Mutex<(FaultPlan, Arc<dyn Dir>)>,
+}
+
+impl Disk {
+    fn plan(&self) -> FaultPlan {
+        self.boot.lock().0.clone()
+    }
+    fn dir(&self) -> Arc<dyn Dir> {
+        self.boot.lock().1.clone()
+    }
+    /// A fresh fault-free view of the same disk for the next engine.
+    fn reboot(&self) {
+        let (fault, plan) = FaultDir::new(Arc::new(self.mem.clone()));
+        *self.boot.lock() = (plan, Arc::new(fault));
+    }
 }
 
 fn disk() -> Disk {
@@ -24,13 +40,12 @@ fn disk() -> Disk {
     let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
     Disk {
         mem,
-        plan,
-        dir: Arc::new(fault),
+        boot: parking_lot::Mutex::new((plan, Arc::new(fault))),
     }
 }
 
 fn open_with(d: &Disk, config: EngineConfig) -> Engine {
-    let mut storage = StorageConfig::new(d.dir.clone());
+    let mut storage = StorageConfig::new(d.dir().clone());
     storage.shards = 2;
     storage.sync_interval = Duration::from_millis(5);
     Engine::recover(config, Arc::new(ManualClock::new(1_000_000)), storage)
@@ -50,10 +65,17 @@ fn open(d: &Disk) -> Engine {
 
 /// A process crash with power loss: everything unsynced is gone.
 fn crash(d: &Disk, engine: Engine) {
-    d.plan.halt();
+    d.plan().halt();
     d.mem.crash();
     drop(engine);
-    d.plan.clear();
+    d.reboot();
+}
+
+/// A process crash without power loss: the page cache (everything written) survives.
+fn process_crash(d: &Disk, engine: Engine) {
+    d.plan().halt();
+    drop(engine);
+    d.reboot();
 }
 
 fn text(durability: Option<Durability>) -> CreateSpec {
@@ -232,7 +254,7 @@ async fn a_dropped_append_future_never_lets_a_retry_store_twice() {
             want.extend_from_slice(first.as_bytes());
         }
         assert_eq!(read_all(&e, "s"), want, "{class:?}");
-        drop(e);
+        process_crash(&d, e);
         let e = open(&d);
         assert_eq!(read_all(&e, "s"), want, "{class:?} after a restart");
         let next = e.append("s", data(b"!", Some(("p", 50)))).await.unwrap();
@@ -252,7 +274,7 @@ async fn a_failed_wal_write_shows_nothing_in_every_durable_class() {
             let e = open(&d);
             e.create("s", text(Some(class))).await.unwrap();
             e.append("s", data(b"one;", Some(("p", 0)))).await.unwrap();
-            d.plan.fail_writes("wal", fault, 1);
+            d.plan().fail_writes("wal", fault, 1);
             let err = e
                 .append("s", data(b"two;", Some(("p", 1))))
                 .await
@@ -273,7 +295,7 @@ async fn a_failed_wal_write_shows_nothing_in_every_durable_class() {
                 .unwrap();
             assert_eq!(read_all(&e, "s"), b"one;two;three;");
             // A process crash (no power loss: the page cache survives) keeps all of it.
-            drop(e);
+            process_crash(&d, e);
             let e = open(&d);
             assert_eq!(read_all(&e, "s"), b"one;two;three;", "{class:?} {fault:?}");
             // And a power loss keeps at least what was synced, never a hole or a duplicate.
@@ -299,7 +321,7 @@ async fn a_failed_wal_write_shows_nothing_in_every_durable_class() {
 async fn a_durable_create_is_invisible_until_it_commits() {
     let d = disk();
     let e = open(&d);
-    d.plan.fail_syncs("wal", 1);
+    d.plan().fail_syncs("wal", 1);
     let spec = CreateSpec {
         initial: Payload {
             data: "initial".into(),
@@ -357,9 +379,9 @@ async fn a_restart_syncs_only_what_replay_wrote() {
     }
     e.close().unwrap(); // a clean shutdown checkpoints: nothing is left to replay
     drop(e);
-    let before = d.plan.syncs_seen();
+    let before = d.plan().syncs_seen();
     let e = open(&d);
-    let clean_start = d.plan.syncs_seen() - before;
+    let clean_start = d.plan().syncs_seen() - before;
     assert!(
         clean_start < 20,
         "a clean start made {clean_start} syncs for 60 logs with nothing to replay"
@@ -367,9 +389,9 @@ async fn a_restart_syncs_only_what_replay_wrote() {
     // After a crash, only the log appended since the last checkpoint needs a sync.
     e.append("s7", data(b"y", None)).await.unwrap();
     crash(&d, e);
-    let before = d.plan.syncs_seen();
+    let before = d.plan().syncs_seen();
     let e = open(&d);
-    let after_crash = d.plan.syncs_seen() - before;
+    let after_crash = d.plan().syncs_seen() - before;
     assert!(
         after_crash < 20,
         "{after_crash} syncs after replaying one log"

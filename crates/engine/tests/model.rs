@@ -506,9 +506,9 @@ impl Run {
 
     /// Shut down cleanly (or crash) and recover.
     fn op_restart(&mut self) {
-        let Some(disk) = &self.disk else {
+        if self.disk.is_none() {
             return;
-        };
+        }
         self.op = "restart".into();
         self.held.clear();
         // A stand-in while the old engine goes down.
@@ -516,13 +516,20 @@ impl Run {
             &mut self.engine,
             Engine::new(EngineConfig::default(), Arc::new(ManualClock::new(0))),
         );
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
         if self.mode == Mode::Crash {
             // Power loss: the disk stops answering, everything unsynced is gone, the process dies.
             disk.plan.fail_writes("", Fault::Eio, usize::MAX);
             disk.plan.fail_syncs("", usize::MAX);
             disk.mem.crash();
             drop(old);
-            disk.plan.clear();
+            // The next engine sees the disk through a fresh fault layer: the old engine (which
+            // a background thread may hold for a moment longer) keeps the failing one.
+            let (fault, plan) = FaultDir::new(Arc::new(disk.mem.clone()));
+            disk.plan = plan;
+            disk.dir = Arc::new(fault);
         } else {
             old.close().expect("clean shutdown");
             drop(old);
@@ -635,14 +642,17 @@ async fn fsync_logs_match_the_model_across_crashes() {
 #[tokio::test]
 async fn fsync_data_survives_two_crashes_in_a_row() {
     let mem = MemDir::new();
-    let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
-    let dir: Arc<dyn Dir> = Arc::new(fault);
-    let crash = |engine: Engine| {
+    // Each engine sees the disk through its own fault layer, which its crash leaves failing
+    // (a background thread may hold the old engine for a moment after it is dropped).
+    let boot = || {
+        let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
+        (Arc::new(fault) as Arc<dyn Dir>, plan)
+    };
+    let crash = |engine: Engine, plan: FaultPlan| {
         plan.fail_writes("", Fault::Eio, usize::MAX);
         plan.fail_syncs("", usize::MAX);
         mem.crash();
         drop(engine);
-        plan.clear();
     };
     let spec = CreateSpec {
         content_type: Some(("text/plain".into(), Framing::Bytes)),
@@ -668,18 +678,21 @@ async fn fsync_data_survives_two_crashes_in_a_row() {
             .concat()
     };
 
+    let (dir, plan) = boot();
     let e = open_engine(Some(&dir), Durability::Fsync);
     e.create("s", spec).await.unwrap();
     e.append("s", data("abc")).await.unwrap();
-    crash(e);
+    crash(e, plan);
 
     // Recovery replays "abc" into the files and checkpoints.
+    let (dir, plan) = boot();
     let e = open_engine(Some(&dir), Durability::Fsync);
     assert_eq!(read(&e), b"abc");
     e.append("s", data("def")).await.unwrap();
     assert_eq!(read(&e), b"abcdef");
-    crash(e);
+    crash(e, plan);
 
+    let (dir, _plan) = boot();
     let e = open_engine(Some(&dir), Durability::Fsync);
     assert_eq!(read(&e), b"abcdef");
 }
