@@ -1,7 +1,7 @@
 //! Durability through the filesystem seam: restarts of every class, simulated crashes that
 //! drop unsynced data, injected I/O faults, checkpoints, and corruption.
 
-use riffle_engine::wal::{Dir, Fault, FaultDir, FaultPlan, MemDir};
+use riffle_engine::wal::Fault;
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
     ForkSpec, Framing, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
@@ -9,35 +9,11 @@ use riffle_engine::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The in-memory disk, seen through a fault-injecting directory that each "boot" replaces:
-/// an engine that is still going down after a crash (a background thread may hold it for a
-/// moment) keeps the old, halted one and can never write to the disk again.
-struct Disk {
-    mem: MemDir,
-    boot: parking_lot::Mutex<(FaultPlan, Arc<dyn Dir>)>,
-}
-
-impl Disk {
-    fn plan(&self) -> FaultPlan {
-        self.boot.lock().0.clone()
-    }
-    fn dir(&self) -> Arc<dyn Dir> {
-        self.boot.lock().1.clone()
-    }
-    /// A fresh fault-free view of the same disk for the next engine.
-    fn reboot(&self) {
-        let (fault, plan) = FaultDir::new(Arc::new(self.mem.clone()));
-        *self.boot.lock() = (plan, Arc::new(fault));
-    }
-}
+mod common;
+use common::disk::Disk;
 
 fn disk() -> Disk {
-    let mem = MemDir::new();
-    let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
-    Disk {
-        mem,
-        boot: parking_lot::Mutex::new((plan, Arc::new(fault))),
-    }
+    Disk::new()
 }
 
 fn open(d: &Disk, default: Durability) -> Engine {
@@ -55,11 +31,7 @@ fn open(d: &Disk, default: Durability) -> Engine {
 
 /// Power loss: the disk stops answering, everything unsynced is gone, the process dies.
 fn crash(d: &Disk, engine: Engine) {
-    d.plan().fail_writes("", Fault::Eio, usize::MAX);
-    d.plan().fail_syncs("", usize::MAX);
-    d.mem.crash();
-    drop(engine);
-    d.reboot();
+    d.power_loss(engine);
 }
 
 fn spec(durability: Option<Durability>) -> CreateSpec {

@@ -3,7 +3,7 @@
 //! failed WAL writes in every durable class, creates that are not yet durable, and start-up
 //! work that must not grow with the number of untouched logs.
 
-use riffle_engine::wal::{Dir, Fault, FaultDir, FaultPlan, MemDir};
+use riffle_engine::wal::Fault;
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
     ForkSpec, Framing, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
@@ -13,35 +13,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-/// The in-memory disk, seen through a fault-injecting directory that each "boot" replaces:
-/// an engine that is still going down after a crash (a background thread may hold it for a
-/// moment) keeps the old, halted one and can never write to the disk again.
-struct Disk {
-    mem: MemDir,
-    boot: parking_lot::Mutex<(FaultPlan, Arc<dyn Dir>)>,
-}
-
-impl Disk {
-    fn plan(&self) -> FaultPlan {
-        self.boot.lock().0.clone()
-    }
-    fn dir(&self) -> Arc<dyn Dir> {
-        self.boot.lock().1.clone()
-    }
-    /// A fresh fault-free view of the same disk for the next engine.
-    fn reboot(&self) {
-        let (fault, plan) = FaultDir::new(Arc::new(self.mem.clone()));
-        *self.boot.lock() = (plan, Arc::new(fault));
-    }
-}
+mod common;
+use common::disk::Disk;
 
 fn disk() -> Disk {
-    let mem = MemDir::new();
-    let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
-    Disk {
-        mem,
-        boot: parking_lot::Mutex::new((plan, Arc::new(fault))),
-    }
+    Disk::new()
 }
 
 fn open_with(d: &Disk, config: EngineConfig) -> Engine {
@@ -65,17 +41,11 @@ fn open(d: &Disk) -> Engine {
 
 /// A process crash with power loss: everything unsynced is gone.
 fn crash(d: &Disk, engine: Engine) {
-    d.plan().halt();
-    d.mem.crash();
-    drop(engine);
-    d.reboot();
+    d.power_loss(engine);
 }
 
-/// A process crash without power loss: the page cache (everything written) survives.
 fn process_crash(d: &Disk, engine: Engine) {
-    d.plan().halt();
-    drop(engine);
-    d.reboot();
+    d.process_crash(engine);
 }
 
 fn text(durability: Option<Durability>) -> CreateSpec {
@@ -233,7 +203,11 @@ async fn a_dropped_append_future_never_lets_a_retry_store_twice() {
             let first = format!("A{seq};");
             let retry = format!("B{seq};");
             let early = poll_once_and_drop(e.append("s", data(first.as_bytes(), Some(("p", seq)))));
-            assert!(early.is_none(), "a durable append waits for the WAL");
+            // Usually still waiting for the WAL when dropped; a fast committer may have applied
+            // it within that one poll.
+            if let Some(answer) = early {
+                assert_eq!(answer.unwrap().status, AppendStatus::Written);
+            }
             // Another retry, dropped while it (most likely) waits for the append lock, the
             // other await point: whether it ran or not, it stores nothing.
             let queued = poll_once_and_drop(e.append("s", data(b"never", Some(("p", seq)))));

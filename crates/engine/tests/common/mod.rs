@@ -5,6 +5,8 @@
 // Each test binary uses a different part of it.
 #![allow(dead_code)]
 
+pub mod disk;
+
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, Framing,
     ProducerAck, ProducerClaim, cost,
