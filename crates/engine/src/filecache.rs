@@ -14,6 +14,9 @@
 //!   (and since Linux 4.13 a new descriptor still reports a writeback error nobody has seen).
 //!   `MemDir` models the same: every handle of a path shares one file.
 //! - The WAL's segments do not go through here: they stay open while they are written.
+//! - If an open fails because the process is out of descriptors (sockets took more than the
+//!   share the capacity left them), the cache closes some of its files and tries once more,
+//!   so storage keeps working while connections hold the rest.
 
 use crate::store::{data_path, idx_path};
 use parking_lot::Mutex;
@@ -101,23 +104,43 @@ impl Shard {
             self.slots.push(slot);
             return None;
         }
+        let hand = self.victim();
+        let old = std::mem::replace(&mut self.slots[hand], slot);
+        self.map.remove(&old.key);
+        self.map.insert(key, hand);
+        Some(old.file)
+    }
+
+    /// The slot the clock evicts next (the shard is not empty): the first one the hand finds
+    /// unused since its last pass, clearing the marks it passes.
+    fn victim(&mut self) -> usize {
         loop {
             let hand = self.hand % self.slots.len();
             self.hand = hand + 1;
-            let victim = &mut self.slots[hand];
-            if victim.used {
-                victim.used = false;
-                continue;
+            let slot = &mut self.slots[hand];
+            if !slot.used {
+                return hand;
             }
-            let old = std::mem::replace(victim, slot);
-            self.map.remove(&old.key);
-            self.map.insert(key, hand);
-            return Some(old.file);
+            slot.used = false;
         }
+    }
+
+    /// Evict the clock's next victim, if any.
+    fn evict(&mut self) -> Option<Arc<dyn DirFile>> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let victim = self.victim();
+        let key = self.slots[victim].key;
+        self.remove_entry(key)
     }
 
     fn remove(&mut self, key: FileKey) -> Option<Arc<dyn DirFile>> {
         self.removals += 1;
+        self.remove_entry(key)
+    }
+
+    fn remove_entry(&mut self, key: FileKey) -> Option<Arc<dyn DirFile>> {
         let i = self.map.remove(&key)?;
         let old = self.slots.swap_remove(i);
         if let Some(moved) = self.slots.get(i) {
@@ -177,7 +200,11 @@ impl FileCache {
         };
         // Opened outside the lock: an open is a system call, and hits on other files of the
         // shard should not wait for it.
-        let file = self.dir.open(&key.path(), create)?;
+        let path = key.path();
+        let file = match self.dir.open(&path, create) {
+            Err(e) if out_of_descriptors(&e) && self.shed() > 0 => self.dir.open(&path, create)?,
+            r => r?,
+        };
         let evicted = {
             let mut s = shard.lock();
             if s.removals != removals {
@@ -192,6 +219,26 @@ impl FileCache {
         };
         drop(evicted);
         Ok(file)
+    }
+
+    /// Close up to a quarter of the cached files (at least one), for an open that found the
+    /// process out of descriptors. Returns how many were closed; a file an operation still
+    /// holds closes when it is done.
+    fn shed(&self) -> usize {
+        let per_shard = (self.per_shard / 4).max(1);
+        let mut shed = 0;
+        for shard in self.shards.iter() {
+            let evicted: Vec<_> = {
+                let mut s = shard.lock();
+                (0..per_shard).map_while(|_| s.evict()).collect()
+            };
+            shed += evicted.len();
+        }
+        tracing::debug!(
+            closed = shed,
+            "out of file descriptors: closed cached stream files"
+        );
+        shed
     }
 
     /// Remove the file `key` from the directory and close the cache's handle.
@@ -209,18 +256,27 @@ impl FileCache {
     }
 }
 
+/// EMFILE (this process) or ENFILE (the system): out of file descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use riffle_wal::MemDir;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts the handles of a [`MemDir`] that are alive (opened and not yet dropped).
+    /// Counts the handles of a [`MemDir`] that are alive (opened and not yet dropped); with
+    /// `limit` set, an open past it fails with EMFILE like a process out of descriptors.
     #[derive(Clone, Default)]
     struct Counting {
         inner: MemDir,
         live: Arc<AtomicUsize>,
         opens: Arc<AtomicUsize>,
+        limit: Arc<Mutex<Option<usize>>>,
     }
 
     struct CountedFile {
@@ -254,6 +310,13 @@ mod tests {
 
     impl Dir for Counting {
         fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
+            if self
+                .limit
+                .lock()
+                .is_some_and(|l| self.live.load(Ordering::SeqCst) >= l)
+            {
+                return Err(io::Error::from_raw_os_error(24));
+            }
             let inner = self.inner.open(path, create)?;
             self.live.fetch_add(1, Ordering::SeqCst);
             self.opens.fetch_add(1, Ordering::SeqCst);
@@ -381,6 +444,30 @@ mod tests {
             .open("streams/0000000000000001.data", false)
             .expect("survives");
         assert_eq!(read_all(f.as_ref()), b"acknowledged");
+    }
+
+    #[test]
+    fn out_of_descriptors_the_cache_gives_back_its_own_and_the_open_succeeds() {
+        let dir = Counting::default();
+        let cache = FileCache::new(Arc::new(dir.clone()), 64);
+        for id in 0..64u64 {
+            cache.open(FileKey::data(id), true).expect("create");
+        }
+        assert_eq!(dir.live.load(Ordering::SeqCst), 64);
+        // Sockets took everything but what the cache holds now.
+        *dir.limit.lock() = Some(64);
+        for id in 64..200u64 {
+            cache
+                .open(FileKey::data(id), true)
+                .expect("an open after shedding");
+            assert!(dir.live.load(Ordering::SeqCst) <= 64);
+        }
+        // With nothing cached to give back, the error reaches the caller.
+        *dir.limit.lock() = Some(0);
+        drop(cache);
+        let cache = FileCache::new(Arc::new(dir.clone()), 64);
+        let e = cache.open(FileKey::data(1), false).err().expect("EMFILE");
+        assert_eq!(e.raw_os_error(), Some(24));
     }
 
     #[test]
