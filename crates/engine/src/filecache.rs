@@ -496,4 +496,42 @@ mod tests {
         assert!(dir.live.load(Ordering::SeqCst) <= 16);
         assert!(cache.len() <= 16);
     }
+
+    /// The price of a hit (`cargo test --release -p riffle-engine --lib hit_cost -- --ignored
+    /// --nocapture`): a lookup and an `Arc` clone and drop, against a `pread` of the file.
+    #[test]
+    #[ignore]
+    fn hit_cost() {
+        let root = std::env::temp_dir().join(format!("riffle-hit-cost-{}", std::process::id()));
+        let dir = Arc::new(riffle_wal::FsDir::open(&root).expect("dir"));
+        let cache = FileCache::new(dir, 1024);
+        for id in 0..512u64 {
+            let f = cache.open(FileKey::data(id), true).expect("create");
+            f.write_all_at(&[1; 64], 0).expect("write");
+        }
+        let rounds = 2_000_000u64;
+        let t = std::time::Instant::now();
+        for i in 0..rounds {
+            let f = cache.open(FileKey::data(i % 512), false).expect("hit");
+            std::hint::black_box(&f);
+        }
+        let hit = t.elapsed().as_nanos() as f64 / rounds as f64;
+        let f = cache.open(FileKey::data(0), false).expect("hit");
+        let mut buf = [0u8; 64];
+        let t = std::time::Instant::now();
+        for _ in 0..rounds / 10 {
+            f.read_at(&mut buf, 0).expect("read");
+        }
+        let pread = t.elapsed().as_nanos() as f64 / (rounds / 10) as f64;
+        // A cache far smaller than the files cycled through: every open misses and evicts.
+        let small = FileCache::new(Arc::new(riffle_wal::FsDir::open(&root).expect("dir")), 8);
+        let t = std::time::Instant::now();
+        for i in 0..rounds / 20 {
+            std::hint::black_box(small.open(FileKey::data(i % 512), false).expect("miss"));
+        }
+        let miss = t.elapsed().as_nanos() as f64 / (rounds / 20) as f64;
+        eprintln!("hit {hit:.0} ns, miss (open + close) {miss:.0} ns, 64-byte pread {pread:.0} ns");
+        drop((f, cache, small));
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
