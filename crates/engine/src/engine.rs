@@ -440,9 +440,9 @@ impl Engine {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let files = match &persist {
             None => None,
-            Some(p) => Some(
-                LogFiles::open(p.dir.as_ref(), id, start).map_err(|e| storage_error(e, false))?,
-            ),
+            Some(p) => {
+                Some(LogFiles::open(&p.files, id, start).map_err(|e| storage_error(e, false))?)
+            }
         };
         let log = Arc::new(Log::new(
             LogConfig {
@@ -660,7 +660,7 @@ impl Engine {
             log_id: log.config.id,
         }
         .encode(&[]);
-        let dir = persist.dir.clone();
+        let dir = persist.files.clone();
         let doomed: Vec<u64> = removed
             .iter()
             .filter(|l| l.files.is_some())

@@ -60,6 +60,7 @@ mod clock;
 mod durability;
 mod engine;
 mod error;
+mod filecache;
 mod framing;
 mod log;
 mod memstore;

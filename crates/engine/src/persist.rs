@@ -6,6 +6,7 @@
 //! - `streams/<id>.data`, `streams/<id>.idx`: each durable log's stored bytes and record ends.
 //! - `checkpoint`: the state of every durable log as of the WAL segments it names.
 
+use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, LogSnapshot, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
 use riffle_wal::{Commit, Dir, Lsn, StopReason, Wal, WalConfig, WalError};
@@ -28,10 +29,14 @@ pub struct StorageConfig {
     pub segment_bytes: u64,
     /// Take a checkpoint once this many WAL bytes were written since the last one.
     pub checkpoint_bytes: u64,
+    /// Most stream files held open at once (two per log in use); more logs than that are
+    /// served by reopening files on demand. See [`crate::filecache`].
+    pub max_open_files: usize,
 }
 
 impl StorageConfig {
-    /// Defaults for a directory: `min(cores, 8)` shards, 50 ms disk-class sync interval.
+    /// Defaults for a directory: `min(cores, 8)` shards, 50 ms disk-class sync interval, 512
+    /// open stream files (half the usual default open-files limit).
     pub fn new(dir: Arc<dyn Dir>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
@@ -40,6 +45,7 @@ impl StorageConfig {
             sync_interval: Duration::from_millis(50),
             segment_bytes: 64 << 20,
             checkpoint_bytes: 256 << 20,
+            max_open_files: 512,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct RecoveryReport {
 
 pub(crate) struct Persist {
     pub dir: Arc<dyn Dir>,
+    /// The stream files (the WAL and the checkpoint use `dir` directly).
+    pub files: Arc<FileCache>,
     shards: Vec<Wal>,
     active: u32,
     pub config: StorageConfig,
@@ -91,10 +99,10 @@ struct Replaying {
 }
 
 impl Replaying {
-    fn files(&mut self, dir: &dyn Dir) -> Result<&LogFiles, String> {
+    fn files(&mut self, cache: &Arc<FileCache>) -> Result<&LogFiles, String> {
         if self.files.is_none() {
             let base = self.meta.fork.as_ref().map_or(0, |f| f.upto);
-            let f = LogFiles::open(dir, self.meta.id, base)
+            let f = LogFiles::open(cache, self.meta.id, base)
                 .map_err(|e| format!("cannot open files of log {:x}: {e}", self.meta.id))?;
             self.files = Some(f);
         }
@@ -111,6 +119,7 @@ impl Persist {
         config: StorageConfig,
     ) -> Result<(Arc<Persist>, Vec<RecoveredLog>, u64, RecoveryReport), OpenError> {
         let dir = config.dir.clone();
+        let files = Arc::new(FileCache::new(dir.clone(), config.max_open_files));
         let snapshot: Snapshot = match riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)? {
             None => Snapshot::default(),
             Some(bytes) => postcard::from_bytes(&bytes)
@@ -135,7 +144,7 @@ impl Persist {
         // The idx files may hold entries past the checkpoint that no record covers.
         for log in logs.values_mut() {
             let (tail, records) = (log.writer.tail, log.writer.records);
-            log.files(dir.as_ref())
+            log.files(&files)
                 .map_err(OpenError::Replay)?
                 .truncate(tail, records)
                 .map_err(|e| OpenError::Replay(format!("log {:x}: {e}", log.meta.id)))?;
@@ -167,7 +176,7 @@ impl Persist {
                     return Ok(());
                 }
                 report.records_replayed += 1;
-                replay(dir.as_ref(), &mut logs, record)
+                replay(&files, &mut logs, record)
             })?;
             if let StopReason::TornTail {
                 path,
@@ -182,10 +191,11 @@ impl Persist {
             shards.push(wal);
         }
 
-        let recovered = finish(dir.as_ref(), logs)?;
+        let recovered = finish(dir.as_ref(), &files, logs)?;
         report.logs = recovered.len();
         let persist = Arc::new(Persist {
             dir,
+            files,
             shards,
             active,
             config,
@@ -282,19 +292,23 @@ impl Persist {
     }
 }
 
-/// Remove a log's files (after its removal is durable).
-pub(crate) fn remove_log_files(dir: &dyn Dir, id: u64) {
-    for path in [data_path(id), idx_path(id)] {
-        if let Err(e) = dir.remove(&path)
+/// Remove a log's files (after its removal is durable) and close the cache's handles to them.
+pub(crate) fn remove_log_files(files: &FileCache, id: u64) {
+    for key in [FileKey::data(id), FileKey::idx(id)] {
+        if let Err(e) = files.remove(key)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(%path, error = %e, "could not remove a deleted stream's file");
+            tracing::warn!(log = id, file = ?key.kind, error = %e, "could not remove a deleted stream's file");
         }
     }
 }
 
 /// Apply one WAL record during recovery. Records a checkpoint already covers are skipped.
-fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> Result<(), String> {
+fn replay(
+    files: &Arc<FileCache>,
+    logs: &mut BTreeMap<u64, Replaying>,
+    record: &[u8],
+) -> Result<(), String> {
     let (entry, payload) = WalEntry::decode(record)?;
     match entry {
         WalEntry::Create { meta, closed } => {
@@ -313,7 +327,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
                 files: None,
                 dirty: false,
             };
-            let files = log.files(dir)?.clone();
+            let files = log.files(files)?.clone();
             files.truncate(tail, 0).map_err(|e| e.to_string())?;
             if !payload.is_empty() {
                 files
@@ -347,7 +361,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
             }
             if !payload.is_empty() {
                 let index = log.writer.records;
-                log.files(dir)?
+                log.files(files)?
                     .write_record(index, start, payload)
                     .map_err(|e| e.to_string())?;
                 log.dirty = true;
@@ -381,6 +395,7 @@ fn replay(dir: &dyn Dir, logs: &mut BTreeMap<u64, Replaying>, record: &[u8]) -> 
 /// recovered length, and remove files that belong to no log.
 fn finish(
     dir: &dyn Dir,
+    cache: &Arc<FileCache>,
     mut logs: BTreeMap<u64, Replaying>,
 ) -> Result<Vec<RecoveredLog>, OpenError> {
     loop {
@@ -397,14 +412,17 @@ fn finish(
             break;
         }
         for id in dead {
-            logs.remove(&id);
+            // Through the cache, so no handle to a removed file stays open.
+            if logs.remove(&id).is_some_and(|l| l.files.is_some()) {
+                remove_log_files(cache, id);
+            }
         }
     }
     let mut out = Vec::with_capacity(logs.len());
     let mut keep = HashSet::new();
     for (id, mut log) in logs {
         let (tail, records) = (log.writer.tail, log.writer.records);
-        let files = log.files(dir).map_err(OpenError::Replay)?.clone();
+        let files = log.files(cache).map_err(OpenError::Replay)?.clone();
         files
             .truncate(tail, records)
             .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;

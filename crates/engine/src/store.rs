@@ -1,18 +1,21 @@
 //! Where a durable log's own records live (`Ephemeral` logs: [`crate::memstore`]): two files
 //! per log: `<id>.data` holds the stored bytes exactly as served, `<id>.idx` the end position
 //! of every record (u64 LE), so reads are byte ranges and record boundaries are a binary
-//! search away. RAM use of a file-backed log does not grow with its data.
+//! search away. RAM use of a file-backed log does not grow with its data. The files are not
+//! held open: every operation takes them from the [`FileCache`], so the number of logs is not
+//! bounded by the open-files limit.
 
+use crate::filecache::{FileCache, FileKey};
 use bytes::{Bytes, BytesMut};
-use riffle_wal::{Dir, DirFile};
+use riffle_wal::DirFile;
 use std::io;
 use std::sync::Arc;
 
 /// The files of a durable log.
 #[derive(Clone)]
 pub(crate) struct LogFiles {
-    pub data: Arc<dyn DirFile>,
-    pub idx: Arc<dyn DirFile>,
+    cache: Arc<FileCache>,
+    id: u64,
     /// Position of the first byte of `data` (a fork's inheritance point; 0 otherwise).
     pub base: u64,
 }
@@ -20,6 +23,7 @@ pub(crate) struct LogFiles {
 impl std::fmt::Debug for LogFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogFiles")
+            .field("id", &self.id)
             .field("base", &self.base)
             .finish()
     }
@@ -34,12 +38,24 @@ pub(crate) fn idx_path(id: u64) -> String {
 }
 
 impl LogFiles {
-    pub fn open(dir: &dyn Dir, id: u64, base: u64) -> io::Result<Self> {
+    /// The files of log `id`, created if missing (only here: later opens never create them,
+    /// so an operation racing their removal fails instead of recreating them).
+    pub fn open(cache: &Arc<FileCache>, id: u64, base: u64) -> io::Result<Self> {
+        cache.open(FileKey::data(id), true)?;
+        cache.open(FileKey::idx(id), true)?;
         Ok(Self {
-            data: dir.open(&data_path(id), true)?,
-            idx: dir.open(&idx_path(id), true)?,
+            cache: cache.clone(),
+            id,
             base,
         })
+    }
+
+    fn data(&self) -> io::Result<Arc<dyn DirFile>> {
+        self.cache.open(FileKey::data(self.id), false)
+    }
+
+    fn idx(&self) -> io::Result<Arc<dyn DirFile>> {
+        self.cache.open(FileKey::idx(self.id), false)
     }
 
     /// Write record number `index` (`data` at position `start`).
@@ -56,24 +72,17 @@ impl LogFiles {
         data: &[u8],
         ends: &[u64],
     ) -> io::Result<()> {
-        self.data.write_all_at(data, start - self.base)?;
+        self.data()?.write_all_at(data, start - self.base)?;
         let idx: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
-        self.idx.write_all_at(&idx, first * 8)
-    }
-
-    /// End position of record `i`.
-    fn record_end(&self, i: u64) -> io::Result<u64> {
-        let mut b = [0u8; 8];
-        read_exact_at(self.idx.as_ref(), &mut b, i * 8)?;
-        Ok(u64::from_le_bytes(b))
+        self.idx()?.write_all_at(&idx, first * 8)
     }
 
     /// Index of the first of the `records` records whose end is greater than `pos`.
-    fn first_ending_after(&self, records: u64, pos: u64) -> io::Result<u64> {
+    fn first_ending_after(&self, idx: &dyn DirFile, records: u64, pos: u64) -> io::Result<u64> {
         let (mut lo, mut hi) = (0, records);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.record_end(mid)? <= pos {
+            if record_end(idx, mid)? <= pos {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -99,47 +108,58 @@ impl LogFiles {
             to
         } else {
             // Stop at the end of the record that reaches the budget.
-            let i = self.first_ending_after(records, from + *budget as u64 - 1)?;
+            let idx = self.idx()?;
+            let i = self.first_ending_after(idx.as_ref(), records, from + *budget as u64 - 1)?;
             if i < records {
-                self.record_end(i)?.min(to)
+                record_end(idx.as_ref(), i)?.min(to)
             } else {
                 to
             }
         };
         let mut buf = BytesMut::zeroed((end - from) as usize);
-        read_exact_at(self.data.as_ref(), &mut buf, from - self.base)?;
+        read_exact_at(self.data()?.as_ref(), &mut buf, from - self.base)?;
         *budget = budget.saturating_sub(buf.len());
         Ok((end, buf.freeze()))
     }
 
     /// The record holding `pos`: its start and its bytes.
     pub fn record_containing(&self, records: u64, pos: u64) -> io::Result<Option<(u64, Bytes)>> {
-        let i = self.first_ending_after(records, pos)?;
+        let idx = self.idx()?;
+        let i = self.first_ending_after(idx.as_ref(), records, pos)?;
         if i >= records {
             return Ok(None);
         }
         let start = if i == 0 {
             self.base
         } else {
-            self.record_end(i - 1)?
+            record_end(idx.as_ref(), i - 1)?
         };
-        let end = self.record_end(i)?;
+        let end = record_end(idx.as_ref(), i)?;
+        drop(idx);
         let mut buf = BytesMut::zeroed((end - start) as usize);
-        read_exact_at(self.data.as_ref(), &mut buf, start - self.base)?;
+        read_exact_at(self.data()?.as_ref(), &mut buf, start - self.base)?;
         Ok(Some((start, buf.freeze())))
     }
 
-    /// Make both files durable.
+    /// Make both files durable. A handle opened after the writes covers them too (see
+    /// [`crate::filecache`]).
     pub fn sync(&self) -> io::Result<()> {
-        self.data.sync_data()?;
-        self.idx.sync_data()
+        self.data()?.sync_data()?;
+        self.idx()?.sync_data()
     }
 
     /// Drop anything past the recovered state.
     pub fn truncate(&self, tail: u64, records: u64) -> io::Result<()> {
-        self.data.set_len(tail - self.base)?;
-        self.idx.set_len(records * 8)
+        self.data()?.set_len(tail - self.base)?;
+        self.idx()?.set_len(records * 8)
     }
+}
+
+/// End position of record `i`.
+fn record_end(idx: &dyn DirFile, i: u64) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    read_exact_at(idx, &mut b, i * 8)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 fn read_exact_at(f: &dyn DirFile, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {

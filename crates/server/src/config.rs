@@ -102,6 +102,8 @@ pub struct StorageSettings {
     pub wal_shards: u32,
     /// Longest time a `disk`-class append stays unsynced.
     pub sync_interval_ms: u64,
+    /// Stream files held open at once; 0 means half the open-files limit.
+    pub max_open_files: u64,
 }
 
 impl Default for StorageSettings {
@@ -111,6 +113,7 @@ impl Default for StorageSettings {
             data_dir: PathBuf::from("./data/streams"),
             wal_shards: 0,
             sync_interval_ms: 50,
+            max_open_files: 0,
         }
     }
 }
@@ -140,6 +143,8 @@ pub enum StorageMode {
         default: Durability,
         wal_shards: u32,
         sync_interval: Duration,
+        /// Stream files held open at once; 0: sized from the open-files limit at start-up.
+        max_open_files: usize,
     },
 }
 
@@ -177,6 +182,10 @@ pub struct Sources {
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
+
+/// Largest `storage.max_open_files`: far above any open-files limit Linux allows by default
+/// (`fs.nr_open` is 2^20), so a larger value can only be a mistake.
+const MAX_OPEN_FILES: usize = 1 << 30;
 
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
@@ -310,11 +319,21 @@ impl Settings {
                 "storage.wal_shards (DS_STORAGE__WAL_SHARDS) must be at most 64",
             ));
         }
+        let max_open_files = usize::try_from(self.storage.max_open_files)
+            .ok()
+            .filter(|&n| n <= MAX_OPEN_FILES)
+            .ok_or_else(|| {
+                err(format!(
+                    "storage.max_open_files (DS_STORAGE__MAX_OPEN_FILES) must be at most \
+                     {MAX_OPEN_FILES} (0: half the open-files limit)"
+                ))
+            })?;
         let files = |default| StorageMode::Files {
             data_dir: self.storage.data_dir.clone(),
             default,
             wal_shards: self.storage.wal_shards,
             sync_interval: Duration::from_millis(self.storage.sync_interval_ms),
+            max_open_files,
         };
         let storage = match self.storage.mode.as_str() {
             "memory" => StorageMode::Memory,
@@ -423,6 +442,7 @@ mod tests {
             c.storage,
             StorageMode::Files {
                 default: Durability::Fsync,
+                max_open_files: 0,
                 ..
             }
         ));
@@ -443,10 +463,18 @@ mod tests {
             ),
             ("DS_LIMITS__MAX_STREAM_BYTES", "123"),
             ("DS_SERVER__WORKER_THREADS", "3"),
+            ("DS_STORAGE__MAX_OPEN_FILES", "64"),
             ("OTHER", "ignored"),
         ])
         .unwrap();
         assert_eq!(c.worker_threads, 3);
+        assert!(matches!(
+            c.storage,
+            StorageMode::Files {
+                max_open_files: 64,
+                ..
+            }
+        ));
         assert_eq!(c.addr.port(), 9999);
         assert_eq!(c.long_poll_timeout, Duration::from_secs(1));
         assert_eq!(
@@ -476,6 +504,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.host"), "{e}");
+        let e = load(&[("DS_STORAGE__MAX_OPEN_FILES", "99999999999")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.max_open_files"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ Keys (TOML section.key / environment), defaults in brackets:
   storage.data_dir                 DS_STORAGE__DATA_DIR                 [./data/streams]
   storage.wal_shards               DS_STORAGE__WAL_SHARDS               [0 = min(cores, 8)]
   storage.sync_interval_ms         DS_STORAGE__SYNC_INTERVAL_MS         [50]
+  storage.max_open_files           DS_STORAGE__MAX_OPEN_FILES           [0 = half the open-files limit]
   tls.cert_path, tls.key_path      DS_TLS__CERT_PATH, DS_TLS__KEY_PATH  [unset: plain HTTP]
   log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]";
 
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
         .init();
+    riffle_server::serve::raise_open_files_limit();
     // One thread needs no work-stealing scheduler: a single-threaded runtime does the same work
     // with less bookkeeping per task switch (about 8 % less CPU per append, measured).
     let mut builder = if config.worker_threads == 1 {

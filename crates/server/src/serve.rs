@@ -19,6 +19,73 @@ use tokio_util::task::TaskTracker;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired streams are swept from memory (lazy expiry keeps answers exact).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the listener pauses after `accept` ran out of file descriptors (EMFILE/ENFILE):
+/// retrying at once would spin, since the pending connection stays in the backlog.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Fewest stream files the automatic `storage.max_open_files` keeps open.
+const MIN_AUTO_OPEN_FILES: usize = 16;
+
+/// Raise the soft open-files limit to the hard one (a process may, and the soft default of
+/// 1024 is low for a server with one file pair per stream and a socket per client), and log
+/// both. A failure is logged and start-up goes on under the current limit.
+pub fn raise_open_files_limit() {
+    use rlimit::Resource;
+    let before = match Resource::NOFILE.get() {
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => {
+            let hard = Resource::NOFILE.get().map_or(soft, |(_, h)| h);
+            tracing::info!(
+                soft,
+                hard,
+                soft_at_start = before,
+                "open-files limit (RLIMIT_NOFILE)"
+            );
+        }
+        Err(e) => tracing::warn!(
+            soft = before,
+            error = %e,
+            "cannot raise the open-files limit (RLIMIT_NOFILE); keeping it"
+        ),
+    }
+}
+
+/// `storage.max_open_files` when it is 0: half the soft open-files limit, leaving the other
+/// half to sockets, WAL segments and the rest (`None` if the limit cannot be read).
+fn auto_max_open_files() -> Option<usize> {
+    let (soft, _) = rlimit::Resource::NOFILE.get().ok()?;
+    let half = usize::try_from(soft / 2).unwrap_or(usize::MAX);
+    Some(half.max(MIN_AUTO_OPEN_FILES))
+}
+
+/// After a failed `accept`: log, pause if retrying at once would fail again, and let the
+/// listener go on (it never exits or spins on an error). `quiet_until` limits the warnings
+/// about running out of descriptors to one a second.
+async fn accept_failed(e: &std::io::Error, quiet_until: &mut Option<tokio::time::Instant>) {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
+        // The connection stays in the backlog until descriptors free up (connections ending,
+        // stream files closing): pause rather than fail the same way in a loop.
+        let now = tokio::time::Instant::now();
+        if quiet_until.is_none_or(|t| now >= t) {
+            tracing::warn!(error = %e, "accept: out of file descriptors; pausing new connections");
+            *quiet_until = Some(now + Duration::from_secs(1));
+        }
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    } else if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+        tracing::debug!(error = %e, "accept: the client left first");
+    } else {
+        tracing::warn!(error = %e, "accept failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -65,6 +132,7 @@ pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
             default,
             wal_shards,
             sync_interval,
+            max_open_files,
         } => {
             let fail = |what: &str, e: &dyn std::fmt::Display| {
                 ServeError::Storage(format!("{what} {}: {e}", data_dir.display()))
@@ -89,6 +157,11 @@ pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
                 storage.shards = *wal_shards;
             }
             storage.sync_interval = *sync_interval;
+            storage.max_open_files = match *max_open_files {
+                0 => auto_max_open_files().unwrap_or(storage.max_open_files),
+                n => n,
+            };
+            let storage_files = storage.max_open_files;
             let started = std::time::Instant::now();
             let (engine, report) =
                 Engine::recover(engine_config(*default), Arc::new(SystemClock), storage)
@@ -101,6 +174,7 @@ pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
             tracing::info!(
                 data_dir = %data_dir.display(),
                 default_durability = %default,
+                max_open_files = storage_files,
                 streams = report.logs,
                 wal_records_replayed = report.records_replayed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -160,15 +234,14 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
 
     // Every connection task, so shutdown can wait for in-flight requests to finish.
     let connections = TaskTracker::new();
+    let mut quiet_until = None;
     tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_failed(&e, &mut quiet_until).await;
                     continue;
                 }
             },

@@ -34,7 +34,9 @@ pub trait DirFile: Send + Sync {
         Ok(self.len()? == 0)
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Make the file's data durable (`fdatasync`).
+    /// Make the file's data durable (`fdatasync`), including what was written through other
+    /// handles of the same file, as `fdatasync` does for the inode: the engine's stream files
+    /// may be written through a handle that is closed before another one syncs them.
     fn sync_data(&self) -> io::Result<()>;
 }
 
