@@ -311,7 +311,7 @@ impl Engine {
         };
         let (tx, rx) = oneshot::channel();
         let weak = Arc::downgrade(&self.inner);
-        let dir = p.dir.clone();
+        let files = p.files.clone();
         let done = log.clone();
         let (initial, closed) = (spec.initial, spec.closed);
         // The callback settles the create whether or not this future is still waiting.
@@ -327,7 +327,7 @@ impl Engine {
                         }
                         None => done.mark_removed(),
                     }
-                    remove_log_files(dir.as_ref(), done.config.id);
+                    remove_log_files(&files, done.config.id);
                 }
             }
             drop(guard);
@@ -464,7 +464,7 @@ impl Engine {
         if !matches!(registered, Ok(Prepared::New(..)))
             && let Some(p) = &persist
         {
-            remove_log_files(p.dir.as_ref(), id);
+            remove_log_files(&p.files, id);
         }
         registered
     }
@@ -741,10 +741,18 @@ fn checkpointer(engine: Weak<Inner>) {
         };
         // Move pending tails into the stream files, so RAM holds recent appends only briefly.
         let logs: Vec<Arc<Log>> = inner.logs.read().values().cloned().collect();
+        // One line per round, not one per stream: a full disk or a lack of file descriptors
+        // fails them all.
+        let mut failed = 0usize;
+        let mut first = None;
         for log in logs {
             if let Err(e) = log.flush_pending() {
-                tracing::warn!(log = log.config.id, error = %e, "writing a stream file failed; will retry");
+                failed += 1;
+                first.get_or_insert((log.config.id, e));
             }
+        }
+        if let Some((log, error)) = first {
+            tracing::warn!(log, %error, failed, "writing stream files failed; will retry");
         }
         let due = inner.persist.as_ref().is_some_and(|p| p.checkpoint_due());
         if due {
