@@ -52,10 +52,10 @@ impl Engine {
             drop(guard);
             let _ = tx.send(r);
         });
-        // A fork inherits data its ancestors may hold in a weaker class (or in other shards):
-        // those must be as durable as the fork before its creation is, or a power loss could
-        // keep the fork and lose what it inherited.
-        let weaker = weaker_ancestor_shards(p, &log);
+        // A fork inherits data its ancestors may hold unsynced in other shards: that must be
+        // durable before the fork's creation can be, or a power loss could keep the fork and
+        // lose what it inherited.
+        let weaker = unsynced_ancestor_shards(p, &log);
         let (persist, id, commit) = (p.clone(), log.config.id, commit_for(log.config.durability));
         after_barriers(
             p.clone(),
@@ -305,16 +305,21 @@ impl Engine {
     }
 }
 
-/// One log id per WAL shard holding records of `log`'s fork ancestors in a weaker class than
-/// `log`'s (a log of an `Fsync` chain in another shard is already durable once applied).
-fn weaker_ancestor_shards(persist: &Persist, log: &Log) -> Vec<u64> {
-    let class = log.config.durability;
+/// One log id per WAL shard (other than `log`'s own) that holds records of `log`'s fork
+/// ancestors not yet known to be durable: those of every class but `Fsync` (which is synced
+/// before it is applied). Records in `log`'s own shard come before its create record in the
+/// same log file, so whatever makes the create durable makes them durable too.
+fn unsynced_ancestor_shards(persist: &Persist, log: &Log) -> Vec<u64> {
+    let own = persist.shard_of(log.config.id);
     let mut shards: Vec<(u64, u64)> = Vec::new();
     let mut base = log.config.base.as_ref();
     while let Some(b) = base {
         let source = &b.source;
         let shard = persist.shard_of(source.config.id);
-        if source.config.durability < class && !shards.iter().any(|&(s, _)| s == shard) {
+        if source.config.durability != Durability::Fsync
+            && shard != own
+            && !shards.iter().any(|&(s, _)| s == shard)
+        {
             shards.push((shard, source.config.id));
         }
         base = source.config.base.as_ref();
