@@ -341,6 +341,11 @@ impl Run {
             return Ok(());
         }
         for i in 0..self.tracks.len() {
+            if self.model.logs[i].removed {
+                // Gone with its log (an ephemeral log at a crash): nothing left to settle.
+                self.tracks[i].queue.clear();
+                continue;
+            }
             while let Some(head) = self.tracks[i].queue.front() {
                 let present = match &head.outcome {
                     Outcome::InFlight => break,
