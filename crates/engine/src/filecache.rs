@@ -266,80 +266,12 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use riffle_wal::MemDir;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use riffle_wal::{CountingDir, MemDir};
 
-    /// Counts the handles of a [`MemDir`] that are alive (opened and not yet dropped); with
-    /// `limit` set, an open past it fails with EMFILE like a process out of descriptors.
-    #[derive(Clone, Default)]
-    struct Counting {
-        inner: MemDir,
-        live: Arc<AtomicUsize>,
-        opens: Arc<AtomicUsize>,
-        limit: Arc<Mutex<Option<usize>>>,
-    }
-
-    struct CountedFile {
-        inner: Arc<dyn DirFile>,
-        live: Arc<AtomicUsize>,
-    }
-
-    impl Drop for CountedFile {
-        fn drop(&mut self) {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    impl DirFile for CountedFile {
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            self.inner.read_at(buf, offset)
-        }
-        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-            self.inner.write_all_at(buf, offset)
-        }
-        fn len(&self) -> io::Result<u64> {
-            self.inner.len()
-        }
-        fn set_len(&self, len: u64) -> io::Result<()> {
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> io::Result<()> {
-            self.inner.sync_data()
-        }
-    }
-
-    impl Dir for Counting {
-        fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
-            if self
-                .limit
-                .lock()
-                .is_some_and(|l| self.live.load(Ordering::SeqCst) >= l)
-            {
-                return Err(io::Error::from_raw_os_error(24));
-            }
-            let inner = self.inner.open(path, create)?;
-            self.live.fetch_add(1, Ordering::SeqCst);
-            self.opens.fetch_add(1, Ordering::SeqCst);
-            Ok(Arc::new(CountedFile {
-                inner,
-                live: self.live.clone(),
-            }))
-        }
-        fn exists(&self, path: &str) -> bool {
-            self.inner.exists(path)
-        }
-        fn remove(&self, path: &str) -> io::Result<()> {
-            self.inner.remove(path)
-        }
-        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-            self.inner.rename(from, to)
-        }
-        fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-            self.inner.list(dir)
-        }
-        fn sync_dir(&self, dir: &str) -> io::Result<()> {
-            self.inner.sync_dir(dir)
-        }
+    /// A [`MemDir`] that counts the handles alive (opened and not yet dropped); with a limit
+    /// set, an open past it fails with EMFILE like a process out of descriptors.
+    fn counting() -> CountingDir {
+        CountingDir::new(Arc::new(MemDir::new()), "")
     }
 
     fn read_all(f: &dyn DirFile) -> Vec<u8> {
@@ -351,7 +283,7 @@ mod tests {
 
     #[test]
     fn open_handles_never_exceed_the_capacity() {
-        let dir = Counting::default();
+        let dir = counting();
         for capacity in [1, 3, 8, 20, 64] {
             let cache = FileCache::new(Arc::new(dir.clone()), capacity);
             assert!(cache.capacity() <= capacity && cache.capacity() >= capacity / 2);
@@ -362,7 +294,7 @@ mod tests {
                         .expect("create")
                         .write_all_at(&id.to_le_bytes(), 0)
                         .expect("write");
-                    assert!(dir.live.load(Ordering::SeqCst) <= capacity);
+                    assert!(dir.live() <= capacity);
                 }
             }
             assert_eq!(cache.len(), cache.capacity());
@@ -371,16 +303,16 @@ mod tests {
                 let f = cache.open(FileKey::idx(id), false).expect("reopen");
                 assert_eq!(read_all(f.as_ref()), id.to_le_bytes());
                 drop(f);
-                assert!(dir.live.load(Ordering::SeqCst) <= capacity);
+                assert!(dir.live() <= capacity);
             }
             drop(cache);
-            assert_eq!(dir.live.load(Ordering::SeqCst), 0, "capacity {capacity}");
+            assert_eq!(dir.live(), 0, "capacity {capacity}");
         }
     }
 
     #[test]
     fn hits_do_not_reopen_and_recently_used_files_stay() {
-        let dir = Counting::default();
+        let dir = counting();
         let cache = FileCache::new(Arc::new(dir.clone()), 4);
         let hot = FileKey::data(0);
         cache.open(hot, true).expect("create");
@@ -390,12 +322,12 @@ mod tests {
             cache.open(hot, false).expect("hit");
         }
         // 100 creations, and the hot file was never reopened.
-        assert_eq!(dir.opens.load(Ordering::SeqCst), 100);
+        assert_eq!(dir.opens(), 100);
     }
 
     #[test]
     fn a_removed_file_is_not_recreated_by_a_later_open() {
-        let dir = Counting::default();
+        let dir = counting();
         let cache = FileCache::new(Arc::new(dir.clone()), 8);
         let key = FileKey::data(7);
         cache.open(key, true).expect("create");
@@ -409,9 +341,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(!dir.exists("streams/0000000000000007.data"));
         // The cache let its handle go; only the operation in flight holds one.
-        assert_eq!(dir.live.load(Ordering::SeqCst), 1);
+        assert_eq!(dir.live(), 1);
         drop(in_flight);
-        assert_eq!(dir.live.load(Ordering::SeqCst), 0);
+        assert_eq!(dir.live(), 0);
         assert_eq!(
             cache.remove(key).err().map(|e| e.kind()),
             Some(io::ErrorKind::NotFound)
@@ -448,22 +380,22 @@ mod tests {
 
     #[test]
     fn out_of_descriptors_the_cache_gives_back_its_own_and_the_open_succeeds() {
-        let dir = Counting::default();
+        let dir = counting();
         let cache = FileCache::new(Arc::new(dir.clone()), 64);
         for id in 0..64u64 {
             cache.open(FileKey::data(id), true).expect("create");
         }
-        assert_eq!(dir.live.load(Ordering::SeqCst), 64);
+        assert_eq!(dir.live(), 64);
         // Sockets took everything but what the cache holds now.
-        *dir.limit.lock() = Some(64);
+        dir.set_limit(Some(64));
         for id in 64..200u64 {
             cache
                 .open(FileKey::data(id), true)
                 .expect("an open after shedding");
-            assert!(dir.live.load(Ordering::SeqCst) <= 64);
+            assert!(dir.live() <= 64);
         }
         // With nothing cached to give back, the error reaches the caller.
-        *dir.limit.lock() = Some(0);
+        dir.set_limit(Some(0));
         drop(cache);
         let cache = FileCache::new(Arc::new(dir.clone()), 64);
         let e = cache.open(FileKey::data(1), false).err().expect("EMFILE");
@@ -472,7 +404,7 @@ mod tests {
 
     #[test]
     fn concurrent_users_see_one_file_per_key() {
-        let dir = Counting::default();
+        let dir = counting();
         let cache = Arc::new(FileCache::new(Arc::new(dir.clone()), 16));
         for id in 0..64u64 {
             cache.open(FileKey::data(id), true).expect("create");
@@ -493,7 +425,7 @@ mod tests {
         for t in threads {
             t.join().expect("no panic");
         }
-        assert!(dir.live.load(Ordering::SeqCst) <= 16);
+        assert!(dir.live() <= 16);
         assert!(cache.len() <= 16);
     }
 

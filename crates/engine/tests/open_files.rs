@@ -3,89 +3,40 @@
 //! crashes must behave exactly as with every file held open, and the engine must never hold
 //! more stream files open than its capacity (plus the few an operation has in hand).
 
-use riffle_engine::wal::{Dir, DirFile, MemDir};
+use riffle_engine::wal::{CountingDir, Dir, MemDir};
 use riffle_engine::{
     AppendRequest, CreateSpec, Durability, Engine, EngineConfig, EngineError, ForkSpec, Framing,
     ManualClock, Payload, ReadFrom, StorageConfig,
 };
-use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const CAPACITY: usize = 4;
 /// Most stream files alive at once: the cache's, plus what concurrent operations hold.
 const MOST_OPEN: usize = CAPACITY + 4;
 
-/// A [`MemDir`] that counts the stream-file handles alive and remembers the most seen at once.
-#[derive(Clone, Default)]
-struct Counting {
+/// An in-memory disk seen through a directory that counts the stream-file handles alive (and
+/// the most at once).
+struct Disk {
     mem: MemDir,
-    live: Arc<AtomicUsize>,
-    peak: Arc<AtomicUsize>,
+    dir: CountingDir,
 }
 
-struct Counted {
-    inner: Arc<dyn DirFile>,
-    live: Arc<AtomicUsize>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
+impl std::ops::Deref for Disk {
+    type Target = CountingDir;
+    fn deref(&self) -> &CountingDir {
+        &self.dir
     }
 }
 
-impl DirFile for Counted {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
+fn counting() -> Disk {
+    let mem = MemDir::new();
+    let dir = CountingDir::new(Arc::new(mem.clone()), "streams/");
+    Disk { mem, dir }
 }
 
-impl Dir for Counting {
-    fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {
-        let inner = self.mem.open(path, create)?;
-        if !path.starts_with("streams/") {
-            return Ok(inner);
-        }
-        let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        Ok(Arc::new(Counted {
-            inner,
-            live: self.live.clone(),
-        }))
-    }
-    fn exists(&self, path: &str) -> bool {
-        self.mem.exists(path)
-    }
-    fn remove(&self, path: &str) -> io::Result<()> {
-        self.mem.remove(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.mem.rename(from, to)
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-        self.mem.list(dir)
-    }
-    fn sync_dir(&self, dir: &str) -> io::Result<()> {
-        self.mem.sync_dir(dir)
-    }
-}
-
-fn open(d: &Counting) -> Engine {
-    let mut storage = StorageConfig::new(Arc::new(d.clone()));
+fn open(d: &Disk) -> Engine {
+    let mut storage = StorageConfig::new(Arc::new(d.dir.clone()));
     storage.shards = 2;
     storage.sync_interval = Duration::from_millis(5);
     storage.max_open_files = CAPACITY;
@@ -149,7 +100,7 @@ const LOGS: usize = 60;
 
 #[tokio::test]
 async fn many_logs_through_a_few_open_files_survive_checkpoints_deletes_and_a_crash() {
-    let d = Counting::default();
+    let d = counting();
     let engine = open(&d);
     let mut want: Vec<Vec<u8>> = vec![Vec::new(); LOGS];
     for i in 0..LOGS {
@@ -202,17 +153,17 @@ async fn many_logs_through_a_few_open_files_survive_checkpoints_deletes_and_a_cr
     assert_eq!(d.mem.list("streams").expect("list").len(), 41 * 2);
     assert_eq!(read_all(&engine, "/fork"), fork_want);
     // The cache filled up (so files really were evicted and reopened) and stayed bounded.
-    assert!(d.peak.load(Ordering::SeqCst) >= CAPACITY);
+    assert!(d.peak() >= CAPACITY);
     assert!(
-        d.peak.load(Ordering::SeqCst) <= MOST_OPEN,
+        d.peak() <= MOST_OPEN,
         "{} stream files open at once",
-        d.peak.load(Ordering::SeqCst)
+        d.peak()
     );
 
     // Power loss: only what was synced (files at the checkpoint, the WAL) survives.
     d.mem.crash();
     drop(engine);
-    assert_eq!(d.live.load(Ordering::SeqCst), 0, "every handle closed");
+    assert_eq!(d.live(), 0, "every handle closed");
     let engine = open(&d);
     for (i, w) in want.iter().enumerate().skip(2) {
         if i % 3 == 1 {
@@ -225,7 +176,7 @@ async fn many_logs_through_a_few_open_files_survive_checkpoints_deletes_and_a_cr
     // Two files per live log (40 logs, the fork and its soft-deleted source), nothing else.
     let live = (2..LOGS).filter(|i| i % 3 != 1).count() + 2;
     assert_eq!(d.mem.list("streams").expect("list").len(), live * 2);
-    assert!(d.peak.load(Ordering::SeqCst) <= MOST_OPEN);
+    assert!(d.peak() <= MOST_OPEN);
 
     // The recovered logs take appends and serve them back.
     for (i, w) in want
@@ -248,12 +199,12 @@ async fn many_logs_through_a_few_open_files_survive_checkpoints_deletes_and_a_cr
     for (i, w) in want.iter().enumerate().skip(2).filter(|(i, _)| i % 3 != 1) {
         assert_eq!(read_all(&engine, &name(i)), *w, "log {i} after a restart");
     }
-    assert!(d.peak.load(Ordering::SeqCst) <= MOST_OPEN);
+    assert!(d.peak() <= MOST_OPEN);
 }
 
 #[tokio::test]
 async fn concurrent_appends_and_reads_over_a_small_cache() {
-    let d = Counting::default();
+    let d = counting();
     let engine = open(&d);
     for i in 0..LOGS {
         engine.create(&name(i), spec(None)).await.expect("create");
@@ -289,5 +240,5 @@ async fn concurrent_appends_and_reads_over_a_small_cache() {
         let want: String = (0..5).map(|n| record(i, n)).collect();
         assert_eq!(read_all(&engine, &name(i)), want.as_bytes(), "log {i}");
     }
-    assert!(d.peak.load(Ordering::SeqCst) <= MOST_OPEN);
+    assert!(d.peak() <= MOST_OPEN);
 }

@@ -57,6 +57,7 @@
 //! The on-disk format is in [`format`](mod@format).
 
 mod checkpoint;
+mod counting;
 mod crc;
 mod dir;
 mod error;
@@ -65,6 +66,7 @@ mod recover;
 mod wal;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint};
+pub use counting::CountingDir;
 pub use dir::{Dir, DirFile, Fault, FaultDir, FaultPlan, FsDir, MemDir};
 pub use error::WalError;
 pub use wal::{Callback, Commit, Lsn, Recovery, StopReason, Wal, WalConfig, WalStats};
