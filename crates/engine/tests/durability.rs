@@ -3,14 +3,15 @@
 
 use riffle_engine::wal::Fault;
 use riffle_engine::{
-    AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
-    ForkSpec, Framing, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
+    AppendStatus, Durability, Engine, EngineConfig, EngineError, ForkSpec, ManualClock,
+    StorageConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
 use common::disk::Disk;
+use common::requests::{read_all, text_append as append, text_spec as spec};
 
 fn disk() -> Disk {
     Disk::new()
@@ -32,42 +33,6 @@ fn open(d: &Disk, default: Durability) -> Engine {
 /// Power loss: the disk stops answering, everything unsynced is gone, the process dies.
 fn crash(d: &Disk, engine: Engine) {
     d.power_loss(engine);
-}
-
-fn spec(durability: Option<Durability>) -> CreateSpec {
-    CreateSpec {
-        content_type: Some(("text/plain".into(), Framing::Bytes)),
-        expiry: None,
-        closed: false,
-        initial: Payload::default(),
-        fork: None,
-        durability,
-    }
-}
-
-fn append(data: &str, producer: Option<(&str, u64)>) -> AppendRequest {
-    AppendRequest {
-        content_type: Some("text/plain".into()),
-        payload: Payload {
-            data: data.to_string().into(),
-            messages: 1,
-        },
-        producer: producer.map(|(id, seq)| ProducerClaim {
-            id: id.into(),
-            epoch: 0,
-            seq,
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_all(engine: &Engine, name: &str) -> Vec<u8> {
-    let batch = engine
-        .open(name)
-        .expect("open")
-        .read(ReadFrom::Start, usize::MAX)
-        .expect("read");
-    batch.chunks.concat()
 }
 
 #[tokio::test]

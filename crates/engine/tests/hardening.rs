@@ -5,8 +5,8 @@
 
 use riffle_engine::wal::Fault;
 use riffle_engine::{
-    AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError,
-    ForkSpec, Framing, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
+    AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError, ForkSpec, ManualClock,
+    Payload, ReadFrom, StorageConfig,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod common;
 use common::disk::Disk;
+use common::requests::{read_all, text_append as data, text_spec as text};
 
 fn disk() -> Disk {
     Disk::new()
@@ -48,17 +49,6 @@ fn process_crash(d: &Disk, engine: Engine) {
     d.process_crash(engine);
 }
 
-fn text(durability: Option<Durability>) -> CreateSpec {
-    CreateSpec {
-        content_type: Some(("text/plain".into(), Framing::Bytes)),
-        expiry: None,
-        closed: false,
-        initial: Payload::default(),
-        fork: None,
-        durability,
-    }
-}
-
 fn fork_of(source: &str) -> CreateSpec {
     CreateSpec {
         content_type: None,
@@ -69,32 +59,6 @@ fn fork_of(source: &str) -> CreateSpec {
         }),
         ..text(None)
     }
-}
-
-fn data(bytes: &[u8], producer: Option<(&str, u64)>) -> AppendRequest {
-    AppendRequest {
-        content_type: Some("text/plain".into()),
-        payload: Payload {
-            data: bytes.to_vec().into(),
-            messages: 1,
-        },
-        producer: producer.map(|(id, seq)| ProducerClaim {
-            id: id.into(),
-            epoch: 0,
-            seq,
-        }),
-        ..Default::default()
-    }
-}
-
-fn read_all(engine: &Engine, name: &str) -> Vec<u8> {
-    let batch = engine
-        .open(name)
-        .expect("open")
-        .read(ReadFrom::Start, usize::MAX)
-        .expect("read");
-    assert!(batch.up_to_date);
-    batch.chunks.concat()
 }
 
 /// Poll a future once and drop it, as a server drops a request whose client went away.
@@ -117,7 +81,7 @@ async fn chain(e: &Engine, depth: usize, spec: CreateSpec) -> Vec<u8> {
             .await
             .unwrap();
         let byte = b'a' + (i % 26) as u8;
-        e.append(&name, data(&[byte], None)).await.unwrap();
+        e.append(&name, data([byte], None)).await.unwrap();
         want.push(byte);
     }
     want

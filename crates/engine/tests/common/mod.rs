@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod disk;
+pub mod requests;
 
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, Framing,
