@@ -200,14 +200,14 @@ async fn checkpoints_cover_the_wal_and_recovery_replays_only_the_rest() {
     engine.create("/c", spec(None)).await.unwrap();
     for i in 0..20 {
         engine
-            .append("/c", append(&format!("{i},"), None))
+            .append("/c", append(format!("{i},"), None))
             .await
             .unwrap();
     }
     engine.checkpoint().unwrap();
     for i in 20..30 {
         engine
-            .append("/c", append(&format!("{i},"), None))
+            .append("/c", append(format!("{i},"), None))
             .await
             .unwrap();
     }
@@ -263,7 +263,7 @@ async fn corruption_that_is_not_a_torn_tail_refuses_to_open() {
     engine.create("/x", spec(None)).await.unwrap();
     for i in 0..10 {
         engine
-            .append("/x", append(&format!("{i:04}"), None))
+            .append("/x", append(format!("{i:04}"), None))
             .await
             .unwrap();
     }
