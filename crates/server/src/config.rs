@@ -63,7 +63,8 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
-    /// RAM held for clients' streams: per-stream state, producers, ephemeral records.
+    /// RAM held for clients' streams: per-stream state, producers, ephemeral records; 0 sizes
+    /// it from the machine (a quarter of its memory).
     pub max_memory_bytes: u64,
     /// Largest size of one stream.
     pub max_stream_bytes: u64,
@@ -82,7 +83,7 @@ pub struct LimitSettings {
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
-            max_memory_bytes: 104_857_600,
+            max_memory_bytes: 0,
             max_stream_bytes: 10_485_760,
             max_request_body_bytes: 10_485_760,
             max_fork_depth: 100,
@@ -261,7 +262,6 @@ impl Settings {
         }
         let cors = parse_cors(&self.http.cors_origins)?;
         for (key, value) in [
-            ("limits.max_memory_bytes", self.limits.max_memory_bytes),
             ("limits.max_stream_bytes", self.limits.max_stream_bytes),
             (
                 "limits.max_request_body_bytes",
@@ -436,7 +436,7 @@ mod tests {
         assert_eq!(c.long_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.sse_reconnect_interval, Duration::from_secs(60));
         assert_eq!(c.cors, Cors::Any);
-        assert_eq!(c.limits.max_memory_bytes, 104_857_600);
+        assert_eq!(c.limits.max_memory_bytes, 0, "sized from the machine");
         assert_eq!(c.limits.max_stream_bytes, 10_485_760);
         assert!(matches!(
             c.storage,

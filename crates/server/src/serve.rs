@@ -100,6 +100,22 @@ pub enum ServeError {
     Storage(String),
 }
 
+/// `limits.max_memory_bytes`, where 0 (the default) is sized from the machine: a quarter of
+/// its physical memory, or 1 GiB where that cannot be read. The budget counts every stream's
+/// own state (about 1 KiB), so a fixed small default would cap how many streams a server can
+/// hold whatever the machine.
+fn memory_budget(configured: u64) -> u64 {
+    if configured > 0 {
+        return configured;
+    }
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    total.map_or(1 << 30, |bytes| bytes / 4)
+}
+
 /// The engine and what keeps its data directory ours.
 pub struct Storage {
     pub engine: Engine,
@@ -109,9 +125,11 @@ pub struct Storage {
 
 /// Open the configured storage, recovering a data directory if there is one.
 pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
+    let max_memory_bytes = memory_budget(config.limits.max_memory_bytes);
+    tracing::info!(max_memory_bytes, "memory budget for streams");
     let engine_config = |default_durability| EngineConfig {
         max_stream_bytes: config.limits.max_stream_bytes,
-        max_memory_bytes: config.limits.max_memory_bytes,
+        max_memory_bytes,
         default_durability,
         // Validated against small maxima when the configuration was read.
         max_fork_depth: u32::try_from(config.limits.max_fork_depth).unwrap_or(u32::MAX),
@@ -328,4 +346,25 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_budget;
+
+    #[test]
+    fn the_memory_budget_is_sized_from_the_machine_unless_configured() {
+        assert_eq!(memory_budget(12_345), 12_345);
+        let auto = memory_budget(0);
+        // A quarter of any machine that runs the tests, or the 1 GiB fallback.
+        assert!(auto >= 64 << 20, "auto budget {auto}");
+        if let Ok(info) = std::fs::read_to_string("/proc/meminfo") {
+            let kib: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .expect("MemTotal in /proc/meminfo");
+            assert_eq!(auto, kib * 1024 / 4);
+        }
+    }
 }
