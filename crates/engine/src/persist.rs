@@ -206,7 +206,7 @@ impl Persist {
     }
 
     fn shard(&self, log_id: u64) -> &Wal {
-        &self.shards[(log_id % u64::from(self.active)) as usize]
+        &self.shards[self.shard_of(log_id) as usize]
     }
 
     /// Queue a record for `log_id`'s shard.
@@ -221,7 +221,7 @@ impl Persist {
     }
 
     /// Call `done` once everything queued so far on `log_id`'s shard is durable.
-    pub fn barrier(&self, log_id: u64, done: Box<dyn FnOnce(Result<Lsn, WalError>) + Send>) {
+    pub fn barrier(&self, log_id: u64, done: riffle_wal::Callback) {
         self.shard(log_id).barrier(done);
     }
 

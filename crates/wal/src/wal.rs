@@ -171,16 +171,21 @@ impl Wal {
     /// A payload longer than `max(segment_bytes, 64 MiB)` fails with an `InvalidInput`
     /// [`WalError::Io`]. If the shard is shut down, `done` gets [`WalError::Closed`] at once.
     pub fn append(&self, payload: Vec<u8>, commit: Commit, done: Callback) {
-        let req = Request::Append {
+        self.send_or_fail(Request::Append {
             payload,
             commit,
             done,
-        };
+        });
+    }
+
+    /// Queue a request that carries a callback; if the shard is shut down, the callback gets
+    /// [`WalError::Closed`] at once.
+    fn send_or_fail(&self, req: Request) {
         let refused = match &self.tx {
             Some(tx) => tx.send(req).err().map(|e| e.0),
             None => Some(req),
         };
-        if let Some(Request::Append { done, .. }) = refused {
+        if let Some(Request::Append { done, .. } | Request::Barrier(done)) = refused {
             done(Err(WalError::Closed));
         }
     }
@@ -203,13 +208,7 @@ impl Wal {
     /// caller whose own record elsewhere must not outlive these (a fork's creation in another
     /// shard must not survive a power loss that takes the data it inherited).
     pub fn barrier(&self, done: Callback) {
-        let refused = match &self.tx {
-            Some(tx) => tx.send(Request::Barrier(done)).err().map(|e| e.0),
-            None => Some(Request::Barrier(done)),
-        };
-        if let Some(Request::Barrier(done)) = refused {
-            done(Err(WalError::Closed));
-        }
+        self.send_or_fail(Request::Barrier(done));
     }
 
     /// Start a new segment (in queue order) and return its id: every record appended before

@@ -85,9 +85,7 @@ impl Engine {
             return Ok(Some(Prepared::Wait(existing)));
         }
         if existing.lifecycle.lock().soft_deleted {
-            return Err(EngineError::ConfigMismatch(
-                "the stream was deleted and is retained for its forks",
-            ));
+            return Err(retained_for_forks());
         }
         if existing.is_expired(now) {
             return Ok(None);
@@ -108,28 +106,19 @@ impl Engine {
             None => None,
             Some(f) => Some(self.prepare_fork(f, spec, now)?),
         };
-        let (content_type, framing, expiry) = match (&fork, &spec.content_type) {
-            (None, ct) => {
-                let (ct, framing) = ct
-                    .clone()
-                    .unwrap_or_else(|| ("application/octet-stream".to_string(), Framing::Bytes));
-                (ct, framing, spec.expiry.clone())
-            }
-            (Some(b), Some((ct, _))) => (
-                ct.clone(),
-                b.source.config.framing,
-                spec.expiry
-                    .clone()
-                    .or_else(|| b.source.config.expiry.clone()),
-            ),
-            (Some(b), None) => (
-                b.source.config.content_type.to_string(),
-                b.source.config.framing,
-                spec.expiry
-                    .clone()
-                    .or_else(|| b.source.config.expiry.clone()),
-            ),
+        // A fork keeps its source's framing, and its content type and expiry unless given.
+        let source = fork.as_ref().map(|b| &b.source.config);
+        let (content_type, framing) = match (source, &spec.content_type) {
+            (None, ct) => ct
+                .clone()
+                .unwrap_or_else(|| ("application/octet-stream".to_string(), Framing::Bytes)),
+            (Some(src), Some((ct, _))) => (ct.clone(), src.framing),
+            (Some(src), None) => (src.content_type.to_string(), src.framing),
         };
+        let expiry = spec
+            .expiry
+            .clone()
+            .or_else(|| source.and_then(|src| src.expiry.clone()));
         let durability = match (spec.durability, &fork) {
             (Some(d), _) => d,
             (None, Some(b)) => b.source.config.durability,
@@ -209,9 +198,7 @@ impl Engine {
                 self.expire_locked(&mut logs, &existing);
             }
             if existing.lifecycle.lock().soft_deleted {
-                return Err(EngineError::ConfigMismatch(
-                    "the stream was deleted and is retained for its forks",
-                ));
+                return Err(retained_for_forks());
             }
             if !expired {
                 same_config(&existing, spec)?;
@@ -325,6 +312,11 @@ fn unsynced_ancestor_shards(persist: &Persist, log: &Log) -> Vec<u64> {
         base = source.config.base.as_ref();
     }
     shards.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The answer to a create of a name whose log was deleted but is kept for its forks.
+fn retained_for_forks() -> EngineError {
+    EngineError::ConfigMismatch("the stream was deleted and is retained for its forks")
 }
 
 /// Run a WAL barrier on each shard of `ids` in turn, then `then` (with the first error, if

@@ -10,8 +10,7 @@ use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing::{has_media_key, json_message_count, json_prefix_len, media_key};
 use crate::log::{
-    AppendLimits, ForkBase, Log, LogConfig, MemoryBudget, RECORD_OVERHEAD, commit_for,
-    storage_error, wal_error,
+    ForkBase, Log, LogConfig, MemoryBudget, RECORD_OVERHEAD, commit_for, storage_error, wal_error,
 };
 use crate::persist::{
     OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig, remove_log_files,
@@ -38,7 +37,8 @@ type Registry = HashMap<String, Arc<Log>, foldhash::fast::RandomState>;
 pub struct EngineConfig {
     /// Largest size of one log, in stored bytes (inherited bytes of a fork included).
     pub max_stream_bytes: u64,
-    /// Total payload bytes held in memory across all logs (`Ephemeral` logs' data).
+    /// RAM held for clients across all logs (see [`crate::cost`]); creates and appends past
+    /// it are refused.
     pub max_memory_bytes: u64,
     /// The class of logs created without one.
     pub default_durability: Durability,
@@ -234,7 +234,7 @@ impl Engine {
         self.inner.config
     }
 
-    /// Payload bytes currently held in memory.
+    /// RAM currently counted against `max_memory_bytes` (see [`crate::cost`]).
     pub fn memory_used(&self) -> u64 {
         self.inner.budget.used.load(Ordering::Relaxed)
     }
@@ -291,15 +291,9 @@ impl Engine {
     /// Append to a live log: one atomic step of data, producer state, `Stream-Seq` and close.
     pub async fn append(&self, name: &str, req: AppendRequest) -> Result<Appended> {
         let log = self.live(name)?;
-        let c = &self.inner.config;
         log.append(
             req,
-            AppendLimits {
-                max_stream_bytes: c.max_stream_bytes,
-                max_producer_id_bytes: c.max_producer_id_bytes,
-                max_stream_seq_bytes: c.max_stream_seq_bytes,
-                max_producers: c.max_producers_per_log,
-            },
+            self.inner.config,
             self.inner.clock.as_ref(),
             self.inner.persist.as_ref(),
         )

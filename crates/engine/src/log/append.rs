@@ -2,6 +2,7 @@
 //! for `Ephemeral` logs, from the WAL callback for durable ones).
 
 use super::*;
+use crate::engine::EngineConfig;
 
 impl Log {
     /// Validate and apply one append atomically: closure, content type, producer, `Stream-Seq`,
@@ -10,7 +11,7 @@ impl Log {
     pub async fn append(
         self: &Arc<Self>,
         req: AppendRequest,
-        limits: AppendLimits,
+        limits: EngineConfig,
         clock: &dyn Clock,
         persist: Option<&Arc<Persist>>,
     ) -> Result<Appended> {
@@ -81,7 +82,7 @@ impl Log {
         &self,
         st: &mut LogState,
         req: AppendRequest,
-        limits: AppendLimits,
+        limits: EngineConfig,
         clock: &dyn Clock,
     ) -> Result<Decision> {
         if st.removed || st.creating {
@@ -242,7 +243,7 @@ impl Log {
     }
 
     /// Apply a validated append: data and all writer state, as one step.
-    fn apply(&self, st: &mut LogState, plan: Plan, limits: AppendLimits) -> Appended {
+    fn apply(&self, st: &mut LogState, plan: Plan, limits: EngineConfig) -> Appended {
         // Appends of a log are validated one at a time against the state they apply to (the
         // state lock, or the append lock across a WAL wait), so this cannot fail; if it did,
         // applying would store the record at the wrong position.
@@ -264,7 +265,7 @@ impl Log {
                     last_used: plan.log_seq,
                 },
             );
-            if w.producers.len() > limits.max_producers.max(1) {
+            if w.producers.len() > limits.max_producers_per_log.max(1) {
                 // Forget the least recently used producer (replay and restore keep the same
                 // set: they rank producers by the same order).
                 let oldest = w

@@ -232,16 +232,6 @@ impl Drop for Log {
     }
 }
 
-/// Limits that an append checks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AppendLimits {
-    pub max_stream_bytes: u64,
-    pub max_producer_id_bytes: usize,
-    pub max_stream_seq_bytes: usize,
-    /// Producers remembered per log; the least recently used is forgotten beyond this.
-    pub max_producers: usize,
-}
-
 pub(crate) fn storage_error(e: impl std::fmt::Display, no_space: bool) -> EngineError {
     EngineError::Storage {
         no_space,
