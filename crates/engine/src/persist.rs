@@ -141,15 +141,9 @@ impl Persist {
                 )
             })
             .collect();
-        // The idx files may hold entries past the checkpoint that no record covers.
-        for log in logs.values_mut() {
-            let (tail, records) = (log.writer.tail, log.writer.records);
-            log.files(&files)
-                .map_err(OpenError::Replay)?
-                .truncate(tail, records)
-                .map_err(|e| OpenError::Replay(format!("log {:x}: {e}", log.meta.id)))?;
-        }
-
+        // Files may hold bytes and idx entries past the checkpoint that no record covers: replay
+        // only writes (it never reads them), and `finish` cuts every log to its recovered
+        // length once, so they need no pass of their own here.
         let existing = (0..MAX_SHARDS)
             .filter(|s| {
                 dir.list(&format!("wal/{s:02}"))
