@@ -58,6 +58,16 @@ pub enum EngineError {
     #[error("offset {offset} is inside a JSON message, not between two")]
     OffsetInsideMessage { offset: u64 },
 
+    // topics
+    #[error("topic exists with an incompatible configuration: {0} cannot change")]
+    TopicIncompatible(&'static str),
+    #[error("topic is not empty")]
+    TopicNotEmpty,
+    #[error("topic is full (discard: reject)")]
+    TopicFull,
+    #[error("a record is too large to store")]
+    RecordTooLarge,
+
     // read
     #[error("offset {offset} is beyond the stream's tail {tail}")]
     OffsetBeyondTail { offset: u64, tail: u64 },

@@ -121,6 +121,14 @@ impl MemStore {
         Some((start, bytes))
     }
 
+    /// End position of record number `i`, if it exists.
+    pub fn end_of(&self, i: usize) -> Option<u64> {
+        if i >= self.starts.len() {
+            return None;
+        }
+        Some(self.starts.get(i + 1).copied().unwrap_or(self.tail))
+    }
+
     /// Index of the sealed chunk holding `pos` (which is before `open_start`).
     fn sealed_index(&self, pos: u64) -> usize {
         debug_assert!(pos < self.open_start);

@@ -9,8 +9,10 @@
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, LogSnapshot, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
+use crate::topic::record;
+use crate::topic::state::{TopicRec, TopicState, TrimRec};
 use riffle_wal::{Commit, Dir, Lsn, StopReason, Wal, WalConfig, WalError};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +85,8 @@ pub(crate) struct Persist {
 /// A log as recovered, before it becomes a live `Log`.
 pub(crate) struct RecoveredLog {
     pub meta: LogMeta,
+    /// A topic's state (topics only).
+    pub topic: Option<TopicState>,
     pub writer: WriterRec,
     pub deleted: bool,
     pub files: LogFiles,
@@ -92,6 +96,7 @@ pub(crate) struct RecoveredLog {
 
 struct Replaying {
     meta: LogMeta,
+    topic: Option<TopicState>,
     writer: WriterRec,
     deleted: bool,
     files: Option<LogFiles>,
@@ -122,9 +127,10 @@ impl Persist {
         let files = Arc::new(FileCache::new(dir.clone(), config.max_open_files));
         let snapshot: Snapshot = match riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)? {
             None => Snapshot::default(),
-            Some(bytes) => postcard::from_bytes(&bytes)
+            Some(bytes) => Snapshot::decode(&bytes)
                 .map_err(|e| OpenError::Checkpoint(format!("{CHECKPOINT}: {e}")))?,
         };
+        let mut topics: HashMap<u64, TopicRec> = snapshot.topics.into_iter().collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
             .logs
             .into_iter()
@@ -132,6 +138,7 @@ impl Persist {
                 (
                     l.meta.id,
                     Replaying {
+                        topic: topics.remove(&l.meta.id).map(TopicState::from_rec),
                         meta: l.meta,
                         writer: l.writer,
                         deleted: l.deleted,
@@ -259,6 +266,7 @@ impl Persist {
             start_segments: start_segments.clone(),
             next_id,
             logs: Vec::new(),
+            topics: Vec::new(),
         };
         for (log, deleted) in logs() {
             let (s, dirty): (LogSnapshot, bool) = log
@@ -269,6 +277,9 @@ impl Persist {
                     .sync()
                     .map_err(|e| OpenError::Replay(format!("sync of log {:x}: {e}", s.meta.id)))?;
                 log.mark_synced(s.writer.tail);
+            }
+            if let Some(t) = log.topic_rec() {
+                snap.topics.push((s.meta.id, t));
             }
             snap.logs.push(s);
         }
@@ -316,6 +327,7 @@ fn replay(
                     closed,
                     ..WriterRec::default()
                 },
+                topic: None,
                 meta,
                 deleted: false,
                 files: None,
@@ -381,7 +393,148 @@ fn replay(
                 log.deleted = true;
             }
         }
+        WalEntry::CreateTopic { meta, config } => {
+            if logs.contains_key(&meta.id) {
+                return Ok(());
+            }
+            let mut log = Replaying {
+                writer: WriterRec::default(),
+                topic: Some(TopicState::new(config, 0)),
+                meta,
+                deleted: false,
+                files: None,
+                dirty: false,
+            };
+            log.files(files)?
+                .truncate(0, 0)
+                .map_err(|e| e.to_string())?;
+            logs.insert(log.meta.id, log);
+        }
+        entry => replay_topic(files, logs, entry, payload)?,
     }
+    Ok(())
+}
+
+/// Apply one of a topic's WAL records during recovery: what the record says happened, never
+/// re-decided.
+fn replay_topic(
+    files: &Arc<FileCache>,
+    logs: &mut BTreeMap<u64, Replaying>,
+    entry: WalEntry,
+    payload: &[u8],
+) -> Result<(), String> {
+    let (log_id, log_seq) = match &entry {
+        WalEntry::TopicAppend {
+            log_id, log_seq, ..
+        }
+        | WalEntry::TopicDelete {
+            log_id, log_seq, ..
+        }
+        | WalEntry::TopicTrim {
+            log_id, log_seq, ..
+        }
+        | WalEntry::TopicConfig {
+            log_id, log_seq, ..
+        } => (*log_id, *log_seq),
+        _ => return Ok(()),
+    };
+    let Some(log) = logs.get_mut(&log_id) else {
+        return Ok(());
+    };
+    if log_seq <= log.writer.log_seq || log.topic.is_none() {
+        return Ok(());
+    }
+    match entry {
+        WalEntry::TopicAppend {
+            start,
+            first_seq,
+            count,
+            ts,
+            idem,
+            trim,
+            ..
+        } => {
+            let ends = record::ends(payload).ok_or_else(|| {
+                format!("topic {log_id:x}: record {log_seq} holds damaged records")
+            })?;
+            let head = log.topic.as_ref().map_or(0, |t| t.head);
+            if first_seq < head + 1 || start < log.writer.tail {
+                return Err(format!(
+                    "topic {log_id:x}: record {log_seq} writes seq {first_seq} at {start}, but the topic ends at seq {head}, position {}",
+                    log.writer.tail
+                ));
+            }
+            if payload.is_empty() {
+                // An `ephemeral` write: its records are gone, its seqs are not reused, and
+                // readers that had not read them get a tombstone.
+                let last = first_seq + count.max(1) - 1;
+                log.writer.records = last;
+                if let Some(t) = &mut log.topic {
+                    t.head = last;
+                    t.last_ts = t.last_ts.max(ts);
+                    t.apply_trim(TrimRec {
+                        earliest: last + 1,
+                        earliest_pos: log.writer.tail,
+                        cap_floor: last + 1,
+                        ttl_floor: 0,
+                    });
+                }
+                log.writer.log_seq = log_seq;
+                return Ok(());
+            }
+            if first_seq > head + 1 || start > log.writer.tail {
+                // Records of an `ephemeral` stretch before this write were never logged.
+                log.writer.records = first_seq - 1;
+                log.writer.tail = start;
+                if let Some(t) = &mut log.topic {
+                    t.head = first_seq - 1;
+                    t.apply_trim(TrimRec {
+                        earliest: first_seq,
+                        earliest_pos: start,
+                        cap_floor: first_seq,
+                        ttl_floor: 0,
+                    });
+                }
+            }
+            let abs: Vec<u64> = ends.iter().map(|e| start + e).collect();
+            let index = log.writer.records;
+            log.files(files)?
+                .write_records(index, start, payload, &abs)
+                .map_err(|e| e.to_string())?;
+            log.dirty = true;
+            log.writer.records += ends.len() as u64;
+            log.writer.tail += payload.len() as u64;
+            if let Some(t) = &mut log.topic {
+                t.tagged += record::tagged(payload);
+                t.apply_write(ends.len() as u64, ts, idem, trim);
+            }
+        }
+        WalEntry::TopicDelete { ranges, trim, .. } => {
+            if let Some(t) = &mut log.topic {
+                let head = t.head;
+                let ranges: Vec<_> = ranges.into_iter().filter(|r| r.1 <= head + 1).collect();
+                if trim.earliest <= head + 1 {
+                    t.apply_delete(&ranges, trim);
+                } else {
+                    t.apply_delete(&ranges, t.trim);
+                }
+            }
+        }
+        WalEntry::TopicTrim { trim, .. } => {
+            if let Some(t) = &mut log.topic
+                && trim.earliest <= t.head + 1
+            {
+                t.apply_trim(trim);
+            }
+        }
+        WalEntry::TopicConfig { config, .. } => {
+            if let Some(t) = &mut log.topic {
+                t.config = config;
+            }
+        }
+        _ => {}
+    }
+    log.writer.log_seq = log_seq;
     Ok(())
 }
 
@@ -423,6 +576,7 @@ fn finish(
         keep.insert(data_path(id));
         keep.insert(idx_path(id));
         out.push(RecoveredLog {
+            topic: log.topic,
             meta: log.meta,
             writer: log.writer,
             deleted: log.deleted,

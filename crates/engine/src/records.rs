@@ -6,6 +6,8 @@
 //! create's initial data) follows the header unencoded so it is copied once.
 
 use crate::durability::Durability;
+use crate::topic::TopicConfig;
+use crate::topic::state::{RangeRec, TopicRec, TrimRec};
 use crate::types::{Expiry, Framing};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) enum FramingRec {
     Bytes,
     Json,
+    /// A topic's records (see [`crate::topic::record`]).
+    Records,
 }
 
 impl From<Framing> for FramingRec {
@@ -20,6 +24,7 @@ impl From<Framing> for FramingRec {
         match f {
             Framing::Bytes => FramingRec::Bytes,
             Framing::JsonMessages => FramingRec::Json,
+            Framing::TopicRecords => FramingRec::Records,
         }
     }
 }
@@ -29,6 +34,7 @@ impl From<FramingRec> for Framing {
         match f {
             FramingRec::Bytes => Framing::Bytes,
             FramingRec::Json => Framing::JsonMessages,
+            FramingRec::Records => Framing::TopicRecords,
         }
     }
 }
@@ -99,6 +105,41 @@ pub(crate) enum WalEntry {
     /// The log was deleted (or expired). Whether it is removed or kept for its forks is
     /// decided from the surviving forks at recovery.
     Delete { log_id: u64 },
+    /// A new topic (a log of [`FramingRec::Records`]) with its configuration.
+    CreateTopic { meta: LogMeta, config: TopicConfig },
+    /// Records written to a topic (the payload: their stored form), seqs `first_seq..`, with
+    /// the idempotency key they answer and the trim (cap, TTL) decided with them.
+    TopicAppend {
+        log_id: u64,
+        log_seq: u64,
+        start: u64,
+        first_seq: u64,
+        /// Records written (the payload holds them, except for an `ephemeral` topic's write,
+        /// whose records are never logged: then only their seqs are).
+        count: u64,
+        ts: i64,
+        idem: Option<String>,
+        trim: TrimRec,
+    },
+    /// Records deleted from a topic (seq ranges with their bytes) and the resulting trim.
+    TopicDelete {
+        log_id: u64,
+        log_seq: u64,
+        ranges: Vec<RangeRec>,
+        trim: TrimRec,
+    },
+    /// A trim of a topic's head on its own (TTL expiry found without a write).
+    TopicTrim {
+        log_id: u64,
+        log_seq: u64,
+        trim: TrimRec,
+    },
+    /// A topic's configuration changed in place.
+    TopicConfig {
+        log_id: u64,
+        log_seq: u64,
+        config: TopicConfig,
+    },
 }
 
 impl WalEntry {
@@ -123,6 +164,34 @@ pub(crate) struct Snapshot {
     pub start_segments: Vec<u64>,
     pub next_id: u64,
     pub logs: Vec<LogSnapshot>,
+    /// The topic state of every topic log, by log id.
+    pub topics: Vec<(u64, TopicRec)>,
+}
+
+/// A checkpoint written before topics existed (no `topics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotV1 {
+    start_segments: Vec<u64>,
+    next_id: u64,
+    logs: Vec<LogSnapshot>,
+}
+
+impl Snapshot {
+    /// Decode a checkpoint of this version or of the one before topics.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
+        match postcard::from_bytes::<Snapshot>(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => match postcard::from_bytes::<SnapshotV1>(bytes) {
+                Ok(v1) => Ok(Snapshot {
+                    start_segments: v1.start_segments,
+                    next_id: v1.next_id,
+                    logs: v1.logs,
+                    topics: Vec::new(),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -141,6 +141,16 @@ impl LogFiles {
         Ok(Some((start, buf.freeze())))
     }
 
+    /// End positions of records `first..first + n` (one read of the index file).
+    pub fn ends(&self, first: u64, n: u64) -> io::Result<Vec<u64>> {
+        let mut buf = vec![0u8; (n * 8) as usize];
+        read_exact_at(self.idx()?.as_ref(), &mut buf, first * 8)?;
+        Ok(buf
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect())
+    }
+
     /// Make both files durable. A handle opened after the writes covers them too (see
     /// [`crate::filecache`]).
     pub fn sync(&self) -> io::Result<()> {

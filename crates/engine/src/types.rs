@@ -13,6 +13,8 @@ pub enum Framing {
     /// JSON messages, each stored as its JSON text followed by `,`. A range of whole messages
     /// becomes a JSON array by wrapping it in `[` and `]` and dropping the final comma.
     JsonMessages,
+    /// A topic's records (see [`crate::topic`]); never served by the Durable Streams face.
+    TopicRecords,
 }
 
 /// When a log expires.

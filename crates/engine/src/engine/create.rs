@@ -29,29 +29,7 @@ impl Engine {
             });
         };
         let (tx, rx) = oneshot::channel();
-        let weak = Arc::downgrade(&self.inner);
-        let files = p.files.clone();
-        let done = log.clone();
-        let (initial, closed) = (spec.initial, spec.closed);
-        // The callback settles the create whether or not this future is still waiting.
-        let settle: riffle_wal::Callback = Box::new(move |r| {
-            match &r {
-                Ok(_) => done.finish_create(initial, closed),
-                Err(_) => {
-                    // Nothing of it is durable: take it back.
-                    match weak.upgrade() {
-                        Some(inner) => {
-                            let mut logs = inner.logs.write();
-                            remove_locked(&mut logs, &done);
-                        }
-                        None => done.mark_removed(),
-                    }
-                    remove_log_files(&files, done.config.id);
-                }
-            }
-            drop(guard);
-            let _ = tx.send(r);
-        });
+        let settle = self.settle_create(&log, spec.initial, spec.closed, guard, tx);
         // A fork inherits data its ancestors may hold unsynced in other shards: that must be
         // durable before the fork's creation can be, or a power loss could keep the fork and
         // lose what it inherited.
@@ -315,6 +293,44 @@ fn unsynced_ancestor_shards(persist: &Persist, log: &Log) -> Vec<u64> {
 }
 
 /// The answer to a create of a name whose log was deleted but is kept for its forks.
+impl Engine {
+    /// The WAL callback of a durable create: make the log visible with its initial content,
+    /// or, if the record failed, take it back (registry and files). Runs whether or not the
+    /// request that started the create is still waiting; `tx` gets the outcome.
+    pub(super) fn settle_create(
+        &self,
+        log: &Arc<Log>,
+        initial: crate::types::Payload,
+        closed: bool,
+        guard: OwnedMutexGuard<()>,
+        tx: oneshot::Sender<Result<riffle_wal::Lsn, riffle_wal::WalError>>,
+    ) -> riffle_wal::Callback {
+        let weak = Arc::downgrade(&self.inner);
+        let files = self.inner.persist.as_ref().map(|p| p.files.clone());
+        let done = log.clone();
+        Box::new(move |r| {
+            match &r {
+                Ok(_) => done.finish_create(initial, closed),
+                Err(_) => {
+                    // Nothing of it is durable: take it back.
+                    match weak.upgrade() {
+                        Some(inner) => {
+                            let mut logs = inner.logs.write();
+                            remove_locked(&mut logs, &done);
+                        }
+                        None => done.mark_removed(),
+                    }
+                    if let Some(files) = &files {
+                        remove_log_files(files, done.config.id);
+                    }
+                }
+            }
+            drop(guard);
+            let _ = tx.send(r);
+        })
+    }
+}
+
 fn retained_for_forks() -> EngineError {
     EngineError::ConfigMismatch("the stream was deleted and is retained for its forks")
 }
@@ -377,6 +393,8 @@ fn fork_point(source: &Log, fork: &ForkSpec) -> Result<u64> {
         Framing::JsonMessages => json_prefix_len(&rest, fork.sub)
             .ok_or_else(|| overshoot(json_message_count(&rest)))?
             as u64,
+        // Topics are not reachable by stream names, so never a fork source.
+        Framing::TopicRecords => return Err(EngineError::ForkSourceNotFound),
     };
     Ok(anchor + len)
 }

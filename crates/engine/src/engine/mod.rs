@@ -4,6 +4,9 @@
 //! lock is never held while its source's is taken.
 
 mod create;
+mod topics;
+
+pub use topics::TopicHandle;
 
 use crate::clock::Clock;
 use crate::durability::Durability;
@@ -193,6 +196,9 @@ impl Engine {
                 self.inner.budget.clone(),
                 self.inner.config.max_producers_per_log,
             ));
+            if let Some(t) = r.topic {
+                log.restore_topic(t);
+            }
             log.lifecycle.lock().soft_deleted = r.deleted;
             by_id.insert(log.config.id, log.clone());
             logs.insert(log.config.name.clone(), log);

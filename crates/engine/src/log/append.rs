@@ -43,39 +43,18 @@ impl Log {
             let record = plan.entry(self.config.id).encode(&plan.payload.data);
             (plan, record)
         };
-        let (tx, rx) = oneshot::channel();
-        let log = self.clone();
-        persist.submit(
-            self.config.id,
-            record,
-            commit_for(durability),
-            Box::new(move |r| {
-                let out = match r {
-                    Ok(_) => {
-                        let mut st = log.state.lock();
-                        let out = log.apply(&mut st, plan, limits);
-                        drop(st);
-                        log.wake();
-                        Ok(out)
-                    }
-                    Err(e) => {
-                        // Nothing of it happened: give back what it reserved.
-                        log.budget.used.fetch_sub(plan.charge, Ordering::Relaxed);
-                        Err(e)
-                    }
-                };
-                drop(serial);
-                let _ = tx.send(out);
-            }),
-        );
-        match rx.await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(wal_error(e)),
-            Err(_) => Err(storage_error(
-                "the WAL shut down before the append committed",
-                false,
-            )),
-        }
+        let record = super::commit::WalRecord {
+            persist,
+            bytes: record,
+            commit: commit_for(durability),
+        };
+        let charge = plan.charge;
+        let (out, _) = self
+            .commit(serial, Some(record), charge, move |log, st| {
+                log.apply(st, plan, limits)
+            })
+            .await?;
+        Ok(out)
     }
 
     fn validate(

@@ -14,7 +14,10 @@
 //! creation, so a read costs a bounded amount of work whatever clients created.
 
 mod append;
+mod commit;
 mod read;
+mod topic;
+mod topic_read;
 
 use crate::clock::Clock;
 use crate::durability::Durability;
@@ -24,6 +27,7 @@ use crate::memstore::MemStore;
 use crate::persist::Persist;
 use crate::records::{LogMeta, LogSnapshot, WalEntry, WriterRec};
 use crate::store::LogFiles;
+use crate::topic::state::TopicState;
 use crate::types::{
     AppendRequest, AppendStatus, Appended, Expiry, Framing, LogInfo, Payload, ProducerAck,
     ProducerClaim,
@@ -173,6 +177,8 @@ struct LogState {
     /// Bytes counted against the server-wide budget for this log (its structures, producers,
     /// and an `Ephemeral` log's records), returned when the log is dropped.
     own_bytes: u64,
+    /// A topic's record index, trims, deletes and idempotency window.
+    topic: Option<Box<TopicState>>,
 }
 
 /// Shared accounting of bytes held in memory, for the server-wide limit.
@@ -291,6 +297,7 @@ impl Log {
                 removed: false,
                 creating: false,
                 own_bytes: 0,
+                topic: None,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
             append_lock: Arc::new(tokio::sync::Mutex::new(())),

@@ -42,7 +42,7 @@ impl Log {
     }
 
     /// `collect` over this log's own records only.
-    fn collect_own(
+    pub(super) fn collect_own(
         &self,
         pos: u64,
         to: u64,

@@ -232,6 +232,7 @@ impl Model {
                         };
                         (ends.len() as u64, len)
                     }
+                    Framing::TopicRecords => unreachable!("the model has no topics"),
                 };
                 if f.sub > available {
                     return Err(EngineError::ForkSubOffsetOvershoot {

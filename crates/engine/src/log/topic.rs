@@ -1,0 +1,702 @@
+//! Topic writes, deletes, trims and configuration changes: decided under the append lock (so
+//! no other change of the log interleaves), committed as one WAL record each, applied from the
+//! commit (see [`super::commit`]).
+//!
+//! Deciding may read record boundaries and timestamps from the files (caps by bytes, TTL, the
+//! position of the new first live record). That happens outside the state lock: the append
+//! lock keeps the topic from changing, and what the files hold never changes.
+
+use super::commit::WalRecord;
+use super::*;
+use crate::topic::record;
+use crate::topic::state::{RangeRec, TrimRec};
+use crate::topic::{
+    CommitTiming, DeleteSpec, Deleted, Discard, NewRecord, TopicConfig, TopicInfo, TopicWritten,
+};
+
+/// What a decision needs of the topic, copied under the state lock.
+pub(crate) struct View {
+    pub config: TopicConfig,
+    pub head: u64,
+    pub trim: TrimRec,
+    pub tail: u64,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub log_seq: u64,
+    pub last_ts: i64,
+}
+
+/// The error a topic operation on a log without topic state answers (a stream by that key).
+fn not_a_topic() -> EngineError {
+    EngineError::NotFound
+}
+
+impl Log {
+    /// Give a freshly made log its topic state.
+    pub fn init_topic(&self, config: TopicConfig) {
+        let mut st = self.state.lock();
+        let start = st.w.tail;
+        st.topic = Some(Box::new(TopicState::new(config, start)));
+    }
+
+    pub fn is_topic(&self) -> bool {
+        self.config.framing == Framing::TopicRecords
+    }
+
+    /// Run `f` on the topic state under the state lock.
+    pub(super) fn with_topic<R>(&self, f: impl FnOnce(&mut LogState) -> R) -> Result<R> {
+        let mut st = self.state.lock();
+        if st.removed || st.creating {
+            return Err(EngineError::NotFound);
+        }
+        if st.topic.is_none() {
+            return Err(not_a_topic());
+        }
+        Ok(f(&mut st))
+    }
+
+    pub(crate) fn view(&self) -> Result<View> {
+        self.with_topic(|st| {
+            let tail = st.w.tail;
+            let log_seq = st.w.log_seq;
+            let t = st.topic.as_deref().expect("checked by with_topic");
+            View {
+                config: t.config.clone(),
+                head: t.head,
+                trim: t.trim,
+                tail,
+                live_count: t.live_count(),
+                live_bytes: t.live_bytes(tail),
+                log_seq,
+                last_ts: t.last_ts,
+            }
+        })
+    }
+
+    /// End positions of records `first..first + n` (record numbers, 0-based).
+    pub(super) fn record_ends(&self, first: u64, n: u64) -> Result<Vec<u64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (in_files, pending) = {
+            let st = self.state.lock();
+            let Some(_) = &self.files else {
+                let out: Option<Vec<u64>> = (first..first + n)
+                    .map(|i| st.mem.end_of(i as usize))
+                    .collect();
+                return out.ok_or_else(|| storage_error("record index out of range", false));
+            };
+            let file_records = st.w.records - st.pending.ends.len() as u64;
+            let lo = first.max(file_records);
+            let pending: Vec<u64> = if first + n > file_records {
+                let a = (lo - file_records) as usize;
+                let b = ((first + n - file_records) as usize).min(st.pending.ends.len());
+                st.pending.ends[a..b].to_vec()
+            } else {
+                Vec::new()
+            };
+            (file_records.min(first + n).saturating_sub(first), pending)
+        };
+        let mut out = match (&self.files, in_files) {
+            (Some(files), k) if k > 0 => files.ends(first, k).map_err(io_error)?,
+            _ => Vec::new(),
+        };
+        out.extend(pending);
+        if out.len() as u64 != n {
+            return Err(storage_error("record index out of range", false));
+        }
+        Ok(out)
+    }
+
+    /// Start position of live record `seq` (`head + 1`: the tail). The first live record's is
+    /// kept: the record before it may never have been stored (an `ephemeral` stretch lost in a
+    /// restart leaves holes in the index).
+    pub(super) fn seq_pos(&self, seq: u64, v: &View) -> Result<u64> {
+        if seq > v.head {
+            return Ok(v.tail);
+        }
+        if seq <= v.trim.earliest {
+            return Ok(v.trim.earliest_pos);
+        }
+        Ok(self.record_ends(seq - 2, 1)?[0])
+    }
+
+    /// `$ts` of live record `seq`.
+    pub(super) fn seq_ts(&self, seq: u64, v: &View) -> Result<i64> {
+        let pos = self.seq_pos(seq, v)?;
+        let mut out = Vec::new();
+        let mut budget = record::HEADER;
+        self.collect_own(pos, pos + record::HEADER as u64, &mut budget, &mut out)?;
+        let head_bytes: Vec<u8> = out.concat();
+        if head_bytes.len() < 12 {
+            return Err(storage_error("short topic record header", false));
+        }
+        Ok(i64::from_le_bytes(
+            head_bytes[4..12].try_into().unwrap_or([0; 8]),
+        ))
+    }
+
+    /// The first seq in `[from, head]` not expired at `now` (`head + 1` if all are). Timestamps
+    /// never decrease within a topic, so this is a binary search.
+    pub(super) fn ttl_cut(&self, v: &View, from: u64, now: i64) -> Result<u64> {
+        let ttl = i64::try_from(v.config.ttl_ms).unwrap_or(i64::MAX);
+        if ttl == 0 || from > v.head {
+            return Ok(from);
+        }
+        let expired = |seq| -> Result<bool> { Ok(now.saturating_sub(self.seq_ts(seq, v)?) > ttl) };
+        if !expired(from)? {
+            return Ok(from);
+        }
+        let (mut lo, mut hi) = (from + 1, v.head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if expired(mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// First live seq at or after `seq`, per the current deletes.
+    pub(super) fn live_from(&self, seq: u64) -> u64 {
+        let st = self.state.lock();
+        st.topic.as_deref().map_or(seq, |t| t.live_from(seq))
+    }
+
+    /// Trim to first live record `e` (normalized past deletes) with the floors given.
+    fn trim_to(&self, v: &View, e: u64, cap_floor: u64, ttl_floor: u64) -> Result<TrimRec> {
+        let e = self.live_from(e.max(v.trim.earliest)).max(e);
+        Ok(TrimRec {
+            earliest: e,
+            earliest_pos: self.seq_pos(e, v)?,
+            cap_floor,
+            ttl_floor,
+        })
+    }
+
+    /// Write records: all or none, contiguous seqs, one WAL record (with the idempotency key
+    /// and whatever the write evicts).
+    pub async fn topic_write(
+        self: &Arc<Self>,
+        records: &[NewRecord],
+        idem: Option<String>,
+        clock: &dyn Clock,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<TopicWritten> {
+        let n = records.len() as u64;
+        if n == 0 {
+            return Err(EngineError::EmptyAppend);
+        }
+        let now = clock.now_ms();
+        let mut buf = Vec::new();
+        for r in records {
+            record::encode(r, now, &mut buf).map_err(|_| EngineError::RecordTooLarge)?;
+        }
+        let rel_ends = record::ends(&buf).ok_or(EngineError::RecordTooLarge)?;
+        let serial = self.append_lock.clone().lock_owned().await;
+        let v = self.view()?;
+        if let Some(key) = &idem {
+            let hit = self.with_topic(|st| {
+                let t = st.topic.as_deref_mut().expect("checked by with_topic");
+                t.idem.expire(now, t.config.idempotency_window_ms);
+                t.idem.get(key, now, t.config.idempotency_window_ms)
+            })?;
+            if let Some((first, last)) = hit {
+                return Ok(TopicWritten {
+                    first_seq: first,
+                    last_seq: last,
+                    head_seq: v.head,
+                    count: last + 1 - first,
+                    created: false,
+                    deduped: true,
+                    timing: CommitTiming::default(),
+                });
+            }
+        }
+        let ts = now.max(v.last_ts);
+        if ts != now {
+            record::set_ts(&mut buf, ts);
+        }
+        let trim = self.plan_write_trim(&v, &rel_ends, ts)?;
+        let first_seq = v.head + 1;
+        let class = v.config.durability;
+        let charge = if self.files.is_none() {
+            buf.len() as u64 + n * RECORD_OVERHEAD
+        } else {
+            0
+        };
+        self.reserve_memory(charge)?;
+        let log_seq = v.log_seq + 1;
+        let wal_bytes = |payload: &[u8]| {
+            WalEntry::TopicAppend {
+                log_id: self.config.id,
+                log_seq,
+                start: v.tail,
+                first_seq,
+                count: n,
+                ts,
+                idem: idem.clone(),
+                trim,
+            }
+            .encode(payload)
+        };
+        let record = match persist {
+            Some(p) if class.is_persistent() => Some(WalRecord {
+                persist: p,
+                bytes: wal_bytes(&buf),
+                commit: commit_for(class),
+            }),
+            Some(p) if self.files.is_some() => {
+                // An `ephemeral` topic's records never enter the WAL; their seqs do (not waited
+                // for, never synced on their own), so a restart does not hand them out again.
+                p.submit(
+                    self.config.id,
+                    wal_bytes(&[]),
+                    Commit::Lazy,
+                    Box::new(|_| {}),
+                );
+                None
+            }
+            _ => None,
+        };
+        let tags: Vec<Option<String>> = records.iter().map(|r| r.tag.clone()).collect();
+        let start = v.tail;
+        let ((), timing) = self
+            .commit(serial, record, charge, move |log, st| {
+                assert_eq!(start, st.w.tail, "topic writes apply in order");
+                log.push_records(st, &buf, &rel_ends);
+                st.own_bytes += charge;
+                st.w.log_seq = log_seq;
+                let t = st.topic.as_deref_mut().expect("a topic stays a topic");
+                for (i, tag) in tags.iter().enumerate() {
+                    if let Some(tag) = tag {
+                        t.tags.insert(tag, first_seq + i as u64);
+                        t.tagged += 1;
+                    }
+                }
+                t.apply_write(n, ts, idem, trim);
+            })
+            .await?;
+        Ok(TopicWritten {
+            first_seq,
+            last_seq: first_seq + n - 1,
+            head_seq: first_seq + n - 1,
+            count: n,
+            created: false,
+            deduped: false,
+            timing,
+        })
+    }
+
+    /// Decide what a write of records ending at `rel_ends` (relative to the tail) evicts: TTL
+    /// first, then the caps. A `discard: reject` topic refuses instead.
+    fn plan_write_trim(&self, v: &View, rel_ends: &[u64], now: i64) -> Result<TrimRec> {
+        let n = rel_ends.len() as u64;
+        let added = rel_ends.last().copied().unwrap_or(0);
+        let new_head = v.head + n;
+        let new_tail = v.tail + added;
+        let mut trim = v.trim;
+        // TTL: expired records go first (they also make room under the caps).
+        let cut = self.ttl_cut(v, v.trim.earliest, now)?;
+        let (mut count, mut bytes) = (v.live_count + n, v.live_bytes + added);
+        if cut > v.trim.earliest {
+            trim = self.trim_to(v, cut, trim.cap_floor, trim.ttl_floor.max(cut))?;
+            let (c, b) = self.live_after(v, trim.earliest, trim.earliest_pos);
+            count = c + n;
+            bytes = b + added;
+        }
+        let (cap_r, cap_b) = (v.config.cap_records, v.config.cap_bytes);
+        let over_records = cap_r > 0 && count > cap_r;
+        let over_bytes = cap_b > 0 && bytes > cap_b;
+        if !over_records && !over_bytes {
+            return Ok(trim);
+        }
+        if v.config.discard == Discard::Reject {
+            return Err(EngineError::TopicFull);
+        }
+        // Position of seq `s` with the new records in place.
+        let pos = |s: u64| -> Result<u64> {
+            if s <= v.head {
+                self.seq_pos(s, v)
+            } else if s == v.head + 1 {
+                Ok(v.tail)
+            } else if s > new_head {
+                Ok(new_tail)
+            } else {
+                Ok(v.tail + rel_ends[(s - v.head - 2) as usize])
+            }
+        };
+        let mut e = trim.earliest;
+        if over_records {
+            e = self.skip_live(e, count - cap_r, new_head);
+        }
+        if cap_b > 0 {
+            // Live bytes from `s` on: everything from its position, minus deleted ranges there.
+            let live_from = |s: u64| -> Result<u64> {
+                let deleted = self.deleted_bytes_from(s);
+                Ok((new_tail - pos(s)?).saturating_sub(deleted))
+            };
+            if live_from(e)? > cap_b {
+                let (mut lo, mut hi) = (e + 1, new_head + 1);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if live_from(mid)? > cap_b {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                e = lo;
+            }
+        }
+        let e = if e <= v.head { self.live_from(e) } else { e };
+        Ok(TrimRec {
+            earliest: e,
+            earliest_pos: pos(e)?,
+            cap_floor: trim.cap_floor.max(e),
+            ttl_floor: trim.ttl_floor,
+        })
+    }
+
+    /// The seq after skipping `k` live records from `from` (deleted ones do not count).
+    fn skip_live(&self, from: u64, mut k: u64, new_head: u64) -> u64 {
+        let st = self.state.lock();
+        let Some(t) = st.topic.as_deref() else {
+            return from + k;
+        };
+        let mut s = t.live_from(from);
+        loop {
+            let run_end = t
+                .deleted
+                .next_start(s)
+                .unwrap_or(u64::MAX)
+                .min(new_head + 1);
+            if run_end - s >= k {
+                return s + k;
+            }
+            k -= run_end - s;
+            s = t.live_from(run_end);
+            if s > new_head {
+                return s;
+            }
+        }
+    }
+
+    fn deleted_bytes_from(&self, s: u64) -> u64 {
+        let st = self.state.lock();
+        st.topic.as_deref().map_or(0, |t| t.deleted.bytes_from(s))
+    }
+
+    /// Live records and bytes if the topic started at `earliest` (at `pos`).
+    fn live_after(&self, v: &View, earliest: u64, pos: u64) -> (u64, u64) {
+        let st = self.state.lock();
+        let Some(t) = st.topic.as_deref() else {
+            return (0, 0);
+        };
+        let deleted = t.deleted.count_in(earliest, v.head + 1);
+        let count = (v.head + 1)
+            .saturating_sub(earliest)
+            .saturating_sub(deleted);
+        let bytes = (v.tail - pos).saturating_sub(t.deleted.bytes_from(earliest));
+        (count, bytes)
+    }
+
+    /// Store records (their stored form and ends relative to the tail) as the log's next
+    /// records, one index entry each.
+    fn push_records(&self, st: &mut LogState, buf: &[u8], rel_ends: &[u64]) {
+        let tail = st.w.tail;
+        if self.files.is_some() {
+            st.pending.data.extend_from_slice(buf);
+            st.pending.ends.extend(rel_ends.iter().map(|e| tail + e));
+            st.w.records += rel_ends.len() as u64;
+            if st.pending.data.len() >= PENDING_FLUSH_BYTES
+                && let Err(e) = self.flush_locked(st)
+            {
+                tracing::warn!(log = self.config.id, error = %e, "writing a topic file failed");
+            }
+        } else {
+            let mut at = 0usize;
+            for &end in rel_ends {
+                st.mem.push(&buf[at..end as usize]);
+                at = end as usize;
+            }
+            st.w.records += rel_ends.len() as u64;
+        }
+        st.w.tail = tail + buf.len() as u64;
+    }
+
+    /// Delete records: below `before_seq` and/or by tag, bounded by the head now.
+    pub async fn topic_delete(
+        self: &Arc<Self>,
+        spec: &DeleteSpec,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<Deleted> {
+        let serial = self.append_lock.clone().lock_owned().await;
+        let v = self.view()?;
+        let before = spec.before_seq.unwrap_or(0).min(v.head + 1);
+        let start = before.max(v.trim.earliest);
+        let matched: Vec<u64> = match &spec.tag {
+            None => Vec::new(),
+            Some(m) => self.with_topic(|st| {
+                let t = st.topic.as_deref().expect("checked by with_topic");
+                t.tags
+                    .matching(m, start, v.head)
+                    .into_iter()
+                    .filter(|&s| t.deleted.range_end(s).is_none())
+                    .collect()
+            })?,
+        };
+        // Contiguous runs of matched seqs, with their bytes.
+        let mut ranges: Vec<RangeRec> = Vec::new();
+        let mut i = 0;
+        while i < matched.len() {
+            let mut j = i + 1;
+            while j < matched.len() && matched[j] == matched[j - 1] + 1 {
+                j += 1;
+            }
+            let (a, b) = (matched[i], matched[j - 1] + 1);
+            let bytes = self.seq_pos(b, &v)? - self.seq_pos(a, &v)?;
+            ranges.push((a, b, bytes));
+            i = j;
+        }
+        // The new first live record: past `before`, the current deletes and these.
+        let mut e = self.live_from(start);
+        loop {
+            let next = ranges
+                .iter()
+                .find(|(a, b, _)| (*a..*b).contains(&e))
+                .map(|r| self.live_from(r.1));
+            match next {
+                Some(n) if n > e => e = n,
+                _ => break,
+            }
+        }
+        let trim = TrimRec {
+            earliest: e.max(v.trim.earliest),
+            earliest_pos: self.seq_pos(e.max(v.trim.earliest), &v)?,
+            cap_floor: v.trim.cap_floor,
+            ttl_floor: v.trim.ttl_floor,
+        };
+        if ranges.is_empty() && trim.earliest == v.trim.earliest {
+            drop(serial);
+            return Ok(Deleted {
+                deleted: 0,
+                earliest_seq: v.trim.earliest,
+                head_seq: v.head,
+                count: v.live_count,
+                bytes: v.live_bytes,
+            });
+        }
+        let log_seq = v.log_seq + 1;
+        let record = self.topic_record(
+            &v,
+            persist,
+            WalEntry::TopicDelete {
+                log_id: self.config.id,
+                log_seq,
+                ranges: ranges.clone(),
+                trim,
+            },
+        );
+        let before_count = v.live_count;
+        let (out, _) = self
+            .commit(serial, record, 0, move |_, st| {
+                let tail = st.w.tail;
+                st.w.log_seq = log_seq;
+                let t = st.topic.as_deref_mut().expect("a topic stays a topic");
+                t.apply_delete(&ranges, trim);
+                t.tags.remove(&matched);
+                Deleted {
+                    deleted: before_count.saturating_sub(t.live_count()),
+                    earliest_seq: t.trim.earliest,
+                    head_seq: t.head,
+                    count: t.live_count(),
+                    bytes: t.live_bytes(tail),
+                }
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// A topic change's WAL record (none for an `Ephemeral` topic's records... but trims,
+    /// deletes and configuration of every class are logged, so they survive like the config).
+    fn topic_record<'a>(
+        &self,
+        _v: &View,
+        persist: Option<&'a Arc<Persist>>,
+        entry: WalEntry,
+    ) -> Option<WalRecord<'a>> {
+        let p = persist.filter(|_| self.files.is_some())?;
+        Some(WalRecord {
+            persist: p,
+            bytes: entry.encode(&[]),
+            commit: Commit::Sync,
+        })
+    }
+
+    /// Persist a TTL trim found without a write (so count and bytes stop including expired
+    /// records). Returns whether anything was trimmed.
+    pub async fn topic_expire(
+        self: &Arc<Self>,
+        clock: &dyn Clock,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<bool> {
+        let serial = self.append_lock.clone().lock_owned().await;
+        let v = self.view()?;
+        let cut = self.ttl_cut(&v, v.trim.earliest, clock.now_ms())?;
+        if cut <= v.trim.earliest {
+            return Ok(false);
+        }
+        let trim = self.trim_to(&v, cut, v.trim.cap_floor, v.trim.ttl_floor.max(cut))?;
+        let log_seq = v.log_seq + 1;
+        let mut record = self.topic_record(
+            &v,
+            persist,
+            WalEntry::TopicTrim {
+                log_id: self.config.id,
+                log_seq,
+                trim,
+            },
+        );
+        if let Some(r) = &mut record {
+            // TTL is re-derived from timestamps after a crash anyway: no sync of its own.
+            r.commit = Commit::Lazy;
+        }
+        self.commit(serial, record, 0, move |_, st| {
+            st.w.log_seq = log_seq;
+            if let Some(t) = st.topic.as_deref_mut() {
+                t.apply_trim(trim);
+            }
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Change the configuration in place (the type never changes: the engine's caller checks).
+    pub async fn topic_configure(
+        self: &Arc<Self>,
+        config: TopicConfig,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<()> {
+        let serial = self.append_lock.clone().lock_owned().await;
+        let v = self.view()?;
+        if v.config == config {
+            return Ok(());
+        }
+        let log_seq = v.log_seq + 1;
+        let record = self.topic_record(
+            &v,
+            persist,
+            WalEntry::TopicConfig {
+                log_id: self.config.id,
+                log_seq,
+                config: config.clone(),
+            },
+        );
+        self.commit(serial, record, 0, move |_, st| {
+            st.w.log_seq = log_seq;
+            if let Some(t) = st.topic.as_deref_mut() {
+                t.config = config;
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The topic's state (with TTL applied as of `now`, without persisting it).
+    pub fn topic_info(&self, now: i64, touch: bool) -> Result<TopicInfo> {
+        let v = self.view()?;
+        let cut = self.ttl_cut(&v, v.trim.earliest, now)?;
+        let (earliest, count, bytes) = if cut > v.trim.earliest {
+            let e = self.live_from(cut);
+            let pos = self.seq_pos(e, &v)?;
+            let (c, b) = self.live_after(&v, e, pos);
+            (e, c, b)
+        } else {
+            (v.trim.earliest, v.live_count, v.live_bytes)
+        };
+        let (last_write_ts, last_read_ts) = self.with_topic(|st| {
+            let t = st.topic.as_deref_mut().expect("checked by with_topic");
+            let out = (t.last_write_ts, t.last_read_ts);
+            if touch {
+                t.last_read_ts = Some(now);
+            }
+            out
+        })?;
+        Ok(TopicInfo {
+            name: self.config.name.clone(),
+            config: v.config,
+            head_seq: v.head,
+            earliest_seq: earliest,
+            count,
+            bytes,
+            last_write_ts,
+            last_read_ts,
+            id: self.config.id,
+        })
+    }
+}
+
+impl Log {
+    /// The topic state for a checkpoint.
+    pub fn topic_rec(&self) -> Option<crate::topic::state::TopicRec> {
+        self.state.lock().topic.as_deref().map(TopicState::to_rec)
+    }
+
+    /// Give a recovered log its topic state: an `ephemeral` topic's records did not survive
+    /// (readers that had not read them get a tombstone), and the tag index is rebuilt from
+    /// the live records.
+    pub fn restore_topic(&self, mut t: TopicState) {
+        let tail = self.state.lock().w.tail;
+        if t.config.durability == crate::Durability::Ephemeral && t.trim.earliest <= t.head {
+            let gone = t.head + 1;
+            t.apply_trim(TrimRec {
+                earliest: gone,
+                earliest_pos: tail,
+                cap_floor: gone,
+                ttl_floor: 0,
+            });
+        }
+        let (mut seq, mut pos) = (t.trim.earliest, t.trim.earliest_pos);
+        let scan = t.tagged > 0 && seq <= t.head;
+        self.state.lock().topic = Some(Box::new(t));
+        if !scan {
+            return;
+        }
+        // Rebuild the tag index, a few MiB at a time (memory stays bounded).
+        while pos < tail {
+            let mut chunks = Vec::new();
+            let mut budget = 4 << 20;
+            let reached = match self.collect_own(pos, tail, &mut budget, &mut chunks) {
+                Ok(r) if r > pos => r,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(log = self.config.id, error = %e, "cannot read a topic to rebuild its tag index; deletes by tag will miss its older records");
+                    return;
+                }
+            };
+            let mut found = Vec::new();
+            for chunk in chunks {
+                let mut at = 0;
+                while let Some((_, _, total)) = record::parse(&chunk[at..]) {
+                    if let Some(tag) = record::tag_of(&chunk[at..at + total]) {
+                        found.push((seq, tag));
+                    }
+                    at += total;
+                    seq += 1;
+                }
+            }
+            let mut st = self.state.lock();
+            if let Some(t) = st.topic.as_deref_mut() {
+                for (s, tag) in found {
+                    if t.deleted.range_end(s).is_none() {
+                        t.tags.insert(&tag, s);
+                    }
+                }
+            }
+            pos = reached;
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The stored form of a topic record, the bytes that the log's files (or RAM store) hold:
+//!
+//! ```text
+//! [u32 LE total length][i64 LE $ts][u16 LE tag length][u16 LE node length][u32 LE meta length]
+//! [tag][node][meta][data]
+//! ```
+//!
+//! The tag and node are JSON string literals (quotes included, escaped once at write), meta
+//! and data are the JSON text as received: a read copies slices into its response and never
+//! parses or re-encodes them. A zero length means "absent" (a literal is at least `""`).
+
+use super::NewRecord;
+
+pub(crate) const HEADER: usize = 20;
+
+/// Where the parts of one stored record are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    tag: u16,
+    node: u16,
+    meta: u32,
+}
+
+/// The decoded header of a record at the start of `raw`: layout, `$ts` and total length.
+pub(crate) fn parse(raw: &[u8]) -> Option<(Layout, i64, usize)> {
+    if raw.len() < HEADER {
+        return None;
+    }
+    let total = u32::from_le_bytes(raw[0..4].try_into().ok()?) as usize;
+    let ts = i64::from_le_bytes(raw[4..12].try_into().ok()?);
+    let tag = u16::from_le_bytes(raw[12..14].try_into().ok()?);
+    let node = u16::from_le_bytes(raw[14..16].try_into().ok()?);
+    let meta = u32::from_le_bytes(raw[16..20].try_into().ok()?);
+    let parts = HEADER + tag as usize + node as usize + meta as usize;
+    if total < parts || total > raw.len() {
+        return None;
+    }
+    Some((Layout { tag, node, meta }, ts, total))
+}
+
+impl Layout {
+    fn part(raw: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+        (len > 0).then(|| &raw[at..at + len])
+    }
+    pub fn tag<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
+        Self::part(raw, HEADER, self.tag as usize)
+    }
+    pub fn node<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
+        Self::part(raw, HEADER + self.tag as usize, self.node as usize)
+    }
+    pub fn meta<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
+        let at = HEADER + self.tag as usize + self.node as usize;
+        Self::part(raw, at, self.meta as usize)
+    }
+    pub fn data<'a>(&self, raw: &'a [u8]) -> &'a [u8] {
+        &raw[HEADER + self.tag as usize + self.node as usize + self.meta as usize..]
+    }
+}
+
+/// A string as a JSON string literal.
+pub(crate) fn literal(s: &str) -> String {
+    // A `&str` always serializes.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Why a record cannot be stored.
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+/// Append the stored form of `rec` to `out`.
+pub(crate) fn encode(rec: &NewRecord, ts: i64, out: &mut Vec<u8>) -> Result<(), TooLarge> {
+    let tag = rec.tag.as_deref().map(literal).unwrap_or_default();
+    let node = rec.node.as_deref().map(literal).unwrap_or_default();
+    let meta: &[u8] = rec.meta.as_deref().unwrap_or_default();
+    let total = HEADER + tag.len() + node.len() + meta.len() + rec.data.len();
+    let (Ok(total32), Ok(tag_len), Ok(node_len), Ok(meta_len)) = (
+        u32::try_from(total),
+        u16::try_from(tag.len()),
+        u16::try_from(node.len()),
+        u32::try_from(meta.len()),
+    ) else {
+        return Err(TooLarge);
+    };
+    out.reserve(total);
+    out.extend_from_slice(&total32.to_le_bytes());
+    out.extend_from_slice(&ts.to_le_bytes());
+    out.extend_from_slice(&tag_len.to_le_bytes());
+    out.extend_from_slice(&node_len.to_le_bytes());
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(meta);
+    out.extend_from_slice(&rec.data);
+    Ok(())
+}
+
+/// Set the `$ts` of every record in `buf` (a clock that went back is not allowed to make
+/// timestamps decrease within a topic).
+pub(crate) fn set_ts(buf: &mut [u8], ts: i64) {
+    let mut at = 0;
+    while at + HEADER <= buf.len() {
+        let total = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        buf[at + 4..at + 12].copy_from_slice(&ts.to_le_bytes());
+        if total == 0 {
+            break;
+        }
+        at += total;
+    }
+}
+
+/// The end offsets (relative to `buf`) of the records `buf` holds, or `None` if it is not a
+/// whole number of well-formed records.
+pub(crate) fn ends(buf: &[u8]) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let (_, _, total) = parse(&buf[at..])?;
+        at += total;
+        out.push(at as u64);
+    }
+    Some(out)
+}
+
+/// How many of the records in `buf` carry a tag.
+pub(crate) fn tagged(buf: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut at = 0;
+    while let Some((layout, _, total)) = parse(&buf[at..]) {
+        n += u64::from(layout.tag(&buf[at..]).is_some());
+        at += total;
+    }
+    n
+}
+
+/// The tag of a stored record, decoded (for the tag index).
+pub(crate) fn tag_of(raw: &[u8]) -> Option<String> {
+    let (layout, _, _) = parse(raw)?;
+    serde_json::from_slice(layout.tag(raw)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn records_round_trip() {
+        let rec = NewRecord {
+            data: Bytes::from_static(br#"{"a": [1, 2]}"#),
+            tag: Some("order \"7\"".into()),
+            node: None,
+            meta: Some(Bytes::from_static(br#"{"k":1}"#)),
+        };
+        let mut buf = Vec::new();
+        encode(&rec, 42, &mut buf).unwrap();
+        encode(&NewRecord::default(), 43, &mut buf).unwrap();
+        let ends = ends(&buf).unwrap();
+        assert_eq!(ends.len(), 2);
+        let (l, ts, total) = parse(&buf).unwrap();
+        assert_eq!((ts, total as u64), (42, ends[0]));
+        assert_eq!(l.tag(&buf).unwrap(), br#""order \"7\"""#);
+        assert!(l.node(&buf).is_none());
+        assert_eq!(l.meta(&buf[..total]).unwrap(), br#"{"k":1}"#);
+        assert_eq!(l.data(&buf[..total]), br#"{"a": [1, 2]}"#);
+        assert_eq!(tag_of(&buf).as_deref(), Some("order \"7\""));
+        set_ts(&mut buf, 99);
+        assert_eq!(parse(&buf[total..]).unwrap().1, 99);
+        assert!(super::ends(&buf[..total - 1]).is_none());
+    }
+}

@@ -1,0 +1,415 @@
+//! Topics on the engine: seqs, diff reads, deletes, trims, idempotency, and what of each
+//! survives a restart, a `kill -9` and a power loss in every durability class.
+
+mod common;
+
+use bytes::Bytes;
+use common::disk::Disk;
+use riffle_engine::topic::{
+    DeleteSpec, DiffQuery, Discard, GapReason, NewRecord, TagMatch, TopicConfig, TopicWrite,
+};
+use riffle_engine::{Durability, Engine, EngineConfig, EngineError, ManualClock, StorageConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn open(d: &Disk, clock: &Arc<ManualClock>) -> Engine {
+    let mut storage = StorageConfig::new(d.dir());
+    storage.shards = 2;
+    storage.sync_interval = Duration::from_millis(5);
+    Engine::recover(EngineConfig::default(), clock.clone(), storage)
+        .expect("recover")
+        .0
+}
+
+fn rec(data: &str, tag: Option<&str>) -> NewRecord {
+    NewRecord {
+        data: Bytes::from(data.to_string()),
+        tag: tag.map(Into::into),
+        node: None,
+        meta: None,
+    }
+}
+
+fn cfg(durability: Durability) -> TopicConfig {
+    TopicConfig {
+        durability,
+        ..TopicConfig::default()
+    }
+}
+
+async fn write(e: &Engine, t: &str, recs: Vec<NewRecord>, class: Durability) -> (u64, u64) {
+    let w = e
+        .topic_write(
+            t,
+            TopicWrite {
+                records: recs,
+                idempotency_key: None,
+                create: Some(cfg(class)),
+            },
+        )
+        .await
+        .expect("write");
+    (w.first_seq, w.last_seq)
+}
+
+fn q(from: u64) -> DiffQuery {
+    DiffQuery {
+        from_seq: from,
+        limit: 1000,
+        nodes: Vec::new(),
+        max_bytes: 1 << 20,
+    }
+}
+
+/// `(seq, data)` of every record after `from`.
+fn read(e: &Engine, t: &str, from: u64) -> Vec<(u64, String)> {
+    let d = e.topic_diff(t, &q(from)).expect("diff");
+    d.records
+        .iter()
+        .map(|r| (r.seq, String::from_utf8_lossy(r.data_json()).into_owned()))
+        .collect()
+}
+
+const CLASSES: [Durability; 4] = [
+    Durability::Ephemeral,
+    Durability::Memory,
+    Durability::Disk,
+    Durability::Fsync,
+];
+
+#[tokio::test]
+async fn seqs_are_contiguous_and_records_read_back_verbatim() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let e = open(&d, &clock);
+    for class in CLASSES {
+        let t = format!("t-{}", class.as_str());
+        assert_eq!(
+            write(&e, &t, vec![rec("1", None), rec("{\"a\": 2}", None)], class).await,
+            (1, 2)
+        );
+        assert_eq!(
+            write(&e, &t, vec![rec("[3]", Some("x"))], class).await,
+            (3, 3)
+        );
+        let got = read(&e, &t, 0);
+        assert_eq!(
+            got,
+            vec![(1, "1".into()), (2, "{\"a\": 2}".into()), (3, "[3]".into())]
+        );
+        let d = e.topic_diff(&t, &q(1)).unwrap();
+        assert_eq!((d.next_from_seq, d.head_seq, d.earliest_seq), (3, 3, 1));
+        assert_eq!(d.records[1].tag_json(), Some(&b"\"x\""[..]));
+        let info = e.topic_info(&t, false).unwrap();
+        assert_eq!((info.count, info.head_seq), (3, 3));
+    }
+}
+
+#[tokio::test]
+async fn restart_keeps_what_each_class_promises() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let e = open(&d, &clock);
+    for class in CLASSES {
+        let t = format!("t-{}", class.as_str());
+        write(
+            &e,
+            &t,
+            (0..5)
+                .map(|i| rec(&i.to_string(), Some(&format!("k{i}"))))
+                .collect(),
+            class,
+        )
+        .await;
+        e.topic_delete_records(
+            &t,
+            &DeleteSpec {
+                before_seq: Some(2),
+                tag: Some(TagMatch::Eq("k3".into())),
+            },
+        )
+        .await
+        .unwrap();
+        e.topic_write(
+            &t,
+            TopicWrite {
+                records: vec![rec("\"again\"", None)],
+                idempotency_key: Some("key-1".into()),
+                create: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    d.process_crash(e);
+    let e = open(&d, &clock);
+    for class in CLASSES {
+        let t = format!("t-{}", class.as_str());
+        let info = e
+            .topic_info(&t, false)
+            .expect("the topic's config survives");
+        assert_eq!(info.config.durability, class);
+        assert_eq!(info.head_seq, 6, "{class:?}: seqs are never reused");
+        if class == Durability::Ephemeral {
+            assert_eq!(info.count, 0);
+            let diff = e.topic_diff(&t, &q(0)).unwrap();
+            assert!(diff.records.is_empty());
+            assert!(
+                diff.tombstone.is_some(),
+                "lost ephemeral records are not silent"
+            );
+            continue;
+        }
+        let seqs: Vec<u64> = read(&e, &t, 0).iter().map(|r| r.0).collect();
+        assert_eq!(
+            seqs,
+            vec![2, 3, 5, 6],
+            "{class:?}: before_seq 2 and tag k3 deleted, seq 4 was k3"
+        );
+        // The retry after the crash is answered from the WAL record of the write.
+        let again = e
+            .topic_write(
+                &t,
+                TopicWrite {
+                    records: vec![rec("\"again\"", None)],
+                    idempotency_key: Some("key-1".into()),
+                    create: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(again.deduped, "{class:?}");
+        assert_eq!((again.first_seq, again.last_seq), (6, 6));
+        // The tag index was rebuilt: a delete by tag still finds older records.
+        let del = e
+            .topic_delete_records(
+                &t,
+                &DeleteSpec {
+                    before_seq: None,
+                    tag: Some(TagMatch::Prefix("k".into())),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(del.deleted, 3, "{class:?}: k1, k2 and k4 remain");
+    }
+}
+
+#[tokio::test]
+async fn fsync_writes_survive_power_loss_and_checkpoints() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let e = open(&d, &clock);
+    for i in 0..50 {
+        write(
+            &e,
+            "ledger",
+            vec![rec(&i.to_string(), None)],
+            Durability::Fsync,
+        )
+        .await;
+        if i == 20 {
+            e.checkpoint().unwrap();
+        }
+    }
+    d.power_loss(e);
+    let e = open(&d, &clock);
+    let got = read(&e, "ledger", 0);
+    assert_eq!(got.len(), 50);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, (s, v))| *s == i as u64 + 1 && *v == i.to_string())
+    );
+}
+
+#[tokio::test]
+async fn caps_evict_with_a_tombstone_and_reject_refuses() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let e = open(&d, &clock);
+    let mut c = cfg(Durability::Disk);
+    c.cap_records = 3;
+    e.topic_put("capped", c.clone()).await.unwrap();
+    write(
+        &e,
+        "capped",
+        (0..5).map(|i| rec(&i.to_string(), None)).collect(),
+        Durability::Disk,
+    )
+    .await;
+    let diff = e.topic_diff("capped", &q(0)).unwrap();
+    let t = diff.tombstone.expect("evicted records make a tombstone");
+    assert_eq!((t.gap_from, t.gap_to, t.reason), (1, 2, GapReason::Cap));
+    assert_eq!(
+        diff.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    // Deleted records are silent: a delete moves earliest but not the eviction floor.
+    e.topic_delete_records(
+        "capped",
+        &DeleteSpec {
+            before_seq: Some(4),
+            tag: None,
+        },
+    )
+    .await
+    .unwrap();
+    let diff = e.topic_diff("capped", &q(2)).unwrap();
+    assert!(diff.tombstone.is_none());
+    assert_eq!(diff.records[0].seq, 4);
+
+    c.discard = Discard::Reject;
+    c.cap_records = 2;
+    c.cap_bytes = 0;
+    e.topic_put("strict", c.clone()).await.unwrap();
+    write(
+        &e,
+        "strict",
+        vec![rec("1", None), rec("2", None)],
+        Durability::Disk,
+    )
+    .await;
+    let err = e
+        .topic_write(
+            "strict",
+            TopicWrite {
+                records: vec![rec("3", None)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::TopicFull);
+    assert_eq!(e.topic_info("strict", false).unwrap().head_seq, 2);
+
+    // Byte caps: each record here is stored in the same size; keep two.
+    let mut b = cfg(Durability::Memory);
+    let one = {
+        write(&e, "probe", vec![rec("100", None)], Durability::Memory).await;
+        e.topic_info("probe", false).unwrap().bytes
+    };
+    b.cap_bytes = one * 2;
+    e.topic_put("bytes", b).await.unwrap();
+    write(
+        &e,
+        "bytes",
+        (100..105).map(|i| rec(&i.to_string(), None)).collect(),
+        Durability::Memory,
+    )
+    .await;
+    let info = e.topic_info("bytes", false).unwrap();
+    assert_eq!((info.earliest_seq, info.count, info.bytes), (4, 2, one * 2));
+    d.process_crash(e);
+    let e = open(&d, &clock);
+    let info = e.topic_info("bytes", false).unwrap();
+    assert_eq!(
+        (info.earliest_seq, info.count),
+        (4, 2),
+        "the eviction was in the write's WAL record"
+    );
+}
+
+#[tokio::test]
+async fn ttl_expires_by_timestamp_with_a_tombstone() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(10_000));
+    let e = open(&d, &clock);
+    let mut c = cfg(Durability::Fsync);
+    c.ttl_ms = 1_000;
+    e.topic_put("ttl", c).await.unwrap();
+    write(
+        &e,
+        "ttl",
+        vec![rec("1", None), rec("2", None)],
+        Durability::Fsync,
+    )
+    .await;
+    clock.advance_ms(600);
+    write(&e, "ttl", vec![rec("3", None)], Durability::Fsync).await;
+    clock.advance_ms(600);
+    let diff = e.topic_diff("ttl", &q(0)).unwrap();
+    let t = diff.tombstone.expect("expired records make a tombstone");
+    assert_eq!((t.gap_from, t.gap_to, t.reason), (1, 2, GapReason::Ttl));
+    assert_eq!(
+        diff.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(e.topic_info("ttl", false).unwrap().count, 1);
+    e.sweep_topics().await;
+    clock.advance_ms(1_000);
+    assert!(e.topic_diff("ttl", &q(2)).unwrap().records.is_empty());
+    assert_eq!(e.topic_info("ttl", false).unwrap().earliest_seq, 4);
+}
+
+#[tokio::test]
+async fn topics_without_storage_are_ephemeral_only() {
+    let e = Engine::new(EngineConfig::default(), Arc::new(ManualClock::new(1)));
+    let err = e.topic_put("t", cfg(Durability::Disk)).await.unwrap_err();
+    assert!(matches!(err, EngineError::DurabilityUnavailable(_)));
+    e.topic_put("t", cfg(Durability::Ephemeral)).await.unwrap();
+    write(
+        &e,
+        "t",
+        (0..300)
+            .map(|i| rec(&format!("\"{}\"", "x".repeat(i)), Some("a")))
+            .collect(),
+        Durability::Ephemeral,
+    )
+    .await;
+    let all = read(&e, "t", 0);
+    assert_eq!(all.len(), 300);
+    assert_eq!(all[299].1.len(), 301);
+    let del = e
+        .topic_delete_records(
+            "t",
+            &DeleteSpec {
+                before_seq: None,
+                tag: Some(TagMatch::Eq("a".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((del.deleted, del.count, del.earliest_seq), (300, 0, 301));
+}
+
+#[tokio::test]
+async fn type_is_immutable_and_durability_changes_in_place() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let e = open(&d, &clock);
+    assert!(
+        e.topic_put("t", cfg(Durability::Ephemeral))
+            .await
+            .unwrap()
+            .created
+    );
+    write(&e, "t", vec![rec("1", None)], Durability::Ephemeral).await;
+    let mut q2 = cfg(Durability::Ephemeral);
+    q2.kind = riffle_engine::topic::TopicKind::Queue;
+    assert_eq!(
+        e.topic_put("t", q2).await.unwrap_err(),
+        EngineError::TopicIncompatible("type")
+    );
+    assert!(
+        !e.topic_put("t", cfg(Durability::Fsync))
+            .await
+            .unwrap()
+            .created
+    );
+    write(&e, "t", vec![rec("2", None)], Durability::Fsync).await;
+    d.power_loss(e);
+    let e = open(&d, &clock);
+    // Seq 1 was ephemeral (gone, with a tombstone); seq 2 was fsync.
+    let diff = e.topic_diff("t", &q(0)).unwrap();
+    assert_eq!(
+        diff.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert!(diff.tombstone.is_some());
+    assert!(e.topic_remove("t", false).await.unwrap());
+    assert!(matches!(
+        e.topic_info("t", false),
+        Err(EngineError::NotFound)
+    ));
+}
