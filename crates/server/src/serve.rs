@@ -228,6 +228,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         config,
         shutdown: shutdown.clone(),
         scheme: if tls.is_some() { "https" } else { "http" },
+        topics: Default::default(),
     });
     tracing::info!(
         %addr,

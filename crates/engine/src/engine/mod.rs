@@ -84,6 +84,8 @@ struct Inner {
     budget: Arc<MemoryBudget>,
     next_id: AtomicU64,
     persist: Option<Arc<Persist>>,
+    /// Bumped on every topic creation.
+    topic_created: watch::Sender<u64>,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -125,6 +127,7 @@ impl Engine {
                 }),
                 next_id: AtomicU64::new(seed.max(min_id)),
                 persist,
+                topic_created: watch::channel(0).0,
             }),
         }
     }
@@ -234,6 +237,11 @@ impl Engine {
             .persist
             .as_ref()
             .map_or((0, 0), |p| (p.wal_bytes(), p.wal_syncs()))
+    }
+
+    /// Whether the engine has a data directory (without one, every log is `Ephemeral`).
+    pub fn has_storage(&self) -> bool {
+        self.inner.persist.is_some()
     }
 
     pub fn config(&self) -> EngineConfig {

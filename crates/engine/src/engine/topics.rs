@@ -106,6 +106,7 @@ impl Engine {
                 guard
             };
             let (Some(p), Some(guard)) = (&persist, guard) else {
+                self.inner.topic_created.send_modify(|v| *v += 1);
                 return Ok((log, true));
             };
             let record = WalEntry::CreateTopic {
@@ -120,6 +121,7 @@ impl Engine {
                 Ok(r) => r.map_err(wal_error)?,
                 Err(_) => return Err(storage_error("the WAL shut down", false)),
             };
+            self.inner.topic_created.send_modify(|v| *v += 1);
             return Ok((log, true));
         }
     }
@@ -169,12 +171,22 @@ impl Engine {
 
     /// A topic's state; `touch` records a read.
     pub fn topic_info(&self, name: &str, touch: bool) -> Result<TopicInfo> {
-        self.live_topic(name)?.topic_info(self.now(), touch)
+        let mut info = self.live_topic(name)?.topic_info(self.now(), touch)?;
+        info.name = name.to_string();
+        Ok(info)
     }
 
     /// Read records after a cursor.
     pub fn topic_diff(&self, name: &str, q: &DiffQuery) -> Result<Diff> {
         self.live_topic(name)?.topic_diff(q, self.now())
+    }
+
+    /// A receiver that changes whenever a topic is created (for readers waiting for a topic
+    /// that does not exist yet).
+    pub fn topic_creations(&self) -> watch::Receiver<u64> {
+        let mut rx = self.inner.topic_created.subscribe();
+        rx.borrow_and_update();
+        rx
     }
 
     /// Open a topic for reads and waits.
@@ -236,12 +248,13 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::new();
         let mut more = false;
-        for (_, log) in names {
+        for (name, log) in names {
             if out.len() == limit {
                 more = true;
                 break;
             }
-            if let Ok(info) = log.topic_info(now, false) {
+            if let Ok(mut info) = log.topic_info(now, false) {
+                info.name = name;
                 out.push(info);
             }
         }

@@ -1,7 +1,8 @@
 //! Request bodies as the handlers receive them, and response bodies: stored chunks handed to
 //! the connection as they are (with an exact length), or a stream of frames for SSE.
 
-use bytes::Bytes;
+use super::ApiError;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -113,4 +114,58 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 
 pub fn empty() -> ResponseBody {
     chunks([])
+}
+
+/// Read a request's whole body, answering 413 as soon as it passes `limit` (declared, by
+/// `Content-Length`, or streamed). Both faces read bodies with it.
+pub async fn read_limited(
+    declared: Option<u64>,
+    body: RequestBody,
+    limit: u64,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = match body {
+        RequestBody::Full(b) if b.len() as u64 > limit => return Err(too_large()),
+        RequestBody::Full(b) => return Ok(b),
+        RequestBody::TooLarge => return Err(too_large()),
+        RequestBody::Streamed(incoming) => incoming,
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // A small body arrives as one frame and is kept as it is; later frames are joined.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    // Stop once the declared length has arrived: polling again for the end would cost hyper
+    // another round trip through its body channel.
+    while !body.is_end_stream()
+        && let Some(frame) = body.frame().await
+    {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we store
+        };
+        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if data.len() > limit.saturating_sub(read) {
+            return Err(too_large());
+        }
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut j = BytesMut::with_capacity(first.len() + data.len());
+                j.extend_from_slice(&first);
+                j.extend_from_slice(&data);
+                joined = Some(j);
+            }
+        }
+    }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }

@@ -8,11 +8,15 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use riffle_engine::EngineError;
 
+/// An error answer. The Durable Streams face renders it as plain text; the `/v0` face as its
+/// JSON envelope, with `code` (derived from the status unless set) and `detail`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub code: Option<&'static str>,
+    pub detail: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -21,7 +25,20 @@ impl ApiError {
             status,
             message: message.into(),
             headers: Vec::new(),
+            code: None,
+            detail: None,
         }
+    }
+
+    /// The same error with a machine-readable code (`/v0`'s `error.code`).
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -77,7 +94,9 @@ impl From<EngineError> for ApiError {
             | E::OffsetBeyondTail { .. }
             | E::OffsetInsideMessage { .. } => StatusCode::BAD_REQUEST,
             E::StaleEpoch { .. } => StatusCode::FORBIDDEN,
-            E::StreamFull { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::StreamFull { .. } | E::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            E::TopicIncompatible(_) | E::TopicNotEmpty => StatusCode::CONFLICT,
+            E::TopicFull => StatusCode::UNPROCESSABLE_ENTITY,
             E::MemoryFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::DurabilityUnavailable(_) => StatusCode::BAD_REQUEST,
             E::Storage { no_space: true, .. } => StatusCode::INSUFFICIENT_STORAGE,

@@ -9,7 +9,9 @@ pub mod body;
 mod cursor;
 mod error;
 pub mod path;
+mod sse;
 pub mod streams;
+pub mod topics;
 
 use crate::config::{Config, Cors};
 use body::{RequestBody, ResponseBody};
@@ -31,6 +33,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// `https` when serving TLS, for absolute `Location` URLs.
     pub scheme: &'static str,
+    /// The `/v0` face's own state (watch sessions, start time).
+    pub topics: topics::TopicsState,
 }
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
@@ -75,6 +79,9 @@ impl App {
                 .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
                 .body(body::empty())
                 .expect("static response"));
+        }
+        if topics::owns(req.uri.path()) {
+            return Ok(topics::handle(self, req, body).await);
         }
         if req.uri.path() == STREAM_PREFIX {
             return Err(ApiError::bad_request(

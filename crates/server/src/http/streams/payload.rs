@@ -5,67 +5,20 @@ use super::super::ApiError;
 use super::headers::{Field, ReqHeaders};
 use crate::http::body::RequestBody;
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
-use http_body::Body as _;
-use http_body_util::BodyExt;
 use riffle_engine::{Framing, Payload};
 use serde_json::value::RawValue;
 
-/// Read the whole body, answering 413 as soon as it passes `limit` (declared or streamed).
+/// Read the whole body under `limit` (413 as soon as it passes, declared or streamed).
 pub async fn read_body(
     headers: &ReqHeaders<'_>,
     body: RequestBody,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
     let declared = headers
         .get(Field::ContentLength)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = match body {
-        RequestBody::Full(b) if b.len() as u64 > limit => return Err(too_large()),
-        RequestBody::Full(b) => return Ok(b),
-        RequestBody::TooLarge => return Err(too_large()),
-        RequestBody::Streamed(incoming) => incoming,
-    };
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    // A small body arrives as one frame and is kept as it is; later frames are joined.
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    // Stop once the declared length has arrived: polling again for the end would cost hyper
-    // another round trip through its body channel.
-    while !body.is_end_stream()
-        && let Some(frame) = body.frame().await
-    {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers carry nothing we store
-        };
-        let read = joined.as_ref().map_or(first.len(), BytesMut::len);
-        if data.len() > limit.saturating_sub(read) {
-            return Err(too_large());
-        }
-        match &mut joined {
-            Some(j) => j.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut j = BytesMut::with_capacity(first.len() + data.len());
-                j.extend_from_slice(&first);
-                j.extend_from_slice(&data);
-                joined = Some(j);
-            }
-        }
-    }
-    Ok(joined.map_or(first, BytesMut::freeze))
+    crate::http::body::read_limited(declared, body, limit).await
 }
 
 /// Which framing a content type selects.
@@ -87,7 +40,8 @@ pub enum EmptyArray {
 /// Turn a body into the stored payload of `framing`.
 pub fn to_payload(body: Bytes, framing: Framing, empty: EmptyArray) -> Result<Payload, ApiError> {
     match framing {
-        Framing::Bytes => Ok(Payload {
+        // Topics are never reached through stream paths; as bytes they would be opaque.
+        Framing::Bytes | Framing::TopicRecords => Ok(Payload {
             messages: u32::from(!body.is_empty()),
             data: body,
         }),

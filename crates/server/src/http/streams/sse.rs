@@ -12,7 +12,7 @@ use crate::http::cursor::next_cursor;
 use crate::http::{ApiError, App};
 use base64::Engine as _;
 use bytes::{BufMut, BytesMut};
-use http::{Response, StatusCode, header};
+use http::Response;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use riffle_engine::{Clock, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
@@ -104,11 +104,7 @@ pub fn respond(
             }
         }
     };
-    let mut resp = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no");
+    let mut resp = crate::http::sse::response();
     if binary {
         resp = resp.header(&names::STREAM_SSE_DATA_ENCODING, "base64");
     }
@@ -133,30 +129,7 @@ fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
         payload
     };
     let mut ev = BytesMut::with_capacity(text.len() + 32);
-    ev.put_slice(b"event: data\n");
-    let mut rest: &[u8] = &text;
-    loop {
-        let cut = rest.iter().position(|&b| b == b'\n' || b == b'\r');
-        let (line, next) = match cut {
-            None => (rest, None),
-            Some(i) => {
-                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
-                (&rest[..i], Some(&rest[i + skip..]))
-            }
-        };
-        ev.put_slice(b"data:");
-        ev.put_slice(line);
-        ev.put_u8(b'\n');
-        match next {
-            Some(n) => rest = n,
-            None => break,
-        }
-    }
-    ev.put_u8(b'\n');
+    crate::http::sse::event(&mut ev, Some("data"), None, &text);
     ev
 }
 

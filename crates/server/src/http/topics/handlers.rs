@@ -1,0 +1,323 @@
+//! The topic endpoints: configuration (`PUT/GET/DELETE /v0/topics/:t`, the listing), writes,
+//! diff reads (with long-poll) and record deletes. Each parses and validates, makes one engine
+//! call, and renders.
+
+use super::error::{engine, invalid, topic_not_found};
+use super::render::{self, Include, Perf};
+use super::request::{
+    ConfigBody, DeleteBody, DiffBody, MAX_WAIT_MS, WriteBody, check_name, parse, query_flag,
+    query_value,
+};
+use crate::http::body::ResponseBody;
+use crate::http::{ApiError, App};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use riffle_engine::topic::{DeleteSpec, TopicConfig, TopicInfo, TopicKind, TopicWrite};
+use riffle_engine::{Clock, EngineError, SystemClock};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+type Answer = Result<Response<ResponseBody>, ApiError>;
+
+fn now() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// A topic's state as `GET /v0/topics/:t` shows it.
+fn info_json(i: &TopicInfo) -> Value {
+    let now = now();
+    let activity = i.last_write_ts.max(i.last_read_ts);
+    let mut v = json!({
+        "topic": i.name,
+        "type": match i.config.kind { TopicKind::Log => "log", TopicKind::Queue => "queue" },
+        "head_seq": i.head_seq,
+        "earliest_seq": i.earliest_seq,
+        "next_seq": i.head_seq + 1,
+        "count": i.count,
+        "bytes": i.bytes,
+        "config": render::config(&i.config),
+        "effective_priority": render::effective_priority(&i.config, activity, now),
+        "last_write_ts": i.last_write_ts,
+        "last_read_ts": i.last_read_ts,
+    });
+    if i.config.kind == TopicKind::Queue {
+        v["queue"] = json!({ "ready": i.count, "in_flight": 0, "dead_lettered": 0 });
+    }
+    v
+}
+
+pub async fn put(app: &App, topic: &str, body: Bytes) -> Answer {
+    let perf = Perf::start();
+    let cfg: ConfigBody = parse(&body)?;
+    let storage = app.engine.has_storage();
+    let (base, fresh) = match app.engine.topic_info(topic, false) {
+        Ok(i) => (i.config, false),
+        Err(EngineError::NotFound) => (TopicConfig::default(), true),
+        Err(e) => return Err(engine(topic, e)),
+    };
+    let config = cfg.apply(topic, base, fresh, storage)?;
+    let put = app
+        .engine
+        .topic_put(topic, config)
+        .await
+        .map_err(|e| engine(topic, e))?;
+    let status = if put.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let v =
+        json!({ "topic": topic, "created": put.created, "config": render::config(&put.config) });
+    Ok(render::json_response(status, v, &perf))
+}
+
+pub fn get(app: &App, topic: &str, query: Option<&str>) -> Answer {
+    let perf = Perf::start();
+    let touch = query_flag(query, "touch", true)?;
+    let info = app
+        .engine
+        .topic_info(topic, touch)
+        .map_err(|e| engine(topic, e))?;
+    Ok(render::json_response(
+        StatusCode::OK,
+        info_json(&info),
+        &perf,
+    ))
+}
+
+pub fn list(app: &App, query: Option<&str>) -> Answer {
+    let perf = Perf::start();
+    let prefix = query_value(query, "prefix").unwrap_or_default();
+    let page_size = match query_value(query, "page_size") {
+        None => 100,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => n.min(1000),
+            _ => return Err(invalid("page_size must be an integer from 1 to 1000")),
+        },
+    };
+    let after = match query_value(query, "cursor") {
+        None => None,
+        Some(c) => Some(decode_cursor(&c).ok_or_else(|| invalid("invalid cursor"))?),
+    };
+    let (topics, more) = app.engine.topic_list(&prefix, after.as_deref(), page_size);
+    let now = now();
+    let items: Vec<Value> = topics
+        .iter()
+        .map(|i| {
+            json!({
+                "topic": i.name,
+                "head_seq": i.head_seq,
+                "earliest_seq": i.earliest_seq,
+                "count": i.count,
+                "bytes": i.bytes,
+                "durable": i.config.durability == riffle_engine::Durability::Fsync,
+                "effective_priority": render::effective_priority(
+                    &i.config, i.last_write_ts.max(i.last_read_ts), now),
+            })
+        })
+        .collect();
+    let mut v = json!({ "topics": items });
+    if more && let Some(last) = topics.last() {
+        let c = json!({ "after": last.name }).to_string();
+        v["next_cursor"] = json!(base64::engine::general_purpose::STANDARD.encode(c));
+    }
+    Ok(render::json_response(StatusCode::OK, v, &perf))
+}
+
+/// A listing cursor: base64 of `{"after": name}`.
+fn decode_cursor(c: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(c)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("after")?.as_str().map(str::to_string)
+}
+
+pub async fn delete_topic(app: &App, topic: &str, query: Option<&str>) -> Answer {
+    let perf = Perf::start();
+    let if_empty = query_flag(query, "if_empty", false)?;
+    let deleted = app
+        .engine
+        .topic_remove(topic, if_empty)
+        .await
+        .map_err(|e| engine(topic, e))?;
+    let v = json!({ "topic": topic, "deleted": deleted, "routers_removed": [] });
+    Ok(render::json_response(StatusCode::OK, v, &perf))
+}
+
+pub async fn write(
+    app: &App,
+    topic: &str,
+    query: Option<&str>,
+    header_key: Option<String>,
+    body: Bytes,
+) -> Answer {
+    let mut perf = Perf::start();
+    let return_seqs = query_flag(query, "return_seqs", true)?;
+    let mut w: WriteBody = parse(&body)?;
+    let records = w.records()?;
+    let idempotency_key = w.idempotency_key.take().or(header_key);
+    if let Some(k) = &idempotency_key
+        && k.len() > super::request::MAX_IDEMPOTENCY_KEY
+    {
+        return Err(invalid("idempotency_key is longer than 256 characters"));
+    }
+    let create = match (w.create, &w.config) {
+        (Some(false), _) => None,
+        (_, None) => Some(TopicConfig {
+            durability: if app.engine.has_storage() {
+                riffle_engine::Durability::Disk
+            } else {
+                riffle_engine::Durability::Ephemeral
+            },
+            ..TopicConfig::default()
+        }),
+        (_, Some(c)) => {
+            let cfg = c.apply(
+                topic,
+                TopicConfig::default(),
+                true,
+                app.engine.has_storage(),
+            )?;
+            cfg.auto_create.then_some(cfg)
+        }
+    };
+    let out = app
+        .engine
+        .topic_write(
+            topic,
+            TopicWrite {
+                records,
+                idempotency_key,
+                create,
+            },
+        )
+        .await
+        .map_err(|e| engine(topic, e))?;
+    perf.timing = out.timing;
+    let mut v = json!({
+        "topic": topic,
+        "first_seq": out.first_seq,
+        "last_seq": out.last_seq,
+        "head_seq": out.head_seq,
+        "count": out.count,
+        "created": out.created,
+        "deduped": out.deduped,
+    });
+    if return_seqs {
+        v["seqs"] = Value::Array((out.first_seq..=out.last_seq).map(Value::from).collect());
+    }
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(render::json_response(status, v, &perf))
+}
+
+pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {
+    let mut perf = Perf::start();
+    let mut b: DiffBody = parse(&body)?;
+    let q = b.query();
+    let inc = Include {
+        tags: b.include_tags,
+        meta: b.include_meta.unwrap_or(true),
+        data: true,
+    };
+    let wait = Duration::from_millis(b.wait_ms.min(MAX_WAIT_MS));
+    let mut handle = app.engine.topic_open(topic).map_err(|e| engine(topic, e))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let d = loop {
+        let d = handle.diff(&q).map_err(|e| engine(topic, e))?;
+        let nothing =
+            d.records.is_empty() && d.tombstone.is_none() && d.next_from_seq == q.from_seq;
+        if !nothing || wait.is_zero() || app.shutdown.is_cancelled() {
+            break d;
+        }
+        tokio::select! {
+            () = handle.changed() => {}
+            () = tokio::time::sleep_until(deadline) => break handle.diff(&q).map_err(|e| engine(topic, e))?,
+            () = app.shutdown.cancelled() => break d,
+        }
+        if handle.is_removed() {
+            return Err(topic_not_found(topic));
+        }
+    };
+    perf.scanned = Some(d.scanned);
+    let mut out = Vec::with_capacity(256 + d.records.iter().map(|r| r.stored_len()).sum::<usize>());
+    out.extend_from_slice(b"{");
+    render::field(&mut out, "topic", &json!(topic));
+    out.extend_from_slice(b",\"records\":");
+    render::records(&mut out, &d.records, inc);
+    out.push(b',');
+    render::field(&mut out, "next_from_seq", &json!(d.next_from_seq));
+    out.push(b',');
+    render::field(&mut out, "head_seq", &json!(d.head_seq));
+    out.push(b',');
+    render::field(&mut out, "earliest_seq", &json!(d.earliest_seq));
+    out.push(b',');
+    render::field(&mut out, "caught_up", &json!(d.next_from_seq == d.head_seq));
+    out.push(b',');
+    let tomb = d.tombstone.as_ref().map_or(Value::Null, |t| {
+        render::tombstone(t, d.earliest_seq, d.head_seq)
+    });
+    render::field(&mut out, "tombstone", &tomb);
+    out.push(b',');
+    render::field(&mut out, "lag", &json!(d.head_seq - d.next_from_seq));
+    out.push(b',');
+    render::field(&mut out, "performance", &perf.json());
+    out.push(b'}');
+    Ok(render::raw_json(StatusCode::OK, Bytes::from(out)))
+}
+
+pub async fn delete_records(app: &App, topic: &str, body: Bytes) -> Answer {
+    let perf = Perf::start();
+    let b: DeleteBody = parse(&body)?;
+    let tag = b.tag_match()?;
+    if b.before_seq.is_none() && tag.is_none() {
+        return Err(invalid("a delete needs before_seq, match, or both"));
+    }
+    let d = app
+        .engine
+        .topic_delete_records(
+            topic,
+            &DeleteSpec {
+                before_seq: b.before_seq,
+                tag,
+            },
+        )
+        .await
+        .map_err(|e| engine(topic, e))?;
+    let v = json!({
+        "topic": topic,
+        "deleted": d.deleted,
+        "earliest_seq": d.earliest_seq,
+        "head_seq": d.head_seq,
+        "count": d.count,
+        "bytes": d.bytes,
+    });
+    Ok(render::json_response(StatusCode::OK, v, &perf))
+}
+
+/// Queue operations are not served yet: a log topic answers `not_a_queue` as documented.
+pub fn queue_op(app: &App, topic: &str) -> Answer {
+    check_name(topic)?;
+    let info = app
+        .engine
+        .topic_info(topic, false)
+        .map_err(|e| engine(topic, e))?;
+    if info.config.kind != TopicKind::Queue {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("topic {topic:?} is a log, not a queue"),
+        )
+        .code("not_a_queue"));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "queue operations (claim, ack, nack, extend, work) are not implemented yet",
+    )
+    .code("internal"))
+}

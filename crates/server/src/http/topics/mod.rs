@@ -1,0 +1,216 @@
+//! The topics `/v0` JSON API face (reference: topics-v0-api.md). Each endpoint parses and
+//! validates its request, makes one engine call, and renders; every error is the JSON
+//! envelope. Queues, routers and WebSocket are not served yet.
+
+mod error;
+mod handlers;
+mod probes;
+mod render;
+mod request;
+mod watch;
+
+use super::body::{RequestBody, ResponseBody};
+use super::{ApiError, App};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, header};
+use std::time::Instant;
+pub use watch::Watches;
+
+/// State of the `/v0` face beyond the engine.
+pub struct TopicsState {
+    pub watches: Watches,
+    pub started: Instant,
+}
+
+impl Default for TopicsState {
+    fn default() -> Self {
+        Self {
+            watches: Watches::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Whether a request path belongs to this face.
+pub fn owns(path: &str) -> bool {
+    path == "/v0" || path.starts_with("/v0/")
+}
+
+/// Serve a `/v0` request; errors become the JSON envelope.
+pub async fn handle(app: &App, req: &Parts, body: RequestBody) -> Response<ResponseBody> {
+    route(app, req, body).await.unwrap_or_else(error::render)
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed here: use {allow}"),
+    )
+    .code("method_not_allowed")
+    .with_header("allow", allow)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such /v0 endpoint").code("not_found")
+}
+
+/// Percent-decode one path segment (topic names never need it, but clients may escape `:`).
+fn decode(segment: &str) -> Result<String, ApiError> {
+    let bytes: Vec<u8> = percent_decode(segment.as_bytes())
+        .ok_or_else(|| error::invalid("invalid percent-escape in the path"))?;
+    String::from_utf8(bytes).map_err(|_| error::invalid("the path is not UTF-8"))
+}
+
+fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The body of a POST or PUT: JSON content type (415 otherwise), under the size limit (413
+/// before parsing).
+async fn json_body(app: &App, req: &Parts, body: RequestBody) -> Result<Bytes, ApiError> {
+    let ct = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    // A missing type, and curl's `-d` default, are taken as JSON when the body parses as
+    // JSON: the topics README's own recipes send bodies that way.
+    let lenient = matches!(
+        ct.as_deref(),
+        None | Some("application/x-www-form-urlencoded")
+    );
+    let json = ct
+        .as_deref()
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+    if !json && !lenient {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request bodies must be Content-Type: application/json",
+        )
+        .code("unsupported_media_type"));
+    }
+    let declared = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = super::body::read_limited(declared, body, app.config.limits.max_request_body_bytes)
+        .await
+        .map_err(|e| e.code("payload_too_large"))?;
+    if lenient
+        && !bytes.is_empty()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request bodies must be Content-Type: application/json",
+        )
+        .code("unsupported_media_type"));
+    }
+    Ok(bytes)
+}
+
+async fn route(
+    app: &App,
+    req: &Parts,
+    body: RequestBody,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let path = req.uri.path();
+    let query = req.uri.query();
+    let rest = path.strip_prefix("/v0").unwrap_or("");
+    let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let m = &req.method;
+    match segs.as_slice() {
+        ["health"] => match *m {
+            Method::GET | Method::HEAD => Ok(probes::health(app)),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["ready"] => match *m {
+            Method::GET | Method::HEAD => probes::ready(app),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["metrics"] => match *m {
+            Method::GET => Ok(probes::metrics(app, req)),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["topics"] => match *m {
+            Method::GET => handlers::list(app, query),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["topics", t] => {
+            let t = decode(t)?;
+            request::check_name(&t)?;
+            match *m {
+                Method::GET => handlers::get(app, &t, query),
+                Method::PUT => {
+                    let b = json_body(app, req, body).await?;
+                    handlers::put(app, &t, b).await
+                }
+                Method::POST => {
+                    let b = json_body(app, req, body).await?;
+                    let key = req
+                        .headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    handlers::write(app, &t, query, key, b).await
+                }
+                Method::DELETE => handlers::delete_topic(app, &t, query).await,
+                _ => Err(method_not_allowed("GET, PUT, POST, DELETE")),
+            }
+        }
+        ["topics", t, op] => {
+            let t = decode(t)?;
+            request::check_name(&t)?;
+            match (*op, m) {
+                ("diff", &Method::POST) => {
+                    let b = json_body(app, req, body).await?;
+                    handlers::diff(app, &t, b).await
+                }
+                ("delete", &Method::POST) => {
+                    let b = json_body(app, req, body).await?;
+                    handlers::delete_records(app, &t, b).await
+                }
+                ("claim" | "ack" | "nack" | "extend", &Method::POST) | ("work", &Method::GET) => {
+                    handlers::queue_op(app, &t)
+                }
+                ("diff" | "delete" | "claim" | "ack" | "nack" | "extend", _) => {
+                    Err(method_not_allowed("POST"))
+                }
+                ("work", _) => Err(method_not_allowed("GET")),
+                _ => Err(not_found()),
+            }
+        }
+        ["watch"] => match *m {
+            Method::POST => {
+                let b = json_body(app, req, body).await?;
+                watch::create(app, query, &b)
+            }
+            _ => Err(method_not_allowed("POST")),
+        },
+        ["watch", wid] => match *m {
+            Method::GET => watch::stream(app, wid, req),
+            _ => Err(method_not_allowed("GET")),
+        },
+        _ => Err(not_found()),
+    }
+}
