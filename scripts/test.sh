@@ -43,7 +43,7 @@ start_server() {
   server_pid=$!
   url="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do
-    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "$url/healthz"; then
+    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "$url/readyz"; then
       return 0
     fi
     sleep 0.1

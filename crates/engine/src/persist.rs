@@ -34,6 +34,8 @@ pub struct StorageConfig {
     /// Most stream files held open at once (two per log in use); more logs than that are
     /// served by reopening files on demand. See [`crate::filecache`].
     pub max_open_files: usize,
+    /// WAL records replayed so far during recovery (for readiness reports while it runs).
+    pub progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StorageConfig {
@@ -48,6 +50,7 @@ impl StorageConfig {
             segment_bytes: 64 << 20,
             checkpoint_bytes: 256 << 20,
             max_open_files: 512,
+            progress: Arc::default(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl Persist {
             .max()
             .map_or(0, |s| s + 1);
         let active = config.shards.max(1);
+        let progress = config.progress.clone();
         let mut report = RecoveryReport::default();
         let mut shards = Vec::new();
         for shard in 0..active.max(existing) {
@@ -177,6 +181,7 @@ impl Persist {
                     return Ok(());
                 }
                 report.records_replayed += 1;
+                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 replay(&files, &mut logs, record)
             })?;
             if let StopReason::TornTail {

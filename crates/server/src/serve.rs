@@ -124,7 +124,10 @@ pub struct Storage {
 }
 
 /// Open the configured storage, recovering a data directory if there is one.
-pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
+pub fn open_storage(
+    config: &Config,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Storage, ServeError> {
     let max_memory_bytes = memory_budget(config.limits.max_memory_bytes);
     tracing::info!(max_memory_bytes, "memory budget for streams");
     let engine_config = |default_durability| EngineConfig {
@@ -171,6 +174,7 @@ pub fn open_storage(config: &Config) -> Result<Storage, ServeError> {
             }
             let dir = FsDir::open(data_dir).map_err(|e| fail("cannot open", &e))?;
             let mut storage = StorageConfig::new(Arc::new(dir));
+            storage.progress = progress;
             if *wal_shards > 0 {
                 storage.shards = *wal_shards;
             }
@@ -220,20 +224,52 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.addr);
-    let storage = open_storage(&config)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let connections = TaskTracker::new();
+    let mut quiet_until = None;
+    tokio::pin!(signal);
+
+    // Recover on a blocking thread while the listener answers: probes say how far recovery
+    // got (`/v0/ready`, `/readyz`: 503), everything else is a 503 with `Retry-After`.
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let recovering = Arc::new(App {
+        engine: Engine::new(EngineConfig::default(), Arc::new(SystemClock)),
+        config: config.clone(),
+        shutdown: CancellationToken::new(),
+        scheme,
+        topics: Default::default(),
+        recovering: Some(progress.clone()),
+    });
+    let mut recovery = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || open_storage(&config, progress)
+    });
+    let storage = loop {
+        tokio::select! {
+            done = &mut recovery => {
+                break done.map_err(|e| ServeError::Storage(format!("recovery panicked: {e}")))??;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => spawn_conn(&connections, stream, peer, recovering.clone(), tls.as_ref()),
+                Err(e) => accept_failed(&e, &mut quiet_until).await,
+            },
+        }
+    };
     let engine = storage.engine.clone();
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         engine: engine.clone(),
         config,
         shutdown: shutdown.clone(),
-        scheme: if tls.is_some() { "https" } else { "http" },
+        scheme,
         topics: Default::default(),
+        recovering: None,
     });
     tracing::info!(
         %addr,
         tls = tls.is_some(),
-        "riffle listening; streams at {}://{addr}/v1/stream/",
+        "riffle listening; streams at {}://{addr}/v1/stream/, topics at {}://{addr}/v0/topics/",
+        app.scheme,
         app.scheme
     );
 
@@ -247,14 +283,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
                 if n > 0 {
                     tracing::debug!(expired = n, "swept expired streams");
                 }
+                engine.sweep_topics().await;
             }
         }
     });
 
-    // Every connection task, so shutdown can wait for in-flight requests to finish.
-    let connections = TaskTracker::new();
-    let mut quiet_until = None;
-    tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -266,30 +299,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
             },
             () = &mut signal => break,
         };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        match &tls {
-            None => {
-                connections.spawn(conn::serve(stream, app));
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                connections.spawn(async move {
-                    let accept = acceptor.accept(stream);
-                    let stream = tokio::select! {
-                        accepted = accept => match accepted {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                        },
-                        () = app.shutdown.cancelled() => return,
-                    };
-                    conn::serve(stream, app).await;
-                });
-            }
-        }
+        spawn_conn(&connections, stream, peer, app.clone(), tls.as_ref());
     }
 
     tracing::info!("shutting down: ending live reads and draining connections");
@@ -309,6 +319,40 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     drop(storage);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serve one accepted connection (after a TLS handshake, with TLS) on the connection tracker,
+/// so shutdown can wait for in-flight requests to finish.
+fn spawn_conn(
+    connections: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    app: Arc<App>,
+    tls: Option<&TlsAcceptor>,
+) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            connections.spawn(conn::serve(stream, app));
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let accept = acceptor.accept(stream);
+                let stream = tokio::select! {
+                    accepted = accept => match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    () = app.shutdown.cancelled() => return,
+                };
+                conn::serve(stream, app).await;
+            });
+        }
+    }
 }
 
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, ServeError> {

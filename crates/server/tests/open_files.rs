@@ -93,14 +93,14 @@ impl Limited {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("riffle exited during start-up: {status}\n{}", self.log());
             }
-            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
                 && r.status() == 200
             {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "no /healthz within 60 s\n{}",
+                "no /readyz within 60 s\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -204,7 +204,11 @@ where
             head: parts.method == Method::HEAD,
             version: parts.version,
             // At shutdown the answer says the connection closes.
-            keep_alive: keep_alive && complete && handled && !app.shutdown.is_cancelled(),
+            keep_alive: keep_alive
+                && complete
+                && handled
+                && !app.shutdown.is_cancelled()
+                && app.recovering.is_none(),
         };
         if !response::write(io, &mut out, resp, ex).await? {
             return Ok(Ending::Closed { linger: true });

@@ -20,6 +20,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use riffle_engine::Engine;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 pub const STREAM_PREFIX: &str = "/v1/stream/";
@@ -35,6 +37,10 @@ pub struct App {
     pub scheme: &'static str,
     /// The `/v0` face's own state (watch sessions, start time).
     pub topics: topics::TopicsState,
+    /// Set while storage is still being recovered: this `App` only answers probes (ready:
+    /// 503 with the progress) and 503 to everything else, and closes each connection after
+    /// its answer, so clients reconnect to the server that recovery produces.
+    pub recovering: Option<Arc<AtomicU64>>,
 }
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
@@ -68,11 +74,39 @@ impl App {
         resp
     }
 
+    /// The answer while storage is recovering.
+    fn recovering(&self, progress: &AtomicU64, req: &Parts) -> Response<ResponseBody> {
+        let replayed = progress.load(Ordering::Relaxed);
+        let path = req.uri.path();
+        if matches!(path, "/healthz" | "/v0/health") {
+            return if path == "/healthz" {
+                Response::new(body::full("ok\n"))
+            } else {
+                topics::health(self)
+            };
+        }
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("recovering storage: {replayed} WAL records replayed so far"),
+        )
+        .code("not_ready")
+        .detail(serde_json::json!({ "replay_progress": { "wal_records_replayed": replayed } }))
+        .with_header("retry-after", 1);
+        if topics::owns(path) {
+            topics::render_error(e)
+        } else {
+            e.into_response()
+        }
+    }
+
     async fn route(
         &self,
         req: &Parts,
         body: RequestBody,
     ) -> Result<Response<ResponseBody>, ApiError> {
+        if let Some(progress) = &self.recovering {
+            return Ok(self.recovering(progress, req));
+        }
         if req.method == Method::OPTIONS {
             return Ok(Response::builder()
                 .status(StatusCode::NO_CONTENT)

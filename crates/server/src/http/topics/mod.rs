@@ -32,6 +32,9 @@ impl Default for TopicsState {
     }
 }
 
+pub use error::render as render_error;
+pub use probes::health;
+
 /// Whether a request path belongs to this face.
 pub fn owns(path: &str) -> bool {
     path == "/v0" || path.starts_with("/v0/")

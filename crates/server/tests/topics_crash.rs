@@ -1,0 +1,269 @@
+//! Kill -9 harness for topics: concurrent writers (several per topic) post batches with
+//! idempotency keys to `fsync` and `disk` topics; the server is killed with SIGKILL at random
+//! moments and restarted on the same directory.
+//!
+//! After every restart: every acknowledged record is present exactly once, byte-exact, at the
+//! seq it was acknowledged with, in each writer's order; nothing unacknowledged is there except
+//! the batch that was in flight; and retrying that batch with its idempotency key is answered
+//! `deduped: true` with its original seqs if it had committed, and written once if it had not.
+//!
+//! `RIFFLE_CRASH_ROUNDS` sets the number of kills (default 3).
+
+mod common;
+
+use common::{Options, Server, TempDir};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// `(topic, class, writers)`.
+const TOPICS: [(&str, &str, usize); 3] = [
+    ("ledger-a", "fsync", 3),
+    ("ledger-b", "fsync", 2),
+    ("feed", "disk", 2),
+];
+
+async fn start(data: &Path) -> Server {
+    Server::start_with(
+        Options::default()
+            .env("DS_STORAGE__MODE", "file-durable")
+            .env("DS_STORAGE__DATA_DIR", data.to_str().expect("utf-8 path")),
+    )
+    .await
+}
+
+/// One writer's batches: the acknowledged ones with their seqs, and the one in flight.
+#[derive(Clone, Default)]
+struct Oracle {
+    /// `(first_seq, records' data)` per acknowledged batch.
+    acked: Vec<(u64, Vec<String>)>,
+    next: u64,
+    in_flight: Option<Vec<String>>,
+}
+
+fn batch(writer: &str, n: u64) -> Vec<String> {
+    let size = 1 + (n % 4) as usize;
+    (0..size)
+        .map(|i| {
+            // Varying lengths and characters that JSON must carry byte-exact.
+            let pad = "é\"\\".repeat(((n as usize) * 3 + i) % 40);
+            json!({ "w": writer, "n": n, "i": i, "pad": pad }).to_string()
+        })
+        .collect()
+}
+
+fn body(writer: &str, n: u64, records: &[String]) -> String {
+    let recs: Vec<String> = records
+        .iter()
+        .map(|d| format!("{{\"data\":{d}}}"))
+        .collect();
+    format!(
+        "{{\"records\":[{}],\"idempotency_key\":\"{writer}-{n}\",\"node\":\"{writer}\"}}",
+        recs.join(",")
+    )
+}
+
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    body: String,
+) -> Result<Value, String> {
+    let r = client
+        .post(format!("{base}/v0/topics/{topic}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if status != 200 {
+        panic!("write to {topic} answered {status}: {v}");
+    }
+    Ok(v)
+}
+
+async fn writer(
+    base: String,
+    topic: &'static str,
+    name: String,
+    mut o: Oracle,
+    stop: Arc<AtomicBool>,
+) -> Oracle {
+    let client = reqwest::Client::new();
+    while !stop.load(Ordering::Relaxed) {
+        let records = batch(&name, o.next);
+        o.in_flight = Some(records.clone());
+        match post(&client, &base, topic, body(&name, o.next, &records)).await {
+            Ok(v) => {
+                assert_eq!(v["deduped"], false);
+                let first = v["first_seq"].as_u64().expect("first_seq");
+                assert_eq!(
+                    v["last_seq"].as_u64(),
+                    Some(first + records.len() as u64 - 1)
+                );
+                o.acked.push((first, records));
+                o.next += 1;
+                o.in_flight = None;
+            }
+            Err(_) => return o, // the server died under us
+        }
+    }
+    o
+}
+
+/// Every record of a topic: seq → (node, data text).
+async fn read_all(srv: &Server, topic: &str) -> HashMap<u64, (String, String)> {
+    let mut out = HashMap::new();
+    let mut from = 0;
+    loop {
+        let r = srv
+            .client
+            .post(srv.url(&format!("/v0/topics/{topic}/diff")))
+            .header("content-type", "application/json")
+            .body(json!({ "from_seq": from, "limit": 1000 }).to_string())
+            .send()
+            .await
+            .expect("diff");
+        assert_eq!(r.status(), 200);
+        let v: Value =
+            serde_json::from_str(&r.text().await.expect("diff body")).expect("diff JSON");
+        assert!(
+            v["tombstone"].is_null(),
+            "{topic}: nothing was evicted: {v}"
+        );
+        for rec in v["records"].as_array().expect("records") {
+            let seq = rec["$seq"].as_u64().expect("$seq");
+            let node = rec["$node"].as_str().unwrap_or_default().to_string();
+            assert!(
+                out.insert(seq, (node, rec["data"].to_string())).is_none(),
+                "{topic}: seq {seq} twice"
+            );
+        }
+        from = v["next_from_seq"].as_u64().expect("next_from_seq");
+        if v["caught_up"] == true {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_dash_nine_loses_no_acknowledged_topic_write() {
+    let rounds: usize = std::env::var("RIFFLE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let tmp = TempDir::new("topics-crash");
+    let data = tmp.path().join("data");
+    let writers: Vec<(&'static str, String)> = TOPICS
+        .iter()
+        .flat_map(|(t, _, n)| (0..*n).map(move |k| (*t, format!("{t}-w{k}"))))
+        .collect();
+    let mut oracles = vec![Oracle::default(); writers.len()];
+    let server = start(&data).await;
+    for (t, class, _) in TOPICS {
+        let r = server
+            .client
+            .put(server.url(&format!("/v0/topics/{t}")))
+            .header("content-type", "application/json")
+            .body(json!({ "durability": class }).to_string())
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), 201);
+    }
+    let mut server = Some(server);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for round in 0..rounds {
+        let srv = server.take().expect("a running server");
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = writers
+            .iter()
+            .zip(&oracles)
+            .map(|((t, name), o)| {
+                tokio::spawn(writer(
+                    srv.base.clone(),
+                    t,
+                    name.clone(),
+                    o.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(150 + seed % 500)).await;
+        drop(srv); // SIGKILL, mid-write
+        stop.store(true, Ordering::Relaxed);
+        for (i, t) in tasks.into_iter().enumerate() {
+            oracles[i] = t.await.expect("writer task");
+        }
+
+        let srv = start(&data).await;
+        for (topic, _, _) in TOPICS {
+            let mut stored = read_all(&srv, topic).await;
+            for ((t, name), o) in writers.iter().zip(oracles.iter_mut()) {
+                if *t != topic {
+                    continue;
+                }
+                let what = format!("round {round}, writer {name}");
+                for (first, records) in &o.acked {
+                    for (i, d) in records.iter().enumerate() {
+                        let seq = first + i as u64;
+                        let got = stored
+                            .remove(&seq)
+                            .unwrap_or_else(|| panic!("{what}: acknowledged seq {seq} is missing"));
+                        assert_eq!(&got.0, name, "{what}: seq {seq} belongs to another writer");
+                        let want: Value = serde_json::from_str(d).expect("json");
+                        let got_v: Value = serde_json::from_str(&got.1).expect("json");
+                        assert_eq!(got_v, want, "{what}: seq {seq} differs");
+                    }
+                }
+                if let Some(records) = o.in_flight.take() {
+                    // Was it stored? Then exactly at the seqs the retry reports.
+                    let v = post(&srv.client, &srv.base, topic, body(name, o.next, &records))
+                        .await
+                        .expect("retry");
+                    let first = v["first_seq"].as_u64().expect("first_seq");
+                    let deduped = v["deduped"] == true;
+                    for (i, d) in records.iter().enumerate() {
+                        let seq = first + i as u64;
+                        let was = stored.remove(&seq);
+                        assert_eq!(
+                            was.is_some(),
+                            deduped,
+                            "{what}: in-flight seq {seq} stored: {}, deduped: {deduped}",
+                            was.is_some()
+                        );
+                        if let Some((node, text)) = was {
+                            assert_eq!(&node, name);
+                            let a: Value = serde_json::from_str(&text).expect("json");
+                            let b: Value = serde_json::from_str(d).expect("json");
+                            assert_eq!(a, b, "{what}: in-flight seq {seq}");
+                        }
+                    }
+                    o.acked.push((first, records));
+                    o.next += 1;
+                }
+            }
+            assert!(
+                stored.is_empty(),
+                "round {round}, {topic}: records nobody acknowledged: {:?}",
+                stored.keys().collect::<Vec<_>>()
+            );
+        }
+        server = Some(srv);
+    }
+    let total: usize = oracles.iter().map(|o| o.acked.len()).sum();
+    assert!(
+        total > writers.len() * rounds,
+        "the writers made progress ({total} batches)"
+    );
+    drop(server);
+}
