@@ -267,3 +267,121 @@ async fn kill_dash_nine_loses_no_acknowledged_topic_write() {
     );
     drop(server);
 }
+
+async fn call(srv: &Server, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let r = srv
+        .client
+        .request(method, srv.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// What a topic of each class keeps across a clean restart and across kill -9: records,
+/// deletes, floors and tombstones, its configuration, and its idempotency keys.
+#[tokio::test]
+async fn restart_keeps_what_each_class_promises() {
+    use reqwest::Method;
+    let tmp = TempDir::new("topics-restart");
+    let data = tmp.path().join("data");
+    for kill in [false, true] {
+        let srv = start(&data).await;
+        for class in ["ephemeral", "memory", "disk", "fsync"] {
+            let t = format!("r-{class}-{kill}");
+            let cfg = json!({ "durability": class, "cap_records": 4, "ttl_ms": 0 });
+            assert_eq!(
+                call(&srv, Method::PUT, &format!("/v0/topics/{t}"), cfg)
+                    .await
+                    .0,
+                201
+            );
+            let recs: Vec<Value> = (0..6)
+                .map(|i| json!({ "data": { "i": i }, "tag": format!("k{i}") }))
+                .collect();
+            let (s, v) = call(
+                &srv,
+                Method::POST,
+                &format!("/v0/topics/{t}"),
+                json!({ "records": recs, "idempotency_key": "once" }),
+            )
+            .await;
+            assert_eq!((s, v["last_seq"].as_u64()), (200, Some(6)), "{v}");
+            let (s, _) = call(
+                &srv,
+                Method::POST,
+                &format!("/v0/topics/{t}/delete"),
+                json!({ "match": ["tag", "Eq", "k4"] }),
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+        if kill {
+            drop(srv);
+        } else {
+            srv.stop_gracefully();
+        }
+        let srv = start(&data).await;
+        for class in ["ephemeral", "memory", "disk", "fsync"] {
+            let t = format!("r-{class}-{kill}");
+            let what = format!("{class}, kill: {kill}");
+            let (s, info) = call(&srv, Method::GET, &format!("/v0/topics/{t}"), Value::Null).await;
+            assert_eq!(s, 200, "{what}: the topic survives");
+            assert_eq!(info["config"]["durability"], class, "{what}");
+            assert_eq!(info["config"]["cap_records"], 4, "{what}");
+            assert_eq!(info["head_seq"], 6, "{what}: seqs are not handed out again");
+            let (_, d) = call(
+                &srv,
+                Method::POST,
+                &format!("/v0/topics/{t}/diff"),
+                json!({ "from_seq": 0 }),
+            )
+            .await;
+            let tomb = &d["tombstone"];
+            if class == "ephemeral" {
+                assert_eq!(
+                    d["records"].as_array().map(Vec::len),
+                    Some(0),
+                    "{what}: {d}"
+                );
+                assert_eq!(tomb["gap_from"], 1, "{what}: the loss is not silent: {d}");
+                continue;
+            }
+            // Cap 4 evicted seqs 1 and 2 (a tombstone); the tag delete of seq 5 is silent.
+            let seqs: Vec<u64> = d["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .map(|r| r["$seq"].as_u64().unwrap_or(0))
+                .collect();
+            assert_eq!(seqs, vec![3, 4, 6], "{what}: {d}");
+            assert_eq!(
+                (
+                    tomb["gap_from"].as_u64(),
+                    tomb["gap_to"].as_u64(),
+                    tomb["reason"].as_str()
+                ),
+                (Some(1), Some(2), Some("cap")),
+                "{what}: {d}"
+            );
+            let recs: Vec<Value> = (0..6).map(|i| json!({ "data": { "i": i } })).collect();
+            let (_, v) = call(
+                &srv,
+                Method::POST,
+                &format!("/v0/topics/{t}"),
+                json!({ "records": recs, "idempotency_key": "once" }),
+            )
+            .await;
+            assert_eq!(
+                (v["deduped"].as_bool(), v["first_seq"].as_u64()),
+                (Some(true), Some(1)),
+                "{what}: {v}"
+            );
+        }
+        srv.stop_gracefully();
+    }
+}
