@@ -121,15 +121,23 @@ async fn restart_keeps_what_each_class_promises() {
             class,
         )
         .await;
-        e.topic_delete_records(
-            &t,
-            &DeleteSpec {
+        for spec in [
+            DeleteSpec {
                 before_seq: Some(2),
+                tag: None,
+            },
+            DeleteSpec {
+                before_seq: None,
                 tag: Some(TagMatch::Eq("k3".into())),
             },
-        )
-        .await
-        .unwrap();
+            // Both: only matching records below the bound (k4 is seq 5: kept).
+            DeleteSpec {
+                before_seq: Some(5),
+                tag: Some(TagMatch::Eq("k4".into())),
+            },
+        ] {
+            e.topic_delete_records(&t, &spec).await.unwrap();
+        }
         e.topic_write(
             &t,
             TopicWrite {

@@ -302,6 +302,12 @@ impl TopicHandle {
         self.log.is_removed()
     }
 
+    /// Changes committed so far: two reads with the same arguments at the same count return
+    /// the same records (TTL aside), so readers can share one rendering.
+    pub fn change_count(&self) -> u64 {
+        self.log.change_count()
+    }
+
     /// The incarnation's id.
     pub fn id(&self) -> u64 {
         self.log.config.id

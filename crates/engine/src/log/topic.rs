@@ -39,6 +39,12 @@ impl Log {
         st.topic = Some(Box::new(TopicState::new(config, start)));
     }
 
+    /// Number of changes committed to this log (every topic write, delete, trim and
+    /// configuration change counts one): a read's result depends only on it (and the clock).
+    pub fn change_count(&self) -> u64 {
+        self.state.lock().w.log_seq
+    }
+
     pub fn is_topic(&self) -> bool {
         self.config.framing == Framing::TopicRecords
     }
@@ -435,14 +441,19 @@ impl Log {
     ) -> Result<Deleted> {
         let serial = self.append_lock.clone().lock_owned().await;
         let v = self.view()?;
-        let before = spec.before_seq.unwrap_or(0).min(v.head + 1);
+        // `before_seq` alone trims the head; with a tag match it bounds the match instead
+        // (delete the matching records below it: "keep the new version").
+        let (before, last) = match (spec.before_seq, &spec.tag) {
+            (Some(b), None) => (b.min(v.head + 1), v.head),
+            (b, _) => (0, b.map_or(v.head, |b| b.saturating_sub(1).min(v.head))),
+        };
         let start = before.max(v.trim.earliest);
         let matched: Vec<u64> = match &spec.tag {
             None => Vec::new(),
             Some(m) => self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
                 t.tags
-                    .matching(m, start, v.head)
+                    .matching(m, start, last)
                     .into_iter()
                     .filter(|&s| t.deleted.range_end(s).is_none())
                     .collect()

@@ -217,10 +217,11 @@ pub struct Diff {
     pub scanned: u64,
 }
 
-/// Which records a delete removes (at least one of the two).
+/// Which records a delete removes (at least one of the two): every record below
+/// `before_seq`; or the records whose tag matches (below `before_seq` if both are given). Only
+/// records that exist at the call are removed.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteSpec {
-    /// Every record below this seq.
     pub before_seq: Option<u64>,
     pub tag: Option<TagMatch>,
 }

@@ -34,10 +34,107 @@ const SESSION_TTL: Duration = Duration::from_secs(300);
 const MAX_SESSIONS: usize = 10_000;
 const DEFAULT_BATCH_BYTES: u64 = 262_144;
 
-/// The live watch sessions.
-#[derive(Default)]
+/// The live watch sessions, and the renderings they share.
+#[derive(Default, Clone)]
 pub struct Watches {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
+    rendered: Arc<Mutex<HashMap<RenderKey, Arc<Rendered>>>>,
+}
+
+/// What makes two watchers' reads of a topic the same: the incarnation, its change count, the
+/// cursor and the read's options (watchers filtering by node render their own).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RenderKey {
+    log: u64,
+    changes: u64,
+    from: u64,
+    limit: usize,
+    max_bytes: usize,
+    include: Include,
+}
+
+/// One read of a topic, rendered as event data.
+struct Rendered {
+    next_from_seq: u64,
+    head_seq: u64,
+    tombstone: Option<Vec<u8>>,
+    records: Option<Vec<u8>>,
+    at: Instant,
+}
+
+/// Renderings are shared for this long at most (TTL expiry changes reads without a change).
+const RENDER_REUSE: Duration = Duration::from_secs(1);
+const RENDER_CACHE: usize = 4096;
+
+/// Read a topic after `from` for a session: from the shared renderings when another watcher
+/// read the same, else from the engine (and shared).
+fn read(
+    watches: &Watches,
+    s: &Session,
+    name: &str,
+    handle: &TopicHandle,
+    from: u64,
+) -> Result<Arc<Rendered>, EngineError> {
+    let key = s.nodes.is_empty().then(|| RenderKey {
+        log: handle.id(),
+        changes: handle.change_count(),
+        from,
+        limit: s.limit,
+        max_bytes: s.max_bytes,
+        include: s.include,
+    });
+    if let Some(k) = &key
+        && let Some(r) = watches.rendered.lock().get(k)
+        && r.at.elapsed() < RENDER_REUSE
+    {
+        return Ok(r.clone());
+    }
+    let q = DiffQuery {
+        from_seq: from,
+        limit: s.limit,
+        nodes: s.nodes.clone(),
+        max_bytes: s.max_bytes,
+    };
+    let d = handle.diff(&q)?;
+    let tombstone = d.tombstone.as_ref().map(|t| {
+        let mut v = render::tombstone(t, d.earliest_seq, d.head_seq);
+        v["topic"] = json!(name);
+        v.to_string().into_bytes()
+    });
+    let records = (!d.records.is_empty()).then(|| {
+        let mut data =
+            Vec::with_capacity(128 + d.records.iter().map(|r| r.stored_len()).sum::<usize>());
+        data.extend_from_slice(b"{");
+        render::field(&mut data, "topic", &json!(name));
+        data.extend_from_slice(b",\"records\":");
+        render::records(&mut data, &d.records, s.include);
+        data.push(b',');
+        render::field(&mut data, "from_seq", &json!(from));
+        data.push(b',');
+        render::field(&mut data, "to_seq", &json!(d.next_from_seq));
+        data.push(b',');
+        render::field(&mut data, "head_seq", &json!(d.head_seq));
+        data.push(b'}');
+        data
+    });
+    let r = Arc::new(Rendered {
+        next_from_seq: d.next_from_seq,
+        head_seq: d.head_seq,
+        tombstone,
+        records,
+        at: Instant::now(),
+    });
+    if let Some(k) = key {
+        let mut cache = watches.rendered.lock();
+        if cache.len() >= RENDER_CACHE {
+            cache.retain(|_, r| r.at.elapsed() < RENDER_REUSE);
+            if cache.len() >= RENDER_CACHE {
+                cache.clear();
+            }
+        }
+        cache.insert(k, r.clone());
+    }
+    Ok(r)
 }
 
 struct Session {
@@ -277,6 +374,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
     let open = Open(session.clone());
     let engine = app.engine.clone();
     let shutdown = app.shutdown.clone();
+    let watches = app.topics.watches.clone();
     let events = async_stream::stream! {
         let _open = open;
         let s = &session;
@@ -305,8 +403,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             while i < handles.len() {
                 let (name, handle, caught_up) = &mut handles[i];
                 let from = s.cursors.lock().get(name.as_str()).copied().unwrap_or(0);
-                let q = DiffQuery { from_seq: from, limit: s.limit, nodes: s.nodes.clone(), max_bytes: s.max_bytes };
-                let d = match handle.diff(&q) {
+                let d = match read(&watches, s, name, handle, from) {
                     Ok(d) => d,
                     Err(_) => {
                         s.cursors.lock().remove(name.as_str());
@@ -322,24 +419,10 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                     composite(&c)
                 };
                 if let Some(t) = &d.tombstone {
-                    let mut v = render::tombstone(t, d.earliest_seq, d.head_seq);
-                    v["topic"] = json!(name);
-                    sse::event(&mut out, Some("tombstone"), Some(&id), v.to_string().as_bytes());
+                    sse::event(&mut out, Some("tombstone"), Some(&id), t);
                 }
-                if !d.records.is_empty() {
-                    let mut data = Vec::with_capacity(128 + d.records.iter().map(|r| r.stored_len()).sum::<usize>());
-                    data.extend_from_slice(b"{");
-                    render::field(&mut data, "topic", &json!(name));
-                    data.extend_from_slice(b",\"records\":");
-                    render::records(&mut data, &d.records, s.include);
-                    data.push(b',');
-                    render::field(&mut data, "from_seq", &json!(from));
-                    data.push(b',');
-                    render::field(&mut data, "to_seq", &json!(d.next_from_seq));
-                    data.push(b',');
-                    render::field(&mut data, "head_seq", &json!(d.head_seq));
-                    data.push(b'}');
-                    sse::event(&mut out, Some("record"), Some(&id), &data);
+                if let Some(data) = &d.records {
+                    sse::event(&mut out, Some("record"), Some(&id), data);
                 }
                 if d.next_from_seq >= d.head_seq {
                     if !*caught_up {
