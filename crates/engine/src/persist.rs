@@ -273,6 +273,7 @@ impl Persist {
             logs: Vec::new(),
             topics: Vec::new(),
         };
+        let mut topics = Vec::new();
         for (log, deleted) in logs() {
             let (s, dirty): (LogSnapshot, bool) = log
                 .snapshot(deleted)
@@ -284,6 +285,7 @@ impl Persist {
                 log.mark_synced(s.writer.tail);
             }
             if let Some(t) = log.topic_rec() {
+                topics.push((log.clone(), t.trim));
                 snap.topics.push((s.meta.id, t));
             }
             snap.logs.push(s);
@@ -296,6 +298,12 @@ impl Persist {
         riffle_wal::write_checkpoint(self.dir.as_ref(), CHECKPOINT, &bytes)?;
         for (wal, seg) in self.shards.iter().zip(start_segments) {
             wal.remove_segments_before(seg)?;
+        }
+        // 5. Trimmed topic records are gone for good now: give their space back.
+        for (log, trim) in topics {
+            if let Err(e) = log.release_trimmed(&trim) {
+                tracing::warn!(log = log.config.id, error = %e, "could not free a topic's trimmed space");
+            }
         }
         *self.written_at_checkpoint.lock() = written;
         Ok(())

@@ -151,6 +151,30 @@ impl LogFiles {
             .collect())
     }
 
+    /// Give back the disk space of the data in positions `[from, to)` and of the index
+    /// entries of records `[from_rec, to_rec)`, in whole 4 KiB blocks. Returns how far each
+    /// was released (block-aligned), to start from next time.
+    pub fn release(
+        &self,
+        from: u64,
+        to: u64,
+        from_rec: u64,
+        to_rec: u64,
+    ) -> io::Result<(u64, u64)> {
+        const BLOCK: u64 = 4096;
+        let data_to = (to - self.base.min(to)) / BLOCK * BLOCK;
+        let data_from = from - self.base.min(from);
+        if data_to > data_from {
+            self.data()?.punch_hole(data_from, data_to - data_from)?;
+        }
+        let idx_to = to_rec * 8 / BLOCK * BLOCK;
+        let idx_from = from_rec * 8;
+        if idx_to > idx_from {
+            self.idx()?.punch_hole(idx_from, idx_to - idx_from)?;
+        }
+        Ok((data_to.max(data_from) + self.base, idx_to.max(idx_from) / 8))
+    }
+
     /// Make both files durable. A handle opened after the writes covers them too (see
     /// [`crate::filecache`]).
     pub fn sync(&self) -> io::Result<()> {

@@ -421,3 +421,54 @@ async fn type_is_immutable_and_durability_changes_in_place() {
         Err(EngineError::NotFound)
     ));
 }
+
+#[tokio::test]
+async fn trimmed_space_is_given_back_after_a_checkpoint() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("riffle-topic-holes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fs = riffle_engine::wal::FsDir::open(&dir).expect("data dir");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let storage = StorageConfig::new(Arc::new(fs));
+    let e = Engine::recover(EngineConfig::default(), clock.clone(), storage.clone())
+        .expect("recover")
+        .0;
+    let mut c = cfg(Durability::Disk);
+    c.cap_bytes = 64 << 10;
+    e.topic_put("capped", c).await.unwrap();
+    let big = format!("\"{}\"", "x".repeat(1000));
+    for _ in 0..40 {
+        write(
+            &e,
+            "capped",
+            (0..50).map(|_| rec(&big, None)).collect(),
+            Durability::Disk,
+        )
+        .await;
+    }
+    e.checkpoint().unwrap();
+    let info = e.topic_info("capped", false).unwrap();
+    assert!(info.bytes <= 64 << 10 && info.count > 0);
+    let data = std::fs::read_dir(dir.join("streams"))
+        .unwrap()
+        .filter_map(|f| f.ok())
+        .find(|f| f.path().extension().is_some_and(|x| x == "data"))
+        .expect("a data file");
+    let meta = data.metadata().unwrap();
+    assert!(meta.len() > 2_000_000, "the file keeps its length");
+    assert!(
+        meta.blocks() * 512 < 1_000_000,
+        "trimmed records' blocks are freed: {} bytes allocated",
+        meta.blocks() * 512
+    );
+    // What is live still reads, also after a restart.
+    let live = read(&e, "capped", 0);
+    assert_eq!(live.len() as u64, info.count);
+    drop(e);
+    let e = Engine::recover(EngineConfig::default(), clock, storage)
+        .expect("recover")
+        .0;
+    assert_eq!(read(&e, "capped", 0), live);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+}

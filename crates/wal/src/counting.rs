@@ -80,6 +80,9 @@ impl DirFile for Counted {
     fn sync_data(&self) -> io::Result<()> {
         self.inner.sync_data()
     }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.punch_hole(offset, len)
+    }
 }
 
 impl Dir for CountingDir {

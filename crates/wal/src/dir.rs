@@ -38,6 +38,10 @@ pub trait DirFile: Send + Sync {
     /// handles of the same file, as `fdatasync` does for the inode: the engine's stream files
     /// may be written through a handle that is closed before another one syncs them.
     fn sync_data(&self) -> io::Result<()>;
+    /// Give back the disk space of `[offset, offset + len)` without changing the file's length;
+    /// the range reads as zeros afterwards. A filesystem that cannot is not an error (the
+    /// space is simply kept).
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
 }
 
 fn parent(path: &str) -> &str {
@@ -123,6 +127,34 @@ impl DirFile for FsFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: `fallocate` takes no pointers; the descriptor belongs to `self.0`, an open
+        // `File` that outlives the call, so it cannot be closed or reused meanwhile. Errors
+        // come back through the return value and `errno`, which `last_os_error` reads at once.
+        let r = unsafe {
+            libc::fallocate(
+                self.0.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(()),
+            _ => Err(e),
+        }
     }
 }
 
@@ -250,6 +282,17 @@ impl DirFile for MemFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut f = self.0.lock();
         f.synced = f.data.clone();
+        Ok(())
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        // A hole is durable at once (it is a metadata change that `fallocate` makes), and
+        // reads as zeros: model both.
+        let f = &mut *self.0.lock();
+        for data in [&mut f.data, &mut f.synced] {
+            let end = (offset.saturating_add(len) as usize).min(data.len());
+            let start = (offset as usize).min(end);
+            data[start..end].fill(0);
+        }
         Ok(())
     }
 }
@@ -492,6 +535,10 @@ impl DirFile for FaultFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.plan.alive()?;
         self.inner.set_len(len)
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.plan.alive()?;
+        self.inner.punch_hole(offset, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.plan.alive()?;

@@ -179,6 +179,8 @@ struct LogState {
     own_bytes: u64,
     /// A topic's record index, trims, deletes and idempotency window.
     topic: Option<Box<TopicState>>,
+    /// Data position and record number below which disk space was given back (trimmed).
+    released: (u64, u64),
 }
 
 /// Shared accounting of bytes held in memory, for the server-wide limit.
@@ -298,6 +300,7 @@ impl Log {
                 creating: false,
                 own_bytes: 0,
                 topic: None,
+                released: (0, 0),
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
             append_lock: Arc::new(tokio::sync::Mutex::new(())),

@@ -651,6 +651,30 @@ impl Log {
 }
 
 impl Log {
+    /// Give back the disk space of records a checkpoint's trim `t` removed: that checkpoint is
+    /// durable, so no recovery can bring them back (a later trim may not be durable yet, so
+    /// only the checkpoint's counts).
+    pub fn release_trimmed(&self, t: &TrimRec) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let (done, file_end, file_records) = {
+            let st = self.state.lock();
+            let file_records = st.w.records - st.pending.ends.len() as u64;
+            (st.released, st.pending.start, file_records)
+        };
+        let to = t.earliest_pos.min(file_end);
+        let to_rec = (t.earliest - 1).min(file_records);
+        if to <= done.0 && to_rec <= done.1 {
+            return Ok(());
+        }
+        let reached = files
+            .release(done.0, to.max(done.0), done.1, to_rec.max(done.1))
+            .map_err(io_error)?;
+        self.state.lock().released = reached;
+        Ok(())
+    }
+
     /// The topic state for a checkpoint.
     pub fn topic_rec(&self) -> Option<crate::topic::state::TopicRec> {
         self.state.lock().topic.as_deref().map(TopicState::to_rec)
