@@ -262,6 +262,9 @@ impl riffle_wal::DirFile for Shrinking {
     fn sync_data(&self) -> std::io::Result<()> {
         self.0.sync_data()
     }
+    fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.0.punch_hole(offset, len)
+    }
 }
 
 struct ShrinkingDir(MemDir);
