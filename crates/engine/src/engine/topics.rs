@@ -268,7 +268,7 @@ impl Engine {
             .logs
             .read()
             .values()
-            .filter(|l| l.is_topic())
+            .filter(|l| l.is_topic() && l.topic_ttl_ms() > 0)
             .cloned()
             .collect();
         for log in topics {
