@@ -124,6 +124,9 @@ impl DirFile for SlowFile {
         std::thread::sleep(Duration::from_millis(5));
         self.inner.sync_data()
     }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.punch_hole(offset, len)
+    }
 }
 impl Dir for SlowSync {
     fn open(&self, path: &str, create: bool) -> io::Result<Arc<dyn DirFile>> {

@@ -47,7 +47,11 @@ impl Log {
 
     /// The topic's `ttl_ms` (0: no TTL, or not a topic).
     pub fn topic_ttl_ms(&self) -> u64 {
-        self.state.lock().topic.as_deref().map_or(0, |t| t.config.ttl_ms)
+        self.state
+            .lock()
+            .topic
+            .as_deref()
+            .map_or(0, |t| t.config.ttl_ms)
     }
 
     pub fn is_topic(&self) -> bool {

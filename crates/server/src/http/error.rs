@@ -16,7 +16,8 @@ pub struct ApiError {
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub code: Option<&'static str>,
-    pub detail: Option<serde_json::Value>,
+    /// Boxed: every handler's `Result` carries this type, and most errors have no detail.
+    pub detail: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -37,7 +38,7 @@ impl ApiError {
     }
 
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
-        self.detail = Some(detail);
+        self.detail = Some(Box::new(detail));
         self
     }
 

@@ -41,7 +41,7 @@ pub fn render(e: ApiError) -> Response<ResponseBody> {
     let code = e.code.unwrap_or_else(|| default_code(e.status));
     let mut err = serde_json::json!({ "code": code, "message": e.message });
     if let Some(d) = e.detail {
-        err["detail"] = d;
+        err["detail"] = *d;
     }
     let text = serde_json::json!({ "error": err }).to_string();
     let mut resp = Response::new(body::full(text));

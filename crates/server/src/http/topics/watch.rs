@@ -27,6 +27,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const MAX_TOPICS: usize = 256;
@@ -75,6 +76,9 @@ fn read(
     handle: &TopicHandle,
     from: u64,
 ) -> Result<Arc<Rendered>, EngineError> {
+    if handle.is_removed() {
+        return Err(EngineError::NotFound);
+    }
     let key = s.nodes.is_empty().then(|| RenderKey {
         log: handle.id(),
         changes: handle.change_count(),
@@ -147,6 +151,10 @@ struct Session {
     cursors: Mutex<BTreeMap<String, u64>>,
     /// Streams open on it, and when the last one closed.
     state: Mutex<(usize, Instant)>,
+    /// The newest stream opened on the session; changed under the `cursors` lock. An older
+    /// stream still running (its client left, and the server has not noticed yet) must not
+    /// advance the cursors the newer one reads from: it ends at its next step.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Watches {
@@ -278,6 +286,7 @@ pub fn create(
         },
         cursors: Mutex::new(cursors),
         state: Mutex::new((0, Instant::now())),
+        generation: Default::default(),
     };
     let wid = new_wid()?;
     watches
@@ -355,21 +364,22 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             ApiError::new(StatusCode::NOT_FOUND, "unknown or expired watch session")
                 .code("not_found")
         })?;
-    if let Some(last) = req
+    let last = req
         .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(decode_composite)
-    {
+        .and_then(decode_composite);
+    let generation = {
         let mut cursors = session.cursors.lock();
-        for (topic, seq) in last {
+        for (topic, seq) in last.into_iter().flatten() {
             if let Some(c) = cursors.get_mut(&topic)
                 && seq < *c
             {
                 *c = seq;
             }
         }
-    }
+        session.generation.fetch_add(1, Ordering::SeqCst) + 1
+    };
     session.state.lock().0 += 1;
     let open = Open(session.clone());
     let engine = app.engine.clone();
@@ -389,7 +399,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
         tokio::pin!(heartbeat);
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
-        loop {
+        'stream: loop {
             // Topics not there yet (tailed before their creation) join once they exist.
             pending.retain(|name| match engine.topic_open(name) {
                 Ok(h) => {
@@ -415,8 +425,15 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                 };
                 let id = {
                     let mut c = s.cursors.lock();
-                    c.insert(name.clone(), d.next_from_seq);
-                    composite(&c)
+                    if s.generation.load(Ordering::SeqCst) != generation {
+                        None // a newer stream took over the session
+                    } else {
+                        c.insert(name.clone(), d.next_from_seq);
+                        Some(composite(&c))
+                    }
+                };
+                let Some(id) = id else {
+                    break 'stream;
                 };
                 if let Some(t) = &d.tombstone {
                     sse::event(&mut out, Some("tombstone"), Some(&id), t);

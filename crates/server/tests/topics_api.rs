@@ -1,0 +1,985 @@
+//! The topics `/v0` JSON API, black-box: topic config (PUT), state (GET), listing, topic
+//! DELETE, writes, diff reads (tombstones, node filter, long-poll), cap/TTL eviction, record
+//! deletes, errors and the probes. Built from `topics-v0-api.md` (the field reference) and
+//! `topics-README.md` only, never from the implementation.
+
+mod common;
+
+use base64::Engine as _;
+use common::{Options, Server};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const JSON: &str = "application/json";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A server with a data directory. A topic's default durability class (`disk`) and `fsync`
+/// need one, and the harness's default `memory` mode has none (only `ephemeral` records), so
+/// these tests run on `file-durable` storage, Riffle's own default, unless
+/// `RIFFLE_IT_STORAGE_MODE` names another file mode. The relative data directory lands in the
+/// server's scratch working directory, removed with it.
+async fn start() -> Server {
+    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").ok();
+    let mode = mode.filter(|m| m != "memory");
+    let opts = Options::default()
+        .env(
+            "DS_STORAGE__MODE",
+            mode.as_deref().unwrap_or("file-durable"),
+        )
+        .env("DS_STORAGE__DATA_DIR", "data");
+    Server::start_with(opts).await
+}
+
+// ---- helpers -----------------------------------------------------------------------------
+
+/// A finished response: status, content type and body text.
+struct Resp {
+    status: u16,
+    content_type: String,
+    text: String,
+    /// `METHOD path`, for messages.
+    what: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        let v = serde_json::from_str(&self.text);
+        v.unwrap_or_else(|e| panic!("{}: not JSON ({e}): {:?}", self.what, self.text))
+    }
+
+    /// Assert a JSON success with `status`, bare data (no `error`) and a `performance` block.
+    #[track_caller]
+    fn ok(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}: {}", self.what, self.text);
+        let ct = &self.content_type;
+        assert!(ct.starts_with(JSON), "{}: content-type {ct:?}", self.what);
+        let v = self.json();
+        assert!(v.get("error").is_none(), "{}: {v}", self.what);
+        let ms = v["performance"]["server_total_ms"].as_f64();
+        let has_ms = ms.is_some_and(|ms| ms >= 0.0);
+        assert!(has_ms, "{}: no performance.server_total_ms: {v}", self.what);
+        v
+    }
+
+    /// Assert the error envelope `{"error":{"code","message","detail"?}}` with `status`/`code`.
+    #[track_caller]
+    fn err(&self, status: u16, code: &str) -> Value {
+        self.err_in(status, &[code])
+    }
+
+    /// Like [`Resp::err`], for when the spec names the status but not which of its codes.
+    #[track_caller]
+    fn err_in(&self, status: u16, codes: &[&str]) -> Value {
+        assert_eq!(self.status, status, "{}: {}", self.what, self.text);
+        let v = self.json();
+        let e = v["error"].as_object();
+        let e = e.unwrap_or_else(|| panic!("{}: no error object in {v}", self.what));
+        let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
+        let what = &self.what;
+        assert!(
+            codes.contains(&code),
+            "{what}: code {code:?} not in {codes:?}"
+        );
+        let message = e.get("message").is_some_and(Value::is_string);
+        assert!(message, "{what}: error.message must be a string: {v}");
+        let detail = e.get("detail").is_none_or(Value::is_object);
+        assert!(detail, "{what}: error.detail must be an object: {v}");
+        v
+    }
+}
+
+async fn finish(what: String, r: reqwest::Response) -> Resp {
+    let status = r.status().as_u16();
+    let content_type = common::header(&r, "content-type").unwrap_or_default();
+    let text = r.text().await.expect("a response body");
+    Resp {
+        status,
+        content_type,
+        text,
+        what,
+    }
+}
+
+/// `method path` with an optional body of `content_type`.
+async fn raw(s: &Server, method: Method, path: &str, ct: Option<&str>, body: &[u8]) -> Resp {
+    let what = format!("{method} {path} (content-type {ct:?})");
+    let mut b = s.client.request(method, s.url(path));
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    if !body.is_empty() {
+        b = b.body(body.to_vec());
+    }
+    finish(what, b.send().await.expect("a response")).await
+}
+
+/// `PUT /v0/topics/:topic` with a JSON body.
+async fn put(s: &Server, topic: &str, body: Value) -> Resp {
+    let body = body.to_string();
+    raw(s, Method::PUT, &t(topic), Some(JSON), body.as_bytes()).await
+}
+
+/// `PUT /v0/topics/:topic`, asserting a JSON success with `status`.
+async fn put_ok(s: &Server, topic: &str, body: Value, status: u16) -> Value {
+    put(s, topic, body).await.ok(status)
+}
+
+/// `POST path` with a JSON body.
+async fn post(s: &Server, path: &str, body: Value) -> Resp {
+    let body = body.to_string();
+    raw(s, Method::POST, path, Some(JSON), body.as_bytes()).await
+}
+
+async fn get(s: &Server, path: &str) -> Resp {
+    raw(s, Method::GET, path, None, b"").await
+}
+
+async fn delete(s: &Server, path: &str) -> Resp {
+    raw(s, Method::DELETE, path, None, b"").await
+}
+
+fn t(topic: &str) -> String {
+    format!("/v0/topics/{topic}")
+}
+
+/// `n` records with `data: {"i": 1..=n}`.
+fn recs(n: usize) -> Value {
+    (1..=n).map(|i| json!({ "data": { "i": i } })).collect()
+}
+
+/// A successful write (200, or 201 when it created the topic).
+async fn write(s: &Server, topic: &str, body: Value) -> Value {
+    let r = post(s, &t(topic), body).await;
+    r.ok(if r.status == 201 { 201 } else { 200 })
+}
+
+/// `{"records": recs(n)}` written to `topic`.
+async fn write_n(s: &Server, topic: &str, n: usize) -> Value {
+    write(s, topic, json!({ "records": recs(n) })).await
+}
+
+async fn diff(s: &Server, topic: &str, body: Value) -> Value {
+    let path = format!("/v0/topics/{topic}/diff");
+    post(s, &path, body).await.ok(200)
+}
+
+async fn del_records(s: &Server, topic: &str, body: Value) -> Value {
+    let path = format!("/v0/topics/{topic}/delete");
+    post(s, &path, body).await.ok(200)
+}
+
+async fn state(s: &Server, topic: &str) -> Value {
+    get(s, &t(topic)).await.ok(200)
+}
+
+/// `has!(v, { "member": value, ... })`: `v` has each member, with that value (a `null` must
+/// be present).
+macro_rules! has {
+    ($v:expr, $($want:tt)+) => {
+        assert_has(&$v, json!($($want)+))
+    };
+}
+
+/// Assert that `v` has every member of `want`, with that value (`null` must be present).
+#[track_caller]
+fn assert_has(v: &Value, want: Value) {
+    for (k, w) in want.as_object().expect("an object of expected members") {
+        assert_eq!(v.get(k), Some(w), "member {k:?} of {v}");
+    }
+}
+
+/// The `$seq`s of a diff's records.
+fn seqs(v: &Value) -> Vec<u64> {
+    let records = v["records"].as_array().expect("records[]");
+    let seq = |r: &Value| r["$seq"].as_u64().expect("$seq");
+    records.iter().map(seq).collect()
+}
+
+fn now_ms() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    now.as_millis() as u64
+}
+
+fn default_config() -> Value {
+    json!({
+        "type": "log", "ttl_ms": 0, "cap_records": 0, "cap_bytes": 0, "discard": "old",
+        "durable": false, "durability": "disk", "priority": null, "auto_priority": true,
+        "auto_create": true, "idempotency_window_ms": 120000, "dedupe_node": true,
+        "lease_ms": 30000, "claim_jitter_ms": 0, "max_deliveries": 0, "dead_letter": null,
+        "leases_durable": false,
+    })
+}
+
+/// Assert a full config: every documented default, except `changes`.
+#[track_caller]
+fn assert_config(config: &Value, changes: Value) {
+    let mut want = default_config();
+    for (k, v) in changes.as_object().expect("changes object") {
+        want[k] = v.clone();
+    }
+    assert_has(config, want);
+}
+
+// ---- PUT /v0/topics/:t ------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_empty_config_creates_with_every_default_then_200() {
+    let s = start().await;
+    let v = put_ok(&s, "defaults", json!({}), 201).await;
+    has!(v, { "topic": "defaults", "created": true });
+    assert_config(&v["config"], json!({}));
+
+    let v = put_ok(&s, "defaults", json!({}), 200).await;
+    assert_eq!(v["created"], false);
+    assert_config(&v["config"], json!({}));
+}
+
+#[tokio::test]
+async fn put_updates_in_place_and_durable_is_an_alias_of_durability() {
+    let s = start().await;
+    let v = put_ok(&s, "d", json!({ "durable": true }), 201).await;
+    let fsync = json!({ "durable": true, "durability": "fsync" });
+    assert_config(&v["config"], fsync);
+
+    // An update answers 200 with the new config, which GET reports too.
+    let update = json!({ "cap_records": 10, "ttl_ms": 5000 });
+    let v = put_ok(&s, "d", update.clone(), 200).await;
+    assert_eq!(v["created"], false);
+    assert_has(&v["config"], update.clone());
+    assert_has(&state(&s, "d").await["config"], update);
+
+    // `durability` changes in place; `durable` is normalized to `durability == "fsync"`.
+    for (class, durable) in [("memory", false), ("ephemeral", false), ("fsync", true)] {
+        let v = put_ok(&s, "d", json!({ "durability": class }), 200).await;
+        has!(v["config"], { "durability": class, "durable": durable });
+    }
+    let v = put_ok(&s, "d", json!({ "durable": false }), 200).await;
+    has!(v["config"], { "durability": "disk", "durable": false });
+}
+
+#[tokio::test]
+async fn put_clamps_priority_and_queue_settings() {
+    let s = start().await;
+    let v = put_ok(&s, "hi", json!({ "priority": 5000 }), 201).await;
+    assert_eq!(v["config"]["priority"], 1000);
+    let v = put_ok(&s, "lo", json!({ "priority": -5000 }), 201).await;
+    assert_eq!(v["config"]["priority"], -1000);
+
+    let body = json!({ "type": "queue", "lease_ms": 5, "claim_jitter_ms": 10000 });
+    let v = put_ok(&s, "q1", body, 201).await;
+    has!(v["config"], { "type": "queue", "lease_ms": 100, "claim_jitter_ms": 5000 });
+    let body = json!({ "type": "queue", "lease_ms": 100_000_000_000u64 });
+    let v = put_ok(&s, "q2", body, 201).await;
+    assert_eq!(v["config"]["lease_ms"], 86_400_000);
+
+    // A queue's dead_letter must differ from the queue itself.
+    let body = json!({ "type": "queue", "dead_letter": "q3" });
+    put(&s, "q3", body).await.err(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn put_cannot_change_the_type() {
+    let s = start().await;
+    put_ok(&s, "typed", json!({}), 201).await;
+    let r = put(&s, "typed", json!({ "type": "queue" })).await;
+    r.err(409, "topic_exists_incompatible");
+    assert_eq!(state(&s, "typed").await["type"], "log");
+    // The same type again is fine.
+    put_ok(&s, "typed", json!({ "type": "log" }), 200).await;
+}
+
+#[tokio::test]
+async fn names_follow_the_documented_pattern() {
+    let s = start().await;
+    let longest = "a".repeat(255);
+    for ok in ["chat:general", "A.b_c-9", "0", longest.as_str()] {
+        put_ok(&s, ok, json!({}), 201).await;
+    }
+    let too_long = "a".repeat(256);
+    for bad in ["-bad", "_x", ".x", ":x", too_long.as_str()] {
+        put(&s, bad, json!({})).await.err(400, "invalid_request");
+        let r = post(&s, &t(bad), json!({ "records": recs(1) })).await;
+        r.err(400, "invalid_request");
+    }
+}
+
+/// Bodies must be JSON: a non-JSON content type is 415 and changes nothing. Riffle also takes a
+/// body sent without a content type, or with curl's `-d` default (form-urlencoded), when the
+/// body is JSON: the topics README's own recipes send bodies that way and must work verbatim.
+#[tokio::test]
+async fn put_and_post_require_a_json_content_type() {
+    let s = start().await;
+    let unsupported = "unsupported_media_type";
+    for ct in [Some("text/plain"), Some("application/xml")] {
+        let r = raw(&s, Method::PUT, &t("ct"), ct, b"{}").await;
+        r.err(415, unsupported);
+    }
+    // A form body that is not JSON is what the form type says it is: not JSON.
+    raw(&s, Method::PUT, &t("ct"), Some(FORM), b"ttl_ms=5")
+        .await
+        .err(415, unsupported);
+    // Nothing was created by those.
+    get(&s, &t("ct")).await.err(404, "topic_not_found");
+
+    let rec = json!({ "records": recs(1) }).to_string();
+    for ct in [Some("text/plain"), Some("application/xml")] {
+        let r = raw(&s, Method::POST, &t("ct"), ct, rec.as_bytes()).await;
+        r.err(415, unsupported);
+    }
+    get(&s, &t("ct")).await.err(404, "topic_not_found");
+    // A charset parameter is still application/json.
+    let ct = Some("application/json; charset=utf-8");
+    raw(&s, Method::PUT, &t("ct"), ct, b"{}").await.ok(200 + 1);
+    for sub in ["diff", "delete"] {
+        let path = format!("/v0/topics/ct/{sub}");
+        let r = raw(
+            &s,
+            Method::POST,
+            &path,
+            Some("text/plain"),
+            br#"{"before_seq":1}"#,
+        );
+        r.await.err(415, unsupported);
+    }
+    // The recipes' way: JSON with curl's default type, or with none.
+    for ct in [Some(FORM), None] {
+        raw(&s, Method::POST, &t("ct"), ct, rec.as_bytes())
+            .await
+            .ok(200);
+    }
+    assert_eq!(state(&s, "ct").await["head_seq"], 2);
+}
+
+#[tokio::test]
+async fn malformed_json_and_bad_values_are_400_invalid_request() {
+    let s = start().await;
+    put_ok(&s, "m", json!({}), 201).await;
+    for (method, path, body) in [
+        (Method::PUT, "/v0/topics/m", "{\"ttl_ms\":"),
+        (Method::POST, "/v0/topics/m", "not json"),
+        (Method::POST, "/v0/topics/m/diff", "[1,2"),
+        (Method::POST, "/v0/topics/m/delete", "{"),
+    ] {
+        let r = raw(&s, method, path, Some(JSON), body.as_bytes()).await;
+        r.err(400, "invalid_request");
+    }
+    for config in [
+        json!({ "durability": "tape" }),
+        json!({ "type": "stream" }),
+        json!({ "discard": "newest" }),
+        json!({ "ttl_ms": "soon" }),
+    ] {
+        put(&s, "m2", config).await.err(400, "invalid_request");
+    }
+    get(&s, &t("m2")).await.err(404, "topic_not_found");
+    let r = post(&s, &t("m"), json!({ "records": 5 })).await;
+    r.err(400, "invalid_request");
+}
+
+// ---- GET / list / DELETE topics ----------------------------------------------------------
+
+#[tokio::test]
+async fn get_reports_the_topic_state() {
+    let s = start().await;
+    put_ok(&s, "st", json!({}), 201).await;
+    let v = state(&s, "st").await;
+    for key in ["effective_priority", "last_write_ts", "last_read_ts"] {
+        assert!(v.get(key).is_some(), "GET has {key}: {v}");
+    }
+    // earliest_seq is head_seq + 1 when the topic is empty.
+    has!(v, { "topic": "st", "type": "log", "head_seq": 0, "earliest_seq": 1,
+                       "next_seq": 1, "count": 0, "bytes": 0 });
+    assert_config(&v["config"], json!({}));
+
+    let before = now_ms();
+    write_n(&s, "st", 2).await;
+    let after = now_ms();
+    let v = state(&s, "st").await;
+    has!(v, { "head_seq": 2, "earliest_seq": 1, "next_seq": 3, "count": 2 });
+    assert!(v["bytes"].as_u64().is_some_and(|b| b > 0), "bytes: {v}");
+    let ts = v["last_write_ts"].as_u64().expect("last_write_ts is ms");
+    assert!(ts + 1000 >= before && ts <= after + 1000, "{ts}");
+    // Auto priority is 500 x 2^(-idle/30 s): about 500 right after a write.
+    let p = v["effective_priority"].as_f64().expect("a number");
+    assert!((400.0..=500.0).contains(&p), "effective_priority {p}");
+}
+
+#[tokio::test]
+async fn reads_of_a_missing_topic_are_404_and_never_create_it() {
+    let s = start().await;
+    let missing = "topic_not_found";
+    get(&s, &t("nope")).await.err(404, missing);
+    let r = post(&s, "/v0/topics/nope/diff", json!({})).await;
+    r.err(404, missing);
+    let r = post(&s, "/v0/topics/nope/delete", json!({ "before_seq": 5 })).await;
+    r.err(404, missing);
+    get(&s, &t("nope")).await.err(404, missing);
+    let list = get(&s, "/v0/topics").await.ok(200);
+    assert_eq!(list["topics"], json!([]), "{list}");
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The topic names of a listing page.
+fn names(v: &Value) -> Vec<String> {
+    let topics = v["topics"].as_array().expect("topics[]");
+    let name = |x: &Value| x["topic"].as_str().expect("topic").to_string();
+    topics.iter().map(name).collect()
+}
+
+#[tokio::test]
+async fn list_filters_by_prefix_and_pages_with_a_cursor() {
+    let s = start().await;
+    for name in ["ls-c", "ls-a", "ls-e", "ls-b", "ls-d", "other"] {
+        put_ok(&s, name, json!({}), 201).await;
+    }
+    write_n(&s, "ls-b", 2).await;
+
+    let v = get(&s, "/v0/topics").await.ok(200);
+    assert_eq!(names(&v).len(), 6);
+    assert!(v.get("next_cursor").is_none(), "one page only: {v}");
+
+    let v = get(&s, "/v0/topics?prefix=ls-").await.ok(200);
+    assert_eq!(names(&v), ["ls-a", "ls-b", "ls-c", "ls-d", "ls-e"]);
+    let b = &v["topics"][1];
+    for key in ["effective_priority", "bytes"] {
+        assert!(b.get(key).is_some(), "a list entry has {key}: {b}");
+    }
+    has!(b, { "head_seq": 2, "earliest_seq": 1, "count": 2, "durable": false });
+
+    // Pages of 2: a b | c d | e, with next_cursor only while there are more.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..3 {
+        let mut path = "/v0/topics?prefix=ls-&page_size=2".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        let v = get(&s, &path).await.ok(200);
+        seen.extend(names(&v));
+        let next = v.get("next_cursor").map(|c| c.as_str().expect("a string"));
+        cursor = next.map(str::to_string);
+        assert_eq!(cursor.is_some(), page < 2, "page {page}: {v}");
+    }
+    assert_eq!(seen, ["ls-a", "ls-b", "ls-c", "ls-d", "ls-e"]);
+
+    // The cursor is base64 of {"after": name}.
+    let v = get(&s, "/v0/topics?prefix=ls-&page_size=2").await.ok(200);
+    let c = v["next_cursor"].as_str().expect("next_cursor");
+    let engines = [
+        base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT,
+        base64::engine::general_purpose::URL_SAFE_PAD_INDIFFERENT,
+    ];
+    let bytes = engines.iter().find_map(|e| e.decode(c).ok());
+    let bytes = bytes.unwrap_or_else(|| panic!("cursor {c:?} is not base64"));
+    let after: Value = serde_json::from_slice(&bytes).expect("a JSON cursor");
+    assert_eq!(after, json!({ "after": "ls-b" }));
+}
+
+#[tokio::test]
+async fn list_rejects_a_bad_cursor() {
+    let s = start().await;
+    put_ok(&s, "x", json!({}), 201).await;
+    for cursor in ["not-a-cursor!", "aGVsbG8="] {
+        let r = get(&s, &format!("/v0/topics?cursor={}", urlencode(cursor))).await;
+        r.err(400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn delete_topic_reports_deleted_and_honours_if_empty() {
+    let s = start().await;
+    write_n(&s, "full", 1).await;
+    let r = delete(&s, "/v0/topics/full?if_empty=true").await;
+    r.err(409, "topic_not_empty");
+    assert_eq!(state(&s, "full").await["count"], 1);
+
+    let v = delete(&s, "/v0/topics/full").await.ok(200);
+    has!(v, { "topic": "full", "deleted": true, "routers_removed": [] });
+    get(&s, &t("full")).await.err(404, "topic_not_found");
+    let v = delete(&s, "/v0/topics/full").await.ok(200);
+    assert_eq!(v["deleted"], false);
+
+    put_ok(&s, "empty", json!({}), 201).await;
+    let v = delete(&s, "/v0/topics/empty?if_empty=true").await.ok(200);
+    assert_eq!(v["deleted"], true);
+}
+
+// ---- writes -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn first_write_creates_then_seqs_are_contiguous() {
+    let s = start().await;
+    let v = post(&s, &t("w"), json!({ "records": recs(3) })).await;
+    let v = v.ok(201);
+    has!(v, { "topic": "w", "first_seq": 1, "last_seq": 3, "seqs": [1, 2, 3],
+                       "head_seq": 3, "count": 3, "created": true, "deduped": false });
+    assert_config(&state(&s, "w").await["config"], json!({}));
+
+    let v = write_n(&s, "w", 2).await;
+    has!(v, { "first_seq": 4, "last_seq": 5, "seqs": [4, 5], "head_seq": 5,
+                       "count": 2, "created": false, "deduped": false });
+
+    let body = json!({ "records": recs(2) });
+    let v = post(&s, "/v0/topics/w?return_seqs=false", body).await;
+    let v = v.ok(200);
+    assert!(v.get("seqs").is_none(), "return_seqs=false omits seqs: {v}");
+    has!(v, { "first_seq": 6, "last_seq": 7 });
+}
+
+#[tokio::test]
+async fn create_false_does_not_create() {
+    let s = start().await;
+    let body = json!({ "records": recs(1), "create": false });
+    let r = post(&s, &t("cf"), body.clone()).await;
+    r.err(404, "topic_not_found");
+    get(&s, &t("cf")).await.err(404, "topic_not_found");
+    put_ok(&s, "cf", json!({}), 201).await;
+    let v = post(&s, &t("cf"), body).await.ok(200);
+    assert_eq!(v["seqs"], json!([1]));
+}
+
+#[tokio::test]
+async fn batches_hold_1_to_10000_records() {
+    let s = start().await;
+    put_ok(&s, "b", json!({}), 201).await;
+    let r = post(&s, &t("b"), json!({ "records": [] })).await;
+    r.err_in(400, &["invalid_request", "batch_too_large"]);
+    let r = post(&s, &t("b"), json!({})).await;
+    r.err(400, "invalid_request");
+    let r = post(&s, &t("b"), json!({ "records": recs(10_001) })).await;
+    r.err(400, "batch_too_large");
+    assert_eq!(state(&s, "b").await["head_seq"], 0, "nothing appended");
+    let v = write_n(&s, "b", 10_000).await;
+    has!(v, { "count": 10_000, "last_seq": 10_000 });
+}
+
+#[tokio::test]
+async fn record_size_tag_and_node_limits() {
+    let s = start().await;
+    put_ok(&s, "lim", json!({}), 201).await;
+    let big = "x".repeat((1 << 20) + 1024);
+    let r = post(&s, &t("lim"), json!({ "records": [{ "data": big }] })).await;
+    r.err(400, "record_too_large");
+    let fine = "x".repeat(512 * 1024);
+    write(&s, "lim", json!({ "records": [{ "data": fine }] })).await;
+
+    // The spec does not say which 400 code these get.
+    let codes = ["invalid_request", "record_too_large"];
+    let rec = |k: &str, n: usize| json!({ "records": [{ "data": 1, k: "t".repeat(n) }] });
+    write(&s, "lim", rec("tag", 256)).await;
+    let r = post(&s, &t("lim"), rec("tag", 257)).await;
+    r.err_in(400, &codes);
+    write(&s, "lim", rec("node", 128)).await;
+    let r = post(&s, &t("lim"), rec("node", 129)).await;
+    r.err_in(400, &codes);
+    let batch_node = json!({ "node": "n".repeat(129), "records": recs(1) });
+    post(&s, &t("lim"), batch_node).await.err_in(400, &codes);
+    assert_eq!(state(&s, "lim").await["head_seq"], 3);
+}
+
+#[tokio::test]
+async fn idempotency_key_retries_return_the_original_seqs() {
+    let s = start().await;
+    put_ok(&s, "idem", json!({}), 201).await;
+    let body = json!({ "records": recs(2), "idempotency_key": "k1" });
+    let v = post(&s, &t("idem"), body.clone()).await.ok(200);
+    has!(v, { "seqs": [1, 2], "deduped": false });
+    let v = post(&s, &t("idem"), body).await.ok(200);
+    has!(v, { "seqs": [1, 2], "first_seq": 1, "last_seq": 2, "deduped": true,
+                       "head_seq": 2 });
+    // The retry appended nothing.
+    assert_eq!(state(&s, "idem").await["count"], 2);
+
+    let other = json!({ "records": recs(2), "idempotency_key": "k2" });
+    let v = post(&s, &t("idem"), other).await.ok(200);
+    assert_eq!(v["seqs"], json!([3, 4]));
+    let long = json!({ "records": recs(1), "idempotency_key": "k".repeat(257) });
+    post(&s, &t("idem"), long).await.err(400, "invalid_request");
+    let longest = json!({ "records": recs(1), "idempotency_key": "k".repeat(256) });
+    post(&s, &t("idem"), longest).await.ok(200);
+}
+
+#[tokio::test]
+async fn idempotency_key_header_is_a_fallback() {
+    let s = start().await;
+    put_ok(&s, "hdr", json!({}), 201).await;
+    let send = || async {
+        let r = s.client.post(s.url(&t("hdr"))).header("content-type", JSON);
+        let r = r.header("idempotency-key", "hk-1");
+        let r = r.body(json!({ "records": recs(1) }).to_string());
+        let r = r.send().await.unwrap();
+        finish("POST hdr".into(), r).await.ok(200)
+    };
+    has!(send().await, { "seqs": [1], "deduped": false });
+    has!(send().await, { "seqs": [1], "deduped": true });
+    assert_eq!(state(&s, "hdr").await["head_seq"], 1);
+}
+
+#[tokio::test]
+async fn inline_config_applies_only_when_the_write_creates_the_topic() {
+    let s = start().await;
+    let body = json!({ "records": recs(5), "config": { "cap_records": 3 } });
+    let v = post(&s, &t("ic"), body).await.ok(201);
+    assert_eq!(v["created"], true);
+    let v = state(&s, "ic").await;
+    assert_config(&v["config"], json!({ "cap_records": 3 }));
+    has!(v, { "earliest_seq": 3, "count": 3 });
+
+    let body = json!({ "records": recs(1), "config": { "cap_records": 100 } });
+    post(&s, &t("ic"), body).await.ok(200);
+    let v = state(&s, "ic").await;
+    // Ignored on a write that does not create.
+    assert_eq!(v["config"]["cap_records"], 3);
+    assert_eq!(v["earliest_seq"], 4);
+}
+
+// ---- diff ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn diff_returns_records_and_cursor_fields() {
+    let s = start().await;
+    let before = now_ms();
+    let records = json!([
+        { "data": { "a": 1 }, "tag": "t1", "meta": { "k": "v" } },
+        { "data": null, "node": "n1" },
+        { "data": "s" },
+    ]);
+    write(&s, "d", json!({ "records": records })).await;
+    let after = now_ms();
+
+    let v = diff(&s, "d", json!({})).await;
+    assert_eq!(seqs(&v), [1, 2, 3]);
+    has!(v, { "topic": "d", "next_from_seq": 3, "head_seq": 3, "earliest_seq": 1,
+                       "caught_up": true, "lag": 0, "tombstone": null });
+    let allowed = ["$seq", "$ts", "$node", "$tag", "data", "meta"];
+    for r in v["records"].as_array().unwrap() {
+        let o = r.as_object().unwrap();
+        assert!(o.keys().all(|k| allowed.contains(&k.as_str())), "{r}");
+        assert!(o.contains_key("data"), "data is always present: {r}");
+        let ts = r["$ts"].as_u64().expect("$ts ms");
+        assert!(ts + 1000 >= before && ts <= after + 1000, "$ts {ts}");
+    }
+    let r = &v["records"];
+    has!(r[0], { "data": { "a": 1 }, "meta": { "k": "v" } });
+    assert!(r[0].get("$tag").is_none(), "include_tags defaults to false");
+    assert!(r[0].get("$node").is_none(), "{}", r[0]);
+    has!(r[1], { "data": null, "$node": "n1" });
+    assert!(r[1].get("meta").is_none(), "meta is omitted when absent");
+    assert_eq!(r[2]["data"], "s");
+
+    let flags = json!({ "include_tags": true, "include_meta": false });
+    let v = diff(&s, "d", flags).await;
+    assert_eq!(v["records"][0]["$tag"], "t1");
+    assert!(v["records"][0].get("meta").is_none(), "include_meta:false");
+    assert!(v["records"][1].get("$tag").is_none(), "untagged");
+
+    let v = diff(&s, "d", json!({ "from_seq": 1 })).await;
+    assert_eq!(seqs(&v), [2, 3], "from_seq is exclusive");
+}
+
+#[tokio::test]
+async fn diff_limit_defaults_to_256_and_clamps_to_1000() {
+    let s = start().await;
+    write_n(&s, "l", 1200).await;
+    let v = diff(&s, "l", json!({})).await;
+    assert_eq!(seqs(&v), (1..=256).collect::<Vec<_>>());
+    has!(v, { "next_from_seq": 256, "caught_up": false, "lag": 944 });
+
+    let v = diff(&s, "l", json!({ "limit": 5000 })).await;
+    assert_eq!(seqs(&v).len(), 1000);
+    has!(v, { "next_from_seq": 1000, "lag": 200 });
+    let v = diff(&s, "l", json!({ "from_seq": 1000, "limit": 5000 })).await;
+    assert_eq!(seqs(&v), (1001..=1200).collect::<Vec<_>>());
+    assert_eq!(v["caught_up"], true);
+}
+
+#[tokio::test]
+async fn diff_node_filter_skips_own_records_but_advances() {
+    let s = start().await;
+    let batch = json!({ "node": "a", "records": [
+        { "data": 1 }, { "data": 2, "node": "b" }, { "data": 3 },
+    ] });
+    write(&s, "n", batch).await;
+    write_n(&s, "n", 1).await;
+    let v = diff(&s, "n", json!({})).await;
+    let records = v["records"].as_array().unwrap();
+    let nodes: Vec<&Value> = records.iter().map(|r| &r["$node"]).collect();
+    assert_eq!(nodes, [&json!("a"), &json!("b"), &json!("a"), &Value::Null]);
+
+    let v = diff(&s, "n", json!({ "node": "a" })).await;
+    assert_eq!(seqs(&v), [2, 4]);
+    let v = diff(&s, "n", json!({ "node": ["a", "b"] })).await;
+    assert_eq!(seqs(&v), [4]);
+    has!(v, { "next_from_seq": 4, "caught_up": true });
+    let v = diff(&s, "n", json!({ "node": "c" })).await;
+    assert_eq!(seqs(&v), [1, 2, 3, 4]);
+
+    // Only own records left: nothing returned, the cursor still moves, no tombstone.
+    write(&s, "n", json!({ "node": "a", "records": recs(2) })).await;
+    let v = diff(&s, "n", json!({ "from_seq": 4, "node": "a" })).await;
+    assert_eq!(seqs(&v), Vec::<u64>::new());
+    has!(v, { "next_from_seq": 6, "caught_up": true, "tombstone": null });
+
+    // dedupe_node:false turns the filter off.
+    put_ok(&s, "nd", json!({ "dedupe_node": false }), 201).await;
+    write(&s, "nd", json!({ "node": "a", "records": recs(1) })).await;
+    assert_eq!(seqs(&diff(&s, "nd", json!({ "node": "a" })).await), [1]);
+}
+
+#[tokio::test]
+async fn diff_wait_ms_returns_as_soon_as_a_record_arrives() {
+    let s = start().await;
+    write_n(&s, "lp", 1).await;
+
+    // Data already there: no wait.
+    let started = Instant::now();
+    let v = diff(&s, "lp", json!({ "wait_ms": 5000 })).await;
+    assert_eq!(seqs(&v), [1]);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+
+    let (client, url) = (s.client.clone(), s.url(&t("lp")));
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let body = json!({ "records": [{ "data": "late" }] }).to_string();
+        let r = client.post(url).header("content-type", JSON).body(body);
+        r.send().await.expect("the delayed write").status().as_u16()
+    });
+    let started = Instant::now();
+    let v = diff(&s, "lp", json!({ "from_seq": 1, "wait_ms": 5000 })).await;
+    let waited = started.elapsed();
+    assert_eq!(seqs(&v), [2]);
+    assert_eq!(v["records"][0]["data"], "late");
+    let early = Duration::from_millis(150);
+    assert!(waited >= early, "answered before the write: {waited:?}");
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    assert_eq!(writer.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn diff_wait_ms_ends_caught_up_when_nothing_arrives() {
+    let s = start().await;
+    write_n(&s, "idle", 2).await;
+    let started = Instant::now();
+    let v = diff(&s, "idle", json!({ "from_seq": 2, "wait_ms": 300 })).await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    assert_eq!(seqs(&v), Vec::<u64>::new());
+    has!(v, { "caught_up": true, "next_from_seq": 2, "tombstone": null });
+}
+
+// ---- eviction, TTL, tombstones ------------------------------------------------------------
+
+#[tokio::test]
+async fn cap_eviction_yields_a_tombstone() {
+    let s = start().await;
+    put_ok(&s, "cap", json!({ "cap_records": 3 }), 201).await;
+    write_n(&s, "cap", 3).await;
+    write_n(&s, "cap", 2).await;
+    let g = state(&s, "cap").await;
+    has!(g, { "head_seq": 5, "earliest_seq": 3, "count": 3 });
+
+    let v = diff(&s, "cap", json!({ "from_seq": 0 })).await;
+    let ts = &v["tombstone"];
+    has!(ts, { "gap_from": 1, "gap_to": 2, "reason": "cap", "earliest_seq": 3,
+                       "head_seq": 5 });
+    assert!(ts["missed_estimate"].is_u64(), "missed_estimate: {ts}");
+    assert_eq!(seqs(&v), [3, 4, 5]);
+    has!(v, { "earliest_seq": 3, "next_from_seq": 5, "caught_up": true });
+
+    let v = diff(&s, "cap", json!({ "from_seq": 1 })).await;
+    has!(v["tombstone"], { "gap_from": 2, "gap_to": 2 });
+    let v = diff(&s, "cap", json!({ "from_seq": 2 })).await;
+    assert_eq!(v["tombstone"], Value::Null, "nothing missed from 2");
+    assert_eq!(seqs(&v), [3, 4, 5]);
+}
+
+#[tokio::test]
+async fn discard_reject_at_the_cap_is_422_and_appends_nothing() {
+    let s = start().await;
+    let config = json!({ "cap_records": 2, "discard": "reject" });
+    put_ok(&s, "rj", config, 201).await;
+    write_n(&s, "rj", 1).await;
+    let r = post(&s, &t("rj"), json!({ "records": recs(2) })).await;
+    r.err(422, "topic_full");
+    assert_eq!(state(&s, "rj").await["head_seq"], 1, "all or nothing");
+    write_n(&s, "rj", 1).await;
+    let r = post(&s, &t("rj"), json!({ "records": recs(1) })).await;
+    r.err(422, "topic_full");
+    has!(state(&s, "rj").await, { "head_seq": 2, "earliest_seq": 1 });
+    let v = diff(&s, "rj", json!({})).await;
+    assert_eq!(seqs(&v), [1, 2]);
+    assert_eq!(v["tombstone"], Value::Null);
+}
+
+#[tokio::test]
+async fn ttl_expiry_yields_a_ttl_tombstone() {
+    let s = start().await;
+    put_ok(&s, "ttl", json!({ "ttl_ms": 500 }), 201).await;
+    write_n(&s, "ttl", 2).await;
+    let v = diff(&s, "ttl", json!({})).await;
+    assert_eq!(seqs(&v), [1, 2], "still live");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let v = diff(&s, "ttl", json!({ "from_seq": 0 })).await;
+    assert_eq!(seqs(&v), Vec::<u64>::new(), "{v}");
+    has!(v["tombstone"], { "reason": "ttl", "gap_from": 1, "gap_to": 2 });
+    assert_eq!(v["caught_up"], true);
+
+    write_n(&s, "ttl", 1).await;
+    let v = diff(&s, "ttl", json!({ "from_seq": 0 })).await;
+    assert_eq!(v["tombstone"]["reason"], "ttl", "{v}");
+    assert_eq!(seqs(&v), [3]);
+}
+
+#[tokio::test]
+async fn a_cursor_past_the_head_gets_a_recreated_tombstone() {
+    let s = start().await;
+    write_n(&s, "rc", 3).await;
+    delete(&s, &t("rc")).await.ok(200);
+    let v = post(&s, &t("rc"), json!({ "records": recs(1) })).await;
+    let v = v.ok(201);
+    has!(v, { "created": true, "first_seq": 1 });
+    let v = diff(&s, "rc", json!({ "from_seq": 3 })).await;
+    assert_eq!(v["tombstone"]["reason"], "recreated", "{v}");
+}
+
+// ---- record deletes -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn delete_before_seq_is_silent_and_point_in_time() {
+    let s = start().await;
+    write_n(&s, "del", 5).await;
+    let v = del_records(&s, "del", json!({ "before_seq": 3 })).await;
+    has!(v, { "topic": "del", "deleted": 2, "earliest_seq": 3, "head_seq": 5,
+                       "count": 3 });
+    assert!(v["bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
+    let v = diff(&s, "del", json!({ "from_seq": 0 })).await;
+    assert_eq!(v["tombstone"], Value::Null, "deletes never tombstone");
+    assert_eq!(seqs(&v), [3, 4, 5]);
+
+    // Everything, then a later write: the delete does not reach future records.
+    let v = del_records(&s, "del", json!({ "before_seq": 100 })).await;
+    // earliest_seq is head_seq + 1 once empty.
+    has!(v, { "deleted": 3, "count": 0, "earliest_seq": 6, "head_seq": 5 });
+    let v = diff(&s, "del", json!({})).await;
+    assert_eq!(seqs(&v), Vec::<u64>::new());
+    has!(v, { "tombstone": null, "caught_up": true, "next_from_seq": 5 });
+    write_n(&s, "del", 1).await;
+    assert_eq!(seqs(&diff(&s, "del", json!({})).await), [6]);
+}
+
+#[tokio::test]
+async fn delete_by_tag_match() {
+    let s = start().await;
+    let tags = [
+        "order-1",
+        "order-2",
+        "user-1042:msg-5",
+        "user-1042:msg-6",
+        "",
+        "user-10",
+        "x",
+    ];
+    let record = |tag: &&str| match *tag {
+        "" => json!({ "data": "untagged" }),
+        tag => json!({ "data": tag, "tag": tag }),
+    };
+    let records: Vec<Value> = tags.iter().map(record).collect();
+    write(&s, "tags", json!({ "records": records })).await;
+
+    let v = del_records(&s, "tags", json!({ "match": ["tag", "Eq", "order-1"] })).await;
+    has!(v, { "deleted": 1, "earliest_seq": 2, "head_seq": 7, "count": 6 });
+    let v = del_records(&s, "tags", json!({ "match": "order-2" })).await;
+    has!(v, { "deleted": 1, "earliest_seq": 3 });
+    let glob = json!({ "match": ["tag", "Glob", "user-1042:*"] });
+    let v = del_records(&s, "tags", glob).await;
+    has!(v, { "deleted": 2, "count": 3 });
+    let v = del_records(&s, "tags", json!({ "match": ["tag", "Eq", "nope"] })).await;
+    assert_eq!(v["deleted"], 0);
+    let v = diff(&s, "tags", json!({})).await;
+    // Untagged and non-matching records stay.
+    assert_eq!(seqs(&v), [5, 6, 7]);
+    assert_eq!(v["tombstone"], Value::Null);
+
+    // Point in time: a matching record written after the delete stays.
+    del_records(&s, "tags", json!({ "match": ["tag", "Glob", "x*"] })).await;
+    let x = json!({ "records": [{ "data": 8, "tag": "x" }] });
+    write(&s, "tags", x).await;
+    let v = diff(&s, "tags", json!({ "from_seq": 6, "include_tags": true })).await;
+    assert_eq!(seqs(&v), [8]);
+    assert_eq!(v["records"][0]["$tag"], "x");
+}
+
+#[tokio::test]
+async fn delete_with_match_and_before_seq_needs_both() {
+    let s = start().await;
+    let records = json!([
+        { "data": "v1", "tag": "m" }, { "data": "o", "tag": "other" }, { "data": "v2", "tag": "m" },
+    ]);
+    write(&s, "both", json!({ "records": records })).await;
+    let both = json!({ "match": ["tag", "Eq", "m"], "before_seq": 3 });
+    assert_eq!(del_records(&s, "both", both).await["deleted"], 1);
+    assert_eq!(seqs(&diff(&s, "both", json!({})).await), [2, 3]);
+
+    let r = post(&s, "/v0/topics/both/delete", json!({})).await;
+    r.err(400, "invalid_request");
+    assert_eq!(state(&s, "both").await["count"], 2);
+}
+
+// ---- errors and probes --------------------------------------------------------------------
+
+#[tokio::test]
+async fn unsupported_methods_are_405() {
+    let s = start().await;
+    put_ok(&s, "x", json!({}), 201).await;
+    let r = raw(&s, Method::PATCH, &t("x"), Some(JSON), b"{}").await;
+    r.err(405, "method_not_allowed");
+    let r = raw(&s, Method::GET, "/v0/topics/x/diff", None, b"").await;
+    r.err(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let s = start().await;
+    let h = get(&s, "/v0/health").await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    let h = h.json();
+    assert_eq!(h["status"], "ok");
+    let version = h["version"].as_str().is_some_and(|v| !v.is_empty());
+    assert!(version && h["uptime_ms"].is_u64(), "{h}");
+
+    let r = get(&s, "/v0/ready").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = r.json();
+    has!(r, { "status": "ready", "wal_replay_complete": true });
+    assert!(r.get("topics").is_some(), "{r}");
+
+    write_n(&s, "m", 1).await;
+    let m = get(&s, "/v0/metrics").await;
+    assert_eq!(m.status, 200);
+    let ct = &m.content_type;
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let sample = |l: &&str| !l.is_empty() && !l.starts_with('#');
+    let samples: Vec<&str> = m.text.lines().filter(sample).collect();
+    assert!(!samples.is_empty(), "no samples: {}", m.text);
+    for line in samples {
+        let (name, value) = line.rsplit_once(' ').expect("`name value`");
+        let first = name.chars().next().unwrap();
+        let named = first.is_ascii_alphabetic() || first == '_' || first == ':';
+        let v = value.trim();
+        let valued = v.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&v);
+        assert!(named && valued, "not a Prometheus sample: {line:?}");
+    }
+
+    let r = s.client.get(s.url("/v0/metrics")).header("accept", JSON);
+    let m = finish("GET metrics".into(), r.send().await.unwrap()).await;
+    assert_eq!(m.status, 200);
+    assert!(m.content_type.starts_with(JSON), "{}", m.content_type);
+    assert!(m.json().is_object());
+}
