@@ -16,13 +16,14 @@ step "unit and integration tests"
 cargo build --workspace --locked
 cargo test --workspace --locked
 
-# The run above drives the server in `memory` storage mode. The HTTP integration tests whose
+# The run above drives the server in `memory` storage mode (the topics tests, which need a data
+# directory for the default `disk` class, in `file-durable`). The HTTP integration tests whose
 # outcome depends on the storage run again on each file-backed durability class: `file-fast`
 # (`disk`) and `file-durable` (`fsync`; `acid` and `redb` are the same class). Tests that
 # choose their own mode or touch only the connection layer (connections, lifecycle, crash,
 # durability, keepalive_errors, whose 507 needs memory mode, ...) ran once above.
 mode_dependent=(create_append_read forks_and_ttl live_reads producers_and_close robustness
-  stream_names)
+  stream_names topics_api topics_watch)
 test_args=()
 for t in "${mode_dependent[@]}"; do test_args+=(--test "$t"); done
 for mode in file-fast file-durable; do
