@@ -5,8 +5,8 @@
 use super::error::{engine, invalid, topic_not_found};
 use super::render::{self, Include, Perf};
 use super::request::{
-    ConfigBody, DeleteBody, DiffBody, MAX_WAIT_MS, WriteBody, check_name, parse, query_flag,
-    query_value,
+    ConfigBody, DeleteBody, DiffBody, MAX_WAIT_MS, WriteBody, check_name, parse, parse_borrowed,
+    query_flag, query_value,
 };
 use crate::http::body::ResponseBody;
 use crate::http::{ApiError, App};
@@ -156,8 +156,8 @@ pub async fn write(
 ) -> Answer {
     let mut perf = Perf::start();
     let return_seqs = query_flag(query, "return_seqs", true)?;
-    let mut w: WriteBody = parse(&body)?;
-    let records = w.records()?;
+    let mut w: WriteBody = parse_borrowed(&body)?;
+    let records = w.records(&body)?;
     let idempotency_key = w.idempotency_key.take().or(header_key);
     if let Some(k) = &idempotency_key
         && k.len() > super::request::MAX_IDEMPOTENCY_KEY
@@ -197,24 +197,56 @@ pub async fn write(
         .await
         .map_err(|e| engine(topic, e))?;
     perf.timing = out.timing;
-    let mut v = json!({
-        "topic": topic,
-        "first_seq": out.first_seq,
-        "last_seq": out.last_seq,
-        "head_seq": out.head_seq,
-        "count": out.count,
-        "created": out.created,
-        "deduped": out.deduped,
-    });
-    if return_seqs {
-        v["seqs"] = Value::Array((out.first_seq..=out.last_seq).map(Value::from).collect());
-    }
     let status = if out.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(render::json_response(status, v, &perf))
+    // Written by hand: this is the hot path, and the names are plain (no escaping needed).
+    let mut n = itoa::Buffer::new();
+    let mut b = Vec::with_capacity(
+        192 + if return_seqs {
+            8 * out.count as usize
+        } else {
+            0
+        },
+    );
+    b.extend_from_slice(b"{\"topic\":\"");
+    b.extend_from_slice(topic.as_bytes());
+    b.push(b'"');
+    for (k, v) in [("first_seq", out.first_seq), ("last_seq", out.last_seq)] {
+        b.extend_from_slice(b",\"");
+        b.extend_from_slice(k.as_bytes());
+        b.extend_from_slice(b"\":");
+        b.extend_from_slice(n.format(v).as_bytes());
+    }
+    if return_seqs {
+        b.extend_from_slice(b",\"seqs\":[");
+        for (i, s) in (out.first_seq..=out.last_seq).enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(n.format(s).as_bytes());
+        }
+        b.push(b']');
+    }
+    b.extend_from_slice(b",\"head_seq\":");
+    b.extend_from_slice(n.format(out.head_seq).as_bytes());
+    b.extend_from_slice(b",\"count\":");
+    b.extend_from_slice(n.format(out.count).as_bytes());
+    b.extend_from_slice(if out.created {
+        b",\"created\":true"
+    } else {
+        b",\"created\":false"
+    });
+    b.extend_from_slice(if out.deduped {
+        b",\"deduped\":true,"
+    } else {
+        b",\"deduped\":false,"
+    });
+    render::field(&mut b, "performance", &perf.json());
+    b.push(b'}');
+    Ok(render::raw_json(status, Bytes::from(b)))
 }
 
 pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {

@@ -45,6 +45,11 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Parse a JSON body that borrows from it.
+pub fn parse_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))
+}
+
 /// Parse a JSON body (an empty body is `{}`).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -192,19 +197,22 @@ impl ConfigBody {
     }
 }
 
+/// One record of a write: `data` and `meta` borrowed from the request body as JSON text.
 #[derive(Debug, Deserialize)]
-struct RecordBody {
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
+struct RecordBody<'a> {
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     tag: Option<String>,
     node: Option<String>,
-    meta: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    meta: Option<&'a RawValue>,
 }
 
 /// `POST /v0/topics/:t`.
 #[derive(Debug, Deserialize)]
-pub struct WriteBody {
-    records: Option<Vec<RecordBody>>,
+pub struct WriteBody<'a> {
+    #[serde(borrow)]
+    records: Option<Vec<RecordBody<'a>>>,
     node: Option<String>,
     pub idempotency_key: Option<String>,
     pub create: Option<bool>,
@@ -224,9 +232,9 @@ fn check_str(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl WriteBody {
-    /// The records to write, validated.
-    pub fn records(&mut self) -> Result<Vec<NewRecord>, ApiError> {
+impl WriteBody<'_> {
+    /// The records to write, validated; their JSON text shares `body`'s memory.
+    pub fn records(&mut self, body: &Bytes) -> Result<Vec<NewRecord>, ApiError> {
         let records = self.records.take().unwrap_or_default();
         if records.is_empty() {
             return Err(invalid("records must hold 1 to 10000 records"));
@@ -252,7 +260,7 @@ impl WriteBody {
         for (i, r) in records.into_iter().enumerate() {
             let data = r
                 .data
-                .map_or(Bytes::from_static(b"null"), |d| raw_bytes(&d));
+                .map_or(Bytes::from_static(b"null"), |d| raw_bytes(body, d));
             if data.len() > MAX_RECORD_BYTES {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -274,7 +282,7 @@ impl WriteBody {
             let meta = match r.meta {
                 None => None,
                 Some(m) if m.get() == "null" => None,
-                Some(m) => Some(check_meta(i, &m)?),
+                Some(m) => Some(check_meta(i, body, m)?),
             };
             out.push(NewRecord {
                 data,
@@ -287,12 +295,19 @@ impl WriteBody {
     }
 }
 
-/// A raw value's text, without the whitespace around it.
-fn raw_bytes(v: &RawValue) -> Bytes {
-    Bytes::copy_from_slice(v.get().trim().as_bytes())
+/// A raw value's text (without the whitespace around it), as a slice of the body it was
+/// parsed from: no copy.
+fn raw_bytes(body: &Bytes, v: &RawValue) -> Bytes {
+    let text = v.get().trim().as_bytes();
+    let inside = body.as_ptr_range();
+    if inside.contains(&text.as_ptr()) || text.is_empty() {
+        body.slice_ref(text)
+    } else {
+        Bytes::copy_from_slice(text)
+    }
 }
 
-fn check_meta(i: usize, m: &RawValue) -> Result<Bytes, ApiError> {
+fn check_meta(i: usize, body: &Bytes, m: &RawValue) -> Result<Bytes, ApiError> {
     let text = m.get().trim();
     if text.len() > MAX_META_BYTES {
         return Err(invalid(format!(
@@ -309,7 +324,7 @@ fn check_meta(i: usize, m: &RawValue) -> Result<Bytes, ApiError> {
             map.len()
         )));
     }
-    Ok(Bytes::copy_from_slice(text.as_bytes()))
+    Ok(raw_bytes(body, m))
 }
 
 /// A reader's own node(s): a string or an array of strings.
