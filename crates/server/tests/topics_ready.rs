@@ -1,0 +1,124 @@
+//! Readiness while the data directory is recovered: the listener is up at once, `/v0/ready`
+//! and `/readyz` answer `503` (`not_ready`, with the replay progress) until recovery is done,
+//! probes of liveness answer `200`, and every other request is a `503` with `Retry-After`.
+
+mod common;
+
+use common::{Options, Server, TempDir, free_port, riffle_command};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_reports_recovery_progress_then_ready() {
+    let tmp = TempDir::new("topics-ready");
+    let data = tmp.path().join("data");
+    // A WAL long enough that replaying it takes a while.
+    let srv = Server::start_with(Options::default().storage("file-durable", &data)).await;
+    let put = srv
+        .client
+        .put(srv.url("/v0/topics/big"))
+        .header("content-type", "application/json")
+        .body(json!({ "durability": "disk" }).to_string())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(put.status(), 201);
+    let batch: Vec<Value> = (0..1000).map(|i| json!({ "data": i })).collect();
+    let body = json!({ "records": batch }).to_string();
+    const BATCHES: u64 = 300;
+    for _ in 0..BATCHES {
+        let r = srv
+            .client
+            .post(srv.url("/v0/topics/big"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(r.status(), 200);
+    }
+    drop(srv); // kill -9: nothing checkpointed, all of it is replayed
+
+    let dir = TempDir::new("topics-ready-run");
+    let log = dir.path().join("log");
+    let port = free_port();
+    let mut child = riffle_command(dir.path())
+        .arg("--port")
+        .arg(port.to_string())
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", &data)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn riffle");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut not_ready, mut last_progress) = (0, 0);
+    loop {
+        assert!(Instant::now() < deadline, "not ready within 60 s");
+        let Ok(r) = client.get(format!("{base}/v0/ready")).send().await else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue; // not listening yet
+        };
+        let status = r.status().as_u16();
+        let retry_after = r.headers().contains_key("retry-after");
+        let v: Value = serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+        if status == 200 {
+            assert_eq!(v["status"], "ready");
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(retry_after);
+        assert_eq!(v["error"]["code"], "not_ready", "{v}");
+        let p = v["error"]["detail"]["replay_progress"]["wal_records_replayed"]
+            .as_u64()
+            .expect("replay progress");
+        assert!(p >= last_progress, "progress only grows");
+        last_progress = p;
+        not_ready += 1;
+        // The rest answers too, without touching storage.
+        let h = client
+            .get(format!("{base}/v0/health"))
+            .send()
+            .await
+            .expect("health");
+        assert_eq!(h.status(), 200);
+        let other = client
+            .get(format!("{base}/v0/topics/big"))
+            .send()
+            .await
+            .expect("topic");
+        assert!(other.status() == 503 || other.status() == 200);
+    }
+    // Recovery took long enough that a poll must have seen it: the server logs how long.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let elapsed = text
+        .split("elapsed_ms=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("the recovery log line");
+    eprintln!("recovery took {elapsed} ms; {not_ready} probes saw it (progress {last_progress})");
+    if elapsed >= 100 {
+        assert!(
+            not_ready > 0,
+            "recovery took {elapsed} ms and no probe saw it"
+        );
+    }
+    let r = client
+        .get(format!("{base}/v0/topics/big"))
+        .send()
+        .await
+        .expect("topic");
+    let v: Value = serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+    assert_eq!(v["head_seq"], BATCHES * 1000, "{v}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
