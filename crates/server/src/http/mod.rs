@@ -78,6 +78,18 @@ impl App {
     fn recovering(&self, progress: &AtomicU64, req: &Parts) -> Response<ResponseBody> {
         let replayed = progress.load(Ordering::Relaxed);
         let path = req.uri.path();
+        if path == "/v0/metrics" || path == "/metrics" {
+            // Metrics answer even before the server is ready: that is when they matter.
+            let text = format!(
+                "# HELP topics_ready 1 once recovery is complete.\n# TYPE topics_ready gauge\ntopics_ready 0\n\
+                 # HELP riffle_recovery_wal_records_replayed WAL records replayed so far by the recovery in progress.\n\
+                 # TYPE riffle_recovery_wal_records_replayed gauge\nriffle_recovery_wal_records_replayed {replayed}\n"
+            );
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(body::full(text))
+                .expect("static headers");
+        }
         if matches!(path, "/healthz" | "/v0/health") {
             return if path == "/healthz" {
                 Response::new(body::full("ok\n"))
