@@ -156,10 +156,10 @@ where
                 match request::parse_head(&mut buf) {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
-                    Err(refused) => return refuse(io, &mut out, app, refused).await,
+                    Err(refused) => return refuse(io, &mut out, app, refused, None).await,
                 }
             } else if buf.len() > request::MAX_HEAD_BYTES {
-                return refuse(io, &mut out, app, Refused::head_too_large()).await;
+                return refuse(io, &mut out, app, Refused::head_too_large(), None).await;
             }
             scanned = buf.len();
             if !read_more(io, &mut buf, Some(stop.as_mut())).await {
@@ -194,7 +194,10 @@ where
                 match read {
                     Ok(Some(body)) => body,
                     Ok(None) => return Ok(Ending::ClientLeft), // it left mid-body
-                    Err(refused) => return refuse(io, &mut out, app, refused).await,
+                    Err(refused) => {
+                        let path = Some(parts.uri.path());
+                        return refuse(io, &mut out, app, refused, path).await;
+                    }
                 }
             }
         };
@@ -237,10 +240,13 @@ fn panicked(app: &App, parts: &Parts, panic: &(dyn Any + Send)) -> Response<Resp
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
     tracing::error!(method = %parts.method, path = parts.uri.path(), panic = what, "request handler panicked");
-    app.error_response(ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error: the request failed; it may or may not have taken effect",
-    ))
+    app.error_response(
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the request failed; it may or may not have taken effect",
+        ),
+        Some(parts.uri.path()),
+    )
 }
 
 /// Read a body of `n` bytes. `None`: the connection ended first.
@@ -290,8 +296,9 @@ async fn refuse<IO: AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     app: &App,
     refused: Refused,
+    path: Option<&str>,
 ) -> std::io::Result<Ending> {
-    let resp = app.error_response(ApiError::new(refused.status, refused.message));
+    let resp = app.error_response(ApiError::new(refused.status, refused.message), path);
     let ex = Exchange {
         head: false,
         version: Version::HTTP_11,

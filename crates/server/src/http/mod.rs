@@ -67,9 +67,13 @@ impl App {
         resp
     }
 
-    /// The answer to a request refused before it reached a handler (malformed, too large).
-    pub fn error_response(&self, e: ApiError) -> Response<ResponseBody> {
-        let mut resp = e.into_response();
+    /// The answer to a request refused before it reached a handler (malformed, too large), in
+    /// the form of the face its path belongs to, if it is known.
+    pub fn error_response(&self, e: ApiError, path: Option<&str>) -> Response<ResponseBody> {
+        let mut resp = match path {
+            Some(p) if topics::owns(p) => topics::render_error(e),
+            _ => e.into_response(),
+        };
         self.common_headers(resp.headers_mut(), None, false);
         resp
     }

@@ -160,7 +160,7 @@ pub async fn write(
     let records = w.records(&body)?;
     let idempotency_key = w.idempotency_key.take().or(header_key);
     if let Some(k) = &idempotency_key
-        && k.len() > super::request::MAX_IDEMPOTENCY_KEY
+        && k.chars().count() > super::request::MAX_IDEMPOTENCY_KEY
     {
         return Err(invalid("idempotency_key is longer than 256 characters"));
     }
@@ -174,7 +174,7 @@ pub async fn write(
             },
             ..TopicConfig::default()
         }),
-        (_, Some(c)) => {
+        (_, Some(super::request::Object(c))) => {
             let cfg = c.apply(
                 topic,
                 TopicConfig::default(),
@@ -351,5 +351,5 @@ pub fn queue_op(app: &App, topic: &str) -> Answer {
         StatusCode::NOT_IMPLEMENTED,
         "queue operations (claim, ack, nack, extend, work) are not implemented yet",
     )
-    .code("internal"))
+    .code("not_implemented"))
 }

@@ -45,19 +45,46 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Parse a JSON body that borrows from it.
-pub fn parse_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))
+/// A struct that must come as a JSON object (serde's derived `Deserialize` also takes an
+/// array of the fields in order, which no client means).
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Object)
+    }
 }
 
-/// Parse a JSON body (an empty body is `{}`).
+/// Parse a JSON object body that borrows from it. The whole body must be UTF-8 (members the
+/// parser skips are not checked otherwise).
+pub fn parse_borrowed<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(invalid("the request body is not UTF-8"));
+    }
+    serde_json::from_slice::<Object<T>>(body)
+        .map(|o| o.0)
+        .map_err(|e| invalid(format!("invalid JSON body: {e}")))
+}
+
+/// Parse a JSON object body (an empty body is `{}`).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))
+    parse_borrowed(body)
 }
 
 /// The topic configuration object, every field optional.
@@ -212,14 +239,24 @@ struct RecordBody<'a> {
 #[derive(Debug, Deserialize)]
 pub struct WriteBody<'a> {
     #[serde(borrow)]
-    records: Option<Vec<RecordBody<'a>>>,
+    records: Option<Vec<Object<RecordBody<'a>>>>,
     node: Option<String>,
     pub idempotency_key: Option<String>,
     pub create: Option<bool>,
-    pub config: Option<ConfigBody>,
+    pub config: Option<Object<ConfigBody>>,
     #[serde(default)]
     #[allow(dead_code)] // accepted for compatibility; there is no backpressure to disable
     disable_backpressure: Option<bool>,
+}
+
+fn check_chars(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    let n = v.chars().count();
+    if n > max {
+        return Err(invalid(format!(
+            "{what} is {n} characters; the limit is {max}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_str(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
@@ -254,10 +291,10 @@ impl WriteBody<'_> {
             check_str("node", n, MAX_NODE_BYTES)?;
         }
         if let Some(k) = &self.idempotency_key {
-            check_str("idempotency_key", k, MAX_IDEMPOTENCY_KEY)?;
+            check_chars("idempotency_key", k, MAX_IDEMPOTENCY_KEY)?;
         }
         let mut out = Vec::with_capacity(records.len());
-        for (i, r) in records.into_iter().enumerate() {
+        for (i, Object(r)) in records.into_iter().enumerate() {
             let data = r
                 .data
                 .map_or(Bytes::from_static(b"null"), |d| raw_bytes(body, d));

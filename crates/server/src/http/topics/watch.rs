@@ -184,7 +184,7 @@ struct TopicStart {
 struct WatchBody {
     node: Option<Nodes>,
     #[serde(default)]
-    topics: BTreeMap<String, TopicStart>,
+    topics: BTreeMap<String, super::request::Object<TopicStart>>,
     limit: Option<u64>,
     max_batch_bytes: Option<u64>,
     heartbeat_ms: Option<u64>,
@@ -232,7 +232,7 @@ pub fn create(
     }
     let mut cursors = BTreeMap::new();
     let mut shown = serde_json::Map::new();
-    for (name, start) in &b.topics {
+    for (name, super::request::Object(start)) in &b.topics {
         check_name(name)?;
         let info = match app.engine.topic_info(name, false) {
             Ok(i) => i,
