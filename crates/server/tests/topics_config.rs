@@ -1,0 +1,299 @@
+//! The topics `/v0` JSON API, black-box: topic configuration (PUT), state (GET), listing,
+//! topic DELETE, names, content types and malformed bodies. Built from `topics-v0-api.md` and
+//! `topics-README.md` only, never from the implementation.
+
+mod common;
+#[macro_use]
+mod topics_common;
+
+use base64::Engine as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use topics_common::*;
+
+#[tokio::test]
+async fn put_empty_config_creates_with_every_default_then_200() {
+    let s = start().await;
+    let v = put_ok(&s, "defaults", json!({}), 201).await;
+    has!(v, { "topic": "defaults", "created": true });
+    assert_config(&v["config"], json!({}));
+
+    let v = put_ok(&s, "defaults", json!({}), 200).await;
+    assert_eq!(v["created"], false);
+    assert_config(&v["config"], json!({}));
+}
+
+#[tokio::test]
+async fn put_updates_in_place_and_durable_is_an_alias_of_durability() {
+    let s = start().await;
+    let v = put_ok(&s, "d", json!({ "durable": true }), 201).await;
+    let fsync = json!({ "durable": true, "durability": "fsync" });
+    assert_config(&v["config"], fsync);
+
+    // An update answers 200 with the new config, which GET reports too.
+    let update = json!({ "cap_records": 10, "ttl_ms": 5000 });
+    let v = put_ok(&s, "d", update.clone(), 200).await;
+    assert_eq!(v["created"], false);
+    assert_has(&v["config"], update.clone());
+    assert_has(&state(&s, "d").await["config"], update);
+
+    // `durability` changes in place; `durable` is normalized to `durability == "fsync"`.
+    for (class, durable) in [("memory", false), ("ephemeral", false), ("fsync", true)] {
+        let v = put_ok(&s, "d", json!({ "durability": class }), 200).await;
+        has!(v["config"], { "durability": class, "durable": durable });
+    }
+    let v = put_ok(&s, "d", json!({ "durable": false }), 200).await;
+    has!(v["config"], { "durability": "disk", "durable": false });
+}
+
+#[tokio::test]
+async fn put_clamps_priority_and_queue_settings() {
+    let s = start().await;
+    let v = put_ok(&s, "hi", json!({ "priority": 5000 }), 201).await;
+    assert_eq!(v["config"]["priority"], 1000);
+    let v = put_ok(&s, "lo", json!({ "priority": -5000 }), 201).await;
+    assert_eq!(v["config"]["priority"], -1000);
+
+    let body = json!({ "type": "queue", "lease_ms": 5, "claim_jitter_ms": 10000 });
+    let v = put_ok(&s, "q1", body, 201).await;
+    has!(v["config"], { "type": "queue", "lease_ms": 100, "claim_jitter_ms": 5000 });
+    let body = json!({ "type": "queue", "lease_ms": 100_000_000_000u64 });
+    let v = put_ok(&s, "q2", body, 201).await;
+    assert_eq!(v["config"]["lease_ms"], 86_400_000);
+
+    // A queue's dead_letter must differ from the queue itself.
+    let body = json!({ "type": "queue", "dead_letter": "q3" });
+    put(&s, "q3", body).await.err(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn put_cannot_change_the_type() {
+    let s = start().await;
+    put_ok(&s, "typed", json!({}), 201).await;
+    let r = put(&s, "typed", json!({ "type": "queue" })).await;
+    r.err(409, "topic_exists_incompatible");
+    assert_eq!(state(&s, "typed").await["type"], "log");
+    // The same type again is fine.
+    put_ok(&s, "typed", json!({ "type": "log" }), 200).await;
+}
+
+#[tokio::test]
+async fn names_follow_the_documented_pattern() {
+    let s = start().await;
+    let longest = "a".repeat(255);
+    for ok in ["chat:general", "A.b_c-9", "0", longest.as_str()] {
+        put_ok(&s, ok, json!({}), 201).await;
+    }
+    let too_long = "a".repeat(256);
+    for bad in ["-bad", "_x", ".x", ":x", too_long.as_str()] {
+        put(&s, bad, json!({})).await.err(400, "invalid_request");
+        let r = post(&s, &t(bad), json!({ "records": recs(1) })).await;
+        r.err(400, "invalid_request");
+    }
+}
+
+/// Bodies must be JSON: a non-JSON content type is 415 and changes nothing. Riffle also takes a
+/// body sent without a content type, or with curl's `-d` default (form-urlencoded), when the
+/// body is JSON: the topics README's own recipes send bodies that way and must work verbatim.
+#[tokio::test]
+async fn put_and_post_require_a_json_content_type() {
+    let s = start().await;
+    let unsupported = "unsupported_media_type";
+    for ct in [Some("text/plain"), Some("application/xml")] {
+        let r = raw(&s, Method::PUT, &t("ct"), ct, b"{}").await;
+        r.err(415, unsupported);
+    }
+    // A form body that is not JSON is what the form type says it is: not JSON.
+    raw(&s, Method::PUT, &t("ct"), Some(FORM), b"ttl_ms=5")
+        .await
+        .err(415, unsupported);
+    // Nothing was created by those.
+    get(&s, &t("ct")).await.err(404, "topic_not_found");
+
+    let rec = json!({ "records": recs(1) }).to_string();
+    for ct in [Some("text/plain"), Some("application/xml")] {
+        let r = raw(&s, Method::POST, &t("ct"), ct, rec.as_bytes()).await;
+        r.err(415, unsupported);
+    }
+    get(&s, &t("ct")).await.err(404, "topic_not_found");
+    // A charset parameter is still application/json.
+    let ct = Some("application/json; charset=utf-8");
+    raw(&s, Method::PUT, &t("ct"), ct, b"{}").await.ok(200 + 1);
+    for sub in ["diff", "delete"] {
+        let path = format!("/v0/topics/ct/{sub}");
+        let r = raw(
+            &s,
+            Method::POST,
+            &path,
+            Some("text/plain"),
+            br#"{"before_seq":1}"#,
+        );
+        r.await.err(415, unsupported);
+    }
+    // The recipes' way: JSON with curl's default type, or with none.
+    for ct in [Some(FORM), None] {
+        raw(&s, Method::POST, &t("ct"), ct, rec.as_bytes())
+            .await
+            .ok(200);
+    }
+    assert_eq!(state(&s, "ct").await["head_seq"], 2);
+}
+
+#[tokio::test]
+async fn malformed_json_and_bad_values_are_400_invalid_request() {
+    let s = start().await;
+    put_ok(&s, "m", json!({}), 201).await;
+    for (method, path, body) in [
+        (Method::PUT, "/v0/topics/m", "{\"ttl_ms\":"),
+        (Method::POST, "/v0/topics/m", "not json"),
+        (Method::POST, "/v0/topics/m/diff", "[1,2"),
+        (Method::POST, "/v0/topics/m/delete", "{"),
+    ] {
+        let r = raw(&s, method, path, Some(JSON), body.as_bytes()).await;
+        r.err(400, "invalid_request");
+    }
+    for config in [
+        json!({ "durability": "tape" }),
+        json!({ "type": "stream" }),
+        json!({ "discard": "newest" }),
+        json!({ "ttl_ms": "soon" }),
+    ] {
+        put(&s, "m2", config).await.err(400, "invalid_request");
+    }
+    get(&s, &t("m2")).await.err(404, "topic_not_found");
+    let r = post(&s, &t("m"), json!({ "records": 5 })).await;
+    r.err(400, "invalid_request");
+}
+
+// ---- GET / list / DELETE topics ----------------------------------------------------------
+
+#[tokio::test]
+async fn get_reports_the_topic_state() {
+    let s = start().await;
+    put_ok(&s, "st", json!({}), 201).await;
+    let v = state(&s, "st").await;
+    for key in ["effective_priority", "last_write_ts", "last_read_ts"] {
+        assert!(v.get(key).is_some(), "GET has {key}: {v}");
+    }
+    // earliest_seq is head_seq + 1 when the topic is empty.
+    has!(v, { "topic": "st", "type": "log", "head_seq": 0, "earliest_seq": 1,
+                       "next_seq": 1, "count": 0, "bytes": 0 });
+    assert_config(&v["config"], json!({}));
+
+    let before = now_ms();
+    write_n(&s, "st", 2).await;
+    let after = now_ms();
+    let v = state(&s, "st").await;
+    has!(v, { "head_seq": 2, "earliest_seq": 1, "next_seq": 3, "count": 2 });
+    assert!(v["bytes"].as_u64().is_some_and(|b| b > 0), "bytes: {v}");
+    let ts = v["last_write_ts"].as_u64().expect("last_write_ts is ms");
+    assert!(ts + 1000 >= before && ts <= after + 1000, "{ts}");
+    // Auto priority is 500 x 2^(-idle/30 s): about 500 right after a write.
+    let p = v["effective_priority"].as_f64().expect("a number");
+    assert!((400.0..=500.0).contains(&p), "effective_priority {p}");
+}
+
+#[tokio::test]
+async fn reads_of_a_missing_topic_are_404_and_never_create_it() {
+    let s = start().await;
+    let missing = "topic_not_found";
+    get(&s, &t("nope")).await.err(404, missing);
+    let r = post(&s, "/v0/topics/nope/diff", json!({})).await;
+    r.err(404, missing);
+    let r = post(&s, "/v0/topics/nope/delete", json!({ "before_seq": 5 })).await;
+    r.err(404, missing);
+    get(&s, &t("nope")).await.err(404, missing);
+    let list = get(&s, "/v0/topics").await.ok(200);
+    assert_eq!(list["topics"], json!([]), "{list}");
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The topic names of a listing page.
+fn names(v: &Value) -> Vec<String> {
+    let topics = v["topics"].as_array().expect("topics[]");
+    let name = |x: &Value| x["topic"].as_str().expect("topic").to_string();
+    topics.iter().map(name).collect()
+}
+
+#[tokio::test]
+async fn list_filters_by_prefix_and_pages_with_a_cursor() {
+    let s = start().await;
+    for name in ["ls-c", "ls-a", "ls-e", "ls-b", "ls-d", "other"] {
+        put_ok(&s, name, json!({}), 201).await;
+    }
+    write_n(&s, "ls-b", 2).await;
+
+    let v = get(&s, "/v0/topics").await.ok(200);
+    assert_eq!(names(&v).len(), 6);
+    assert!(v.get("next_cursor").is_none(), "one page only: {v}");
+
+    let v = get(&s, "/v0/topics?prefix=ls-").await.ok(200);
+    assert_eq!(names(&v), ["ls-a", "ls-b", "ls-c", "ls-d", "ls-e"]);
+    let b = &v["topics"][1];
+    for key in ["effective_priority", "bytes"] {
+        assert!(b.get(key).is_some(), "a list entry has {key}: {b}");
+    }
+    has!(b, { "head_seq": 2, "earliest_seq": 1, "count": 2, "durable": false });
+
+    // Pages of 2: a b | c d | e, with next_cursor only while there are more.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..3 {
+        let mut path = "/v0/topics?prefix=ls-&page_size=2".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        let v = get(&s, &path).await.ok(200);
+        seen.extend(names(&v));
+        let next = v.get("next_cursor").map(|c| c.as_str().expect("a string"));
+        cursor = next.map(str::to_string);
+        assert_eq!(cursor.is_some(), page < 2, "page {page}: {v}");
+    }
+    assert_eq!(seen, ["ls-a", "ls-b", "ls-c", "ls-d", "ls-e"]);
+
+    // The cursor is base64 of {"after": name}.
+    let v = get(&s, "/v0/topics?prefix=ls-&page_size=2").await.ok(200);
+    let c = v["next_cursor"].as_str().expect("next_cursor");
+    let engines = [
+        base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT,
+        base64::engine::general_purpose::URL_SAFE_PAD_INDIFFERENT,
+    ];
+    let bytes = engines.iter().find_map(|e| e.decode(c).ok());
+    let bytes = bytes.unwrap_or_else(|| panic!("cursor {c:?} is not base64"));
+    let after: Value = serde_json::from_slice(&bytes).expect("a JSON cursor");
+    assert_eq!(after, json!({ "after": "ls-b" }));
+}
+
+#[tokio::test]
+async fn list_rejects_a_bad_cursor() {
+    let s = start().await;
+    put_ok(&s, "x", json!({}), 201).await;
+    for cursor in ["not-a-cursor!", "aGVsbG8="] {
+        let r = get(&s, &format!("/v0/topics?cursor={}", urlencode(cursor))).await;
+        r.err(400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn delete_topic_reports_deleted_and_honours_if_empty() {
+    let s = start().await;
+    write_n(&s, "full", 1).await;
+    let r = delete(&s, "/v0/topics/full?if_empty=true").await;
+    r.err(409, "topic_not_empty");
+    assert_eq!(state(&s, "full").await["count"], 1);
+
+    let v = delete(&s, "/v0/topics/full").await.ok(200);
+    has!(v, { "topic": "full", "deleted": true, "routers_removed": [] });
+    get(&s, &t("full")).await.err(404, "topic_not_found");
+    let v = delete(&s, "/v0/topics/full").await.ok(200);
+    assert_eq!(v["deleted"], false);
+
+    put_ok(&s, "empty", json!({}), 201).await;
+    let v = delete(&s, "/v0/topics/empty?if_empty=true").await.ok(200);
+    assert_eq!(v["deleted"], true);
+}
+
+// ---- writes -------------------------------------------------------------------------------
