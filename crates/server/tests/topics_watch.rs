@@ -6,7 +6,8 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Options, Server};
+use common::Server;
+use common::start_topics as start;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -15,23 +16,6 @@ use std::time::{Duration, Instant};
 const JSON: &str = "application/json";
 /// Upper bound for anything that should happen promptly.
 const PROMPT: Duration = Duration::from_secs(5);
-
-/// A server with a data directory. A topic's default durability class (`disk`) and `fsync`
-/// need one, and the harness's default `memory` mode has none (only `ephemeral` records), so
-/// these tests run on `file-durable` storage, Riffle's own default, unless
-/// `RIFFLE_IT_STORAGE_MODE` names another file mode. The relative data directory lands in the
-/// server's scratch working directory, removed with it.
-async fn start() -> Server {
-    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").ok();
-    let mode = mode.filter(|m| m != "memory");
-    let opts = Options::default()
-        .env(
-            "DS_STORAGE__MODE",
-            mode.as_deref().unwrap_or("file-durable"),
-        )
-        .env("DS_STORAGE__DATA_DIR", "data");
-    Server::start_with(opts).await
-}
 
 // ---- JSON helpers -------------------------------------------------------------------------
 

@@ -145,6 +145,18 @@ pub fn riffle_command(dir: &Path) -> Command {
     cmd
 }
 
+/// A server for the `/v0` tests: with a data directory, since a topic's default class
+/// (`disk`) and `fsync` need one (the harness's default `memory` mode has only `ephemeral`
+/// records). `file-durable`, Riffle's own default, unless `RIFFLE_IT_STORAGE_MODE` names
+/// another file mode; the relative data directory is in the server's scratch directory.
+pub async fn start_topics() -> Server {
+    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").ok();
+    let mode = mode.filter(|m| m != "memory");
+    let mode = mode.as_deref().unwrap_or("file-durable");
+    let opts = Options::default().env("DS_STORAGE__MODE", mode);
+    Server::start_with(opts.env("DS_STORAGE__DATA_DIR", "data")).await
+}
+
 impl Server {
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await

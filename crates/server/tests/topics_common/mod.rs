@@ -2,30 +2,14 @@
 //! assertion helpers. Built from `topics-v0-api.md` and `topics-README.md` only.
 #![allow(dead_code)]
 
-use crate::common::{self, Options, Server};
+pub use crate::common::start_topics as start;
+use crate::common::{self, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const JSON: &str = "application/json";
 pub const FORM: &str = "application/x-www-form-urlencoded";
-
-/// A server with a data directory. A topic's default durability class (`disk`) and `fsync`
-/// need one, and the harness's default `memory` mode has none (only `ephemeral` records), so
-/// these tests run on `file-durable` storage, Riffle's own default, unless
-/// `RIFFLE_IT_STORAGE_MODE` names another file mode. The relative data directory lands in the
-/// server's scratch working directory, removed with it.
-pub async fn start() -> Server {
-    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").ok();
-    let mode = mode.filter(|m| m != "memory");
-    let opts = Options::default()
-        .env(
-            "DS_STORAGE__MODE",
-            mode.as_deref().unwrap_or("file-durable"),
-        )
-        .env("DS_STORAGE__DATA_DIR", "data");
-    Server::start_with(opts).await
-}
 
 // ---- helpers -----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 //! code, nothing changed, the server alive).
 #![allow(dead_code)]
 
-use crate::common::{Options, Server};
+use crate::common::Server;
+pub use crate::common::start_topics as start;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
@@ -14,15 +15,6 @@ pub const CT: Headers = &[("content-type", b"application/json")];
 pub const LIMIT: usize = 10_485_760;
 pub const INVALID: (u16, &str) = (400, "invalid_request");
 pub const NO_TOPIC: (u16, &str) = (404, "topic_not_found");
-
-/// A server with a data directory, as topics_api.rs starts one.
-pub async fn start() -> Server {
-    let mode = std::env::var("RIFFLE_IT_STORAGE_MODE").ok();
-    let mode = mode.filter(|m| m != "memory");
-    let mode = mode.as_deref().unwrap_or("file-durable");
-    let opts = Options::default().env("DS_STORAGE__MODE", mode);
-    Server::start_with(opts.env("DS_STORAGE__DATA_DIR", "data")).await
-}
 
 /// The documented error codes, by status (§1.1).
 pub const CODES: &str = "400:invalid_request 400:batch_too_large 400:record_too_large \
