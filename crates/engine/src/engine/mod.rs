@@ -86,6 +86,8 @@ struct Inner {
     persist: Option<Arc<Persist>>,
     /// Bumped on every topic creation.
     topic_created: watch::Sender<u64>,
+    /// Names of the live topics, in order (listing pages without walking every log).
+    topic_names: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -128,6 +130,7 @@ impl Engine {
                 next_id: AtomicU64::new(seed.max(min_id)),
                 persist,
                 topic_created: watch::channel(0).0,
+                topic_names: Default::default(),
             }),
         }
     }
@@ -201,6 +204,9 @@ impl Engine {
             ));
             if let Some(t) = r.topic {
                 log.restore_topic(t);
+                if let Some(name) = topics::topic_name(&log.config.name) {
+                    self.inner.topic_names.lock().insert(name.to_string());
+                }
             }
             log.lifecycle.lock().soft_deleted = r.deleted;
             by_id.insert(log.config.id, log.clone());

@@ -15,6 +15,11 @@ fn key(name: &str) -> String {
     format!("{TOPIC_KEY}{name}")
 }
 
+/// The topic name of a registry key, if it is a topic's.
+pub(super) fn topic_name(key: &str) -> Option<&str> {
+    key.strip_prefix(TOPIC_KEY)
+}
+
 /// A topic held for reads and waits (a `/v0` long-poll or watch), answering for the
 /// incarnation it was opened on.
 pub struct TopicHandle {
@@ -106,7 +111,7 @@ impl Engine {
                 guard
             };
             let (Some(p), Some(guard)) = (&persist, guard) else {
-                self.inner.topic_created.send_modify(|v| *v += 1);
+                self.created(name);
                 return Ok((log, true));
             };
             let record = WalEntry::CreateTopic {
@@ -121,9 +126,20 @@ impl Engine {
                 Ok(r) => r.map_err(wal_error)?,
                 Err(_) => return Err(storage_error("the WAL shut down", false)),
             };
-            self.inner.topic_created.send_modify(|v| *v += 1);
+            self.created(name);
             return Ok((log, true));
         }
+    }
+
+    /// A topic became visible: list it and wake readers waiting for it.
+    fn created(&self, name: &str) {
+        self.inner.topic_names.lock().insert(name.to_string());
+        self.inner.topic_created.send_modify(|v| *v += 1);
+    }
+
+    /// Number of live topics.
+    pub fn topic_count(&self) -> usize {
+        self.inner.topic_names.lock().len()
     }
 
     /// Create a topic with `config`, or update an existing one's configuration in place (its
@@ -219,11 +235,17 @@ impl Engine {
         if if_empty && log.topic_info(self.now(), false)?.count > 0 {
             return Err(EngineError::TopicNotEmpty);
         }
-        match self.delete(&key(name)).await {
+        let out = match self.delete(&key(name)).await {
             Ok(()) => Ok(true),
             Err(EngineError::NotFound) => Ok(false),
             Err(e) => Err(e),
+        };
+        // Unlisted unless a new topic of the name was registered meanwhile.
+        let logs = self.inner.logs.read();
+        if !logs.contains_key(&key(name)) {
+            self.inner.topic_names.lock().remove(name);
         }
+        out
     }
 
     /// Topics whose names start with `prefix`, in name order, after `after`; at most `limit`
@@ -234,17 +256,29 @@ impl Engine {
         after: Option<&str>,
         limit: usize,
     ) -> (Vec<TopicInfo>, bool) {
-        let full = key(prefix);
-        let mut names: Vec<(String, Arc<Log>)> = self
-            .inner
-            .logs
-            .read()
-            .iter()
-            .filter(|(k, l)| k.starts_with(&full) && l.is_topic())
-            .filter(|(k, _)| after.is_none_or(|a| &k[TOPIC_KEY.len()..] > a))
-            .map(|(k, l)| (k[TOPIC_KEY.len()..].to_string(), l.clone()))
-            .collect();
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Names from the ordered set, a page (plus one, to know whether more follow) at a time.
+        let names: Vec<String> = {
+            let set = self.inner.topic_names.lock();
+            let start = match after {
+                Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
+                _ => std::ops::Bound::Included(prefix.to_string()),
+            };
+            set.range((start, std::ops::Bound::Unbounded))
+                .take_while(|n| n.starts_with(prefix))
+                .take(limit.saturating_add(1))
+                .cloned()
+                .collect()
+        };
+        let names: Vec<(String, Arc<Log>)> = {
+            let logs = self.inner.logs.read();
+            names
+                .into_iter()
+                .filter_map(|n| {
+                    let log = logs.get(&key(&n))?.clone();
+                    Some((n, log))
+                })
+                .collect()
+        };
         let now = self.now();
         let mut out = Vec::new();
         let mut more = false;
