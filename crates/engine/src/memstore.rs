@@ -21,9 +21,11 @@ pub(crate) struct MemStore {
     sealed: Vec<(u64, Bytes)>,
     open: Vec<u8>,
     open_start: u64,
-    /// First position of every record.
+    /// First position of every record (after the `dropped` first ones).
     starts: Vec<u64>,
     tail: u64,
+    /// Records dropped from the front (a topic's trimmed head).
+    dropped: usize,
 }
 
 impl MemStore {
@@ -121,12 +123,36 @@ impl MemStore {
         Some((start, bytes))
     }
 
-    /// End position of record number `i`, if it exists.
+    /// End position of record number `i`, if it exists (and was not dropped).
     pub fn end_of(&self, i: usize) -> Option<u64> {
-        if i >= self.starts.len() {
+        let k = i.checked_sub(self.dropped)?;
+        if k >= self.starts.len() {
             return None;
         }
-        Some(self.starts.get(i + 1).copied().unwrap_or(self.tail))
+        Some(self.starts.get(k + 1).copied().unwrap_or(self.tail))
+    }
+
+    /// Free what lies wholly before `pos` (a topic's first live record): sealed chunks that end
+    /// at or before it, and the index entries of their records. Nothing before `pos` may be read
+    /// afterwards. Returns the bytes freed, as they were charged (record bytes plus index
+    /// entries).
+    pub fn drop_front(&mut self, pos: u64) -> u64 {
+        let whole = self
+            .sealed
+            .partition_point(|(s, c)| s + c.len() as u64 <= pos);
+        if whole == 0 {
+            return 0;
+        }
+        let freed: u64 = self
+            .sealed
+            .drain(..whole)
+            .map(|(_, c)| c.len() as u64)
+            .sum();
+        let keep_from = self.sealed.first().map_or(self.open_start, |(s, _)| *s);
+        let records = self.starts.partition_point(|&s| s < keep_from);
+        self.starts.drain(..records);
+        self.dropped += records;
+        freed + 8 * records as u64
     }
 
     /// Index of the sealed chunk holding `pos` (which is before `open_start`).
@@ -240,6 +266,23 @@ mod tests {
         m.push(b"small");
         let (start, rec) = m.record_at(CHUNK_BYTES as u64 + 2).unwrap();
         assert_eq!((start, &rec[..]), (CHUNK_BYTES as u64 + 1, &b"small"[..]));
+    }
+
+    #[test]
+    fn dropping_the_front_frees_whole_chunks_and_keeps_the_rest_readable() {
+        let (mut m, flat, starts) = filled(0, 60);
+        let cut = starts[40];
+        let freed = m.drop_front(cut);
+        assert!(freed > 0);
+        assert!(m.end_of(0).is_none() || m.dropped == 0);
+        // Records from the cut on read as before, by index and by position.
+        assert_eq!(m.end_of(59), Some(flat.len() as u64));
+        assert_eq!(m.end_of(40), Some(starts[41]));
+        let mut out = Vec::new();
+        let mut b = usize::MAX;
+        m.collect(cut, u64::MAX, &mut b, &mut out);
+        assert_eq!(join(&out), flat[cut as usize..]);
+        assert_eq!(m.drop_front(cut), 0, "nothing more to free");
     }
 
     #[test]

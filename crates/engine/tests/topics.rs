@@ -558,3 +558,35 @@ async fn a_dropped_write_commits_whole_or_not_at_all() {
     let seqs: Vec<u64> = read(&e, "t", 0).iter().map(|r| r.0).collect();
     assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
 }
+
+/// A capped topic kept in RAM (no data directory) gives back the memory of what it evicts:
+/// a pub/sub topic written forever stays within its cap.
+#[tokio::test]
+async fn a_capped_ram_topic_stays_bounded() {
+    let e = Engine::new(EngineConfig::default(), Arc::new(ManualClock::new(1)));
+    let mut c = cfg(Durability::Ephemeral);
+    c.cap_records = 100;
+    e.topic_put("feed", c).await.unwrap();
+    let big = format!("\"{}\"", "x".repeat(500));
+    let mut peak_after_warmup = 0;
+    for round in 0..400 {
+        write(
+            &e,
+            "feed",
+            (0..10).map(|_| rec(&big, None)).collect(),
+            Durability::Ephemeral,
+        )
+        .await;
+        if round == 50 {
+            peak_after_warmup = e.memory_used();
+        }
+    }
+    let info = e.topic_info("feed", false).unwrap();
+    assert_eq!((info.count, info.head_seq), (100, 4000));
+    assert!(
+        e.memory_used() <= peak_after_warmup + 64 * 1024,
+        "memory grew from {peak_after_warmup} to {}",
+        e.memory_used()
+    );
+    assert_eq!(read(&e, "feed", 0).len(), 100);
+}

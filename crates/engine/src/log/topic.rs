@@ -292,6 +292,7 @@ impl Log {
                     }
                 }
                 t.apply_write(n, ts, idem, trim);
+                log.release_mem(st);
             })
             .await?;
         Ok(TopicWritten {
@@ -418,6 +419,21 @@ impl Log {
         (count, bytes)
     }
 
+    /// A RAM-backed topic gives back the memory of records its head trim removed.
+    fn release_mem(&self, st: &mut LogState) {
+        if self.files.is_some() {
+            return;
+        }
+        let Some(pos) = st.topic.as_deref().map(|t| t.trim.earliest_pos) else {
+            return;
+        };
+        let freed = st.mem.drop_front(pos);
+        if freed > 0 {
+            st.own_bytes = st.own_bytes.saturating_sub(freed);
+            self.budget.used.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
     /// Store records (their stored form and ends relative to the tail) as the log's next
     /// records, one index entry each.
     fn push_records(&self, st: &mut LogState, buf: &[u8], rel_ends: &[u64]) {
@@ -522,19 +538,21 @@ impl Log {
         );
         let before_count = v.live_count;
         let (out, _) = self
-            .commit(serial, record, 0, move |_, st| {
+            .commit(serial, record, 0, move |log, st| {
                 let tail = st.w.tail;
                 st.w.log_seq = log_seq;
                 let t = st.topic.as_deref_mut().expect("a topic stays a topic");
                 t.apply_delete(&ranges, trim);
                 t.tags.remove(&matched);
-                Deleted {
+                let out = Deleted {
                     deleted: before_count.saturating_sub(t.live_count()),
                     earliest_seq: t.trim.earliest,
                     head_seq: t.head,
                     count: t.live_count(),
                     bytes: t.live_bytes(tail),
-                }
+                };
+                log.release_mem(st);
+                out
             })
             .await?;
         Ok(out)
@@ -584,11 +602,12 @@ impl Log {
             // TTL is re-derived from timestamps after a crash anyway: no sync of its own.
             r.commit = Commit::Lazy;
         }
-        self.commit(serial, record, 0, move |_, st| {
+        self.commit(serial, record, 0, move |log, st| {
             st.w.log_seq = log_seq;
             if let Some(t) = st.topic.as_deref_mut() {
                 t.apply_trim(trim);
             }
+            log.release_mem(st);
         })
         .await?;
         Ok(true)
