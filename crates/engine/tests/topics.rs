@@ -590,3 +590,59 @@ async fn a_capped_ram_topic_stays_bounded() {
     );
     assert_eq!(read(&e, "feed", 0).len(), 100);
 }
+
+/// Tags and idempotency keys are memory a client makes the server hold: it is counted against
+/// the budget, refused past it, and given back when trims and the window let it go.
+#[tokio::test]
+async fn tag_and_key_memory_is_budgeted_and_given_back() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = EngineConfig {
+        max_memory_bytes: 4 << 20,
+        ..EngineConfig::default()
+    };
+    let d = Disk::new();
+    let mut storage = StorageConfig::new(d.dir());
+    storage.shards = 1;
+    let e = Engine::recover(config, clock.clone(), storage)
+        .expect("recover")
+        .0;
+    let mut c = cfg(Durability::Disk);
+    c.cap_records = 1000;
+    c.idempotency_window_ms = 1_000;
+    e.topic_put("t", c).await.unwrap();
+    let base = e.memory_used();
+    let tag = "t".repeat(200);
+    let mut refused = false;
+    for i in 0..20_000u64 {
+        let w = TopicWrite {
+            records: vec![rec("1", Some(&format!("{tag}{i}")))],
+            idempotency_key: Some(format!("{}{i}", "k".repeat(200))),
+            create: None,
+        };
+        match e.topic_write("t", w).await {
+            Ok(_) => {}
+            Err(EngineError::MemoryFull { .. }) => {
+                refused = true;
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(refused, "unbounded keys within the window hit the budget");
+    assert!(e.memory_used() <= 4 << 20);
+    // Past the window the keys go, and the cap lets old tags go: writes work again.
+    clock.advance_ms(2_000);
+    for i in 0..2_000u64 {
+        let w = TopicWrite {
+            records: vec![rec("1", Some(&format!("x{i}")))],
+            idempotency_key: Some(format!("later-{i}")),
+            create: None,
+        };
+        e.topic_write("t", w).await.expect("room again");
+    }
+    assert!(
+        e.memory_used() < base + (1 << 20),
+        "used {} base {base}",
+        e.memory_used()
+    );
+}

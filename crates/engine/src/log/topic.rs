@@ -9,7 +9,7 @@
 use super::commit::WalRecord;
 use super::*;
 use crate::topic::record;
-use crate::topic::state::{RangeRec, TrimRec};
+use crate::topic::state::{IdemWindow, RangeRec, TAG_ENTRY_COST, TAG_KEY_COST, TrimRec};
 use crate::topic::{
     CommitTiming, DeleteSpec, Deleted, Discard, NewRecord, TopicConfig, TopicInfo, TopicWritten,
 };
@@ -214,8 +214,7 @@ impl Log {
         let v = self.view()?;
         if let Some(key) = &idem {
             let hit = self.with_topic(|st| {
-                let t = st.topic.as_deref_mut().expect("checked by with_topic");
-                t.idem.expire(now, t.config.idempotency_window_ms);
+                let t = st.topic.as_deref().expect("checked by with_topic");
                 t.idem.get(key, now, t.config.idempotency_window_ms)
             })?;
             if let Some((first, last)) = hit {
@@ -237,11 +236,20 @@ impl Log {
         let trim = self.plan_write_trim(&v, &rel_ends, ts)?;
         let first_seq = v.head + 1;
         let class = v.config.durability;
-        let charge = if self.files.is_none() {
+        let records_charge = if self.files.is_none() {
             buf.len() as u64 + n * RECORD_OVERHEAD
         } else {
             0
         };
+        // What the tag index and idempotency window will hold for this write (an estimate:
+        // a tag already indexed costs less); settled against the real growth when applied.
+        let index_charge: u64 = records
+            .iter()
+            .filter_map(|r| r.tag.as_deref())
+            .map(|t| t.len() as u64 + TAG_KEY_COST + TAG_ENTRY_COST)
+            .sum::<u64>()
+            + idem.as_deref().map_or(0, IdemWindow::cost);
+        let charge = records_charge + index_charge;
         self.reserve_memory(charge)?;
         let log_seq = v.log_seq + 1;
         let wal_bytes = |payload: &[u8]| {
@@ -282,9 +290,12 @@ impl Log {
             .commit(serial, record, charge, move |log, st| {
                 assert_eq!(start, st.w.tail, "topic writes apply in order");
                 log.push_records(st, &buf, &rel_ends);
-                st.own_bytes += charge;
+                st.own_bytes += records_charge;
                 st.w.log_seq = log_seq;
                 let t = st.topic.as_deref_mut().expect("a topic stays a topic");
+                let before = t.ram();
+                // Keys past the window go as new ones come: memory is bounded by the window.
+                t.idem.expire(ts, t.config.idempotency_window_ms);
                 for (i, tag) in tags.iter().enumerate() {
                     if let Some(tag) = tag {
                         t.tags.insert(tag, first_seq + i as u64);
@@ -292,6 +303,8 @@ impl Log {
                     }
                 }
                 t.apply_write(n, ts, idem, trim);
+                let grown = t.ram() as i64 - before as i64;
+                log.settle_index_ram(st, grown, index_charge);
                 log.release_mem(st);
             })
             .await?;
@@ -419,6 +432,20 @@ impl Log {
         (count, bytes)
     }
 
+    /// Account the topic's index RAM after a change that grew it by `grown` (negative: shrank),
+    /// `reserved` of which was reserved beforehand.
+    fn settle_index_ram(&self, st: &mut LogState, grown: i64, reserved: u64) {
+        st.own_bytes = st.own_bytes.saturating_add_signed(grown);
+        let extra = grown - reserved as i64;
+        if extra >= 0 {
+            self.budget.used.fetch_add(extra as u64, Ordering::Relaxed);
+        } else {
+            self.budget
+                .used
+                .fetch_sub(extra.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
     /// A RAM-backed topic gives back the memory of records its head trim removed.
     fn release_mem(&self, st: &mut LogState) {
         if self.files.is_some() {
@@ -542,8 +569,10 @@ impl Log {
                 let tail = st.w.tail;
                 st.w.log_seq = log_seq;
                 let t = st.topic.as_deref_mut().expect("a topic stays a topic");
+                let before = t.ram();
                 t.apply_delete(&ranges, trim);
                 t.tags.remove(&matched);
+                let grown = t.ram() as i64 - before as i64;
                 let out = Deleted {
                     deleted: before_count.saturating_sub(t.live_count()),
                     earliest_seq: t.trim.earliest,
@@ -551,6 +580,7 @@ impl Log {
                     count: t.live_count(),
                     bytes: t.live_bytes(tail),
                 };
+                log.settle_index_ram(st, grown, 0);
                 log.release_mem(st);
                 out
             })
@@ -605,7 +635,10 @@ impl Log {
         self.commit(serial, record, 0, move |log, st| {
             st.w.log_seq = log_seq;
             if let Some(t) = st.topic.as_deref_mut() {
+                let before = t.ram();
                 t.apply_trim(trim);
+                let grown = t.ram() as i64 - before as i64;
+                log.settle_index_ram(st, grown, 0);
             }
             log.release_mem(st);
         })
@@ -724,7 +757,14 @@ impl Log {
         }
         let (mut seq, mut pos) = (t.trim.earliest, t.trim.earliest_pos);
         let scan = t.tagged > 0 && seq <= t.head;
-        self.state.lock().topic = Some(Box::new(t));
+        let idem = t.ram();
+        {
+            // Recovery must not fail on the budget: count what the topic holds, unchecked.
+            let mut st = self.state.lock();
+            st.topic = Some(Box::new(t));
+            st.own_bytes += idem;
+            self.budget.used.fetch_add(idem, Ordering::Relaxed);
+        }
         if !scan {
             return;
         }
@@ -753,11 +793,15 @@ impl Log {
             }
             let mut st = self.state.lock();
             if let Some(t) = st.topic.as_deref_mut() {
+                let before = t.ram();
                 for (s, tag) in found {
                     if t.deleted.range_end(s).is_none() {
                         t.tags.insert(&tag, s);
                     }
                 }
+                let grown = t.ram() - before;
+                st.own_bytes += grown;
+                self.budget.used.fetch_add(grown, Ordering::Relaxed);
             }
             pos = reached;
         }

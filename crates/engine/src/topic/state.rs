@@ -142,6 +142,8 @@ impl DeletedSet {
 pub(crate) struct IdemWindow {
     map: HashMap<String, (u64, u64, i64)>,
     order: VecDeque<(i64, String)>,
+    /// RAM held, as charged to the memory budget (see [`IdemWindow::cost`]).
+    ram: u64,
 }
 
 impl IdemWindow {
@@ -151,7 +153,13 @@ impl IdemWindow {
         (now.saturating_sub(ts) < window).then_some((first, last))
     }
 
+    /// RAM one key costs: two copies (map and queue) and their entries.
+    pub fn cost(key: &str) -> u64 {
+        2 * key.len() as u64 + 96
+    }
+
     pub fn insert(&mut self, key: String, first: u64, last: u64, ts: i64) {
+        self.ram += Self::cost(&key);
         self.map.insert(key.clone(), (first, last, ts));
         self.order.push_back((ts, key));
     }
@@ -163,10 +171,11 @@ impl IdemWindow {
             if now.saturating_sub(*ts) < window {
                 break;
             }
-            if let Some((ts, key)) = self.order.pop_front()
-                && self.map.get(&key).is_some_and(|e| e.2 == ts)
-            {
-                self.map.remove(&key);
+            if let Some((ts, key)) = self.order.pop_front() {
+                self.ram = self.ram.saturating_sub(Self::cost(&key));
+                if self.map.get(&key).is_some_and(|e| e.2 == ts) {
+                    self.map.remove(&key);
+                }
             }
         }
     }
@@ -193,14 +202,25 @@ pub(crate) struct TagIndex {
     map: BTreeMap<Arc<str>, VecDeque<u64>>,
     /// Every indexed record in seq order, so trimming the head forgets its tags.
     order: VecDeque<(u64, Arc<str>)>,
+    /// RAM held, as charged to the memory budget.
+    ram: u64,
 }
+
+/// RAM of one indexed record (its queue and list entries), and of one distinct tag beyond its
+/// bytes (map node, `Arc` header).
+pub(crate) const TAG_ENTRY_COST: u64 = 32;
+pub(crate) const TAG_KEY_COST: u64 = 64;
 
 impl TagIndex {
     pub fn insert(&mut self, tag: &str, seq: u64) {
         let key: Arc<str> = match self.map.get_key_value(tag) {
             Some((k, _)) => k.clone(),
-            None => tag.into(),
+            None => {
+                self.ram += tag.len() as u64 + TAG_KEY_COST;
+                tag.into()
+            }
         };
+        self.ram += TAG_ENTRY_COST;
         self.map.entry(key.clone()).or_default().push_back(seq);
         self.order.push_back((seq, key));
     }
@@ -214,12 +234,14 @@ impl TagIndex {
             let Some((s, tag)) = self.order.pop_front() else {
                 break;
             };
+            self.ram = self.ram.saturating_sub(TAG_ENTRY_COST);
             if let Some(seqs) = self.map.get_mut(&tag) {
                 while seqs.front().is_some_and(|&x| x <= s) {
                     seqs.pop_front();
                 }
                 if seqs.is_empty() {
                     self.map.remove(&tag);
+                    self.ram = self.ram.saturating_sub(tag.len() as u64 + TAG_KEY_COST);
                 }
             }
         }
@@ -261,12 +283,18 @@ impl TagIndex {
         }
         let lo = seqs[0];
         let hi = seqs[seqs.len() - 1];
-        self.map.retain(|_, v| {
+        let mut freed = 0;
+        self.map.retain(|k, v| {
             if v.front().is_some_and(|&f| f <= hi) && v.back().is_some_and(|&b| b >= lo) {
                 v.retain(|s| seqs.binary_search(s).is_err());
             }
+            if v.is_empty() {
+                freed += k.len() as u64 + TAG_KEY_COST;
+            }
             !v.is_empty()
         });
+        // The queue entries of deleted records go when the head passes them.
+        self.ram = self.ram.saturating_sub(freed);
     }
 }
 
@@ -334,6 +362,12 @@ impl TopicState {
             last_write_ts: self.last_write_ts,
             tagged: self.tagged,
         }
+    }
+
+    /// RAM the topic's indexes hold for clients (tags, idempotency keys), charged to the
+    /// server's memory budget.
+    pub fn ram(&self) -> u64 {
+        self.tags.ram + self.idem.ram
     }
 
     /// The first live seq at or after `seq` (skipping deleted ranges), at most `head + 1`.
