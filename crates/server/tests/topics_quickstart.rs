@@ -4,154 +4,14 @@
 //! `topics-v0-api.md` agree on (comments mark where they differ).
 
 mod common;
+#[macro_use]
+mod topics_common;
 
-use base64::Engine as _;
-use common::Server;
-use common::start_topics as start;
-use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const JSON: &str = "application/json";
-/// What `curl -d` sends when no content type is given.
-const CURL_FORM: &str = "application/x-www-form-urlencoded";
-const PROMPT: Duration = Duration::from_secs(5);
-
-/// `method path` with `body` as `content_type`; the status and the parsed body.
-async fn call(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    ct: Option<&str>,
-    body: &str,
-) -> (u16, Value) {
-    let mut b = s.client.request(method.clone(), s.url(path));
-    if let Some(ct) = ct {
-        b = b.header("content-type", ct).body(body.to_string());
-    }
-    let r = b.send().await.expect("a response");
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("a body");
-    let v =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text:?}"));
-    (status, v)
-}
-
-/// Assert a JSON success: `status`, no `error`, and `performance.server_total_ms`.
-#[track_caller]
-fn ok(got: (u16, Value), status: u16) -> Value {
-    let (got_status, v) = got;
-    assert_eq!(got_status, status, "{v}");
-    assert!(v.get("error").is_none(), "{v}");
-    assert!(
-        v["performance"]["server_total_ms"].is_number(),
-        "performance: {v}"
-    );
-    v
-}
-
-/// Assert the error envelope with `status` and `code`.
-#[track_caller]
-fn err(got: (u16, Value), status: u16, code: &str) {
-    let (got_status, v) = got;
-    assert_eq!(got_status, status, "{v}");
-    assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(v["error"]["message"].is_string(), "{v}");
-}
-
-/// Assert that `v` has every member of `want`, with that value.
-#[track_caller]
-fn assert_has(v: &Value, want: Value) {
-    for (k, w) in want.as_object().expect("an object") {
-        assert_eq!(v.get(k), Some(w), "member {k:?} of {v}");
-    }
-}
-
-// ---- a small SSE reader (keeps id, retry and comments) ------------------------------------
-
-#[derive(Debug, Default, Clone)]
-struct Frame {
-    id: Option<String>,
-    event: Option<String>,
-    data: Vec<String>,
-    retry: Option<String>,
-    comments: Vec<String>,
-}
-
-impl Frame {
-    fn has_fields(&self) -> bool {
-        self.id.is_some() || self.event.is_some() || !self.data.is_empty() || self.retry.is_some()
-    }
-
-    fn name(&self) -> &str {
-        self.event.as_deref().unwrap_or("message")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data.join("\n")).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-}
-
-struct Sse {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: Vec<u8>,
-    cur: Frame,
-}
-
-impl Sse {
-    /// The next frame or lone comment, or `None` after `timeout`.
-    async fn try_next(&mut self, timeout: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-                let raw: Vec<u8> = self.buf.drain(..=nl).collect();
-                let line = String::from_utf8(raw).expect("SSE is UTF-8");
-                let line = line.trim_end_matches('\n').trim_end_matches('\r');
-                if line.is_empty() {
-                    let f = std::mem::take(&mut self.cur);
-                    if f.has_fields() {
-                        return Some(f);
-                    }
-                } else if let Some(c) = line.strip_prefix(':') {
-                    let c = c.trim_start().to_string();
-                    if !self.cur.has_fields() {
-                        return Some(Frame {
-                            comments: vec![c],
-                            ..Frame::default()
-                        });
-                    }
-                    self.cur.comments.push(c);
-                } else {
-                    let (name, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value).to_string();
-                    match name {
-                        "id" => self.cur.id = Some(value),
-                        "event" => self.cur.event = Some(value),
-                        "data" => self.cur.data.push(value),
-                        "retry" => self.cur.retry = Some(value),
-                        _ => panic!("unknown SSE field in {line:?}"),
-                    }
-                }
-            }
-            match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Err(_) => return None,
-                Ok(None) => panic!("the SSE stream ended"),
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
-                Ok(Some(Err(e))) => panic!("the SSE stream failed: {e}"),
-            }
-        }
-    }
-}
-
-#[track_caller]
-fn decode_id(id: &str) -> Map<String, Value> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD_INDIFFERENT
-        .decode(id)
-        .unwrap_or_else(|e| panic!("id {id:?} is not base64url: {e}"));
-    let v: Value = serde_json::from_slice(&bytes).expect("the id holds JSON");
-    v.as_object().expect("the id holds a JSON object").clone()
-}
+use topics_common::sse::{PROMPT, assert_wid, decode_id, open_path};
+use topics_common::*;
 
 /// The id map may only name watched topics, and must put `orders` at `seq`.
 #[track_caller]
@@ -172,10 +32,8 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
 
     // 1. Create a topic.
     let body = r#"{ "durable": true, "cap_records": 0, "ttl_ms": 0 }"#;
-    let v = ok(
-        call(&s, Method::PUT, "/v0/topics/orders", Some(JSON), body).await,
-        201,
-    );
+    let v = raw(&s, Method::PUT, &t("orders"), Some(JSON), body.as_bytes()).await;
+    let v = v.ok(201);
     assert_eq!(v["topic"], "orders");
     assert_eq!(v["created"], true);
     // The README's config shows these fields; the reference adds `type` and the queue fields
@@ -192,10 +50,7 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
           { "data": { "sku": "AEROPRESS-GO", "qty": 1, "total": 3499 }, "tag": "order-7731" },
           { "data": { "sku": "FELLOW-KETTLE", "qty": 1, "total": 16500 }, "tag": "order-7732" }
         ] }"#;
-    let v = ok(
-        call(&s, Method::POST, "/v0/topics/orders", Some(JSON), body).await,
-        200,
-    );
+    let v = post_text(&s, "/v0/topics/orders", body).await.ok(200);
     assert_eq!(v["topic"], "orders");
     assert_eq!(v["first_seq"], 1);
     assert_eq!(v["last_seq"], 2);
@@ -206,10 +61,7 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
     assert_eq!(v["deduped"], false);
 
     // 3. Read current state.
-    let v = ok(
-        call(&s, Method::GET, "/v0/topics/orders", None, "").await,
-        200,
-    );
+    let v = get(&s, "/v0/topics/orders").await.ok(200);
     assert_eq!(v["topic"], "orders");
     assert_eq!(v["head_seq"], 2);
     assert_eq!(v["earliest_seq"], 1);
@@ -228,10 +80,7 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
 
     // 4. Read the difference from a cursor.
     let body = r#"{ "from_seq": 0, "limit": 500 }"#;
-    let v = ok(
-        call(&s, Method::POST, "/v0/topics/orders/diff", Some(JSON), body).await,
-        200,
-    );
+    let v = post_text(&s, "/v0/topics/orders/diff", body).await.ok(200);
     assert_eq!(v["topic"], "orders");
     let records = v["records"].as_array().expect("records");
     assert_eq!(records.len(), 2, "{v}");
@@ -265,56 +114,22 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
     // verbatim, so this asserts 200 and allows "notifications" to be present or absent.
     let body =
         r#"{ "topics": { "orders": { "from_seq": 0 }, "notifications": { "tail": true } } }"#;
-    let v = ok(
-        call(&s, Method::POST, "/v0/watch", Some(JSON), body).await,
-        200,
-    );
-    let wid = v["wid"].as_str().expect("wid").to_string();
-    let rand = wid.strip_prefix("wid_").expect("wid_ prefix");
-    assert_eq!(rand.len(), 22, "{wid}");
-    assert!(
-        rand.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-        "{wid}"
-    );
-    assert_eq!(v["stream_url"], format!("/v0/watch/{wid}"));
-    assert_has(
-        &v["topics"]["orders"],
-        json!({ "from_seq": 0, "head_seq": 2, "earliest_seq": 1 }),
-    );
+    let v = post_text(&s, "/v0/watch", body).await.ok(200);
+    assert_wid(&v);
+    has!(v["topics"]["orders"], { "from_seq": 0, "head_seq": 2, "earliest_seq": 1 });
 
     // `curl -N` sends `Accept: */*`, which must open the stream (406 is only for an Accept
     // that excludes text/event-stream).
-    let client = reqwest::Client::new();
-    let r = client
-        .get(s.url(v["stream_url"].as_str().unwrap()))
-        .header("accept", "*/*");
-    let r = r.send().await.expect("GET the stream");
-    assert_eq!(r.status(), 200);
-    let ct = common::header(&r, "content-type").unwrap_or_default();
-    assert!(ct.starts_with("text/event-stream"), "{ct}");
-    let mut sse = Sse {
-        body: r.bytes_stream().boxed(),
-        buf: Vec::new(),
-        cur: Frame::default(),
-    };
-
-    let first = sse.try_next(PROMPT).await.expect("a first frame");
-    assert_eq!(first.retry.as_deref(), Some("2000"), "{first:?}");
-    let mut pending = first.event.is_some().then_some(first);
+    // Opening asserts 200, text/event-stream and a first `retry: 2000`.
+    let stream_url = v["stream_url"].as_str().unwrap();
+    let mut sse = open_path(&s, stream_url, "*/*", None).await;
     let mut delivered = Vec::new();
     let mut cursor = 0;
     let deadline = Instant::now() + PROMPT;
     let caught_up = loop {
-        let f = match pending.take() {
-            Some(f) => f,
-            None => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                sse.try_next(left)
-                    .await
-                    .expect("orders' records then caught-up")
-            }
-        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let f = sse.try_next(left).await;
+        let f = f.expect("orders' records then caught-up");
         if f.event.is_none() {
             continue; // a comment (heartbeat)
         }
@@ -368,17 +183,9 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
 
     // 6. Delete records.
     let body = r#"{ "match": ["tag", "Eq", "order-7731"] }"#;
-    let v = ok(
-        call(
-            &s,
-            Method::POST,
-            "/v0/topics/orders/delete",
-            Some(JSON),
-            body,
-        )
-        .await,
-        200,
-    );
+    let v = post_text(&s, "/v0/topics/orders/delete", body)
+        .await
+        .ok(200);
     assert_eq!(v["topic"], "orders");
     assert_eq!(v["deleted"], 1);
     assert_eq!(v["earliest_seq"], 2);
@@ -397,17 +204,8 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
         );
     }
     let body = r#"{ "from_seq": 0, "limit": 500 }"#;
-    let v = ok(
-        call(&s, Method::POST, "/v0/topics/orders/diff", Some(JSON), body).await,
-        200,
-    );
-    let seqs: Vec<&Value> = v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["$seq"])
-        .collect();
-    assert_eq!(seqs, [&json!(2)]);
+    let v = post_text(&s, "/v0/topics/orders/diff", body).await.ok(200);
+    assert_eq!(seqs(&v), [2]);
     assert_eq!(v["tombstone"], Value::Null);
 }
 
@@ -421,10 +219,7 @@ async fn quickstart_steps_1_to_6_work_verbatim() {
 async fn readme_delete_recipes() {
     let s = start().await;
     let orders = json!({ "records": [{ "data": 1, "tag": "a" }, { "data": 2 }] }).to_string();
-    ok(
-        call(&s, Method::POST, "/v0/topics/orders", Some(JSON), &orders).await,
-        201,
-    );
+    post_text(&s, "/v0/topics/orders", &orders).await.ok(201);
     // chat:general: 5010 fillers, then v1 and v2 of user-1042:msg-5 (seqs 5011 and 5012, so
     // the README's before_seq 5012 is v2's seq), another of user-1042's messages and another
     // user's.
@@ -438,17 +233,9 @@ async fn readme_delete_recipes() {
         records.push(json!({ "data": tag, "tag": tag }));
     }
     let chat = json!({ "records": records }).to_string();
-    let v = ok(
-        call(
-            &s,
-            Method::POST,
-            "/v0/topics/chat:general",
-            Some(JSON),
-            &chat,
-        )
-        .await,
-        201,
-    );
+    let v = post_text(&s, "/v0/topics/chat:general", &chat)
+        .await
+        .ok(201);
     assert_eq!(v["last_seq"], 5014);
 
     let snapshot = r#"{ "before_seq": 480000 }"#;
@@ -459,44 +246,32 @@ async fn readme_delete_recipes() {
         ("/v0/topics/chat:general/delete", update),
         ("/v0/topics/chat:general/delete", revoke),
     ];
-    let count = async |topic: &str| {
-        let v = ok(
-            call(&s, Method::GET, &format!("/v0/topics/{topic}"), None, "").await,
-            200,
-        );
-        v["count"].as_u64().unwrap()
-    };
+    let count = async |topic: &str| state(&s, topic).await["count"].as_u64().unwrap();
     assert_eq!(
         (count("orders").await, count("chat:general").await),
         (2, 5014)
     );
 
-    // Sent exactly as the recipes' curl sends them (`-d`: the form content type).
+    // Sent exactly as the recipes' curl sends them (`-d`: the form content type, FORM).
+    let curl_d = async |(path, body): (&str, &str)| {
+        raw(&s, Method::POST, path, Some(FORM), body.as_bytes()).await
+    };
     // Snapshot / compaction: everything before the seq.
-    let v = ok(
-        call(&s, Method::POST, recipes[0].0, Some(CURL_FORM), snapshot).await,
-        200,
-    );
+    let v = curl_d(recipes[0]).await.ok(200);
     assert_eq!(
         (v["deleted"].clone(), v["count"].clone()),
         (json!(2), json!(0))
     );
     // Message update: v1 goes, v2 stays.
-    let v = ok(
-        call(&s, Method::POST, recipes[1].0, Some(CURL_FORM), update).await,
-        200,
-    );
+    let v = curl_d(recipes[1]).await.ok(200);
     assert_eq!(v["deleted"], 1);
     // Chat revoke: the rest of user-1042's records, not user-7's nor the untagged fillers.
-    let v = ok(
-        call(&s, Method::POST, recipes[2].0, Some(CURL_FORM), revoke).await,
-        200,
-    );
+    let v = curl_d(recipes[2]).await.ok(200);
     assert_eq!(v["deleted"], 2);
     assert_eq!(v["count"], 5011);
     let body = r#"{ "from_seq": 5010, "include_tags": true }"#;
     let path = "/v0/topics/chat:general/diff";
-    let v = ok(call(&s, Method::POST, path, Some(JSON), body).await, 200);
+    let v = post_text(&s, path, body).await.ok(200);
     let tags: Vec<&Value> = v["records"]
         .as_array()
         .unwrap()
@@ -525,15 +300,10 @@ async fn readme_config_recipes() {
     ];
     for (topic, body) in recipes {
         let path = format!("/v0/topics/{topic}");
-        err(
-            call(&s, Method::GET, &path, None, "").await,
-            404,
-            "topic_not_found",
-        );
-        let v = ok(
-            call(&s, Method::PUT, &path, Some(CURL_FORM), body).await,
-            201,
-        );
+        get(&s, &path).await.err(404, "topic_not_found");
+        let v = raw(&s, Method::PUT, &path, Some(FORM), body.as_bytes())
+            .await
+            .ok(201);
         let sent: Value = serde_json::from_str(body).unwrap();
         assert_has(&v["config"], sent.clone());
         let durability = if sent["durable"] == true {

@@ -2,6 +2,8 @@
 //! assertion helpers. Built from `topics-v0-api.md` and `topics-README.md` only.
 #![allow(dead_code)]
 
+pub mod sse;
+
 pub use crate::common::start_topics as start;
 use crate::common::{self, Server};
 use reqwest::Method;
@@ -107,7 +109,11 @@ pub async fn put_ok(s: &Server, topic: &str, body: Value, status: u16) -> Value 
 
 /// `POST path` with a JSON body.
 pub async fn post(s: &Server, path: &str, body: Value) -> Resp {
-    let body = body.to_string();
+    post_text(s, path, &body.to_string()).await
+}
+
+/// `POST path` with a JSON text sent as is (`application/json`).
+pub async fn post_text(s: &Server, path: &str, body: &str) -> Resp {
     raw(s, Method::POST, path, Some(JSON), body.as_bytes()).await
 }
 
