@@ -126,7 +126,6 @@ enum Request {
     Rotate(mpsc::SyncSender<Result<u64, WalError>>),
     Barrier(Callback),
     Flush(mpsc::SyncSender<Result<(), WalError>>),
-    RemoveBefore(u64, mpsc::SyncSender<Result<(), WalError>>),
 }
 
 /// One WAL shard. `Send + Sync`: share it (e.g. in an `Arc`) between appending threads.
@@ -134,6 +133,8 @@ pub struct Wal {
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
+    dir: Arc<dyn Dir>,
+    shard: u32,
 }
 
 impl Wal {
@@ -149,7 +150,8 @@ impl Wal {
         mut replay: impl FnMut(Lsn, &[u8]) -> Result<(), String>,
     ) -> Result<(Wal, Recovery), WalError> {
         let (next, recovery) = crate::recover::recover(dir.as_ref(), &cfg, &mut replay)?;
-        let committer = Committer::start(dir, cfg, next)?;
+        let shard = cfg.shard;
+        let committer = Committer::start(dir.clone(), cfg, next)?;
         let counters = committer.counters.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -160,6 +162,8 @@ impl Wal {
             tx: Some(tx),
             thread: Some(thread),
             counters,
+            dir,
+            shard,
         };
         Ok((wal, recovery))
     }
@@ -223,9 +227,33 @@ impl Wal {
     }
 
     /// Delete the segments with an id below `segment` (a checkpoint covers them), oldest
-    /// first. The segment new records go to is never deleted.
+    /// first. The segment new records go to is never deleted. Runs on the caller's thread, not
+    /// the committer's: deleting large files takes milliseconds each, and commits must not wait
+    /// for it. Segments below the active one are closed and never written again.
     pub fn remove_segments_before(&self, segment: u64) -> Result<(), WalError> {
-        self.call(|tx| Request::RemoveBefore(segment, tx))
+        let limit = segment.min(self.counters.segment.load(Ordering::SeqCst));
+        let sdir = segment_dir(self.shard);
+        let listed = self
+            .dir
+            .list(&sdir)
+            .map_err(|e| WalError::io("list", &sdir, &e))?;
+        let mut old: Vec<(u64, String)> = listed
+            .into_iter()
+            .filter_map(|p| Some((segment_id(&p)?, p)))
+            .filter(|(id, _)| *id < limit)
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        old.sort();
+        for (_, p) in old {
+            self.dir
+                .remove(&p)
+                .map_err(|e| WalError::io("remove", &p, &e))?;
+        }
+        self.dir
+            .sync_dir(&sdir)
+            .map_err(|e| WalError::io("sync directory", &sdir, &e))
     }
 
     pub fn stats(&self) -> WalStats {
@@ -392,9 +420,6 @@ impl Committer {
                 let r = self.settle().map(|()| at);
                 complete(done, r);
             }
-            Request::RemoveBefore(segment, reply) => {
-                let _ = reply.send(self.remove_before(segment));
-            }
         }
     }
 
@@ -520,29 +545,6 @@ impl Committer {
         self.unsynced = false;
         self.counters.segment.store(next, Ordering::Relaxed);
         Ok(next)
-    }
-
-    fn remove_before(&self, segment: u64) -> Result<(), WalError> {
-        let limit = segment.min(self.segment);
-        let sdir = segment_dir(self.cfg.shard);
-        let listed = self
-            .dir
-            .list(&sdir)
-            .map_err(|e| WalError::io("list", &sdir, &e))?;
-        let mut old: Vec<(u64, String)> = listed
-            .into_iter()
-            .filter_map(|p| Some((segment_id(&p)?, p)))
-            .filter(|(id, _)| *id < limit)
-            .collect();
-        old.sort();
-        for (_, p) in old {
-            self.dir
-                .remove(&p)
-                .map_err(|e| WalError::io("remove", &p, &e))?;
-        }
-        self.dir
-            .sync_dir(&sdir)
-            .map_err(|e| WalError::io("sync directory", &sdir, &e))
     }
 }
 
