@@ -47,6 +47,9 @@ impl Target {
     }
 }
 
+/// The error key of a [`Failure::Bad`] answer.
+pub const BAD_ANSWER: &str = "bad-answer";
+
 /// One HTTP/1.1 keep-alive connection.
 pub struct Conn {
     addr: String,
@@ -62,6 +65,8 @@ pub enum Failure {
     Status(StatusCode),
     Transport(String),
     Timeout,
+    /// A success status whose body is wrong (unparseable, or not what the request asked for).
+    Bad(String),
 }
 
 impl Failure {
@@ -71,6 +76,7 @@ impl Failure {
             Failure::Status(s) => s.as_u16().to_string(),
             Failure::Transport(_) => "io".into(),
             Failure::Timeout => "timeout".into(),
+            Failure::Bad(_) => BAD_ANSWER.into(),
         }
     }
 }
@@ -81,6 +87,7 @@ impl std::fmt::Display for Failure {
             Failure::Status(s) => write!(f, "HTTP {s}"),
             Failure::Transport(e) => write!(f, "transport: {e}"),
             Failure::Timeout => write!(f, "timeout"),
+            Failure::Bad(e) => write!(f, "bad answer: {e}"),
         }
     }
 }
@@ -205,11 +212,25 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Creates a stream (201, or 200 if it already exists with the same configuration) and
 /// returns its tail offset.
 pub async fn create_stream(conn: &mut Conn, path: &str, content_type: &str) -> Result<String> {
+    create_stream_in(conn, path, content_type, None).await
+}
+
+/// [`create_stream`], in a durability class (`Stream-Durability`) when `class` is given.
+pub async fn create_stream_in(
+    conn: &mut Conn,
+    path: &str,
+    content_type: &str,
+    class: Option<&str>,
+) -> Result<String> {
+    let mut headers = vec![("content-type", content_type)];
+    if let Some(c) = class {
+        headers.push(("stream-durability", c));
+    }
     let (headers, _) = conn
         .call(
             Method::PUT,
             path,
-            &[("content-type", content_type)],
+            &headers,
             Bytes::new(),
             &[200, 201],
             REQUEST_TIMEOUT,

@@ -19,6 +19,9 @@ use scenarios::append::AppendArgs;
 use scenarios::fanout::FanoutArgs;
 use scenarios::read::ReadArgs;
 use scenarios::rtt::RttArgs;
+use scenarios::topics_diff::TopicsDiffArgs;
+use scenarios::topics_watch::TopicsWatchArgs;
+use scenarios::topics_write::TopicsWriteArgs;
 use stats::ScenarioResult;
 
 #[derive(Parser)]
@@ -83,6 +86,15 @@ enum Cmd {
     Fanout(FanoutArgs),
     /// The four scenarios with their default parameters (small ones with --quick).
     All,
+    /// Topics /v0: one-record or batched writes over N topics from C connections.
+    TopicsWrite(TopicsWriteArgs),
+    /// Topics /v0: diff reads of `limit` records from random cursors of a big topic.
+    TopicsDiff(TopicsDiffArgs),
+    /// Topics /v0: one writer, K watch sessions on one topic: delivery latency per K.
+    TopicsWatch(TopicsWatchArgs),
+    /// Topics /v0: one-record writes, 100-record batches, diff and watch with their default
+    /// parameters (small ones with --quick).
+    Topics,
     /// Start Riffle and the peers on loopback, run the scenarios interleaved, print medians and ratios.
     Compare(compare::CompareArgs),
     /// Print a free TCP port on 127.0.0.1 (for scripts).
@@ -113,6 +125,31 @@ pub fn quick_args() -> (AppendArgs, ReadArgs, RttArgs, FanoutArgs) {
     f.rate = 50.0;
     f.step_secs = Some(1.0);
     (a, r, t, f)
+}
+
+/// The `topics` runs: one-record writes, 100-record batches, diff reads, watch fan-out.
+pub fn topics_args(
+    quick: bool,
+) -> (
+    TopicsWriteArgs,
+    TopicsWriteArgs,
+    TopicsDiffArgs,
+    TopicsWatchArgs,
+) {
+    let mut one: TopicsWriteArgs = defaults();
+    let mut batch = one.clone();
+    batch.batch = 100;
+    let mut d: TopicsDiffArgs = defaults();
+    let mut w: TopicsWatchArgs = defaults();
+    if quick {
+        (one.topics, one.connections) = (4, 4);
+        (batch.topics, batch.connections) = (4, 4);
+        (d.records, d.connections) = (10_000, 2);
+        w.fan.subscribers = vec![1, 100];
+        w.fan.rate = 50.0;
+        w.fan.step_secs = Some(1.0);
+    }
+    (one, batch, d, w)
 }
 
 fn common(g: &Global) -> Result<Common> {
@@ -165,6 +202,32 @@ async fn run_scenarios(g: &Global, cmd: Cmd) -> Result<(Vec<ScenarioResult>, Vec
         Cmd::Read(a) => out.extend(scenarios::read::run(&c, &a).await?),
         Cmd::Rtt(a) => out.extend(scenarios::rtt::run(&c, &a).await?),
         Cmd::Fanout(a) => out.extend(scenarios::fanout::run(&c, &a).await?),
+        Cmd::TopicsWrite(a) => out.extend(scenarios::topics_write::run(&c, &a).await?),
+        Cmd::TopicsDiff(a) => out.extend(scenarios::topics_diff::run(&c, &a).await?),
+        Cmd::TopicsWatch(a) => out.extend(scenarios::topics_watch::run(&c, &a).await?),
+        Cmd::Topics => {
+            let (one, batch, d, w) = topics_args(g.quick);
+            for name in [
+                "topics-write",
+                "topics-write-batch",
+                "topics-diff",
+                "topics-watch",
+            ] {
+                if !g.json {
+                    eprintln!("running {name} against {}", c.target.addr);
+                }
+                let res = match name {
+                    "topics-write" => scenarios::topics_write::run(&c, &one).await,
+                    "topics-write-batch" => scenarios::topics_write::run(&c, &batch).await,
+                    "topics-diff" => scenarios::topics_diff::run(&c, &d).await,
+                    _ => scenarios::topics_watch::run(&c, &w).await,
+                };
+                match res {
+                    Ok(r) => out.extend(r),
+                    Err(e) => failures.push(format!("scenario {name}: {e:#}")),
+                }
+            }
+        }
         Cmd::All => {
             let (a, r, t, f) = if g.quick {
                 (qa, qr, qt, qf)

@@ -3,16 +3,18 @@
 //! a slow server cannot hide its queueing: no coordinated omission).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Result;
 use bytes::Bytes;
 use http::Method;
 use serde::Serialize;
 
-use super::{Clock, Common, byte_payload, cleanup, due, json_message, wait_due};
-use crate::client::{Conn, REQUEST_TIMEOUT, create_stream, head_tail, header};
+use super::load::{self, Done, Load, Op};
+use super::{Clock, Common, byte_payload, cleanup, json_message};
+use crate::client::{Conn, Failure, REQUEST_TIMEOUT, create_stream_in, head_tail, header};
 use crate::procstat::Window;
-use crate::stats::{Counters, Errors, Lat, Progress, ScenarioResult, add_errors};
+use crate::stats::{Counters, Progress, ScenarioResult};
 use crate::verify::{Ledger, check_offsets, check_readback};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -38,14 +40,58 @@ pub struct AppendArgs {
     /// Open loop: total target appends per second across all connections.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Create the streams in this durability class (`Stream-Durability`: ephemeral, memory,
+    /// disk, fsync); default: the server's.
+    #[arg(long)]
+    pub durability: Option<String>,
 }
 
-struct Worker {
-    lat: Lat,
-    errors: Errors,
-    ops: u64,
-    bytes: u64,
+/// One connection's appends: it cycles over streams `w`, `w + C`, `w + 2C`, ...
+struct AppendOp {
+    w: usize,
+    n_conns: usize,
+    paths: Arc<Vec<String>>,
+    ctype: &'static str,
+    body: Bytes,
+    per_append: u64,
+    messages: u64,
+    /// Producer-Id (with --producer) and the next Producer-Seq per stream.
+    producer: Option<String>,
+    seqs: Vec<u64>,
     ledgers: Vec<Ledger>,
+}
+
+impl Op for AppendOp {
+    async fn call(&mut self, conn: &mut Conn, i: u64, _sent: Instant) -> Result<Done, Failure> {
+        let si = (self.w + i as usize * self.n_conns) % self.paths.len();
+        let seq = self.seqs[si].to_string();
+        let mut headers = vec![("content-type", self.ctype)];
+        if let Some(p) = &self.producer {
+            headers.push(("producer-id", p.as_str()));
+            headers.push(("producer-epoch", "0"));
+            headers.push(("producer-seq", seq.as_str()));
+        }
+        let (h, _) = conn
+            .call(
+                Method::POST,
+                &self.paths[si],
+                &headers,
+                self.body.clone(),
+                &[200, 204],
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        self.seqs[si] += 1;
+        let l = &mut self.ledgers[si];
+        l.acked
+            .push(header(&h, "stream-next-offset").unwrap_or("").to_string());
+        l.bytes += self.per_append;
+        l.messages += self.messages;
+        Ok(Done {
+            units: 1,
+            bytes: self.per_append,
+        })
+    }
 }
 
 pub async fn run(c: &Common, a: &AppendArgs) -> Result<Vec<ScenarioResult>> {
@@ -60,7 +106,7 @@ pub async fn run(c: &Common, a: &AppendArgs) -> Result<Vec<ScenarioResult>> {
     let mut ledgers = Vec::new();
     for i in 0..n_streams {
         let path = c.stream("append", i);
-        let start = create_stream(&mut conn, &path, ctype).await?;
+        let start = create_stream_in(&mut conn, &path, ctype, a.durability.as_deref()).await?;
         ledgers.push(Ledger::new(path, start));
     }
     let (body, per_append, messages) = if a.json_streams {
@@ -72,116 +118,49 @@ pub async fn run(c: &Common, a: &AppendArgs) -> Result<Vec<ScenarioResult>> {
         (byte_payload(a.size.max(1)), a.size.max(1) as u64, 1)
     };
 
-    let counters = Arc::new(Counters::default());
-    let clock = Clock::start(c);
+    let load = Load {
+        clock: Clock::start(c),
+        rate: a.rate,
+        counters: Arc::new(Counters::default()),
+    };
     let paths: Arc<Vec<String>> = Arc::new(ledgers.iter().map(|l| l.path.clone()).collect());
-    let mut tasks = Vec::new();
-    for w in 0..n_conns {
-        let (target, paths, body, counters) = (
-            c.target.clone(),
-            paths.clone(),
-            body.clone(),
-            counters.clone(),
-        );
-        let (rate, producer, run_id) = (a.rate, a.producer, c.run_id.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::new(&target);
-            let mut me = Worker {
-                lat: Lat::default(),
-                errors: Errors::new(),
-                ops: 0,
-                bytes: 0,
-                ledgers: paths
-                    .iter()
-                    .map(|p| Ledger::new(p.clone(), String::new()))
-                    .collect(),
-            };
-            let mut seqs = vec![0u64; paths.len()];
-            let producer_id = format!("{run_id}-p{w}");
-            let mut i = 0u64;
-            loop {
-                let sent = match rate {
-                    Some(r) => match due(&clock, r, w, n_conns, i) {
-                        Some(t) => wait_due(t).await,
-                        None => break,
-                    },
-                    None => {
-                        let now = std::time::Instant::now();
-                        if now >= clock.end {
-                            break;
-                        }
-                        now
-                    }
-                };
-                let si = (w + i as usize * n_conns) % paths.len();
-                i += 1;
-                let seq = seqs[si].to_string();
-                let mut headers = vec![("content-type", ctype)];
-                if producer {
-                    headers.push(("producer-id", producer_id.as_str()));
-                    headers.push(("producer-epoch", "0"));
-                    headers.push(("producer-seq", seq.as_str()));
-                }
-                let r = conn
-                    .call(
-                        Method::POST,
-                        &paths[si],
-                        &headers,
-                        body.clone(),
-                        &[200, 204],
-                        REQUEST_TIMEOUT,
-                    )
-                    .await;
-                let measured = sent >= clock.measure;
-                match r {
-                    Ok((h, _)) => {
-                        seqs[si] += 1;
-                        let l = &mut me.ledgers[si];
-                        l.acked
-                            .push(header(&h, "stream-next-offset").unwrap_or("").to_string());
-                        l.bytes += per_append;
-                        l.messages += messages;
-                        if measured {
-                            me.lat.record(sent.elapsed());
-                            me.ops += 1;
-                            me.bytes += per_append;
-                            counters.op();
-                        }
-                    }
-                    Err(f) => {
-                        *me.errors.entry(f.key()).or_default() += 1;
-                        counters.error();
-                    }
-                }
-            }
-            me
-        }));
-    }
+    let ops = (0..n_conns)
+        .map(|w| AppendOp {
+            w,
+            n_conns,
+            paths: paths.clone(),
+            ctype,
+            body: body.clone(),
+            per_append,
+            messages,
+            producer: a.producer.then(|| format!("{}-p{w}", c.run_id)),
+            seqs: vec![0; paths.len()],
+            ledgers: paths
+                .iter()
+                .map(|p| Ledger::new(p.clone(), String::new()))
+                .collect(),
+        })
+        .collect();
+    let tasks = load::spawn(&c.target, &load, ops);
 
-    tokio::time::sleep_until(clock.measure.into()).await;
+    tokio::time::sleep_until(load.clock.measure.into()).await;
     let window = Window::begin(c.server_pid);
-    let progress = Progress::start("append".into(), c.duration, c.progress, counters);
-    let mut lat = Lat::default();
-    let mut errors = Errors::new();
-    let (mut ops, mut bytes) = (0, 0);
-    for t in tasks {
-        let w = t.await?;
-        lat.merge(&w.lat);
-        add_errors(&mut errors, &w.errors);
-        ops += w.ops;
-        bytes += w.bytes;
-        for (l, wl) in ledgers.iter_mut().zip(&w.ledgers) {
+    let progress = Progress::start("append".into(), c.duration, c.progress, load.counters);
+    let (tally, workers) = load::join(tasks).await?;
+    for op in &workers {
+        for (l, wl) in ledgers.iter_mut().zip(&op.ledgers) {
             l.merge(wl);
         }
     }
     drop(progress);
+    let (ops, bytes) = (tally.requests, tally.bytes);
 
     let mut res = ScenarioResult::new("append", "", serde_json::to_value(a)?);
     res.server = window.map(|w| w.finish(ops));
     // Counted appends are those sent within [measure, end): the window is exactly --duration.
     res.totals(c.duration, ops, bytes);
-    res.add_latency("append", &lat);
-    res.errors = errors;
+    res.add_latency("append", &tally.lat);
+    res.errors = tally.errors;
 
     let mut ends = Vec::new();
     for l in &ledgers {

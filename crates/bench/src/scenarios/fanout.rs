@@ -1,6 +1,7 @@
 //! `fanout`: one stream, one writer at a fixed rate, K SSE subscribers (one connection each).
 //! Reports delivery latency over all subscribers and the server's memory, for each K.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -8,13 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 
-use super::live::{Connected, Decoder, sse_reader, writer};
+use super::live::{Connected, Decoder, Tail, Writer, sse_reader, writer};
 use super::rtt::join_reader;
 use super::{Clock, Common, cleanup};
-use crate::client::{Conn, create_stream, head_tail};
+use crate::client::{Conn, Target, create_stream, head_tail};
 use crate::procstat::{Window, rss_kib};
-use crate::stats::{Counters, Lat, Progress, ScenarioResult, Verify};
+use crate::stats::{Counters, Lat, NamedLatency, Progress, ScenarioResult, Verify};
 use crate::verify::{Ledger, check_offsets};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -41,22 +43,118 @@ pub struct FanoutArgs {
     pub connect_parallelism: usize,
 }
 
+/// What a fan-out step needs of the server's face: the stream fan-out here, the topics watch
+/// fan-out in `topics_watch`. The step itself (connect K subscribers, write at a fixed rate,
+/// time every delivery, check that every subscriber got every record in order) is shared.
+pub trait Feed {
+    /// Starts one subscriber, which signals `connected` once it is subscribed and stops when
+    /// it has received `stop` records.
+    fn subscribe(
+        &self,
+        dec: Decoder,
+        stop: watch::Receiver<u64>,
+        connected: Connected,
+    ) -> JoinHandle<Tail>;
+    /// Starts the writer.
+    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer>;
+    /// Checks the stream or topic against what the writer had acknowledged.
+    fn check(&self, w: Writer) -> impl Future<Output = Verify>;
+}
+
+struct StreamFeed {
+    target: Target,
+    path: String,
+    start: String,
+    size: usize,
+    rate: f64,
+    strict: bool,
+}
+
+impl Feed for StreamFeed {
+    fn subscribe(
+        &self,
+        dec: Decoder,
+        stop: watch::Receiver<u64>,
+        connected: Connected,
+    ) -> JoinHandle<Tail> {
+        tokio::spawn(sse_reader(
+            self.target.clone(),
+            self.path.clone(),
+            self.start.clone(),
+            dec,
+            stop,
+            Some(connected),
+        ))
+    }
+
+    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
+        tokio::spawn(writer(
+            self.target.clone(),
+            Ledger::new(self.path.clone(), self.start.clone()),
+            self.size,
+            self.rate,
+            clock,
+            counters,
+        ))
+    }
+
+    async fn check(&self, w: Writer) -> Verify {
+        let mut conn = Conn::new(&self.target);
+        let end = head_tail(&mut conn, &self.path).await.unwrap_or_default();
+        check_offsets(&[w.ledger], &[end], self.size.max(32) as u64, self.strict)
+    }
+}
+
 pub async fn run(c: &Common, a: &FanoutArgs) -> Result<Vec<ScenarioResult>> {
     let mut out = Vec::new();
     for (i, &k) in a.subscribers.iter().enumerate() {
-        let mut step = c.clone();
-        if let Some(s) = a.step_secs {
-            step.duration = Duration::from_secs_f64(s);
-        }
-        out.push(run_step(&step, a, i, k.max(1)).await?);
+        let path = c.stream("fanout", i);
+        let mut conn = Conn::new(&c.target);
+        let start = create_stream(&mut conn, &path, "text/plain").await?;
+        let feed = StreamFeed {
+            target: c.target.clone(),
+            path: path.clone(),
+            start,
+            size: a.size,
+            rate: a.rate,
+            strict: c.strict_offsets,
+        };
+        let res = run_step(
+            &step_common(c, a),
+            "fanout",
+            a,
+            serde_json::to_value(a)?,
+            k.max(1),
+            a.size.max(32) as u64,
+            &feed,
+        )
+        .await;
+        cleanup(c, &[path]).await;
+        out.push(res?);
     }
     Ok(out)
 }
 
-async fn run_step(c: &Common, a: &FanoutArgs, i: usize, k: usize) -> Result<ScenarioResult> {
-    let path = c.stream("fanout", i);
-    let mut conn = Conn::new(&c.target);
-    let start = create_stream(&mut conn, &path, "text/plain").await?;
+/// The settings of one step: its own measured seconds when `--step-secs` is given.
+pub fn step_common(c: &Common, a: &FanoutArgs) -> Common {
+    let mut step = c.clone();
+    if let Some(s) = a.step_secs {
+        step.duration = Duration::from_secs_f64(s);
+    }
+    step
+}
+
+/// One step: `k` subscribers of `feed`, records of `record_bytes`; `params` are the scenario's
+/// own, to which the step's figures are added.
+pub async fn run_step(
+    c: &Common,
+    scenario: &str,
+    a: &FanoutArgs,
+    mut params: serde_json::Value,
+    k: usize,
+    record_bytes: u64,
+    feed: &impl Feed,
+) -> Result<ScenarioResult> {
     let rss_before = c.server_pid.and_then(rss_kib);
     let (stop_tx, stop_rx) = watch::channel(u64::MAX);
     let connected = Arc::new(AtomicUsize::new(0));
@@ -72,17 +170,14 @@ async fn run_step(c: &Common, a: &FanoutArgs, i: usize, k: usize) -> Result<Scen
             .await
             .ok()
             .and_then(Result::ok);
-        subs.push(tokio::spawn(sse_reader(
-            c.target.clone(),
-            path.clone(),
-            start.clone(),
+        subs.push(feed.subscribe(
             Decoder::new(a.size, t_connect),
             stop_rx.clone(),
-            Some(Connected {
+            Connected {
                 count: connected.clone(),
                 permit,
-            }),
-        )));
+            },
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while connected.load(Ordering::Relaxed) < k && Instant::now() < deadline {
@@ -91,23 +186,21 @@ async fn run_step(c: &Common, a: &FanoutArgs, i: usize, k: usize) -> Result<Scen
     let n_connected = connected.load(Ordering::Relaxed);
     let connect_s = t_connect.elapsed().as_secs_f64();
     if c.progress > Duration::ZERO {
-        eprintln!("  [fanout K={k}] {n_connected} subscribers connected in {connect_s:.2}s");
+        eprintln!("  [{scenario} K={k}] {n_connected} subscribers connected in {connect_s:.2}s");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let clock = Clock::start(c);
     let counters = Arc::new(Counters::default());
-    let w = tokio::spawn(writer(
-        c.target.clone(),
-        Ledger::new(path.clone(), start),
-        a.size,
-        a.rate,
-        clock,
-        counters.clone(),
-    ));
+    let w = feed.write(clock, counters.clone());
     tokio::time::sleep_until(clock.measure.into()).await;
     let window = Window::begin(c.server_pid);
-    let progress = Progress::start(format!("fanout K={k}"), c.duration, c.progress, counters);
+    let progress = Progress::start(
+        format!("{scenario} K={k}"),
+        c.duration,
+        c.progress,
+        counters,
+    );
     let w = w.await?;
     drop(progress);
     let usage = window.map(|win| win.finish(0));
@@ -133,7 +226,7 @@ async fn run_step(c: &Common, a: &FanoutArgs, i: usize, k: usize) -> Result<Scen
                 lat.record(Duration::from_micros(us));
             }
             delivered += timed - skip as u64;
-            bytes += (timed - skip as u64) * a.size.max(32) as u64;
+            bytes += (timed - skip as u64) * record_bytes;
             if t.dec.next_seq == w.records && t.dec.disorder == 0 {
                 complete += 1;
             }
@@ -150,27 +243,27 @@ async fn run_step(c: &Common, a: &FanoutArgs, i: usize, k: usize) -> Result<Scen
     if !quiet.ok {
         v.fail(quiet.checks.first().cloned().unwrap_or_default());
     }
-    let end = head_tail(&mut conn, &path).await.unwrap_or_default();
-    v.absorb(check_offsets(
-        &[w.ledger],
-        &[end],
-        a.size.max(32) as u64,
-        c.strict_offsets,
-    ));
+    for b in &w.bad {
+        v.fail(format!("writer: {b}"));
+    }
+    let (append_lat, records) = (w.lat.summary(), w.records);
+    v.absorb(feed.check(w).await);
 
-    let mut params = serde_json::to_value(a)?;
     params["k"] = k.into();
     params["connected"] = n_connected.into();
     params["connect_s"] = connect_s.into();
     params["sse_reconnects"] = reconnects.into();
+    params["records_written"] = records.into();
     params["rss_before_subscribers_mib"] = rss_before.map(|kib| kib as f64 / 1024.0).into();
-    let mut res = ScenarioResult::new("fanout", &format!("K={k}"), params);
+    let mut res = ScenarioResult::new(scenario, &format!("K={k}"), params);
     res.totals(c.duration, delivered, bytes);
     res.add_latency("delivery", &lat);
-    res.add_latency("append", &w.lat);
+    res.latency.push(NamedLatency {
+        name: "append".into(),
+        summary: append_lat,
+    });
     res.server = usage;
     res.errors = errors;
     res.verify = v;
-    cleanup(c, &[path]).await;
     Ok(res)
 }

@@ -15,9 +15,10 @@ use http::Method;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use super::sse::SseParser;
-use super::{Clock, due, wait_due};
-use crate::client::{Conn, REQUEST_TIMEOUT, Target, header, query_escape};
+use super::Clock;
+use super::load::{Done, Load, Op, run_worker};
+use super::sse::{SseEvent, SseParser};
+use crate::client::{Conn, Failure, REQUEST_TIMEOUT, Target, header, query_escape};
 use crate::stats::{Counters, Errors, Lat};
 use crate::verify::Ledger;
 
@@ -86,22 +87,30 @@ impl Decoder {
         let mut pos = 0;
         while self.buf.len() - pos >= self.size {
             match parse_record(&self.buf[pos..pos + self.size]) {
-                Some((seq, ts)) => {
-                    if seq != self.next_seq {
-                        self.disorder += 1;
-                    }
-                    self.next_seq = seq + 1;
-                    if ts >= self.measure_ns {
-                        self.lat_us.push(now.saturating_sub(ts) / 1000);
-                    }
+                Some((seq, ts)) => self.observe(seq, ts, now, self.size as u64),
+                None => {
+                    self.disorder += 1;
+                    self.delivered += 1;
+                    self.bytes += self.size as u64;
                 }
-                None => self.disorder += 1,
             }
-            self.delivered += 1;
-            self.bytes += self.size as u64;
             pos += self.size;
         }
         self.buf.drain(..pos);
+    }
+
+    /// Counts record `seq` (sent at `ts_ns`, received at `now`, `bytes` long), timing it
+    /// when it was sent after the warm-up.
+    pub fn observe(&mut self, seq: u64, ts_ns: u64, now: u64, bytes: u64) {
+        if seq != self.next_seq {
+            self.disorder += 1;
+        }
+        self.next_seq = seq + 1;
+        if ts_ns >= self.measure_ns {
+            self.lat_us.push(now.saturating_sub(ts_ns) / 1000);
+        }
+        self.delivered += 1;
+        self.bytes += bytes;
     }
 
     pub fn record_into(&self, lat: &mut Lat) {
@@ -128,41 +137,62 @@ pub struct Connected {
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Tails `path` by SSE from `offset` until `stop` (the number of records written) is reached,
-/// reconnecting from the last `streamNextOffset` when the server ends the response.
-pub async fn sse_reader(
+/// What a subscriber does after an SSE event.
+pub enum Next {
+    Go,
+    /// The subscription is over (the stream or topic is gone, or the server stops).
+    Stop,
+}
+
+/// A subscriber's decoder, its end (`stop`: the number of records written, once known) and
+/// the signal of its first connection.
+pub struct Until {
+    pub dec: Decoder,
+    pub stop: watch::Receiver<u64>,
+    pub connected: Option<Connected>,
+}
+
+/// An SSE subscriber on one connection, until it has received `stop` records (the writer's
+/// count) or `on_event` says [`Next::Stop`]. `url(&state)` is the URL of each (re)connection,
+/// asked for with `headers`; the server ending a response means reconnecting. `on_event`
+/// decodes each event into `dec` and keeps what a reconnection needs in `state`.
+pub async fn sse_subscriber<S>(
     target: Target,
-    path: String,
-    mut offset: String,
-    mut dec: Decoder,
-    mut stop: watch::Receiver<u64>,
-    mut connected: Option<Connected>,
+    mut state: S,
+    url: impl Fn(&S) -> String,
+    headers: &[(&str, &str)],
+    mut on_event: impl FnMut(&mut S, SseEvent, &mut Decoder, &mut Errors) -> Next,
+    until: Until,
 ) -> Tail {
+    let Until {
+        mut dec,
+        mut stop,
+        mut connected,
+    } = until;
     let mut conn = Conn::new(&target);
-    let mut t = Tail {
-        dec: Decoder::new(0, Instant::now()),
-        errors: Errors::new(),
-        reconnects: 0,
-    };
+    let mut errors = Errors::new();
+    let mut reconnects = 0;
     let mut events = Vec::new();
-    'outer: loop {
-        if dec.next_seq >= *stop.borrow() {
-            break;
-        }
-        let url = format!("{path}?offset={}&live=sse", query_escape(&offset));
+    'outer: while dec.next_seq < *stop.borrow() {
         let resp = match conn
-            .send(Method::GET, &url, &[], Bytes::new(), REQUEST_TIMEOUT)
+            .send(
+                Method::GET,
+                &url(&state),
+                headers,
+                Bytes::new(),
+                REQUEST_TIMEOUT,
+            )
             .await
         {
             Ok(r) if r.status() == 200 => r,
             Ok(r) => {
-                count(&mut t.errors, r.status().as_u16().to_string());
+                count(&mut errors, r.status().as_u16().to_string());
                 conn.reset();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             Err(f) => {
-                count(&mut t.errors, f.key());
+                count(&mut errors, f.key());
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -171,7 +201,7 @@ pub async fn sse_reader(
             c.count.fetch_add(1, Ordering::Relaxed);
             drop(c.permit); // let the next subscriber connect
         } else {
-            t.reconnects += 1;
+            reconnects += 1;
         }
         let mut body = resp.into_body();
         let mut parser = SseParser::default();
@@ -186,7 +216,7 @@ pub async fn sse_reader(
             let data = match frame {
                 None => break,
                 Some(Err(e)) => {
-                    count(&mut t.errors, format!("sse-{}", e.kind_word()));
+                    count(&mut errors, format!("sse-{}", e.kind_word()));
                     break;
                 }
                 Some(Ok(f)) => match f.into_data() {
@@ -196,26 +226,54 @@ pub async fn sse_reader(
             };
             parser.feed(&data, &mut events);
             for ev in events.drain(..) {
-                match ev.event.as_str() {
-                    "data" => dec.feed(&ev.data),
-                    "control" => {
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&ev.data) {
-                            if let Some(o) = v.get("streamNextOffset").and_then(|o| o.as_str()) {
-                                offset = o.to_string();
-                            }
-                            if v.get("streamClosed") == Some(&serde_json::Value::Bool(true)) {
-                                break 'outer;
-                            }
-                        }
-                    }
-                    _ => {}
+                if let Next::Stop = on_event(&mut state, ev, &mut dec, &mut errors) {
+                    break 'outer;
                 }
             }
         }
         conn.reset();
     }
-    t.dec = dec;
-    t
+    Tail {
+        dec,
+        errors,
+        reconnects,
+    }
+}
+
+/// Tails `path` by SSE from `offset` until `stop` (the number of records written) is reached,
+/// reconnecting from the last `streamNextOffset` when the server ends the response.
+pub async fn sse_reader(
+    target: Target,
+    path: String,
+    offset: String,
+    dec: Decoder,
+    stop: watch::Receiver<u64>,
+    connected: Option<Connected>,
+) -> Tail {
+    let url = |offset: &String| format!("{path}?offset={}&live=sse", query_escape(offset));
+    let on_event = |offset: &mut String, ev: SseEvent, dec: &mut Decoder, _: &mut Errors| {
+        match ev.event.as_str() {
+            "data" => dec.feed(&ev.data),
+            "control" => {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&ev.data) {
+                    if let Some(o) = v.get("streamNextOffset").and_then(|o| o.as_str()) {
+                        *offset = o.to_string();
+                    }
+                    if v.get("streamClosed") == Some(&serde_json::Value::Bool(true)) {
+                        return Next::Stop;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Next::Go
+    };
+    let until = Until {
+        dec,
+        stop,
+        connected,
+    };
+    sse_subscriber(target, offset, url, &[], on_event, until).await
 }
 
 trait KindWord {
@@ -314,12 +372,74 @@ pub async fn long_poll_reader(
 pub struct Writer {
     pub lat: Lat,
     pub errors: Errors,
+    /// What was acknowledged (for topics, `acked` holds the seq of each record).
     pub ledger: Ledger,
     /// Records acknowledged (all of them, warm-up included): the readers' target.
     pub records: u64,
     /// Records acknowledged inside the measured window, and their bytes.
     pub measured: u64,
     pub measured_bytes: u64,
+    /// The first wrong answers to the writes.
+    pub bad: Vec<String>,
+}
+
+impl Writer {
+    /// Runs `op`, which keeps its acknowledgements in a ledger, at `rate` per second on
+    /// `clock`'s schedule on one connection.
+    pub async fn run<O: Op>(
+        target: Target,
+        op: O,
+        rate: f64,
+        clock: Clock,
+        counters: Arc<Counters>,
+        ledger: impl FnOnce(O) -> Ledger,
+    ) -> Writer {
+        let load = Load {
+            clock,
+            rate: Some(rate),
+            counters,
+        };
+        let (t, op) = run_worker(&target, &load, 0, 1, op).await;
+        let ledger = ledger(op);
+        Writer {
+            lat: t.lat,
+            errors: t.errors,
+            records: ledger.messages,
+            ledger,
+            measured: t.requests,
+            measured_bytes: t.bytes,
+            bad: t.bad,
+        }
+    }
+}
+
+/// Appends timestamped records to a stream; record `n` is the `n`-th acknowledged one.
+struct AppendRecords {
+    ledger: Ledger,
+    size: usize,
+}
+
+impl Op for AppendRecords {
+    async fn call(&mut self, conn: &mut Conn, _i: u64, sent: Instant) -> Result<Done, Failure> {
+        let body = record(self.ledger.messages, ns_of(sent), self.size);
+        let n = body.len() as u64;
+        let (h, _) = conn
+            .call(
+                Method::POST,
+                &self.ledger.path,
+                &[("content-type", "text/plain")],
+                body,
+                &[200, 204],
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let l = &mut self.ledger;
+        l.acked
+            .push(header(&h, "stream-next-offset").unwrap_or("").to_string());
+        l.bytes += n;
+        l.messages += 1;
+        Ok(Done { units: 1, bytes: n })
+    }
 }
 
 /// Appends records to `path` at `rate` per second on `clock`'s schedule.
@@ -331,52 +451,8 @@ pub async fn writer(
     clock: Clock,
     counters: Arc<Counters>,
 ) -> Writer {
-    let mut conn = Conn::new(&target);
-    let mut w = Writer {
-        lat: Lat::default(),
-        errors: Errors::new(),
-        ledger,
-        records: 0,
-        measured: 0,
-        measured_bytes: 0,
-    };
-    let mut i = 0u64;
-    while let Some(due_at) = due(&clock, rate, 0, 1, i) {
-        i += 1;
-        let sent = wait_due(due_at).await;
-        let body = record(w.records, ns_of(sent), size);
-        let r = conn
-            .call(
-                Method::POST,
-                &w.ledger.path,
-                &[("content-type", "text/plain")],
-                body.clone(),
-                &[200, 204],
-                REQUEST_TIMEOUT,
-            )
-            .await;
-        match r {
-            Ok((h, _)) => {
-                w.records += 1;
-                w.ledger
-                    .acked
-                    .push(header(&h, "stream-next-offset").unwrap_or("").to_string());
-                w.ledger.bytes += body.len() as u64;
-                w.ledger.messages += 1;
-                if due_at >= clock.measure {
-                    w.lat.record(sent.elapsed());
-                    w.measured += 1;
-                    w.measured_bytes += body.len() as u64;
-                    counters.op();
-                }
-            }
-            Err(f) => {
-                count(&mut w.errors, f.key());
-                counters.error();
-            }
-        }
-    }
-    w
+    let op = AppendRecords { ledger, size };
+    Writer::run(target, op, rate, clock, counters, |op| op.ledger).await
 }
 
 #[cfg(test)]

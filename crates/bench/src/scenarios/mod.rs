@@ -1,11 +1,17 @@
-//! The four scenarios and what they share.
+//! The scenarios and what they share: the Durable Streams ones (`append`, `read`, `rtt`,
+//! `fanout`) and the topics `/v0` ones (`topics-write`, `topics-diff`, `topics-watch`).
 
 pub mod append;
 pub mod fanout;
 pub mod live;
+pub mod load;
 pub mod read;
 pub mod rtt;
 pub mod sse;
+pub mod topics;
+pub mod topics_diff;
+pub mod topics_watch;
+pub mod topics_write;
 
 use std::time::{Duration, Instant};
 
