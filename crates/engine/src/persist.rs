@@ -7,7 +7,7 @@
 //! - `checkpoint`: the state of every durable log as of the WAL segments it names.
 
 use crate::filecache::{FileCache, FileKey};
-use crate::records::{LogMeta, LogSnapshot, Snapshot, WalEntry, WriterRec};
+use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
 use crate::topic::record;
 use crate::topic::state::{TopicRec, TopicState, TrimRec};
@@ -278,7 +278,7 @@ impl Persist {
         };
         let mut topics = Vec::new();
         for (log, deleted) in logs() {
-            let (s, dirty): (LogSnapshot, bool) = log
+            let (s, dirty, topic) = log
                 .snapshot(deleted)
                 .map_err(|e| OpenError::Replay(format!("flush before checkpoint: {e}")))?;
             if dirty && let Some(files) = &log.files {
@@ -287,7 +287,7 @@ impl Persist {
                     .map_err(|e| OpenError::Replay(format!("sync of log {:x}: {e}", s.meta.id)))?;
                 log.mark_synced(s.writer.tail);
             }
-            if let Some(t) = log.topic_rec() {
+            if let Some(t) = topic {
                 topics.push((log.clone(), t.trim));
                 snap.topics.push((s.meta.id, t));
             }

@@ -398,8 +398,12 @@ impl Log {
         drop(self.append_lock.lock().await);
     }
 
-    /// The log's state for a checkpoint; also returns whether its files need a sync.
-    pub fn snapshot(&self, deleted: bool) -> Result<(LogSnapshot, bool)> {
+    /// The log's state for a checkpoint (with a topic's state, taken under the same lock, so
+    /// both describe the same moment); also returns whether its files need a sync.
+    pub fn snapshot(
+        &self,
+        deleted: bool,
+    ) -> Result<(LogSnapshot, bool, Option<crate::topic::state::TopicRec>)> {
         let mut st = self.state.lock();
         // The snapshot's tail must be in the files before they are synced.
         self.flush_locked(&mut st)?;
@@ -421,6 +425,7 @@ impl Log {
             log_seq: w.log_seq,
         };
         let dirty = st.synced_tail != w.tail;
+        let topic = st.topic.as_deref().map(TopicState::to_rec);
         Ok((
             LogSnapshot {
                 meta: self.config.meta(),
@@ -428,6 +433,7 @@ impl Log {
                 deleted,
             },
             dirty,
+            topic,
         ))
     }
 

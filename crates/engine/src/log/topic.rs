@@ -736,11 +736,6 @@ impl Log {
         Ok(())
     }
 
-    /// The topic state for a checkpoint.
-    pub fn topic_rec(&self) -> Option<crate::topic::state::TopicRec> {
-        self.state.lock().topic.as_deref().map(TopicState::to_rec)
-    }
-
     /// Give a recovered log its topic state: an `ephemeral` topic's records did not survive
     /// (readers that had not read them get a tombstone), and the tag index is rebuilt from
     /// the live records.
