@@ -42,7 +42,10 @@ pub fn owns(path: &str) -> bool {
 
 /// Serve a `/v0` request; errors become the JSON envelope.
 pub async fn handle(app: &App, req: &Parts, body: RequestBody) -> Response<ResponseBody> {
-    route(app, req, body).await.unwrap_or_else(error::render)
+    let started = Instant::now();
+    route(app, req, body)
+        .await
+        .unwrap_or_else(|e| error::render_timed(e, Some(started)))
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
