@@ -30,7 +30,11 @@ start() {
   pid=$!
   pids+=("$pid")
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return; fi
+    # Ready once /readyz answers 200 (while it recovers, Riffle listens and answers 503).
+    local status
+    status=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 &&
+      read -r line <&3 && echo "$line") 2>/dev/null || true)
+    [[ "$status" == *" 200 "* ]] && return
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "riffle did not start:" >&2
       cat "$work/$2.log" >&2

@@ -36,7 +36,9 @@ run() {
   taskset -c 1 env "${cmd[@]}" >"$dir.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    # Any HTTP answer but 503 (Riffle answers 503 while it recovers its data directory).
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+    [[ "$code" != 000 && "$code" != 503 ]] && break
     sleep 0.1
   done
   local -a load=(append --streams 64 -c 64 --size 256 --duration "$secs")

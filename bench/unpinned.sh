@@ -32,7 +32,9 @@ run() { # label -- server command with @PORT@ and @DIR@
   env "${cmd[@]}" >"$dir.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    # Any HTTP answer but 503 (Riffle answers 503 while it recovers its data directory).
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+    [[ "$code" != 000 && "$code" != 503 ]] && break
     sleep 0.1
   done
   "$bench" --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid" --json --progress 0 \

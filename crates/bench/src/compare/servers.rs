@@ -265,7 +265,8 @@ pub async fn start(env: &Env, kind: Kind, mode: Mode, tag: &str) -> Result<Runni
                 Duration::from_secs(1),
             )
             .await;
-        if probe.is_ok() {
+        // Any answer but 503: Riffle answers 503 while it recovers its data directory.
+        if probe.is_ok_and(|r| r.status() != http::StatusCode::SERVICE_UNAVAILABLE) {
             break;
         }
         if Instant::now() > deadline {
