@@ -404,13 +404,28 @@ async fn evicted_backlog_arrives_as_a_tombstone_before_the_records() {
         (json!(1), json!(2)),
         "{ts}"
     );
-    let reason = ts["reason"].as_str().unwrap_or_default();
-    assert!(["cap", "from_seq_too_old"].contains(&reason), "{ts}");
+    // The stream's first read found the gap: the documented SSE reason.
+    assert_eq!(ts["reason"], "from_seq_too_old", "{ts}");
     let mut delivered = Vec::new();
     for f in &frames[1..frames.len() - 1] {
         delivered.extend(record_event(f, &["ev"]).1);
     }
     assert_eq!(delivered, [3, 4]);
+    // A gap that opens while the stream is live is the eviction's own reason: three records
+    // in one write to a topic capped at two evict seq 5 before the watcher can read it.
+    write_n(&s, "ev", 3).await;
+    let frames = sse.until(PROMPT, |f| f.name() == "record").await;
+    assert_eq!(frames[0].name(), "tombstone", "{frames:?}");
+    let ts = frames[0].json();
+    assert_eq!(
+        (
+            ts["gap_from"].clone(),
+            ts["gap_to"].clone(),
+            ts["reason"].clone()
+        ),
+        (json!(5), json!(5), json!("cap")),
+        "{ts}"
+    );
 }
 
 /// The missed-wake-up check: one watcher on 20 topics, 200 single-record writes to random

@@ -393,7 +393,8 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
         // Handles first: a write after a handle is open wakes it, whatever the reads saw.
         let mut creations = engine.topic_creations();
         let mut pending: Vec<String> = s.cursors.lock().keys().cloned().collect();
-        let mut handles: Vec<(String, TopicHandle, bool)> = Vec::new();
+        // Per topic: its name, handle, whether it is caught up, whether it was read yet.
+        let mut handles: Vec<(String, TopicHandle, bool, bool)> = Vec::new();
         yield Ok::<_, Infallible>(Frame::data(out.split().freeze()));
         let heartbeat = tokio::time::sleep(s.heartbeat);
         tokio::pin!(heartbeat);
@@ -403,7 +404,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             // Topics not there yet (tailed before their creation) join once they exist.
             pending.retain(|name| match engine.topic_open(name) {
                 Ok(h) => {
-                    handles.push((name.clone(), h, false));
+                    handles.push((name.clone(), h, false, false));
                     false
                 }
                 Err(_) => true,
@@ -411,7 +412,8 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             let mut more = false;
             let mut i = 0;
             while i < handles.len() {
-                let (name, handle, caught_up) = &mut handles[i];
+                let (name, handle, caught_up, read_once) = &mut handles[i];
+                let first_read = !std::mem::replace(read_once, true);
                 let from = s.cursors.lock().get(name.as_str()).copied().unwrap_or(0);
                 let d = match read(&watches, s, name, handle, from) {
                     Ok(d) => d,
@@ -436,7 +438,15 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                     break 'stream;
                 };
                 if let Some(t) = &d.tombstone {
-                    sse::event(&mut out, Some("tombstone"), Some(&id), t);
+                    let mut v: serde_json::Value = serde_json::from_slice(t).unwrap_or_default();
+                    if first_read && v["reason"] != "recreated" {
+                        // The documented reason for an eviction gap found by a stream's first
+                        // read: the cursor the session started from was already gone.
+                        v["reason"] = json!("from_seq_too_old");
+                        sse::event(&mut out, Some("tombstone"), Some(&id), v.to_string().as_bytes());
+                    } else {
+                        sse::event(&mut out, Some("tombstone"), Some(&id), t);
+                    }
                 }
                 if let Some(data) = &d.records {
                     sse::event(&mut out, Some("record"), Some(&id), data);
@@ -470,7 +480,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                 if handles.is_empty() {
                     std::future::pending::<()>().await;
                 }
-                select_all(handles.iter_mut().map(|(_, h, _)| Box::pin(h.changed()))).await;
+                select_all(handles.iter_mut().map(|(_, h, _, _)| Box::pin(h.changed()))).await;
             };
             let created = async {
                 if pending.is_empty() {
