@@ -17,6 +17,7 @@ mod append;
 mod commit;
 mod read;
 mod topic;
+mod topic_change;
 mod topic_read;
 
 use crate::clock::Clock;

@@ -1,6 +1,7 @@
-//! Topic writes, deletes, trims and configuration changes: decided under the append lock (so
-//! no other change of the log interleaves), committed as one WAL record each, applied from the
-//! commit (see [`super::commit`]).
+//! Topic writes, and what every topic change uses to decide (the topic's view, record
+//! positions and timestamps, trims): a change is decided under the append lock (so no other
+//! change of the log interleaves), committed as one WAL record, applied from the commit (see
+//! [`super::commit`]). Deletes, TTL trims, configuration and recovery: `topic_change.rs`.
 //!
 //! Deciding may read record boundaries and timestamps from the files (caps by bytes, TTL, the
 //! position of the new first live record). That happens outside the state lock: the append
@@ -9,10 +10,8 @@
 use super::commit::WalRecord;
 use super::*;
 use crate::topic::record;
-use crate::topic::state::{IdemWindow, RangeRec, TAG_ENTRY_COST, TAG_KEY_COST, TrimRec};
-use crate::topic::{
-    CommitTiming, DeleteSpec, Deleted, Discard, NewRecord, TopicConfig, TopicInfo, TopicWritten,
-};
+use crate::topic::state::{IdemWindow, TAG_ENTRY_COST, TAG_KEY_COST, TrimRec};
+use crate::topic::{CommitTiming, Discard, NewRecord, TopicConfig, TopicWritten};
 
 /// What a decision needs of the topic, copied under the state lock.
 pub(crate) struct View {
@@ -181,7 +180,13 @@ impl Log {
     }
 
     /// Trim to first live record `e` (normalized past deletes) with the floors given.
-    fn trim_to(&self, v: &View, e: u64, cap_floor: u64, ttl_floor: u64) -> Result<TrimRec> {
+    pub(super) fn trim_to(
+        &self,
+        v: &View,
+        e: u64,
+        cap_floor: u64,
+        ttl_floor: u64,
+    ) -> Result<TrimRec> {
         let e = self.live_from(e.max(v.trim.earliest)).max(e);
         Ok(TrimRec {
             earliest: e,
@@ -390,7 +395,7 @@ impl Log {
     }
 
     /// The seq after skipping `k` live records from `from` (deleted ones do not count).
-    fn skip_live(&self, from: u64, mut k: u64, new_head: u64) -> u64 {
+    pub(super) fn skip_live(&self, from: u64, mut k: u64, new_head: u64) -> u64 {
         let st = self.state.lock();
         let Some(t) = st.topic.as_deref() else {
             return from + k;
@@ -413,13 +418,13 @@ impl Log {
         }
     }
 
-    fn deleted_bytes_from(&self, s: u64) -> u64 {
+    pub(super) fn deleted_bytes_from(&self, s: u64) -> u64 {
         let st = self.state.lock();
         st.topic.as_deref().map_or(0, |t| t.deleted.bytes_from(s))
     }
 
     /// Live records and bytes if the topic started at `earliest` (at `pos`).
-    fn live_after(&self, v: &View, earliest: u64, pos: u64) -> (u64, u64) {
+    pub(super) fn live_after(&self, v: &View, earliest: u64, pos: u64) -> (u64, u64) {
         let st = self.state.lock();
         let Some(t) = st.topic.as_deref() else {
             return (0, 0);
@@ -434,7 +439,7 @@ impl Log {
 
     /// Account the topic's index RAM after a change that grew it by `grown` (negative: shrank),
     /// `reserved` of which was reserved beforehand.
-    fn settle_index_ram(&self, st: &mut LogState, grown: i64, reserved: u64) {
+    pub(super) fn settle_index_ram(&self, st: &mut LogState, grown: i64, reserved: u64) {
         st.own_bytes = st.own_bytes.saturating_add_signed(grown);
         let extra = grown - reserved as i64;
         if extra >= 0 {
@@ -447,7 +452,7 @@ impl Log {
     }
 
     /// A RAM-backed topic gives back the memory of records its head trim removed.
-    fn release_mem(&self, st: &mut LogState) {
+    pub(super) fn release_mem(&self, st: &mut LogState) {
         if self.files.is_some() {
             return;
         }
@@ -483,322 +488,5 @@ impl Log {
             st.w.records += rel_ends.len() as u64;
         }
         st.w.tail = tail + buf.len() as u64;
-    }
-
-    /// Delete records: below `before_seq` and/or by tag, bounded by the head now.
-    pub async fn topic_delete(
-        self: &Arc<Self>,
-        spec: &DeleteSpec,
-        persist: Option<&Arc<Persist>>,
-    ) -> Result<Deleted> {
-        let serial = self.append_lock.clone().lock_owned().await;
-        let v = self.view()?;
-        // `before_seq` alone trims the head; with a tag match it bounds the match instead
-        // (delete the matching records below it: "keep the new version").
-        let (before, last) = match (spec.before_seq, &spec.tag) {
-            (Some(b), None) => (b.min(v.head + 1), v.head),
-            (b, _) => (0, b.map_or(v.head, |b| b.saturating_sub(1).min(v.head))),
-        };
-        let start = before.max(v.trim.earliest);
-        let matched: Vec<u64> = match &spec.tag {
-            None => Vec::new(),
-            Some(m) => self.with_topic(|st| {
-                let t = st.topic.as_deref().expect("checked by with_topic");
-                t.tags
-                    .matching(m, start, last)
-                    .into_iter()
-                    .filter(|&s| t.deleted.range_end(s).is_none())
-                    .collect()
-            })?,
-        };
-        // Contiguous runs of matched seqs, with their bytes.
-        let mut ranges: Vec<RangeRec> = Vec::new();
-        let mut i = 0;
-        while i < matched.len() {
-            let mut j = i + 1;
-            while j < matched.len() && matched[j] == matched[j - 1] + 1 {
-                j += 1;
-            }
-            let (a, b) = (matched[i], matched[j - 1] + 1);
-            let bytes = self.seq_pos(b, &v)? - self.seq_pos(a, &v)?;
-            ranges.push((a, b, bytes));
-            i = j;
-        }
-        // The new first live record: past `before`, the current deletes and these.
-        let mut e = self.live_from(start);
-        loop {
-            let next = ranges
-                .iter()
-                .find(|(a, b, _)| (*a..*b).contains(&e))
-                .map(|r| self.live_from(r.1));
-            match next {
-                Some(n) if n > e => e = n,
-                _ => break,
-            }
-        }
-        let trim = TrimRec {
-            earliest: e.max(v.trim.earliest),
-            earliest_pos: self.seq_pos(e.max(v.trim.earliest), &v)?,
-            cap_floor: v.trim.cap_floor,
-            ttl_floor: v.trim.ttl_floor,
-        };
-        if ranges.is_empty() && trim.earliest == v.trim.earliest {
-            drop(serial);
-            return Ok(Deleted {
-                deleted: 0,
-                earliest_seq: v.trim.earliest,
-                head_seq: v.head,
-                count: v.live_count,
-                bytes: v.live_bytes,
-            });
-        }
-        let log_seq = v.log_seq + 1;
-        let record = self.topic_record(
-            &v,
-            persist,
-            WalEntry::TopicDelete {
-                log_id: self.config.id,
-                log_seq,
-                ranges: ranges.clone(),
-                trim,
-            },
-        );
-        let before_count = v.live_count;
-        let (out, _) = self
-            .commit(serial, record, 0, move |log, st| {
-                let tail = st.w.tail;
-                st.w.log_seq = log_seq;
-                let t = st.topic.as_deref_mut().expect("a topic stays a topic");
-                let before = t.ram();
-                t.apply_delete(&ranges, trim);
-                t.tags.remove(&matched);
-                let grown = t.ram() as i64 - before as i64;
-                let out = Deleted {
-                    deleted: before_count.saturating_sub(t.live_count()),
-                    earliest_seq: t.trim.earliest,
-                    head_seq: t.head,
-                    count: t.live_count(),
-                    bytes: t.live_bytes(tail),
-                };
-                log.settle_index_ram(st, grown, 0);
-                log.release_mem(st);
-                out
-            })
-            .await?;
-        Ok(out)
-    }
-
-    /// A topic change's WAL record (none for an `Ephemeral` topic's records... but trims,
-    /// deletes and configuration of every class are logged, so they survive like the config).
-    fn topic_record<'a>(
-        &self,
-        _v: &View,
-        persist: Option<&'a Arc<Persist>>,
-        entry: WalEntry,
-    ) -> Option<WalRecord<'a>> {
-        let p = persist.filter(|_| self.files.is_some())?;
-        Some(WalRecord {
-            persist: p,
-            bytes: entry.encode(&[]),
-            commit: Commit::Sync,
-        })
-    }
-
-    /// Persist a TTL trim found without a write (so count and bytes stop including expired
-    /// records). Returns whether anything was trimmed.
-    pub async fn topic_expire(
-        self: &Arc<Self>,
-        clock: &dyn Clock,
-        persist: Option<&Arc<Persist>>,
-    ) -> Result<bool> {
-        let serial = self.append_lock.clone().lock_owned().await;
-        let v = self.view()?;
-        let cut = self.ttl_cut(&v, v.trim.earliest, clock.now_ms())?;
-        if cut <= v.trim.earliest {
-            return Ok(false);
-        }
-        let trim = self.trim_to(&v, cut, v.trim.cap_floor, v.trim.ttl_floor.max(cut))?;
-        let log_seq = v.log_seq + 1;
-        let mut record = self.topic_record(
-            &v,
-            persist,
-            WalEntry::TopicTrim {
-                log_id: self.config.id,
-                log_seq,
-                trim,
-            },
-        );
-        if let Some(r) = &mut record {
-            // TTL is re-derived from timestamps after a crash anyway: no sync of its own.
-            r.commit = Commit::Lazy;
-        }
-        self.commit(serial, record, 0, move |log, st| {
-            st.w.log_seq = log_seq;
-            if let Some(t) = st.topic.as_deref_mut() {
-                let before = t.ram();
-                t.apply_trim(trim);
-                let grown = t.ram() as i64 - before as i64;
-                log.settle_index_ram(st, grown, 0);
-            }
-            log.release_mem(st);
-        })
-        .await?;
-        Ok(true)
-    }
-
-    /// Change the configuration in place (the type never changes: the engine's caller checks).
-    pub async fn topic_configure(
-        self: &Arc<Self>,
-        config: TopicConfig,
-        persist: Option<&Arc<Persist>>,
-    ) -> Result<()> {
-        let serial = self.append_lock.clone().lock_owned().await;
-        let v = self.view()?;
-        if v.config == config {
-            return Ok(());
-        }
-        let log_seq = v.log_seq + 1;
-        let record = self.topic_record(
-            &v,
-            persist,
-            WalEntry::TopicConfig {
-                log_id: self.config.id,
-                log_seq,
-                config: config.clone(),
-            },
-        );
-        self.commit(serial, record, 0, move |_, st| {
-            st.w.log_seq = log_seq;
-            if let Some(t) = st.topic.as_deref_mut() {
-                t.config = config;
-            }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// The topic's state (with TTL applied as of `now`, without persisting it).
-    pub fn topic_info(&self, now: i64, touch: bool) -> Result<TopicInfo> {
-        let v = self.view()?;
-        let cut = self.ttl_cut(&v, v.trim.earliest, now)?;
-        let (earliest, count, bytes) = if cut > v.trim.earliest {
-            let e = self.live_from(cut);
-            let pos = self.seq_pos(e, &v)?;
-            let (c, b) = self.live_after(&v, e, pos);
-            (e, c, b)
-        } else {
-            (v.trim.earliest, v.live_count, v.live_bytes)
-        };
-        let (last_write_ts, last_read_ts) = self.with_topic(|st| {
-            let t = st.topic.as_deref_mut().expect("checked by with_topic");
-            let out = (t.last_write_ts, t.last_read_ts);
-            if touch {
-                t.last_read_ts = Some(now);
-            }
-            out
-        })?;
-        Ok(TopicInfo {
-            name: self.config.name.clone(),
-            config: v.config,
-            head_seq: v.head,
-            earliest_seq: earliest,
-            count,
-            bytes,
-            last_write_ts,
-            last_read_ts,
-            id: self.config.id,
-        })
-    }
-}
-
-impl Log {
-    /// Give back the disk space of records a checkpoint's trim `t` removed: that checkpoint is
-    /// durable, so no recovery can bring them back (a later trim may not be durable yet, so
-    /// only the checkpoint's counts).
-    pub fn release_trimmed(&self, t: &TrimRec) -> Result<()> {
-        let Some(files) = &self.files else {
-            return Ok(());
-        };
-        let (done, file_end, file_records) = {
-            let st = self.state.lock();
-            let file_records = st.w.records - st.pending.ends.len() as u64;
-            (st.released, st.pending.start, file_records)
-        };
-        let to = t.earliest_pos.min(file_end);
-        let to_rec = (t.earliest - 1).min(file_records);
-        if to <= done.0 && to_rec <= done.1 {
-            return Ok(());
-        }
-        let reached = files
-            .release(done.0, to.max(done.0), done.1, to_rec.max(done.1))
-            .map_err(io_error)?;
-        self.state.lock().released = reached;
-        Ok(())
-    }
-
-    /// Give a recovered log its topic state: an `ephemeral` topic's records did not survive
-    /// (readers that had not read them get a tombstone), and the tag index is rebuilt from
-    /// the live records.
-    pub fn restore_topic(&self, mut t: TopicState) {
-        let tail = self.state.lock().w.tail;
-        if t.config.durability == crate::Durability::Ephemeral && t.trim.earliest <= t.head {
-            let gone = t.head + 1;
-            t.apply_trim(TrimRec {
-                earliest: gone,
-                earliest_pos: tail,
-                cap_floor: gone,
-                ttl_floor: 0,
-            });
-        }
-        let (mut seq, mut pos) = (t.trim.earliest, t.trim.earliest_pos);
-        let scan = t.tagged > 0 && seq <= t.head;
-        let idem = t.ram();
-        {
-            // Recovery must not fail on the budget: count what the topic holds, unchecked.
-            let mut st = self.state.lock();
-            st.topic = Some(Box::new(t));
-            st.own_bytes += idem;
-            self.budget.used.fetch_add(idem, Ordering::Relaxed);
-        }
-        if !scan {
-            return;
-        }
-        // Rebuild the tag index, a few MiB at a time (memory stays bounded).
-        while pos < tail {
-            let mut chunks = Vec::new();
-            let mut budget = 4 << 20;
-            let reached = match self.collect_own(pos, tail, &mut budget, &mut chunks) {
-                Ok(r) if r > pos => r,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(log = self.config.id, error = %e, "cannot read a topic to rebuild its tag index; deletes by tag will miss its older records");
-                    return;
-                }
-            };
-            let mut found = Vec::new();
-            for chunk in chunks {
-                let mut at = 0;
-                while let Some((_, _, total)) = record::parse(&chunk[at..]) {
-                    if let Some(tag) = record::tag_of(&chunk[at..at + total]) {
-                        found.push((seq, tag));
-                    }
-                    at += total;
-                    seq += 1;
-                }
-            }
-            let mut st = self.state.lock();
-            if let Some(t) = st.topic.as_deref_mut() {
-                let before = t.ram();
-                for (s, tag) in found {
-                    if t.deleted.range_end(s).is_none() {
-                        t.tags.insert(&tag, s);
-                    }
-                }
-                let grown = t.ram() - before;
-                st.own_bytes += grown;
-                self.budget.used.fetch_add(grown, Ordering::Relaxed);
-            }
-            pos = reached;
-        }
     }
 }
