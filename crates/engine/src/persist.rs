@@ -10,7 +10,7 @@ use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
 use crate::topic::record;
-use crate::topic::state::{TopicRec, TopicState, TrimRec};
+use crate::topic::state::{TopicRec, TopicState};
 use riffle_wal::{Commit, Dir, Lsn, StopReason, Wal, WalConfig, WalError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -103,6 +103,9 @@ pub(crate) struct RecoveredLog {
 struct Replaying {
     meta: LogMeta,
     topic: Option<TopicState>,
+    /// A topic's first seq of an `ephemeral` stretch whose records were never logged (only
+    /// their seqs), not yet followed by a logged write that says where they ended.
+    lost_from: Option<u64>,
     writer: WriterRec,
     deleted: bool,
     files: Option<LogFiles>,
@@ -145,6 +148,7 @@ impl Persist {
                     l.meta.id,
                     Replaying {
                         topic: topics.remove(&l.meta.id).map(TopicState::from_rec),
+                        lost_from: None,
                         meta: l.meta,
                         writer: l.writer,
                         deleted: l.deleted,
@@ -344,6 +348,7 @@ fn replay(
                     ..WriterRec::default()
                 },
                 topic: None,
+                lost_from: None,
                 meta,
                 deleted: false,
                 files: None,
@@ -416,6 +421,7 @@ fn replay(
             let mut log = Replaying {
                 writer: WriterRec::default(),
                 topic: Some(TopicState::new(config, 0)),
+                lost_from: None,
                 meta,
                 deleted: false,
                 files: None,
@@ -481,35 +487,34 @@ fn replay_topic(
                 ));
             }
             if payload.is_empty() {
-                // An `ephemeral` write: its records are gone, its seqs are not reused, and
-                // readers that had not read them get a tombstone.
+                // An `ephemeral` write: its records were never logged, only their seqs, which
+                // are not handed out again. Where they ended is known at the next logged write.
                 let last = first_seq + count.max(1) - 1;
+                log.lost_from.get_or_insert(head + 1);
                 log.writer.records = last;
                 if let Some(t) = &mut log.topic {
                     t.head = last;
                     t.last_ts = t.last_ts.max(ts);
-                    t.apply_trim(TrimRec {
-                        earliest: last + 1,
-                        earliest_pos: log.writer.tail,
-                        cap_floor: last + 1,
-                        ttl_floor: 0,
-                    });
                 }
                 log.writer.log_seq = log_seq;
                 return Ok(());
             }
-            if first_seq > head + 1 || start > log.writer.tail {
-                // Records of an `ephemeral` stretch before this write were never logged.
+            let gap_from = log.lost_from.take().unwrap_or(head + 1);
+            if gap_from < first_seq || start > log.writer.tail {
+                // Records of an `ephemeral` stretch before this write were never logged: they
+                // held `[tail, start)`. Index entries for them end at `start`, so the next
+                // record's start is found, and readers skip them like deleted records.
+                let lost = first_seq - gap_from;
+                let filler = vec![start; lost as usize];
+                log.files(files)?
+                    .write_records(gap_from - 1, start, &[], &filler)
+                    .map_err(|e| e.to_string())?;
+                let bytes = start - log.writer.tail;
                 log.writer.records = first_seq - 1;
                 log.writer.tail = start;
                 if let Some(t) = &mut log.topic {
                     t.head = first_seq - 1;
-                    t.apply_trim(TrimRec {
-                        earliest: first_seq,
-                        earliest_pos: start,
-                        cap_floor: first_seq,
-                        ttl_floor: 0,
-                    });
+                    t.lose(gap_from, first_seq, bytes, start);
                 }
             }
             let abs: Vec<u64> = ends.iter().map(|e| start + e).collect();
@@ -525,7 +530,11 @@ fn replay_topic(
                 t.apply_write(ends.len() as u64, ts, idem, trim);
             }
         }
-        WalEntry::TopicDelete { ranges, trim, .. } => {
+        WalEntry::TopicDelete {
+            ranges, mut trim, ..
+        } => {
+            // A position past what replay stored lies beyond a lost `ephemeral` stretch.
+            trim.earliest_pos = trim.earliest_pos.min(log.writer.tail);
             if let Some(t) = &mut log.topic {
                 let head = t.head;
                 let ranges: Vec<_> = ranges.into_iter().filter(|r| r.1 <= head + 1).collect();
@@ -536,7 +545,8 @@ fn replay_topic(
                 }
             }
         }
-        WalEntry::TopicTrim { trim, .. } => {
+        WalEntry::TopicTrim { mut trim, .. } => {
+            trim.earliest_pos = trim.earliest_pos.min(log.writer.tail);
             if let Some(t) = &mut log.topic
                 && trim.earliest <= t.head + 1
             {
@@ -584,6 +594,12 @@ fn finish(
     let mut out = Vec::with_capacity(logs.len());
     let mut keep = HashSet::new();
     for (id, mut log) in logs {
+        // An `ephemeral` stretch at the end: its records are gone (where they ended is unknown,
+        // and no record after them needs it).
+        if let (Some(from), Some(t)) = (log.lost_from.take(), &mut log.topic) {
+            let (to, tail) = (t.head + 1, log.writer.tail);
+            t.lose(from, to, 0, tail);
+        }
         let (tail, records) = (log.writer.tail, log.writer.records);
         let files = log.files(cache).map_err(OpenError::Replay)?.clone();
         files

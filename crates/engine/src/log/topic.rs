@@ -368,7 +368,10 @@ impl Log {
         }
         if cap_b > 0 {
             // Live bytes from `s` on: everything from its position, minus deleted ranges there.
+            // A seq inside a deleted range has the live bytes of the range's end: evaluated
+            // there, every deleted range counts whole, so the sum is exact.
             let live_from = |s: u64| -> Result<u64> {
+                let s = if s <= v.head { self.live_from(s) } else { s };
                 let deleted = self.deleted_bytes_from(s);
                 Ok((new_tail - pos(s)?).saturating_sub(deleted))
             };

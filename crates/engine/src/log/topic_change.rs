@@ -261,9 +261,10 @@ impl Log {
         Ok(())
     }
 
-    /// Give a recovered log its topic state: an `ephemeral` topic's records did not survive
-    /// (readers that had not read them get a tombstone), and the tag index is rebuilt from
-    /// the live records.
+    /// Give a recovered log its topic state, and rebuild the tag index from the live records.
+    /// A topic that is `ephemeral` now keeps none of its records across a restart (as the class
+    /// promises, whatever a checkpoint wrote of them; readers that had not read them get a
+    /// tombstone). Replay already accounted for `ephemeral` stretches of other topics.
     pub fn restore_topic(&self, mut t: TopicState) {
         let tail = self.state.lock().w.tail;
         if t.config.durability == crate::Durability::Ephemeral && t.trim.earliest <= t.head {

@@ -107,6 +107,28 @@ impl DeletedSet {
         b
     }
 
+    /// Take out what lies in `[from, to)` (ranges cut at the edges keep a proportional share
+    /// of their bytes).
+    fn remove_within(&mut self, from: u64, to: u64) {
+        let overlapping: Vec<(u64, u64, u64)> = self
+            .ranges
+            .range(..to)
+            .filter(|(_, (e, _))| *e > from)
+            .map(|(&s, &(e, b))| (s, e, b))
+            .collect();
+        for (s, e, b) in overlapping {
+            self.ranges.remove(&s);
+            self.count -= e - s;
+            self.bytes -= b;
+            if s < from {
+                self.insert(s, from, b * (from - s) / (e - s));
+            }
+            if e > to {
+                self.insert(to, e, b * (e - to) / (e - s));
+            }
+        }
+    }
+
     /// Forget ranges below `seq` (they are no longer live-relevant).
     fn drop_below(&mut self, seq: u64) {
         while let Some((&s, &(e, b))) = self.ranges.first_key_value() {
@@ -126,6 +148,9 @@ impl DeletedSet {
 
     /// Ranges in `[from, to)`: `(start, end)` clipped.
     pub fn count_in(&self, from: u64, to: u64) -> u64 {
+        if from >= to {
+            return 0;
+        }
         let mut n = 0;
         if let Some(end) = self.range_end(from) {
             n += end.min(to) - from;
@@ -392,10 +417,7 @@ impl TopicState {
 
     /// Move the head's trim to `t` (never backwards).
     pub fn apply_trim(&mut self, t: TrimRec) {
-        // The same first record at a later position: the records before it were lost in a
-        // restart (an `ephemeral` stretch) and the position was only provisional.
-        let later = t.earliest == self.trim.earliest && t.earliest_pos > self.trim.earliest_pos;
-        if t.earliest > self.trim.earliest || later {
+        if t.earliest > self.trim.earliest {
             self.trim.earliest = t.earliest;
             self.trim.earliest_pos = t.earliest_pos;
         }
@@ -415,6 +437,30 @@ impl TopicState {
             self.idem.insert(k, first, self.head, ts);
         }
         self.apply_trim(trim);
+    }
+
+    /// Records `[from, to)` were never stored (an `ephemeral` stretch lost in a restart), `bytes`
+    /// long, record `to` starting at `pos_after`: they are skipped like deleted records (their
+    /// seqs are not handed out again), and the first live record moves past them if they were
+    /// at the front.
+    pub fn lose(&mut self, from: u64, to: u64, bytes: u64, pos_after: u64) {
+        if from >= to {
+            return;
+        }
+        if self.trim.earliest >= from {
+            // At the front: an involuntary loss like an eviction, so readers that had not read
+            // them get a tombstone. (Behind live records they can only be skipped.)
+            if self.trim.earliest <= to {
+                self.trim.earliest = to;
+                self.trim.earliest_pos = pos_after;
+                self.trim.cap_floor = self.trim.cap_floor.max(to);
+            }
+            self.deleted.drop_below(self.trim.earliest);
+            self.tags.trim(self.trim.earliest);
+            return;
+        }
+        self.deleted.remove_within(from, to);
+        self.deleted.insert(from, to, bytes);
     }
 
     /// A committed delete of `ranges` (each inside the live part, not yet deleted).
@@ -442,6 +488,7 @@ mod tests {
         assert_eq!(d.range_end(6), Some(8));
         assert_eq!(d.range_end(8), None);
         assert_eq!(d.count_in(4, 7), 2);
+        assert_eq!(d.count_in(9, 9), 0, "an empty span (a fully expired topic)");
         d.insert(10, 12, 4);
         d.drop_below(9);
         assert_eq!((d.count, d.bytes), (2, 4));
