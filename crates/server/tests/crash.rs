@@ -18,7 +18,6 @@ use common::{H2, Options, Server, TempDir, header};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 const CLASSES: [&str; 3] = ["fsync", "disk", "memory"];
 /// Streams per class and protocol.
@@ -266,15 +265,7 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
                 ))
             })
             .collect();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(150 + seed % 600)).await;
-        drop(srv); // SIGKILL, mid-write
-        stop.store(true, Ordering::Relaxed);
-        for (i, t) in tasks.into_iter().enumerate() {
-            oracles[i] = t.await.expect("writer task");
-        }
+        oracles = common::kill_mid_write(srv, &mut seed, &stop, tasks).await;
 
         let srv = start(&data).await;
         for (spec, oracle) in specs.iter().zip(oracles.iter_mut()) {

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// `(topic, class, writers)`.
 const TOPICS: [(&str, &str, usize); 3] = [
@@ -195,15 +194,7 @@ async fn kill_dash_nine_loses_no_acknowledged_topic_write() {
                 ))
             })
             .collect();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(150 + seed % 500)).await;
-        drop(srv); // SIGKILL, mid-write
-        stop.store(true, Ordering::Relaxed);
-        for (i, t) in tasks.into_iter().enumerate() {
-            oracles[i] = t.await.expect("writer task");
-        }
+        oracles = common::kill_mid_write(srv, &mut seed, &stop, tasks).await;
 
         let srv = start(&data).await;
         for (topic, _, _) in TOPICS {

@@ -145,6 +145,27 @@ pub fn riffle_command(dir: &Path) -> Command {
     cmd
 }
 
+/// Let writers run for a random moment (150 to 750 ms, from `seed`, which advances), then
+/// `kill -9` the server mid-write, stop the writers and collect what each of them knows.
+pub async fn kill_mid_write<T>(
+    srv: Server,
+    seed: &mut u64,
+    stop: &std::sync::atomic::AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    tokio::time::sleep(Duration::from_millis(150 + *seed % 600)).await;
+    drop(srv); // SIGKILL, mid-write
+    stop.store(true, Ordering::Relaxed);
+    let mut out = Vec::with_capacity(writers.len());
+    for w in writers {
+        out.push(w.await.expect("writer task"));
+    }
+    out
+}
+
 /// A server for the `/v0` tests: with a data directory, since a topic's default class
 /// (`disk`) and `fsync` need one (the harness's default `memory` mode has only `ephemeral`
 /// records). `file-durable`, Riffle's own default, unless `RIFFLE_IT_STORAGE_MODE` names
