@@ -37,13 +37,23 @@ async fn put_updates_in_place_and_durable_is_an_alias_of_durability() {
     assert_has(&v["config"], update.clone());
     assert_has(&state(&s, "d").await["config"], update);
 
-    // `durability` changes in place; `durable` is normalized to `durability == "fsync"`.
-    for (class, durable) in [("memory", false), ("ephemeral", false), ("fsync", true)] {
+    // `durability` changes in place among the WAL classes; `durable` is normalized to
+    // `durability == "fsync"`.
+    for (class, durable) in [("memory", false), ("fsync", true)] {
         let v = put_ok(&s, "d", json!({ "durability": class }), 200).await;
         has!(v["config"], { "durability": class, "durable": durable });
     }
     let v = put_ok(&s, "d", json!({ "durable": false }), 200).await;
     has!(v["config"], { "durability": "disk", "durable": false });
+    // Riffle refuses a change between `ephemeral` and the WAL classes (409, nothing changed).
+    put(&s, "d", json!({ "durability": "ephemeral" }))
+        .await
+        .err(409, "topic_exists_incompatible");
+    has!(state(&s, "d").await["config"], { "durability": "disk" });
+    put_ok(&s, "e", json!({ "durability": "ephemeral" }), 201).await;
+    put(&s, "e", json!({ "durable": true }))
+        .await
+        .err(409, "topic_exists_incompatible");
 }
 
 #[tokio::test]

@@ -179,20 +179,18 @@ pub fn check_info(info: &TopicInfo, id: u64, st: &MState, now: i64) -> Result<()
     ))
 }
 
-/// The topic's info (when given), a whole read and reads from the cursors that matter (around
+/// The topic's info, a whole read and reads from the cursors that matter (around
 /// the floors, the first live record and the head) agree with the model.
 pub fn check_topic(
     engine: &Engine,
     name: &str,
     id: u64,
     st: &MState,
-    info: Option<TopicInfo>,
+    info: &TopicInfo,
     now: i64,
 ) -> Result<(), String> {
     st.invariants()?;
-    if let Some(info) = info {
-        check_info(&info, id, st, now)?;
-    }
+    check_info(info, id, st, now)?;
     let p = persisted(engine, name)?;
     if p != model_persisted(st) {
         return Err(format!(

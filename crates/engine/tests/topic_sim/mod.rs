@@ -11,15 +11,14 @@ pub mod track;
 mod writes;
 
 use crate::common::Rng;
-use crate::disk::{Disk, poll_once};
+use crate::disk::Disk;
 use riffle_engine::topic::TopicWritten;
 use riffle_engine::{Engine, EngineConfig, EngineError, ManualClock, StorageConfig};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use track::{Marks, PANIC, Topic};
+use track::{Marks, Topic};
 
 pub const NAMES: [&str; 4] = ["t0", "t1", "t2", "t3"];
 
@@ -34,10 +33,6 @@ struct Flight {
 
 pub type Check = Result<(), String>;
 
-/// The message of the known `DeletedSet::count_in` panic (see `MState::count_in_panics`).
-pub const COUNT_IN: &str = "range start is greater than range end";
-pub const COUNT_IN_BUG: &str = "an expired topic with a sparse delete panics";
-
 /// Whether `SIM_STRICT`'s value `strict` makes the known problem `kind` a failure.
 pub fn is_strict(strict: Option<&str>, kind: &str) -> bool {
     strict.is_some_and(|s| s == "1" || kind.contains(s))
@@ -48,21 +43,6 @@ pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
-}
-
-/// Poll a write once. Unless `strict`, the known `count_in` panic becomes an answer the model
-/// checks (it must be where the model predicts it, and the write must show nothing).
-fn poll_write(strict: bool, fut: &mut WriteFuture) -> Option<Result<TopicWritten, EngineError>> {
-    match catch_unwind(AssertUnwindSafe(|| poll_once(fut))) {
-        Ok(r) => r,
-        Err(e) if !strict && panic_message(e.as_ref()).contains(COUNT_IN) => {
-            Some(Err(EngineError::Storage {
-                no_space: false,
-                message: format!("{PANIC}{}", panic_message(e.as_ref())),
-            }))
-        }
-        Err(e) => resume_unwind(e),
-    }
 }
 
 pub struct Run {
@@ -155,21 +135,6 @@ impl Run {
         }
         self.count(format!("known bug: {kind}"));
         Ok(())
-    }
-
-    /// Run `f`; unless strict, the known `count_in` panic is counted and gives `None`.
-    pub fn guarded<T>(&mut self, f: impl FnOnce(&Engine) -> T) -> Option<T> {
-        let engine = self.engine().clone();
-        match catch_unwind(AssertUnwindSafe(|| f(&engine))) {
-            Ok(v) => Some(v),
-            Err(e)
-                if !self.strict(COUNT_IN_BUG) && panic_message(e.as_ref()).contains(COUNT_IN) =>
-            {
-                self.count(format!("known bug: {COUNT_IN_BUG}"));
-                None
-            }
-            Err(e) => resume_unwind(e),
-        }
     }
 
     fn topic(&self, slot: usize) -> Option<&Topic> {

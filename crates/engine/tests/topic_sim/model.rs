@@ -67,9 +67,6 @@ pub struct WriteEffect {
     pub key: Option<String>,
     pub recs: Vec<Arc<MRec>>,
     pub trim: Trim,
-    /// Known engine bug: the first record the caps allow, and the one the engine's byte-cap
-    /// search finds instead (`trim` has the engine's).
-    pub cap_off: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,9 +103,6 @@ pub struct MState {
     pub tss: BTreeMap<u64, (i64, u64)>,
     pub idem: HashMap<String, (u64, u64, i64)>,
     pub last_ts: i64,
-    /// The engine's set of deleted ranges was ever non-empty since the process started (a
-    /// `BTreeMap` keeps its root node once it had one): see [`MState::count_in_panics`].
-    pub sparse: bool,
 }
 
 /// What a reader sees at a moment (TTL applied).
@@ -142,7 +136,6 @@ impl MState {
             tss: BTreeMap::new(),
             idem: HashMap::new(),
             last_ts: 0,
-            sparse: false,
         }
     }
 
@@ -202,15 +195,6 @@ impl MState {
         }
     }
 
-    /// Known engine bug: with every live record expired, counting the live records after the
-    /// TTL cut asks `DeletedSet::count_in` for `range(head + 2..head + 1)`, which panics once
-    /// the set's map has a root (it ever held a deleted range since the process started):
-    /// `topic_info` and writes (and what calls them) at `now`.
-    pub fn count_in_panics(&self, now: i64) -> bool {
-        let cut = self.ttl_cut(now);
-        self.sparse && cut > self.earliest && self.live_from(cut) == self.head + 1
-    }
-
     /// Move the head trim forward (never back); floors only grow.
     pub fn apply_trim(&mut self, t: Trim) {
         if t.earliest > self.earliest {
@@ -220,6 +204,30 @@ impl MState {
         }
         self.cap_floor = self.cap_floor.max(t.cap_floor);
         self.ttl_floor = self.ttl_floor.max(t.ttl_floor);
+    }
+
+    /// Records `[from, to)` were never stored (an `ephemeral` stretch lost in a restart), the
+    /// engine reading `ts` as their `$ts`: with live records before them they are skipped like
+    /// deleted records; at the front (nothing live before them) the first live record moves
+    /// past them and the cap floor rises to `to` (readers below get a tombstone).
+    pub fn lose(&mut self, from: u64, to: u64, ts: i64) {
+        if from >= to {
+            return;
+        }
+        if self.earliest >= from {
+            if self.earliest <= to {
+                self.apply_trim(Trim {
+                    earliest: to,
+                    cap_floor: to,
+                    ttl_floor: 0,
+                });
+            }
+            return;
+        }
+        for s in from..to {
+            self.recs.remove(&s);
+            self.tss.insert(s, (ts, 0));
+        }
     }
 
     fn trim(&self) -> Trim {
@@ -269,7 +277,6 @@ impl MState {
         let (cap_r, cap_b) = (self.config.cap_records, self.config.cap_bytes);
         let over_r = cap_r > 0 && count > cap_r;
         let over_b = cap_b > 0 && bytes > cap_b;
-        let mut cap_off = None;
         if over_r || over_b {
             if self.config.discard == Discard::Reject {
                 return WriteOutcome::Full;
@@ -281,11 +288,8 @@ impl MState {
                 rest -= all[i].1;
                 i += 1;
             }
-            let exact = all.get(i).map_or(first + n, |x| x.0);
-            let sizes: Vec<u64> = recs.iter().map(MRec::size).collect();
-            let skip = over_r.then(|| count - cap_r);
-            let e = self.engine_eviction(trim.earliest, skip, &sizes, cap_b);
-            cap_off = (e != exact).then_some((exact, e));
+            // The first record kept (`first + n`: none of them).
+            let e = all.get(i).map_or(first + n, |x| x.0);
             trim.earliest = e;
             trim.cap_floor = trim.cap_floor.max(e);
         }
@@ -310,79 +314,7 @@ impl MState {
             key: key.map(str::to_string),
             recs,
             trim,
-            cap_off,
         })
-    }
-
-    /// Where the engine's eviction puts the first live record (`plan_write_trim`): skip `skip`
-    /// live records from `from` (the first after TTL), then, over `cap_b`, binary-search the
-    /// first seq whose live bytes from it fit, estimating the deleted bytes from a seq inside
-    /// a deleted range in proportion to its records (integer arithmetic, as the engine does).
-    fn engine_eviction(&self, from: u64, skip: Option<u64>, new: &[u64], cap_b: u64) -> u64 {
-        let (head, new_head) = (self.head, self.head + new.len() as u64);
-        let size = |s: u64| {
-            if s <= head {
-                self.tss[&s].1
-            } else {
-                new[(s - head - 1) as usize]
-            }
-        };
-        // Deleted ranges `(start, end, bytes)` from `earliest` on.
-        let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
-        for (&s, &(_, b)) in self.tss.range(self.earliest..) {
-            if self.recs.contains_key(&s) {
-                continue;
-            }
-            match ranges.last_mut() {
-                Some(r) if r.1 == s => {
-                    r.1 = s + 1;
-                    r.2 += b;
-                }
-                _ => ranges.push((s, s + 1, b)),
-            }
-        }
-        let mut e = from;
-        if let Some(mut k) = skip {
-            // `skip_live`: whole runs of live records between deleted ranges.
-            let mut s = self.live_from(from);
-            e = loop {
-                let next = ranges.iter().find(|r| r.0 >= s).map_or(u64::MAX, |r| r.0);
-                let run_end = next.min(new_head + 1);
-                if run_end - s >= k {
-                    break s + k;
-                }
-                k -= run_end - s;
-                s = self.live_from(run_end);
-                if s > new_head {
-                    break s;
-                }
-            };
-        }
-        let bytes_from = |s: u64| -> u64 {
-            let all: u64 = (s..=new_head).map(size).sum();
-            let deleted: u64 = ranges
-                .iter()
-                .map(|&(a, b, rb)| match () {
-                    _ if a >= s => rb,
-                    _ if s < b => rb * (b - s) / (b - a),
-                    _ => 0,
-                })
-                .sum();
-            all.saturating_sub(deleted)
-        };
-        if cap_b > 0 && bytes_from(e) > cap_b {
-            let (mut lo, mut hi) = (e + 1, new_head + 1);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if bytes_from(mid) > cap_b {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            e = lo;
-        }
-        if e <= head { self.live_from(e) } else { e }
     }
 
     /// Apply a committed write (live, or replayed from its WAL record).
@@ -459,7 +391,6 @@ impl MState {
 
     /// Apply a committed delete of `matched` seqs and the trim `trim`.
     pub fn apply_delete(&mut self, matched: &[u64], trim: Trim) {
-        self.sparse |= matched.iter().any(|&s| s >= self.earliest);
         for s in matched {
             self.recs.remove(s);
         }

@@ -11,13 +11,17 @@
 //! - power loss: the WAL keeps a prefix of each shard, so the state is a prefix of the history,
 //!   at least up to the last change known durable (synced itself, or followed on its shard by
 //!   a synced record or a checkpoint); `fsync` changes are synced, so all of them survive;
-//! - `ephemeral` writes leave their seqs (their lazy record): replayed, it puts the head past
-//!   them and drops everything before them with a tombstone; when the topic is `ephemeral` at
-//!   the restart, all of its records are gone. A lazy record not yet written (or synced, for a
-//!   power loss) is lost, and with it the seqs: the head goes back and the seqs are handed out
-//!   again. That is expected after a power loss; after a `kill -9`, or when a WAL fault failed
-//!   the record, it breaks the promise that seqs survive a crash, and is counted as a known
-//!   problem (a failure with `SIM_STRICT=1`).
+//! - `ephemeral` writes leave their seqs (their lazy record, or the seqs of the next logged
+//!   write): replayed, the head moves past them and their records are lost. Behind live
+//!   records they are skipped silently, like deleted records; at the front (nothing live before
+//!   them) the first live record moves past them and the cap floor rises to the first seq after
+//!   them, so readers below get a tombstone. Records of WAL classes before and after them
+//!   survive. When the topic is `ephemeral` at the restart, all of its records are gone (with a
+//!   tombstone). A lazy record not yet written (or synced, for a power loss) with no logged
+//!   write after it is lost, and with it the seqs: the head goes back and the seqs are handed
+//!   out again. That is expected after a power loss; after a `kill -9`, or when a WAL fault
+//!   failed the record, it breaks the promise that seqs survive a crash: a documented limit,
+//!   counted as a known problem (a failure with `SIM_STRICT=1`).
 //!
 //! The replay below applies those records as the engine's recovery does (`persist.rs`), and
 //! the recovered topic must equal one of the states it yields, exactly. Then the rules of the
@@ -30,7 +34,6 @@ use super::model::{MState, Trim, WriteOutcome};
 use super::track::{Entry, Kind, Marks, Out, Topic, check_answer};
 use super::{Check, NAMES, Run};
 use crate::disk::Crash;
-use crate::disk::block_on;
 use riffle_engine::topic::TopicConfig;
 use riffle_engine::{Durability, EngineError};
 use std::sync::Arc;
@@ -65,20 +68,12 @@ pub fn reconcile(run: &mut Run, how: Crash) -> Check {
                 t.id
             ));
         }
-        // Its configuration, unless the known `count_in` panic stands in the way.
-        let config = run
-            .guarded(|e| e.topic_info(name, false))
-            .transpose()
+        let config = engine
+            .topic_info(name, false)
             .map_err(|e| format!("info {name}: {e:?}"))?
-            .map(|i| i.config);
-        let (st, broken) = recovered(run, &t, how, config)
+            .config;
+        let st = recovered(run, &t, how, &config)
             .map_err(|e| format!("{name} ({class}) after the crash: {e}"))?;
-        if broken {
-            // Known bug (counted): the topic cannot be read right; take it away.
-            block_on(engine.topic_remove(name, false))
-                .map_err(|e| format!("removing the broken {name}: {e:?}"))?;
-            continue;
-        }
         run.slots[slot] = Some(Topic {
             base: Arc::new(st.clone()),
             st,
@@ -141,14 +136,12 @@ fn histories(t: &Topic) -> Vec<Vec<Entry>> {
 
 /// Replay `entries` over `base` as recovery does, given the recovered head `head` (which
 /// says which lazy records of `ephemeral` writes survived). `None`: recovery would have
-/// refused these records. The flag: the known position bug (see `POSITIONS`) struck.
-fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<(MState, bool)> {
+/// refused these records.
+fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<MState> {
     let mut rs = base.clone();
-    // A lazy record was replayed without its bytes: the recovered tail is behind the
-    // positions the live log had (until a write with bytes moves it on).
-    let (mut behind, mut broken) = (false, false);
-    // Restored from the checkpoint: the deleted ranges it lists.
-    rs.sparse = rs.tss.len() > rs.recs.len();
+    // The first seq of an `ephemeral` stretch whose records were never logged, until a logged
+    // write says where it ended.
+    let mut lost_from: Option<u64> = None;
     for e in entries {
         match &e.kind {
             Kind::Write(w) if e.eph => {
@@ -156,33 +149,21 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<(MState, bool)>
                     if w.first < rs.head + 1 {
                         return None;
                     }
+                    lost_from.get_or_insert(rs.head + 1);
                     rs.head = w.last;
                     rs.last_ts = rs.last_ts.max(w.ts);
-                    behind = true;
-                    let gone = w.last + 1;
-                    rs.apply_trim(Trim {
-                        earliest: gone,
-                        cap_floor: gone,
-                        ttl_floor: 0,
-                    });
                 }
             }
             Kind::Write(w) => {
                 if w.first < rs.head + 1 {
                     return None;
                 }
-                if w.first > rs.head + 1 {
-                    // Records of an `ephemeral` stretch before it were never logged.
-                    rs.head = w.first - 1;
-                    rs.tss.clear();
-                    rs.apply_trim(Trim {
-                        earliest: w.first,
-                        cap_floor: w.first,
-                        ttl_floor: 0,
-                    });
-                }
+                // Records of an `ephemeral` stretch before it were never logged; the engine
+                // reads this write's `$ts` for them.
+                let from = lost_from.take().unwrap_or(rs.head + 1);
+                rs.head = w.first - 1;
+                rs.lose(from, w.first, w.ts);
                 rs.apply_write(w);
-                behind = false;
             }
             Kind::Delete { matched, trim } => {
                 // Whole runs past the recovered head are dropped; so is a trim past it.
@@ -198,7 +179,6 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<(MState, bool)>
                     }
                     i = j;
                 }
-                broken |= behind && trim.earliest == rs.earliest && trim.earliest <= rs.head + 1;
                 let trim = if trim.earliest <= rs.head + 1 {
                     *trim
                 } else {
@@ -211,13 +191,17 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<(MState, bool)>
                 rs.apply_delete(&keep, trim);
             }
             Kind::Trim(t) => {
-                broken |= behind && t.earliest == rs.earliest && t.earliest <= rs.head + 1;
                 if t.earliest <= rs.head + 1 {
                     rs.apply_trim(*t);
                 }
             }
             Kind::Config(c) => rs.config = c.clone(),
         }
+    }
+    // A stretch at the end: its records are gone.
+    if let Some(from) = lost_from {
+        let (to, ts) = (rs.head + 1, rs.last_ts);
+        rs.lose(from, to, ts);
     }
     if rs.config.durability == Durability::Ephemeral && rs.earliest <= rs.head {
         let gone = rs.head + 1;
@@ -227,16 +211,11 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<(MState, bool)>
             ttl_floor: 0,
         });
     }
-    Some((rs, broken))
+    Some(rs)
 }
 
 /// The state the recovered topic is in, checked against its history and its class's rules.
-fn recovered(
-    run: &mut Run,
-    t: &Topic,
-    how: Crash,
-    config: Option<TopicConfig>,
-) -> Result<(MState, bool), String> {
+fn recovered(run: &mut Run, t: &Topic, how: Crash, config: &TopicConfig) -> Result<MState, String> {
     let engine = run.engine().clone();
     let all = read_all(&engine, t.name)?;
     let persisted = persisted(&engine, t.name)?;
@@ -251,14 +230,15 @@ fn recovered(
             Crash::Power => hist.iter().rposition(durable).map_or(0, |i| i + 1),
         };
         for k in (floor..=hist.len()).rev() {
-            let Some((mut rs, broken)) = replay(&t.base, &hist[..k], head) else {
+            let Some(mut rs) = replay(&t.base, &hist[..k], head) else {
                 continue;
             };
-            if rs.head != head || config.as_ref().is_some_and(|c| *c != rs.config) {
+            if rs.head != head || *config != rs.config {
                 continue;
             }
-            // A first live seq left on a deleted record (see `STRETCH`) is moved past it by the
-            // delete of nothing that read the persisted state.
+            // A first live seq left on a deleted record (a replayed delete of the first record
+            // after a lost stretch at the front) is moved past it by the delete of nothing that
+            // read the persisted state.
             let on_deleted = rs.earliest <= rs.head && !rs.recs.contains_key(&rs.earliest);
             if on_deleted {
                 rs.apply_trim(Trim {
@@ -280,22 +260,13 @@ fn recovered(
                 continue;
             }
             let live = hist[..k].last().map_or(&t.base, |e| &e.after);
-            let mut v = match promises(run, t, how, &hist[..k], live, &rs, now) {
+            let v = match promises(run, t, how, &hist[..k], live, &rs, now) {
                 Ok(v) => v,
                 Err(e) => {
                     refused.push(e);
                     continue;
                 }
             };
-            if on_deleted {
-                let what = "and leaves the first live seq on a deleted record";
-                v.known.push((STRETCH, what.into()));
-            }
-            if broken {
-                let what = "the topic's first position is past its tail";
-                v.known.push((POSITIONS, what.into()));
-                v.broken = true;
-            }
             if v.known.is_empty() {
                 return adopt(run, t, how, v, rs);
             }
@@ -317,31 +288,14 @@ fn recovered(
     ))
 }
 
-/// What the class's rules say of a recovered state: problems known to the engine's
-/// maintainers (counted, or failures with `SIM_STRICT=1`) and what happened, for the stats.
+/// What the class's rules say of a recovered state: documented limits (counted, or failures
+/// with `SIM_STRICT=1`) and what happened, for the stats.
 pub struct Verdict {
     known: Vec<(&'static str, String)>,
     notes: Vec<&'static str>,
-    /// The topic's positions are corrupt: the simulation removes it (unless strict).
-    pub broken: bool,
 }
 
-/// Known engine bug: a replayed lazy record of an `ephemeral` write trims everything before it,
-/// records of WAL classes included (and a later replayed delete of the new first record then
-/// leaves the first live seq on a deleted record).
-pub const STRETCH: &str = "an ephemeral stretch takes older records with it";
-
-/// Known engine bug: replaying a delete or TTL trim logged after an `ephemeral` stretch, whose
-/// lazy record was replayed without bytes, puts the first record's position past the tail.
-pub const POSITIONS: &str = "a trim after ephemeral records corrupts positions at recovery";
-
-fn adopt(
-    run: &mut Run,
-    t: &Topic,
-    how: Crash,
-    v: Verdict,
-    rs: MState,
-) -> Result<(MState, bool), String> {
+fn adopt(run: &mut Run, t: &Topic, how: Crash, v: Verdict, rs: MState) -> Result<MState, String> {
     for (kind, what) in v.known {
         run.known(kind, what)?;
     }
@@ -349,7 +303,7 @@ fn adopt(
         run.count(note);
     }
     run.count(format!("recovered {:?} {}", how, t.st.config.durability));
-    Ok((rs, v.broken))
+    Ok(rs)
 }
 
 /// The rules of the class, for the recovered state `rs` that replaying `hist` gave, whose live
@@ -366,7 +320,6 @@ fn promises(
     let mut v = Verdict {
         known: Vec::new(),
         notes: Vec::new(),
-        broken: false,
     };
     // Seqs handed out again: only those of lazy records a power loss took.
     for e in hist.iter().filter(|e| e.eph) {
@@ -407,28 +360,28 @@ fn promises(
         .collect();
     let durable_lost: Vec<u64> = lost.iter().copied().filter(|s| !live.recs[s].eph).collect();
     if !durable_lost.is_empty() {
-        if live.config.durability == Durability::Ephemeral {
-            v.notes.push("restart emptied an ephemeral topic");
-        } else {
-            v.known.push((
-                STRETCH,
-                format!(
-                    "records {durable_lost:?}, written in a WAL class, are lost after a {how:?} \
-                     crash: the lost ephemeral records after them trim the topic's head"
-                ),
+        if live.config.durability != Durability::Ephemeral {
+            return Err(format!(
+                "records {durable_lost:?}, written in a WAL class, are lost after a {how:?} crash"
             ));
         }
+        v.notes.push("restart emptied an ephemeral topic");
     }
-    // Readers that had not read a lost record are told.
-    if let Some(&max) = lost.last() {
+    // Readers that had not read a record lost at the front are told; behind live records, lost
+    // records are skipped like deleted ones.
+    if let Some(&max) = lost.iter().rfind(|s| **s < rs.earliest) {
         let floor = rs.cap_floor.max(rs.view(now).ttl_floor);
         if floor <= max {
             return Err(format!(
-                "records {lost:?} are lost without a tombstone (floors: cap {} ttl {})",
-                rs.cap_floor, rs.ttl_floor
+                "records {lost:?} are lost without a tombstone (first live {}, floors: cap {} \
+                 ttl {})",
+                rs.earliest, rs.cap_floor, rs.ttl_floor
             ));
         }
         v.notes.push("crash lost records with a tombstone");
+    }
+    if lost.iter().any(|s| *s >= rs.earliest) {
+        v.notes.push("crash skipped lost records behind live ones");
     }
     Ok(v)
 }

@@ -111,13 +111,7 @@ pub struct Topic {
     pub queue: VecDeque<Pend>,
     /// Idempotency keys used so far (retries pick from them).
     pub keys: Vec<String>,
-    /// Known engine problems met by committed changes, for the run to count.
-    pub notes: Vec<(&'static str, String)>,
 }
-
-/// Known engine bug: the byte-cap search of a write is off across deleted ranges of records
-/// of different sizes (see `MState::engine_eviction`).
-pub const CAP_SEARCH: &str = "a byte cap is missed across deleted records";
 
 /// What resolving a topic's queue came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -128,10 +122,6 @@ pub enum Step {
     /// A dropped write's fate needs a barrier and a look at the topic.
     Observe,
 }
-
-/// How the simulation reports a write whose poll panicked on a known engine bug (never in
-/// strict mode).
-pub const PANIC: &str = "simulation: the write panicked: ";
 
 /// Check a write's answer against the model at `st`: the effect to apply, if it wrote.
 pub fn check_answer(
@@ -165,14 +155,8 @@ pub fn check_answer(
         {
             Ok(Some(e.clone()))
         }
-        (
-            WriteOutcome::Written(_) | WriteOutcome::Full,
-            Err(EngineError::Storage { message, .. }),
-        ) if message.starts_with(PANIC) && st.count_in_panics(p.now.max(st.last_ts)) => Ok(None),
-        (WriteOutcome::Written(_), Err(EngineError::Storage { message, .. }))
-            if p.faulty
-                && st.config.durability != Durability::Ephemeral
-                && !message.starts_with(PANIC) =>
+        (WriteOutcome::Written(_), Err(EngineError::Storage { .. }))
+            if p.faulty && st.config.durability != Durability::Ephemeral =>
         {
             Ok(None)
         }
@@ -203,7 +187,6 @@ impl Topic {
             hist: Vec::new(),
             queue: VecDeque::new(),
             keys: Vec::new(),
-            notes: Vec::new(),
         }
     }
 
@@ -214,15 +197,6 @@ impl Topic {
     /// Record a committed change of the resolved state.
     pub fn push(&mut self, kind: Kind, sync: bool, sub: u64, tainted: bool) {
         let eph = matches!(&kind, Kind::Write(w) if w.recs.first().is_some_and(|r| r.eph));
-        if let Kind::Write(w) = &kind
-            && let Some((exact, got)) = w.cap_off
-        {
-            let what = format!(
-                "{}: the write of {}..={} makes {got} the first record; the caps allow {exact}",
-                self.name, w.first, w.last
-            );
-            self.notes.push((CAP_SEARCH, what));
-        }
         match &kind {
             Kind::Write(w) => self.st.apply_write(w),
             Kind::Delete { matched, trim } => self.st.apply_delete(matched, *trim),

@@ -4,10 +4,9 @@
 use super::check::{self, read_all};
 use super::generate;
 use super::model::MRec;
-use super::track::{Out, PANIC, Pend, Step, Topic};
-use super::{
-    COUNT_IN_BUG, Check, Flight, NAMES, Run, WriteFuture, error_kind, expect_err, poll_write,
-};
+use super::track::{Out, Pend, Step, Topic};
+use super::{Check, Flight, NAMES, Run, WriteFuture, error_kind, expect_err};
+use crate::disk::poll_once;
 use crate::disk::{LIVENESS, block_on, pause};
 use riffle_engine::topic::{TopicWrite, TopicWritten};
 use riffle_engine::{Durability, EngineError};
@@ -64,7 +63,7 @@ impl Run {
         let start = self.tick();
         let (engine, owned) = (self.engine().clone(), name.to_string());
         let mut fut: WriteFuture = Box::pin(async move { engine.topic_write(&owned, w).await });
-        let first = poll_write(self.strict(COUNT_IN_BUG), &mut fut);
+        let first = poll_once(&mut fut);
         let faulty = self.faults;
         let t = self.slots[slot].as_mut().expect("checked");
         t.queue.push_back(Pend {
@@ -154,9 +153,6 @@ impl Run {
     /// Record the answer of write `n`.
     pub(super) fn answered(&mut self, slot: usize, n: u64, r: Result<TopicWritten, EngineError>) {
         let kind = match &r {
-            Err(EngineError::Storage { message, .. }) if message.starts_with(PANIC) => {
-                format!("known bug: {COUNT_IN_BUG}")
-            }
             Ok(w) if w.deduped => "write deduped".to_string(),
             Ok(_) => "write written".to_string(),
             Err(e) => format!("write {}", error_kind(e)),
@@ -184,7 +180,7 @@ impl Run {
     pub(super) fn poll_all(&mut self) {
         let mut i = 0;
         while i < self.flights.len() {
-            match poll_write(self.strict(COUNT_IN_BUG), &mut self.flights[i].fut) {
+            match poll_once(&mut self.flights[i].fut) {
                 Some(r) => {
                     let f = self.flights.remove(i);
                     self.answered(f.slot, f.n, r);
@@ -238,7 +234,7 @@ impl Run {
         }
         let k = ok[self.rng.below(ok.len() as u64) as usize];
         for _ in 0..self.rng.below(3) {
-            if let Some(r) = poll_write(self.strict(COUNT_IN_BUG), &mut self.flights[k].fut) {
+            if let Some(r) = poll_once(&mut self.flights[k].fut) {
                 let f = self.flights.remove(k);
                 self.op = format!("drop #{}: it answered first", f.n);
                 self.answered(f.slot, f.n, r);
@@ -269,9 +265,6 @@ impl Run {
                 return Ok(());
             };
             let step = t.resolve(&mut self.marks)?;
-            for (kind, what) in std::mem::take(&mut t.notes) {
-                self.known(kind, what)?;
-            }
             match step {
                 Step::Observe => self.observe(slot)?,
                 _ => return Ok(()),
