@@ -158,19 +158,11 @@ impl Log {
             return Ok(from);
         }
         let expired = |seq| -> Result<bool> { Ok(now.saturating_sub(self.seq_ts(seq, v)?) > ttl) };
+        // Usually nothing has expired: one probe of the first record says so.
         if !expired(from)? {
             return Ok(from);
         }
-        let (mut lo, mut hi) = (from + 1, v.head + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if expired(mid)? {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
+        first_not(from + 1, v.head + 1, expired)
     }
 
     /// First live seq at or after `seq`, per the current deletes.
@@ -375,18 +367,7 @@ impl Log {
                 let deleted = self.deleted_bytes_from(s);
                 Ok((new_tail - pos(s)?).saturating_sub(deleted))
             };
-            if live_from(e)? > cap_b {
-                let (mut lo, mut hi) = (e + 1, new_head + 1);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    if live_from(mid)? > cap_b {
-                        lo = mid + 1;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                e = lo;
-            }
+            e = first_not(e, new_head + 1, |s| Ok(live_from(s)? > cap_b))?;
         }
         let e = if e <= v.head { self.live_from(e) } else { e };
         Ok(TrimRec {
@@ -492,4 +473,19 @@ impl Log {
         }
         st.w.tail = tail + buf.len() as u64;
     }
+}
+
+/// The first seq in `[lo, hi)` for which `holds` is false (`hi` if it holds for all), where
+/// `holds` is true on a prefix of the range: a binary search whose probes may read the files.
+fn first_not(lo: u64, hi: u64, mut holds: impl FnMut(u64) -> Result<bool>) -> Result<u64> {
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if holds(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }

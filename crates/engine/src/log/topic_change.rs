@@ -3,7 +3,6 @@
 //! (restoring the state and tag index, giving back trimmed space).
 
 use super::commit::WalRecord;
-use super::topic::View;
 use super::*;
 use crate::topic::record;
 use crate::topic::state::{RangeRec, TrimRec};
@@ -79,7 +78,6 @@ impl Log {
         }
         let log_seq = v.log_seq + 1;
         let record = self.topic_record(
-            &v,
             persist,
             WalEntry::TopicDelete {
                 log_id: self.config.id,
@@ -117,7 +115,6 @@ impl Log {
     /// deletes and configuration of every class are logged, so they survive like the config).
     fn topic_record<'a>(
         &self,
-        _v: &View,
         persist: Option<&'a Arc<Persist>>,
         entry: WalEntry,
     ) -> Option<WalRecord<'a>> {
@@ -145,7 +142,6 @@ impl Log {
         let trim = self.trim_to(&v, cut, v.trim.cap_floor, v.trim.ttl_floor.max(cut))?;
         let log_seq = v.log_seq + 1;
         let mut record = self.topic_record(
-            &v,
             persist,
             WalEntry::TopicTrim {
                 log_id: self.config.id,
@@ -184,7 +180,6 @@ impl Log {
         }
         let log_seq = v.log_seq + 1;
         let record = self.topic_record(
-            &v,
             persist,
             WalEntry::TopicConfig {
                 log_id: self.config.id,

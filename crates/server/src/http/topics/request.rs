@@ -249,7 +249,7 @@ pub struct WriteBody<'a> {
     disable_backpressure: Option<bool>,
 }
 
-fn check_chars(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
+pub fn check_chars(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
     let n = v.chars().count();
     if n > max {
         return Err(invalid(format!(
@@ -289,9 +289,6 @@ impl WriteBody<'_> {
         }
         if let Some(n) = &self.node {
             check_str("node", n, MAX_NODE_BYTES)?;
-        }
-        if let Some(k) = &self.idempotency_key {
-            check_chars("idempotency_key", k, MAX_IDEMPOTENCY_KEY)?;
         }
         let mut out = Vec::with_capacity(records.len());
         for (i, Object(r)) in records.into_iter().enumerate() {

@@ -58,7 +58,7 @@ struct RenderKey {
 struct Rendered {
     next_from_seq: u64,
     head_seq: u64,
-    tombstone: Option<Vec<u8>>,
+    tombstone: Option<serde_json::Value>,
     records: Option<Vec<u8>>,
     at: Instant,
 }
@@ -103,7 +103,7 @@ fn read(
     let tombstone = d.tombstone.as_ref().map(|t| {
         let mut v = render::tombstone(t, d.earliest_seq, d.head_seq);
         v["topic"] = json!(name);
-        v.to_string().into_bytes()
+        v
     });
     let records = (!d.records.is_empty()).then(|| {
         let mut data =
@@ -438,15 +438,13 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                     break 'stream;
                 };
                 if let Some(t) = &d.tombstone {
-                    let mut v: serde_json::Value = serde_json::from_slice(t).unwrap_or_default();
+                    let mut v = t.clone();
                     if first_read && v["reason"] != "recreated" {
                         // The documented reason for an eviction gap found by a stream's first
                         // read: the cursor the session started from was already gone.
                         v["reason"] = json!("from_seq_too_old");
-                        sse::event(&mut out, Some("tombstone"), Some(&id), v.to_string().as_bytes());
-                    } else {
-                        sse::event(&mut out, Some("tombstone"), Some(&id), t);
                     }
+                    sse::event(&mut out, Some("tombstone"), Some(&id), v.to_string().as_bytes());
                 }
                 if let Some(data) = &d.records {
                     sse::event(&mut out, Some("record"), Some(&id), data);
