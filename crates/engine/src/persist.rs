@@ -418,7 +418,7 @@ fn replay(
             if logs.contains_key(&meta.id) {
                 return Ok(());
             }
-            let mut log = Replaying {
+            let log = Replaying {
                 writer: WriterRec::default(),
                 topic: Some(TopicState::new(config, 0)),
                 lost_from: None,
@@ -427,9 +427,9 @@ fn replay(
                 files: None,
                 dirty: false,
             };
-            log.files(files)?
-                .truncate(0, 0)
-                .map_err(|e| e.to_string())?;
+            // Its files are not cut here: records written while it was `ephemeral` are in
+            // them, not in the WAL, and a `TopicSeal` later in the WAL may say they are its
+            // records. (Replay overwrites what logged records cover; `finish` cuts the rest.)
             logs.insert(log.meta.id, log);
         }
         entry => replay_topic(files, logs, entry, payload)?,
@@ -457,6 +457,9 @@ fn replay_topic(
         }
         | WalEntry::TopicConfig {
             log_id, log_seq, ..
+        }
+        | WalEntry::TopicSeal {
+            log_id, log_seq, ..
         } => (*log_id, *log_seq),
         _ => return Ok(()),
     };
@@ -464,6 +467,23 @@ fn replay_topic(
         return Ok(());
     };
     if log_seq <= log.writer.log_seq || log.topic.is_none() {
+        return Ok(());
+    }
+    // While a topic is `ephemeral`, its records are not logged. What replay makes of its
+    // deletes and trims then does not matter: either the topic is still `ephemeral` at the
+    // end (recovery drops all its records) or a `TopicSeal` replaces its whole state. They
+    // are skipped, so they never meet the positions replay does not know.
+    let ephemeral = log
+        .topic
+        .as_ref()
+        .is_some_and(|t| t.config.durability == crate::Durability::Ephemeral);
+    if ephemeral
+        && matches!(
+            entry,
+            WalEntry::TopicDelete { .. } | WalEntry::TopicTrim { .. }
+        )
+    {
+        log.writer.log_seq = log_seq;
         return Ok(());
     }
     match entry {
@@ -558,6 +578,12 @@ fn replay_topic(
                 t.config = config;
             }
         }
+        WalEntry::TopicSeal { writer, topic, .. } => {
+            // The files held this state, synced, when the record was written.
+            log.writer = writer;
+            log.topic = Some(TopicState::from_rec(*topic));
+            log.lost_from = None;
+        }
         _ => {}
     }
     log.writer.log_seq = log_seq;
@@ -594,14 +620,24 @@ fn finish(
     let mut out = Vec::with_capacity(logs.len());
     let mut keep = HashSet::new();
     for (id, mut log) in logs {
-        // An `ephemeral` stretch at the end: its records are gone (where they ended is unknown,
-        // and no record after them needs it).
-        if let (Some(from), Some(t)) = (log.lost_from.take(), &mut log.topic) {
-            let (to, tail) = (t.head + 1, log.writer.tail);
-            t.lose(from, to, 0, tail);
-        }
+        // An `ephemeral` stretch at the end (the topic is `ephemeral` now, so restoring it drops
+        // all its records): its records are gone, as empty records at the tail in the index.
+        let lost = match (log.lost_from.take(), &mut log.topic) {
+            (Some(from), Some(t)) => {
+                let (to, tail) = (t.head + 1, log.writer.tail);
+                t.lose(from, to, 0, tail);
+                Some((from, to))
+            }
+            _ => None,
+        };
         let (tail, records) = (log.writer.tail, log.writer.records);
         let files = log.files(cache).map_err(OpenError::Replay)?.clone();
+        if let Some((from, to)) = lost {
+            let filler = vec![tail; (to - from) as usize];
+            files
+                .write_records(from - 1, tail, &[], &filler)
+                .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
+        }
         files
             .truncate(tail, records)
             .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;

@@ -140,6 +140,17 @@ pub(crate) enum WalEntry {
         log_seq: u64,
         config: TopicConfig,
     },
+    /// An `ephemeral` topic became durable (its configuration changed to a WAL class): its
+    /// files were synced first, and this is its whole state as of then, like a checkpoint of
+    /// this one log. Replay takes it as it is, so the records written while the topic was
+    /// `ephemeral` (never logged) are recovered from the files, and no replay of an older
+    /// record meets an unlogged stretch between logged ones.
+    TopicSeal {
+        log_id: u64,
+        log_seq: u64,
+        writer: WriterRec,
+        topic: Box<TopicRec>,
+    },
 }
 
 impl WalEntry {

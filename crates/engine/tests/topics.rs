@@ -407,26 +407,28 @@ async fn type_is_immutable_and_durability_changes_in_place() {
         e.topic_put("t", q2).await.unwrap_err(),
         EngineError::TopicIncompatible("type")
     );
-    // Not between `ephemeral` and the WAL classes (unlogged and logged records in one topic).
-    assert_eq!(
-        e.topic_put("t", cfg(Durability::Ephemeral))
+    // Into `ephemeral` and back: the records written meanwhile (never logged) become as
+    // durable as the new class once the change is acknowledged.
+    assert!(
+        !e.topic_put("t", cfg(Durability::Ephemeral))
             .await
-            .unwrap_err(),
-        EngineError::TopicIncompatible("durability")
+            .unwrap()
+            .created
     );
+    write(&e, "t", vec![rec("2", None)], Durability::Ephemeral).await;
     assert!(
         !e.topic_put("t", cfg(Durability::Fsync))
             .await
             .unwrap()
             .created
     );
-    write(&e, "t", vec![rec("2", None)], Durability::Fsync).await;
+    write(&e, "t", vec![rec("3", None)], Durability::Fsync).await;
     d.power_loss(e);
     let e = open(&d, &clock);
-    // Seq 1 was `memory` (a power loss may take it, never seq 2 without it... seq 2's fsync
-    // synced the shard, so both are there); seq 2 was `fsync`.
+    // Seq 1 was `memory` and seq 2 `ephemeral`: the change to `fsync` synced the topic's files
+    // and logged its state (synced); seq 3 was `fsync`.
     let seqs: Vec<u64> = read(&e, "t", 0).iter().map(|r| r.0).collect();
-    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(
         e.topic_info("t", false).unwrap().config.durability,
         Durability::Fsync

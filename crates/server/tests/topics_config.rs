@@ -45,15 +45,16 @@ async fn put_updates_in_place_and_durable_is_an_alias_of_durability() {
     }
     let v = put_ok(&s, "d", json!({ "durable": false }), 200).await;
     has!(v["config"], { "durability": "disk", "durable": false });
-    // Riffle refuses a change between `ephemeral` and the WAL classes (409, nothing changed).
-    put(&s, "d", json!({ "durability": "ephemeral" }))
-        .await
-        .err(409, "topic_exists_incompatible");
-    has!(state(&s, "d").await["config"], { "durability": "disk" });
-    put_ok(&s, "e", json!({ "durability": "ephemeral" }), 201).await;
-    put(&s, "e", json!({ "durable": true }))
-        .await
-        .err(409, "topic_exists_incompatible");
+    // And across `ephemeral`, both ways, keeping the records (what a restart keeps of them:
+    // `topics_crash.rs`).
+    write_n(&s, "d", 2).await;
+    let v = put_ok(&s, "d", json!({ "durability": "ephemeral" }), 200).await;
+    has!(v["config"], { "durability": "ephemeral", "durable": false });
+    write_n(&s, "d", 1).await;
+    let v = put_ok(&s, "d", json!({ "durable": true }), 200).await;
+    has!(v["config"], { "durability": "fsync", "durable": true });
+    let d = diff(&s, "d", json!({ "from_seq": 0 })).await;
+    assert_eq!(seqs(&d), vec![1, 2, 3]);
 }
 
 #[tokio::test]

@@ -376,3 +376,90 @@ async fn restart_keeps_what_each_class_promises() {
         srv.stop_gracefully();
     }
 }
+
+/// A class change across `ephemeral`, then kill -9. Out of `ephemeral` into a WAL class, the
+/// records written meanwhile (never logged) are as durable as the new class once the change is
+/// acknowledged, deletes included, and deletes by tag still find them after the restart; into
+/// `ephemeral`, every record is gone after the restart (with a tombstone), seqs are not
+/// handed out again.
+#[tokio::test]
+async fn a_class_change_across_ephemeral_survives_kill_dash_nine() {
+    use reqwest::Method;
+    let tmp = TempDir::new("topics-class-change");
+    let data = tmp.path().join("data");
+    let srv = start(&data).await;
+    let put = |t: &'static str, class: &'static str| {
+        let srv = &srv;
+        async move {
+            let body = json!({ "durability": class });
+            call(srv, Method::PUT, &format!("/v0/topics/{t}"), body).await
+        }
+    };
+    let write = |t: &'static str, from: usize, n: usize| {
+        let srv = &srv;
+        async move {
+            let recs: Vec<Value> = (from..from + n)
+                .map(|i| json!({ "data": { "i": i }, "tag": format!("k{i}") }))
+                .collect();
+            let (s, v) = call(
+                srv,
+                Method::POST,
+                &format!("/v0/topics/{t}"),
+                json!({ "records": recs }),
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    assert_eq!(put("up", "ephemeral").await.0, 201);
+    write("up", 1, 3).await;
+    let del = json!({ "match": ["tag", "Eq", "k2"] });
+    let (s, _) = call(&srv, Method::POST, "/v0/topics/up/delete", del).await;
+    assert_eq!(s, 200);
+    assert_eq!(put("up", "disk").await.0, 200);
+    write("up", 4, 2).await;
+
+    assert_eq!(put("down", "fsync").await.0, 201);
+    write("down", 1, 3).await;
+    assert_eq!(put("down", "ephemeral").await.0, 200);
+    write("down", 4, 1).await;
+    drop(srv);
+
+    let srv = start(&data).await;
+    let (_, d) = call(
+        &srv,
+        Method::POST,
+        "/v0/topics/up/diff",
+        json!({ "from_seq": 0 }),
+    )
+    .await;
+    let got: Vec<(u64, u64)> = d["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["$seq"].as_u64().unwrap_or(0),
+                r["data"]["i"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, 1), (3, 3), (4, 4), (5, 5)], "{d}");
+    let del = json!({ "match": ["tag", "Eq", "k3"] });
+    let (s, v) = call(&srv, Method::POST, "/v0/topics/up/delete", del).await;
+    assert_eq!((s, v["deleted"].as_u64()), (200, Some(1)), "{v}");
+
+    let (_, info) = call(&srv, Method::GET, "/v0/topics/down", Value::Null).await;
+    assert_eq!(info["config"]["durability"], "ephemeral", "{info}");
+    assert_eq!(info["head_seq"], 4, "{info}");
+    let (_, d) = call(
+        &srv,
+        Method::POST,
+        "/v0/topics/down/diff",
+        json!({ "from_seq": 0 }),
+    )
+    .await;
+    assert_eq!(d["records"].as_array().map(Vec::len), Some(0), "{d}");
+    assert_eq!(d["tombstone"]["gap_from"], 1, "{d}");
+    srv.stop_gracefully();
+}

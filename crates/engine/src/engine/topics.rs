@@ -153,14 +153,8 @@ impl Engine {
         if current.kind != config.kind {
             return Err(EngineError::TopicIncompatible("type"));
         }
-        if current.durability.is_persistent() != config.durability.is_persistent() {
-            if self.inner.persist.is_none() {
-                return Err(EngineError::DurabilityUnavailable(config.durability));
-            }
-            // Between `ephemeral` (records never logged) and the WAL classes a topic would mix
-            // logged and unlogged records, whose recovery is not proven yet (the topic
-            // simulation found faults in it): refused until it is.
-            return Err(EngineError::TopicIncompatible("durability"));
+        if config.durability.is_persistent() && self.inner.persist.is_none() {
+            return Err(EngineError::DurabilityUnavailable(config.durability));
         }
         log.topic_configure(config.clone(), self.inner.persist.as_ref())
             .await?;

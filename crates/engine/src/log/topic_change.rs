@@ -179,14 +179,17 @@ impl Log {
             return Ok(());
         }
         let log_seq = v.log_seq + 1;
-        let record = self.topic_record(
-            persist,
-            WalEntry::TopicConfig {
+        let seal = v.config.durability == crate::Durability::Ephemeral
+            && config.durability.is_persistent();
+        let entry = match persist {
+            Some(p) if seal => self.seal(p, log_seq, &config)?,
+            _ => WalEntry::TopicConfig {
                 log_id: self.config.id,
                 log_seq,
                 config: config.clone(),
             },
-        );
+        };
+        let record = self.topic_record(persist, entry);
         self.commit(serial, record, 0, move |_, st| {
             st.w.log_seq = log_seq;
             if let Some(t) = st.topic.as_deref_mut() {
@@ -195,6 +198,33 @@ impl Log {
         })
         .await?;
         Ok(())
+    }
+
+    /// The record that makes an `ephemeral` topic durable with `config`: its records were
+    /// never logged, so its files are synced (the pending tail written first) and the record
+    /// carries the whole state they hold, to be taken as it is at replay. The caller holds the
+    /// append lock, so nothing changes between the sync and the commit. (A blocking sync on
+    /// the caller's thread: this is a rare configuration change of one topic.)
+    fn seal(&self, persist: &Persist, log_seq: u64, config: &TopicConfig) -> Result<WalEntry> {
+        let (snap, _, topic) = self.snapshot(false)?;
+        let Some(mut topic) = topic else {
+            return Err(EngineError::NotFound);
+        };
+        if let Some(files) = &self.files {
+            files.sync().map_err(io_error)?;
+            // The files' entries too: they may be new since the last checkpoint.
+            persist.dir.sync_dir("streams").map_err(io_error)?;
+            self.mark_synced(snap.writer.tail);
+        }
+        topic.config = config.clone();
+        let mut writer = snap.writer;
+        writer.log_seq = log_seq;
+        Ok(WalEntry::TopicSeal {
+            log_id: self.config.id,
+            log_seq,
+            writer,
+            topic: Box::new(topic),
+        })
     }
 
     /// The topic's state (with TTL applied as of `now`, without persisting it).

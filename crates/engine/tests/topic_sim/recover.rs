@@ -143,6 +143,7 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<MState> {
     // write says where it ended.
     let mut lost_from: Option<u64> = None;
     for e in entries {
+        let ephemeral = rs.config.durability == Durability::Ephemeral;
         match &e.kind {
             Kind::Write(w) if e.eph => {
                 if w.last <= head {
@@ -165,6 +166,9 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<MState> {
                 rs.lose(from, w.first, w.ts);
                 rs.apply_write(w);
             }
+            // While the topic is `ephemeral`, recovery skips its deletes and trims: a seal or
+            // the final drop of all its records supersedes them.
+            Kind::Delete { .. } | Kind::Trim(_) if ephemeral => {}
             Kind::Delete { matched, trim } => {
                 // Whole runs past the recovered head are dropped; so is a trim past it.
                 let mut keep = Vec::new();
@@ -194,6 +198,12 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<MState> {
                 if t.earliest <= rs.head + 1 {
                     rs.apply_trim(*t);
                 }
+            }
+            // Out of `ephemeral` into a WAL class: the change logged the topic's whole live
+            // state (its files synced), which recovery takes as it is.
+            Kind::Config(c) if ephemeral && c.durability.is_persistent() => {
+                rs = (*e.after).clone();
+                lost_from = None;
             }
             Kind::Config(c) => rs.config = c.clone(),
         }
