@@ -461,6 +461,22 @@ fn replay_topic(
         | WalEntry::TopicSeal {
             log_id, log_seq, ..
         } => (*log_id, *log_seq),
+        WalEntry::TopicReserve { log_id, upto, ts } => {
+            // Seqs an `ephemeral` topic may have handed out: its head moves past them (their
+            // records, never logged, are lost like every record of a topic `ephemeral` at the
+            // restart). Once the topic is durable again they are its seal's business.
+            if let Some(log) = logs.get_mut(log_id)
+                && let Some(t) = &mut log.topic
+                && t.config.durability == crate::Durability::Ephemeral
+                && *upto > t.head
+            {
+                log.lost_from.get_or_insert(t.head + 1);
+                t.head = *upto;
+                t.last_ts = t.last_ts.max(*ts);
+                log.writer.records = *upto;
+            }
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     let Some(log) = logs.get_mut(&log_id) else {

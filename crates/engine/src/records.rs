@@ -140,6 +140,11 @@ pub(crate) enum WalEntry {
         log_seq: u64,
         config: TopicConfig,
     },
+    /// Seqs up to `upto` of an `ephemeral` topic may be handed out (its records are never
+    /// logged, so this is what keeps a restart from handing the same seqs out again): written
+    /// before any of them is, once per many writes.
+    /// It changes nothing else and has no `log_seq`: it may be written after a later change.
+    TopicReserve { log_id: u64, upto: u64, ts: i64 },
     /// An `ephemeral` topic became durable (its configuration changed to a WAL class): its
     /// files were synced first, and this is its whole state as of then, like a checkpoint of
     /// this one log. Replay takes it as it is, so the records written while the topic was

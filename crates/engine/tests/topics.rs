@@ -165,8 +165,13 @@ async fn restart_keeps_what_each_class_promises() {
             .topic_info(&t, false)
             .expect("the topic's config survives");
         assert_eq!(info.config.durability, class);
-        assert_eq!(info.head_seq, 6, "{class:?}: seqs are never reused");
         if class == Durability::Ephemeral {
+            // Its seqs are reserved in blocks: the crash moved the head past the last write.
+            assert!(
+                (6..=6 + 4096 + 5).contains(&info.head_seq),
+                "seqs are never reused: head {}",
+                info.head_seq
+            );
             assert_eq!(info.count, 0);
             let diff = e.topic_diff(&t, &q(0)).unwrap();
             assert!(diff.records.is_empty());
@@ -176,6 +181,7 @@ async fn restart_keeps_what_each_class_promises() {
             );
             continue;
         }
+        assert_eq!(info.head_seq, 6, "{class:?}: seqs are never reused");
         let seqs: Vec<u64> = read(&e, &t, 0).iter().map(|r| r.0).collect();
         assert_eq!(
             seqs,

@@ -324,7 +324,13 @@ async fn restart_keeps_what_each_class_promises() {
             assert_eq!(s, 200, "{what}: the topic survives");
             assert_eq!(info["config"]["durability"], class, "{what}");
             assert_eq!(info["config"]["cap_records"], 4, "{what}");
-            assert_eq!(info["head_seq"], 6, "{what}: seqs are not handed out again");
+            let head = info["head_seq"].as_u64().unwrap_or(0);
+            if class == "ephemeral" && kill {
+                // Its seqs are reserved in blocks: a crash moves the head past the last write.
+                assert!((6..=6 + 4096 + 6).contains(&head), "{what}: head {head}");
+            } else {
+                assert_eq!(head, 6, "{what}: seqs are not handed out again");
+            }
             let (_, d) = call(
                 &srv,
                 Method::POST,
@@ -451,7 +457,11 @@ async fn a_class_change_across_ephemeral_survives_kill_dash_nine() {
 
     let (_, info) = call(&srv, Method::GET, "/v0/topics/down", Value::Null).await;
     assert_eq!(info["config"]["durability"], "ephemeral", "{info}");
-    assert_eq!(info["head_seq"], 4, "{info}");
+    let head = info["head_seq"].as_u64().unwrap_or(0);
+    assert!(
+        (4..=4 + 4096 + 1).contains(&head),
+        "seqs up to 4 were handed out: {info}"
+    );
     let (_, d) = call(
         &srv,
         Method::POST,

@@ -426,7 +426,12 @@ impl Log {
             log_seq: w.log_seq,
         };
         let dirty = st.synced_tail != w.tail;
-        let topic = st.topic.as_deref().map(TopicState::to_rec);
+        // The snapshot records the exact head: seqs reserved past it must be reserved again,
+        // in the WAL after this checkpoint.
+        let topic = st.topic.as_deref_mut().map(|t| {
+            t.reserved = t.head;
+            t.to_rec()
+        });
         Ok((
             LogSnapshot {
                 meta: self.config.meta(),

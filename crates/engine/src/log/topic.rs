@@ -13,6 +13,47 @@ use crate::topic::record;
 use crate::topic::state::{IdemWindow, TAG_ENTRY_COST, TAG_KEY_COST, TrimRec};
 use crate::topic::{CommitTiming, Discard, NewRecord, TopicConfig, TopicWritten};
 
+/// Seqs an `ephemeral` topic reserves at a time: a crash moves its head up to this far past
+/// its last write (its records are gone then anyway).
+const RESERVE_SEQS: u64 = 4096;
+
+/// A write's records, encoded, with what applying them needs.
+struct Prepared {
+    buf: Vec<u8>,
+    rel_ends: Vec<u64>,
+    idem: Option<String>,
+    now: i64,
+    tags: Vec<Option<String>>,
+}
+
+/// What a write was decided to be, under the append lock.
+#[derive(Clone, Copy)]
+struct Decided {
+    start: u64,
+    first_seq: u64,
+    n: u64,
+    ts: i64,
+    trim: TrimRec,
+    log_seq: u64,
+    records_charge: u64,
+    index_charge: u64,
+}
+
+impl Decided {
+    fn written(&self, timing: CommitTiming) -> TopicWritten {
+        let last_seq = self.first_seq + self.n - 1;
+        TopicWritten {
+            first_seq: self.first_seq,
+            last_seq,
+            head_seq: last_seq,
+            count: self.n,
+            created: false,
+            deduped: false,
+            timing,
+        }
+    }
+}
+
 /// What a decision needs of the topic, copied under the state lock.
 pub(crate) struct View {
     pub config: TopicConfig,
@@ -207,15 +248,88 @@ impl Log {
             record::encode(r, now, &mut buf).map_err(|_| EngineError::RecordTooLarge)?;
         }
         let rel_ends = record::ends(&buf).ok_or(EngineError::RecordTooLarge)?;
-        let serial = self.append_lock.clone().lock_owned().await;
-        let v = self.view()?;
-        if let Some(key) = &idem {
+        let mut w = Prepared {
+            buf,
+            rel_ends,
+            idem,
+            now,
+            tags: records.iter().map(|r| r.tag.clone()).collect(),
+        };
+        // The append lock is held throughout, also while seqs are reserved: writes to a topic
+        // apply in the order they took it.
+        let mut serial = self.append_lock.clone().lock_owned().await;
+        loop {
+            let v = self.view()?;
+            let head = v.head;
+            match self.write_locked(serial, v, w, persist).await? {
+                Ok(written) => return Ok(written),
+                // An `ephemeral` write past the seqs reserved (none yet, or a checkpoint took
+                // them back): reserve more, then decide again.
+                Err((back, guard)) => {
+                    (w, serial) = (back, guard);
+                    if let Some(p) = persist {
+                        self.reserve_seqs(p, head + n + RESERVE_SEQS, now).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Log that seqs up to `upto` of an `ephemeral` topic may be handed out, and wait until
+    /// that is written (so a `kill -9` never hands out again seqs a reader may have seen).
+    /// The record changes nothing but `reserved` (it has no `log_seq`), so it may still be
+    /// in flight when the caller is dropped and the next change of the topic starts.
+    async fn reserve_seqs(
+        self: &Arc<Self>,
+        persist: &Arc<Persist>,
+        upto: u64,
+        ts: i64,
+    ) -> Result<()> {
+        let bytes = WalEntry::TopicReserve {
+            log_id: self.config.id,
+            upto,
+            ts,
+        }
+        .encode(&[]);
+        let (tx, rx) = oneshot::channel();
+        let log = self.clone();
+        persist.submit(
+            self.config.id,
+            bytes,
+            Commit::Write,
+            Box::new(move |r| {
+                if r.is_ok()
+                    && let Some(t) = log.state.lock().topic.as_deref_mut()
+                {
+                    t.reserved = t.reserved.max(upto);
+                }
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(wal_error(e)),
+            Err(_) => Err(storage_error("the WAL shut down", false)),
+        }
+    }
+
+    /// The write, under the append lock, as of view `v`. `Err` gives the write and the lock
+    /// back when an `ephemeral` topic's seqs are no longer reserved at the moment it applies.
+    async fn write_locked(
+        self: &Arc<Self>,
+        serial: OwnedMutexGuard<()>,
+        v: View,
+        mut w: Prepared,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<std::result::Result<TopicWritten, (Prepared, OwnedMutexGuard<()>)>> {
+        let n = w.rel_ends.len() as u64;
+        if let Some(key) = &w.idem {
             let hit = self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
-                t.idem.get(key, now, t.config.idempotency_window_ms)
+                t.idem.get(key, w.now, t.config.idempotency_window_ms)
             })?;
             if let Some((first, last)) = hit {
-                return Ok(TopicWritten {
+                return Ok(Ok(TopicWritten {
                     first_seq: first,
                     last_seq: last,
                     head_seq: v.head,
@@ -223,97 +337,106 @@ impl Log {
                     created: false,
                     deduped: true,
                     timing: CommitTiming::default(),
-                });
+                }));
             }
         }
-        let ts = now.max(v.last_ts);
-        if ts != now {
-            record::set_ts(&mut buf, ts);
+        let ts = w.now.max(v.last_ts);
+        if ts != w.now {
+            record::set_ts(&mut w.buf, ts);
         }
-        let trim = self.plan_write_trim(&v, &rel_ends, ts)?;
-        let first_seq = v.head + 1;
-        let class = v.config.durability;
+        let trim = self.plan_write_trim(&v, &w.rel_ends, ts)?;
         let records_charge = if self.files.is_none() {
-            buf.len() as u64 + n * RECORD_OVERHEAD
+            w.buf.len() as u64 + n * RECORD_OVERHEAD
         } else {
             0
         };
         // What the tag index and idempotency window will hold for this write (an estimate:
         // a tag already indexed costs less); settled against the real growth when applied.
-        let index_charge: u64 = records
+        let index_charge: u64 = w
+            .tags
             .iter()
-            .filter_map(|r| r.tag.as_deref())
+            .flatten()
             .map(|t| t.len() as u64 + TAG_KEY_COST + TAG_ENTRY_COST)
             .sum::<u64>()
-            + idem.as_deref().map_or(0, IdemWindow::cost);
+            + w.idem.as_deref().map_or(0, IdemWindow::cost);
+        let d = Decided {
+            start: v.tail,
+            first_seq: v.head + 1,
+            n,
+            ts,
+            trim,
+            log_seq: v.log_seq + 1,
+            records_charge,
+            index_charge,
+        };
         let charge = records_charge + index_charge;
         self.reserve_memory(charge)?;
-        let log_seq = v.log_seq + 1;
-        let wal_bytes = |payload: &[u8]| {
-            WalEntry::TopicAppend {
-                log_id: self.config.id,
-                log_seq,
-                start: v.tail,
-                first_seq,
-                count: n,
-                ts,
-                idem: idem.clone(),
-                trim,
-            }
-            .encode(payload)
-        };
+        let class = v.config.durability;
         let record = match persist {
-            Some(p) if class.is_persistent() => Some(WalRecord {
-                persist: p,
-                bytes: wal_bytes(&buf),
-                commit: commit_for(class),
-            }),
-            Some(p) if self.files.is_some() => {
-                // An `ephemeral` topic's records never enter the WAL; their seqs do (not waited
-                // for, never synced on their own), so a restart does not hand them out again.
-                p.submit(
-                    self.config.id,
-                    wal_bytes(&[]),
-                    Commit::Lazy,
-                    Box::new(|_| {}),
-                );
-                None
+            Some(p) if class.is_persistent() => {
+                let bytes = WalEntry::TopicAppend {
+                    log_id: self.config.id,
+                    log_seq: d.log_seq,
+                    start: d.start,
+                    first_seq: d.first_seq,
+                    count: n,
+                    ts,
+                    idem: w.idem.clone(),
+                    trim,
+                }
+                .encode(&w.buf);
+                let commit = commit_for(class);
+                Some(WalRecord {
+                    persist: p,
+                    bytes,
+                    commit,
+                })
+            }
+            // An `ephemeral` topic's records never enter the WAL: its seqs are reserved.
+            Some(_) if self.files.is_some() => {
+                let mut st = self.state.lock();
+                let reserved = st.topic.as_deref().map_or(0, |t| t.reserved);
+                if reserved < d.first_seq + n - 1 {
+                    drop(st);
+                    self.budget.used.fetch_sub(charge, Ordering::Relaxed);
+                    return Ok(Err((w, serial)));
+                }
+                self.apply_topic_write(&mut st, w, d);
+                drop(st);
+                self.wake();
+                drop(serial);
+                return Ok(Ok(d.written(CommitTiming::default())));
             }
             _ => None,
         };
-        let tags: Vec<Option<String>> = records.iter().map(|r| r.tag.clone()).collect();
-        let start = v.tail;
         let ((), timing) = self
             .commit(serial, record, charge, move |log, st| {
-                assert_eq!(start, st.w.tail, "topic writes apply in order");
-                log.push_records(st, &buf, &rel_ends);
-                st.own_bytes += records_charge;
-                st.w.log_seq = log_seq;
-                let t = st.topic.as_deref_mut().expect("a topic stays a topic");
-                let before = t.ram();
-                // Keys past the window go as new ones come: memory is bounded by the window.
-                t.idem.expire(ts, t.config.idempotency_window_ms);
-                for (i, tag) in tags.iter().enumerate() {
-                    if let Some(tag) = tag {
-                        t.tags.insert(tag, first_seq + i as u64);
-                        t.tagged += 1;
-                    }
-                }
-                t.apply_write(n, ts, idem, trim);
-                let grown = t.ram() as i64 - before as i64;
-                log.settle_index_ram(st, grown, index_charge);
-                log.release_mem(st);
+                log.apply_topic_write(st, w, d)
             })
             .await?;
-        Ok(TopicWritten {
-            first_seq,
-            last_seq: first_seq + n - 1,
-            head_seq: first_seq + n - 1,
-            count: n,
-            created: false,
-            deduped: false,
-            timing,
-        })
+        Ok(Ok(d.written(timing)))
+    }
+
+    /// Apply a decided write.
+    fn apply_topic_write(&self, st: &mut LogState, w: Prepared, d: Decided) {
+        assert_eq!(d.start, st.w.tail, "topic writes apply in order");
+        let t = st.topic.as_deref_mut().expect("a topic stays a topic");
+        let before = t.ram();
+        // Keys past the window go as new ones come: memory is bounded by the window.
+        t.idem.expire(d.ts, t.config.idempotency_window_ms);
+        for (i, tag) in w.tags.iter().enumerate() {
+            if let Some(tag) = tag {
+                t.tags.insert(tag, d.first_seq + i as u64);
+                t.tagged += 1;
+            }
+        }
+        t.apply_write(d.n, d.ts, w.idem, d.trim);
+        let grown = t.ram() as i64 - before as i64;
+        self.push_records(st, &w.buf, &w.rel_ends);
+        st.own_bytes += d.records_charge;
+        st.w.log_seq = d.log_seq;
+        self.settle_index_ram(st, grown, d.index_charge);
+        self.release_mem(st);
     }
 
     /// Decide what a write of records ending at `rel_ends` (relative to the tail) evicts: TTL

@@ -292,6 +292,7 @@ impl Log {
     /// tombstone). Replay already accounted for `ephemeral` stretches of other topics.
     pub fn restore_topic(&self, mut t: TopicState) {
         let tail = self.state.lock().w.tail;
+        t.reserved = t.head;
         if t.config.durability == crate::Durability::Ephemeral && t.trim.earliest <= t.head {
             let gone = t.head + 1;
             t.apply_trim(TrimRec {

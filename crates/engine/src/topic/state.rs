@@ -336,6 +336,9 @@ pub(crate) struct TopicState {
     pub last_write_ts: Option<i64>,
     pub last_read_ts: Option<i64>,
     pub tagged: u64,
+    /// Seqs up to here are reserved in the WAL (an `ephemeral` topic's writes need that; a
+    /// checkpoint, which records the exact head, sets it back to the head).
+    pub reserved: u64,
 }
 
 impl TopicState {
@@ -357,6 +360,7 @@ impl TopicState {
             last_write_ts: None,
             last_read_ts: None,
             tagged: 0,
+            reserved: 0,
         }
     }
 
@@ -373,6 +377,7 @@ impl TopicState {
         st.last_ts = rec.last_ts;
         st.last_write_ts = rec.last_write_ts;
         st.tagged = rec.tagged;
+        st.reserved = rec.head;
         st
     }
 

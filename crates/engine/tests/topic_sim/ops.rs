@@ -45,7 +45,7 @@ impl Run {
                         matched: plan.matched,
                         trim: plan.trim,
                     };
-                    t.push(kind, true, at, false);
+                    t.push(kind, true, at);
                 }
                 let kind = if plan.noop { "noop" } else { "done" };
                 self.count(format!("delete {kind}"));
@@ -83,7 +83,7 @@ impl Run {
             Ok(put) if !put.created && put.config == config => {
                 if changed {
                     self.marks.committed(t.shard, start, true);
-                    t.push(Kind::Config(config), true, at, false);
+                    t.push(Kind::Config(config), true, at);
                     self.count("configure changed");
                 }
                 Ok(())
@@ -244,15 +244,7 @@ impl Run {
         };
         self.op = format!("fault: {what} x{count}");
         self.faults = true;
-        // Lazy WAL records not known to be written may be the ones that fail.
-        let marks = self.marks.clone();
         for t in self.slots.iter_mut().flatten() {
-            let shard = t.shard;
-            for e in &mut t.hist {
-                if e.eph && marks.written[shard] <= e.sub {
-                    e.tainted = true;
-                }
-            }
             for p in &mut t.queue {
                 p.faulty = true;
             }
@@ -289,7 +281,7 @@ impl Run {
         for t in self.slots.iter_mut().flatten() {
             if let Some(trim) = t.st.plan_sweep(now) {
                 self.marks.committed(t.shard, start, false);
-                t.push(Kind::Trim(trim), false, at, false);
+                t.push(Kind::Trim(trim), false, at);
                 *self.stats.entry("sweep trimmed".into()).or_default() += 1;
             }
         }

@@ -38,6 +38,11 @@ use riffle_engine::topic::TopicConfig;
 use riffle_engine::{Durability, EngineError};
 use std::sync::Arc;
 
+/// Seqs an `ephemeral` topic reserves past a write (the engine's `RESERVE_SEQS`), and the
+/// largest write the simulation makes.
+const RESERVE_SEQS: u64 = 4096;
+const MAX_WRITE: u64 = 20;
+
 pub fn reconcile(run: &mut Run, how: Crash) -> Check {
     let engine = run.engine().clone();
     for (slot, name) in NAMES.iter().enumerate() {
@@ -91,12 +96,11 @@ pub fn reconcile(run: &mut Run, how: Crash) -> Check {
 /// The candidate histories: the known one, then each consistent choice of the unknown writes.
 fn histories(t: &Topic) -> Vec<Vec<Entry>> {
     let mut branches: Vec<(MState, Vec<Entry>)> = vec![(t.st.clone(), t.hist.clone())];
-    let entry = |st: &MState, kind: Kind, sub: u64, tainted: bool| Entry {
+    let entry = |st: &MState, kind: Kind, sub: u64| Entry {
         eph: matches!(&kind, Kind::Write(w) if w.recs[0].eph),
         sync: st.config.durability == Durability::Fsync,
         kind,
         sub,
-        tainted,
         after: Arc::new(st.clone()),
     };
     for p in &t.queue {
@@ -108,7 +112,7 @@ fn histories(t: &Topic) -> Vec<Vec<Entry>> {
                     Ok(None) => next.push((st, es)),
                     Ok(Some(eff)) => {
                         st.apply_write(&eff);
-                        es.push(entry(&st, Kind::Write(eff), *at, p.faulty));
+                        es.push(entry(&st, Kind::Write(eff), *at));
                         next.push((st, es));
                     }
                 },
@@ -122,7 +126,7 @@ fn histories(t: &Topic) -> Vec<Vec<Entry>> {
                     {
                         let (mut st2, mut es2) = (st.clone(), es.clone());
                         st2.apply_write(&eff);
-                        es2.push(entry(&st2, Kind::Write(eff), u64::MAX, false));
+                        es2.push(entry(&st2, Kind::Write(eff), u64::MAX));
                         next.push((st2, es2));
                     }
                     next.push((st, es));
@@ -207,6 +211,14 @@ fn replay(base: &MState, entries: &[Entry], head: u64) -> Option<MState> {
             }
             Kind::Config(c) => rs.config = c.clone(),
         }
+    }
+    // Still `ephemeral` at the end: the head may be anywhere up to the last seq reserved.
+    if rs.config.durability == Durability::Ephemeral && head > rs.head {
+        if head > rs.head + RESERVE_SEQS + MAX_WRITE {
+            return None;
+        }
+        lost_from.get_or_insert(rs.head + 1);
+        rs.head = head;
     }
     // A stretch at the end: its records are gone.
     if let Some(from) = lost_from {
@@ -342,14 +354,12 @@ fn promises(
              handed out again (head {} -> {})",
             w.first, w.last, live.head, rs.head
         );
-        let written = run.marks.written[t.shard] > e.sub;
+        // The write waited for the record reserving its seqs to be written.
         let synced = run.marks.synced[t.shard] > e.sub;
         match how {
-            _ if e.tainted => v.known.push(("ephemeral seqs lost to a WAL fault", what)),
             Crash::Power if synced => return Err(format!("{what}, though it was synced")),
             Crash::Power => v.notes.push("power loss took ephemeral seqs"),
-            Crash::Process if written => return Err(format!("{what}, though it was written")),
-            Crash::Process => v.known.push(("ephemeral seqs lost to kill -9", what)),
+            Crash::Process => return Err(format!("{what}, though its seqs were reserved")),
         }
     }
     // Nothing comes back that was deleted or evicted; what survives is what was written.

@@ -36,8 +36,6 @@ pub struct Entry {
     pub sync: bool,
     /// Stamp by which its WAL record was queued (`u64::MAX`: unknown).
     pub sub: u64,
-    /// An `ephemeral` write whose lazy WAL record a fault may have failed.
-    pub tainted: bool,
     /// The live state after it.
     pub after: Arc<MState>,
 }
@@ -155,11 +153,8 @@ pub fn check_answer(
         {
             Ok(Some(e.clone()))
         }
-        (WriteOutcome::Written(_), Err(EngineError::Storage { .. }))
-            if p.faulty && st.config.durability != Durability::Ephemeral =>
-        {
-            Ok(None)
-        }
+        // (An `ephemeral` write fails too when the WAL record reserving its seqs does.)
+        (WriteOutcome::Written(_), Err(EngineError::Storage { .. })) if p.faulty => Ok(None),
         _ => Err(bad()),
     }
 }
@@ -195,7 +190,7 @@ impl Topic {
     }
 
     /// Record a committed change of the resolved state.
-    pub fn push(&mut self, kind: Kind, sync: bool, sub: u64, tainted: bool) {
+    pub fn push(&mut self, kind: Kind, sync: bool, sub: u64) {
         let eph = matches!(&kind, Kind::Write(w) if w.recs.first().is_some_and(|r| r.eph));
         match &kind {
             Kind::Write(w) => self.st.apply_write(w),
@@ -208,7 +203,6 @@ impl Topic {
             eph,
             sync: sync && !eph,
             sub,
-            tainted: tainted && eph,
             after: Arc::new(self.st.clone()),
         });
     }
@@ -231,7 +225,7 @@ impl Topic {
             if !eph {
                 marks.committed(self.shard, p.start, class == Durability::Fsync);
             }
-            self.push(Kind::Write(eff), class == Durability::Fsync, *at, p.faulty);
+            self.push(Kind::Write(eff), class == Durability::Fsync, *at);
         }
         Ok(())
     }
@@ -290,7 +284,7 @@ impl Topic {
             unreachable!("a decided write writes")
         };
         let class = self.st.config.durability;
-        self.push(Kind::Write(eff), class == Durability::Fsync, at, p.faulty);
+        self.push(Kind::Write(eff), class == Durability::Fsync, at);
     }
 
     /// Fold in every write whose outcome is known, in order.
