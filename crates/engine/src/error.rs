@@ -68,6 +68,16 @@ pub enum EngineError {
     #[error("a record is too large to store")]
     RecordTooLarge,
 
+    // routers
+    #[error("router not found")]
+    RouterNotFound,
+    #[error("the router would close a cycle: {}", .0.join(" -> "))]
+    RouterCycle(Vec<String>),
+    #[error("the destination is already fed by router {0:?} (one router per destination)")]
+    RouterFanIn(String),
+    #[error("a router's source and destination must differ")]
+    RouterSelf,
+
     // read
     #[error("offset {offset} is beyond the stream's tail {tail}")]
     OffsetBeyondTail { offset: u64, tail: u64 },

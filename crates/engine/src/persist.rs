@@ -10,6 +10,7 @@ use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
 use crate::topic::record;
+use crate::topic::router::Feed;
 use crate::topic::state::{TopicRec, TopicState};
 use riffle_wal::{Commit, Dir, Lsn, StopReason, Wal, WalConfig, WalError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -140,6 +141,7 @@ impl Persist {
                 .map_err(|e| OpenError::Checkpoint(format!("{CHECKPOINT}: {e}")))?,
         };
         let mut topics: HashMap<u64, TopicRec> = snapshot.topics.into_iter().collect();
+        let mut feeds: HashMap<u64, Feed> = snapshot.feeds.into_iter().collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
             .logs
             .into_iter()
@@ -147,7 +149,11 @@ impl Persist {
                 (
                     l.meta.id,
                     Replaying {
-                        topic: topics.remove(&l.meta.id).map(TopicState::from_rec),
+                        topic: topics.remove(&l.meta.id).map(|rec| {
+                            let mut t = TopicState::from_rec(rec);
+                            t.feed = feeds.remove(&l.meta.id);
+                            t
+                        }),
                         lost_from: None,
                         meta: l.meta,
                         writer: l.writer,
@@ -279,6 +285,7 @@ impl Persist {
             next_id,
             logs: Vec::new(),
             topics: Vec::new(),
+            feeds: Vec::new(),
         };
         let mut topics = Vec::new();
         for (log, deleted) in logs() {
@@ -291,9 +298,12 @@ impl Persist {
                     .map_err(|e| OpenError::Replay(format!("sync of log {:x}: {e}", s.meta.id)))?;
                 log.mark_synced(s.writer.tail);
             }
-            if let Some(t) = topic {
+            if let Some((t, feed)) = topic {
                 topics.push((log.clone(), t.trim));
                 snap.topics.push((s.meta.id, t));
+                if let Some(f) = feed {
+                    snap.feeds.push((s.meta.id, f));
+                }
             }
             snap.logs.push(s);
         }
@@ -460,6 +470,12 @@ fn replay_topic(
         }
         | WalEntry::TopicSeal {
             log_id, log_seq, ..
+        }
+        | WalEntry::RouterSet {
+            log_id, log_seq, ..
+        }
+        | WalEntry::TopicCopies {
+            log_id, log_seq, ..
         } => (*log_id, *log_seq),
         WalEntry::TopicReserve { log_id, upto, ts } => {
             // Seqs an `ephemeral` topic may have handed out: its head moves past them (their
@@ -594,15 +610,103 @@ fn replay_topic(
                 t.config = config;
             }
         }
-        WalEntry::TopicSeal { writer, topic, .. } => {
+        WalEntry::RouterSet { feed, .. } => {
+            if let Some(t) = &mut log.topic {
+                t.feed = feed;
+            }
+        }
+        WalEntry::TopicCopies {
+            start,
+            first_seq,
+            count,
+            ts,
+            trim,
+            lost,
+            cursor,
+            forwarded,
+            ..
+        } => replay_copies(
+            files,
+            log,
+            (start, first_seq, count, ts),
+            trim,
+            &lost,
+            payload,
+        )
+        .map(|()| {
+            if let Some(f) = log.topic.as_mut().and_then(|t| t.feed.as_mut()) {
+                f.cursor = cursor;
+                f.forwarded = forwarded;
+            }
+        })
+        .map_err(|e| format!("topic {log_id:x}: record {log_seq}: {e}"))?,
+        WalEntry::TopicSeal {
+            writer,
+            topic,
+            feed,
+            ..
+        } => {
             // The files held this state, synced, when the record was written.
             log.writer = writer;
-            log.topic = Some(TopicState::from_rec(*topic));
+            let mut t = TopicState::from_rec(*topic);
+            t.feed = feed;
+            log.topic = Some(t);
             log.lost_from = None;
         }
         _ => {}
     }
     log.writer.log_seq = log_seq;
+    Ok(())
+}
+
+/// Replay a router's copies: `at` = (start, first_seq, count, ts); the records of `lost` are
+/// empty, the others are `payload`'s, in order.
+fn replay_copies(
+    files: &Arc<FileCache>,
+    log: &mut Replaying,
+    at: (u64, u64, u64, i64),
+    trim: crate::topic::state::TrimRec,
+    lost: &[(u64, u64)],
+    payload: &[u8],
+) -> Result<(), String> {
+    let (start, first_seq, count, ts) = at;
+    let head = log.topic.as_ref().map_or(0, |t| t.head);
+    if first_seq != head + 1 || start != log.writer.tail || log.lost_from.is_some() {
+        return Err(format!(
+            "copies of seq {first_seq} at {start}, but the topic ends at seq {head}, position {}",
+            log.writer.tail
+        ));
+    }
+    let is_lost = |s: u64| lost.iter().any(|&(a, b)| a <= s && s < b);
+    let mut ends = Vec::with_capacity(count as usize);
+    let mut pos = 0usize;
+    for s in first_seq..first_seq + count {
+        if !is_lost(s) {
+            let (_, _, total) = record::parse(&payload[pos..]).ok_or("damaged copies")?;
+            pos += total;
+        }
+        ends.push(start + pos as u64);
+    }
+    if pos != payload.len() {
+        return Err("copies longer than their records".into());
+    }
+    let index = log.writer.records;
+    log.files(files)?
+        .write_records(index, start, payload, &ends)
+        .map_err(|e| e.to_string())?;
+    log.dirty = true;
+    log.writer.records += count;
+    log.writer.tail += payload.len() as u64;
+    if let Some(t) = &mut log.topic {
+        t.tagged += record::tagged(payload);
+        t.apply_write(count, ts, None, trim);
+        for &(a, b) in lost {
+            let a = a.max(t.trim.earliest);
+            if a < b {
+                t.deleted.insert(a, b, 0);
+            }
+        }
+    }
     Ok(())
 }
 

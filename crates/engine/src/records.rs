@@ -7,6 +7,7 @@
 
 use crate::durability::Durability;
 use crate::topic::TopicConfig;
+use crate::topic::router::Feed;
 use crate::topic::state::{RangeRec, TopicRec, TrimRec};
 use crate::types::{Expiry, Framing};
 use serde::{Deserialize, Serialize};
@@ -145,6 +146,29 @@ pub(crate) enum WalEntry {
     /// before any of them is, once per many writes.
     /// It changes nothing else and has no `log_seq`: it may be written after a later change.
     TopicReserve { log_id: u64, upto: u64, ts: i64 },
+    /// The router feeding a topic was set (created or changed) or removed: a change of the
+    /// destination topic, whose state the router is part of.
+    RouterSet {
+        log_id: u64,
+        log_seq: u64,
+        feed: Option<Feed>,
+    },
+    /// A router's copies in its destination that were not logged yet (the payload: their
+    /// stored form), logged before the destination's next logged change: seqs
+    /// `first_seq..first_seq + count` from position `start`, the ranges of them that stand for
+    /// source-trimmed records (empty), the trim and `$ts` as of then, and the router's cursor.
+    TopicCopies {
+        log_id: u64,
+        log_seq: u64,
+        start: u64,
+        first_seq: u64,
+        count: u64,
+        ts: i64,
+        trim: TrimRec,
+        lost: Vec<(u64, u64)>,
+        cursor: u64,
+        forwarded: u64,
+    },
     /// An `ephemeral` topic became durable (its configuration changed to a WAL class): its
     /// files were synced first, and this is its whole state as of then, like a checkpoint of
     /// this one log. Replay takes it as it is, so the records written while the topic was
@@ -155,6 +179,7 @@ pub(crate) enum WalEntry {
         log_seq: u64,
         writer: WriterRec,
         topic: Box<TopicRec>,
+        feed: Option<Feed>,
     },
 }
 
@@ -182,6 +207,17 @@ pub(crate) struct Snapshot {
     pub logs: Vec<LogSnapshot>,
     /// The topic state of every topic log, by log id.
     pub topics: Vec<(u64, TopicRec)>,
+    /// The router feeding each destination topic, by its log id.
+    pub feeds: Vec<(u64, Feed)>,
+}
+
+/// A checkpoint written before routers (no `feeds`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotV2 {
+    start_segments: Vec<u64>,
+    next_id: u64,
+    logs: Vec<LogSnapshot>,
+    topics: Vec<(u64, TopicRec)>,
 }
 
 /// A checkpoint written before topics existed (no `topics`).
@@ -193,20 +229,34 @@ struct SnapshotV1 {
 }
 
 impl Snapshot {
-    /// Decode a checkpoint of this version or of the one before topics.
+    /// Decode a checkpoint of this version or of the ones before routers and topics.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
-        match postcard::from_bytes::<Snapshot>(bytes) {
-            Ok(s) => Ok(s),
-            Err(e) => match postcard::from_bytes::<SnapshotV1>(bytes) {
-                Ok(v1) => Ok(Snapshot {
-                    start_segments: v1.start_segments,
-                    next_id: v1.next_id,
-                    logs: v1.logs,
-                    topics: Vec::new(),
-                }),
-                Err(_) => Err(e),
-            },
+        // A postcard decode of an older layout may succeed on a newer one's bytes, but not
+        // consume them all: only a decode that uses every byte is taken.
+        if let Ok((s, rest)) = postcard::take_from_bytes::<Snapshot>(bytes)
+            && rest.is_empty()
+        {
+            return Ok(s);
         }
+        if let Ok((v2, rest)) = postcard::take_from_bytes::<SnapshotV2>(bytes)
+            && rest.is_empty()
+        {
+            return Ok(Snapshot {
+                start_segments: v2.start_segments,
+                next_id: v2.next_id,
+                logs: v2.logs,
+                topics: v2.topics,
+                feeds: Vec::new(),
+            });
+        }
+        let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
+        Ok(Snapshot {
+            start_segments: v1.start_segments,
+            next_id: v1.next_id,
+            logs: v1.logs,
+            topics: Vec::new(),
+            feeds: Vec::new(),
+        })
     }
 }
 

@@ -439,7 +439,7 @@ async fn type_is_immutable_and_durability_changes_in_place() {
         e.topic_info("t", false).unwrap().config.durability,
         Durability::Fsync
     );
-    assert!(e.topic_remove("t", false).await.unwrap());
+    assert!(e.topic_remove("t", false).await.unwrap().existed);
     assert!(matches!(
         e.topic_info("t", false),
         Err(EngineError::NotFound)

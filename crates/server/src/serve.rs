@@ -256,6 +256,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         }
     };
     let engine = storage.engine.clone();
+    // Recovered routers forward again (their tasks run on this runtime).
+    engine.start_routers();
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         engine: engine.clone(),

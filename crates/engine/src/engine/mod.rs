@@ -4,6 +4,7 @@
 //! lock is never held while its source's is taken.
 
 mod create;
+mod routers;
 mod topics;
 
 pub use topics::TopicHandle;
@@ -88,6 +89,10 @@ struct Inner {
     topic_created: watch::Sender<u64>,
     /// Names of the live topics, in order (listing pages without walking every log).
     topic_names: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    /// Routers by name, in order.
+    routers: parking_lot::Mutex<std::collections::BTreeMap<String, routers::RouterEntry>>,
+    /// Serializes router changes (their checks see every other router).
+    router_admin: tokio::sync::Mutex<()>,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -131,6 +136,8 @@ impl Engine {
                 persist,
                 topic_created: watch::channel(0).0,
                 topic_names: Default::default(),
+                routers: Default::default(),
+                router_admin: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -212,6 +219,9 @@ impl Engine {
             by_id.insert(log.config.id, log.clone());
             logs.insert(log.config.name.clone(), log);
         }
+        drop(logs);
+        let topics: Vec<Arc<Log>> = by_id.into_values().filter(|l| l.is_topic()).collect();
+        self.restore_routers(&topics);
     }
 
     /// Take a checkpoint now (no-op without storage): afterwards recovery replays only the WAL

@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::topic::{
-    DeleteSpec, Deleted, Diff, DiffQuery, TopicConfig, TopicInfo, TopicPut, TopicWrite,
-    TopicWritten,
+    DeleteSpec, Deleted, Diff, DiffQuery, TopicConfig, TopicInfo, TopicPut, TopicRemoved,
+    TopicWrite, TopicWritten,
 };
 
 const TOPIC_KEY: &str = "/v0/topics/";
@@ -29,7 +29,7 @@ pub struct TopicHandle {
 }
 
 impl Engine {
-    fn live_topic(&self, name: &str) -> Result<Arc<Log>> {
+    pub(super) fn live_topic(&self, name: &str) -> Result<Arc<Log>> {
         let log = self.live(&key(name))?;
         if !log.is_topic() {
             return Err(EngineError::NotFound);
@@ -222,20 +222,27 @@ impl Engine {
             .await
     }
 
-    /// Delete a topic. `if_empty`: only if it holds no live records
-    /// ([`EngineError::TopicNotEmpty`]). Returns whether it existed.
-    pub async fn topic_remove(&self, name: &str, if_empty: bool) -> Result<bool> {
+    /// Delete a topic, and the routers from or into it. `if_empty`: only if it holds no live
+    /// records ([`EngineError::TopicNotEmpty`]).
+    pub async fn topic_remove(&self, name: &str, if_empty: bool) -> Result<TopicRemoved> {
         let log = match self.live_topic(name) {
             Ok(l) => l,
-            Err(EngineError::NotFound) => return Ok(false),
+            Err(EngineError::NotFound) => return Ok(TopicRemoved::default()),
             Err(e) => return Err(e),
         };
         if if_empty && log.topic_info(self.now(), false)?.count > 0 {
             return Err(EngineError::TopicNotEmpty);
         }
+        let routers_removed = self.remove_routers_of(name).await?;
         let out = match self.delete(&key(name)).await {
-            Ok(()) => Ok(true),
-            Err(EngineError::NotFound) => Ok(false),
+            Ok(()) => Ok(TopicRemoved {
+                existed: true,
+                routers_removed,
+            }),
+            Err(EngineError::NotFound) => Ok(TopicRemoved {
+                existed: false,
+                routers_removed,
+            }),
             Err(e) => Err(e),
         };
         // Unlisted unless a new topic of the name was registered meanwhile.

@@ -18,6 +18,9 @@ mod commit;
 mod read;
 mod topic;
 mod topic_change;
+mod topic_copy;
+
+pub(crate) use topic_copy::{Copies, CopyOutcome};
 mod topic_read;
 
 use crate::clock::Clock;
@@ -40,6 +43,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedMutexGuard, oneshot, watch};
+
+/// A topic's state for a checkpoint: its record and the router feeding it.
+pub(crate) type TopicSnap = (
+    crate::topic::state::TopicRec,
+    Option<crate::topic::router::Feed>,
+);
 
 /// Inherited prefix of a fork.
 #[derive(Debug)]
@@ -401,10 +410,7 @@ impl Log {
 
     /// The log's state for a checkpoint (with a topic's state, taken under the same lock, so
     /// both describe the same moment); also returns whether its files need a sync.
-    pub fn snapshot(
-        &self,
-        deleted: bool,
-    ) -> Result<(LogSnapshot, bool, Option<crate::topic::state::TopicRec>)> {
+    pub fn snapshot(&self, deleted: bool) -> Result<(LogSnapshot, bool, Option<TopicSnap>)> {
         let mut st = self.state.lock();
         // The snapshot's tail must be in the files before they are synced.
         self.flush_locked(&mut st)?;
@@ -427,10 +433,13 @@ impl Log {
         };
         let dirty = st.synced_tail != w.tail;
         // The snapshot records the exact head: seqs reserved past it must be reserved again,
-        // in the WAL after this checkpoint.
+        // in the WAL after this checkpoint. A router's copies are in it (the files are synced
+        // before it is published), so they need no logging any more.
         let topic = st.topic.as_deref_mut().map(|t| {
             t.reserved = t.head;
-            t.to_rec()
+            t.unlogged = None;
+            t.unlogged_lost.clear();
+            (t.to_rec(), t.feed.clone())
         });
         Ok((
             LogSnapshot {

@@ -15,7 +15,7 @@ use crate::topic::{CommitTiming, Discard, NewRecord, TopicConfig, TopicWritten};
 
 /// Seqs an `ephemeral` topic reserves at a time: a crash moves its head up to this far past
 /// its last write (its records are gone then anyway).
-const RESERVE_SEQS: u64 = 4096;
+pub(super) const RESERVE_SEQS: u64 = 4096;
 
 /// A write's records, encoded, with what applying them needs.
 struct Prepared {
@@ -82,7 +82,8 @@ impl Log {
     /// Number of changes committed to this log (every topic write, delete, trim and
     /// configuration change counts one): a read's result depends only on it (and the clock).
     pub fn change_count(&self) -> u64 {
-        self.state.lock().w.log_seq
+        let st = self.state.lock();
+        st.w.log_seq + st.topic.as_deref().map_or(0, |t| t.copy_changes)
     }
 
     /// The topic's `ttl_ms` (0: no TTL, or not a topic).
@@ -257,7 +258,7 @@ impl Log {
         };
         // The append lock is held throughout, also while seqs are reserved: writes to a topic
         // apply in the order they took it.
-        let mut serial = self.append_lock.clone().lock_owned().await;
+        let mut serial = self.lock_logged(persist).await?;
         loop {
             let v = self.view()?;
             let head = v.head;
@@ -279,7 +280,7 @@ impl Log {
     /// that is written (so a `kill -9` never hands out again seqs a reader may have seen).
     /// The record changes nothing but `reserved` (it has no `log_seq`), so it may still be
     /// in flight when the caller is dropped and the next change of the topic starts.
-    async fn reserve_seqs(
+    pub(super) async fn reserve_seqs(
         self: &Arc<Self>,
         persist: &Arc<Persist>,
         upto: u64,
@@ -441,7 +442,7 @@ impl Log {
 
     /// Decide what a write of records ending at `rel_ends` (relative to the tail) evicts: TTL
     /// first, then the caps. A `discard: reject` topic refuses instead.
-    fn plan_write_trim(&self, v: &View, rel_ends: &[u64], now: i64) -> Result<TrimRec> {
+    pub(super) fn plan_write_trim(&self, v: &View, rel_ends: &[u64], now: i64) -> Result<TrimRec> {
         let n = rel_ends.len() as u64;
         let added = rel_ends.last().copied().unwrap_or(0);
         let new_head = v.head + n;
@@ -575,7 +576,7 @@ impl Log {
 
     /// Store records (their stored form and ends relative to the tail) as the log's next
     /// records, one index entry each.
-    fn push_records(&self, st: &mut LogState, buf: &[u8], rel_ends: &[u64]) {
+    pub(super) fn push_records(&self, st: &mut LogState, buf: &[u8], rel_ends: &[u64]) {
         let tail = st.w.tail;
         if self.files.is_some() {
             st.pending.data.extend_from_slice(buf);

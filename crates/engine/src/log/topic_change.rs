@@ -15,7 +15,7 @@ impl Log {
         spec: &DeleteSpec,
         persist: Option<&Arc<Persist>>,
     ) -> Result<Deleted> {
-        let serial = self.append_lock.clone().lock_owned().await;
+        let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
         // `before_seq` alone trims the head; with a tag match it bounds the match instead
         // (delete the matching records below it: "keep the new version").
@@ -133,7 +133,7 @@ impl Log {
         clock: &dyn Clock,
         persist: Option<&Arc<Persist>>,
     ) -> Result<bool> {
-        let serial = self.append_lock.clone().lock_owned().await;
+        let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
         let cut = self.ttl_cut(&v, v.trim.earliest, clock.now_ms())?;
         if cut <= v.trim.earliest {
@@ -173,7 +173,7 @@ impl Log {
         config: TopicConfig,
         persist: Option<&Arc<Persist>>,
     ) -> Result<()> {
-        let serial = self.append_lock.clone().lock_owned().await;
+        let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
         if v.config == config {
             return Ok(());
@@ -207,7 +207,7 @@ impl Log {
     /// the caller's thread: this is a rare configuration change of one topic.)
     fn seal(&self, persist: &Persist, log_seq: u64, config: &TopicConfig) -> Result<WalEntry> {
         let (snap, _, topic) = self.snapshot(false)?;
-        let Some(mut topic) = topic else {
+        let Some((mut topic, feed)) = topic else {
             return Err(EngineError::NotFound);
         };
         if let Some(files) = &self.files {
@@ -224,6 +224,7 @@ impl Log {
             log_seq,
             writer,
             topic: Box::new(topic),
+            feed,
         })
     }
 

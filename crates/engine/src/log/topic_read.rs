@@ -69,12 +69,31 @@ impl Log {
         let mut bytes = 0usize;
         let mut scanned = 0u64;
         while records.len() < limit && next < v.head && scanned < MAX_SCAN {
-            let (s, run_end) = self.with_topic(|st| {
+            let (s, run_end, trimmed) = self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
                 let s = t.live_from(next + 1);
                 let end = t.deleted.next_start(s).unwrap_or(u64::MAX);
-                (s, end.min(v.head + 1))
+                // Records a router's source evicted before forwarding them, on the way.
+                let trimmed = t
+                    .source_trims
+                    .range(next + 1..s)
+                    .next()
+                    .map(|(&a, &b)| (a, b));
+                (s, end.min(v.head + 1), trimmed)
             })?;
+            if let Some((a, b)) = trimmed {
+                if !records.is_empty() {
+                    break; // the next read starts at the gap, and is told of it
+                }
+                if tombstone.is_none() {
+                    tombstone = Some(Tombstone {
+                        gap_from: next + 1,
+                        gap_to: s - 1,
+                        reason: GapReason::SourceTrim,
+                        missed_estimate: b - a,
+                    });
+                }
+            }
             if s > v.head {
                 next = v.head;
                 break;

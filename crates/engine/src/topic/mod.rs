@@ -14,6 +14,7 @@
 //! - An idempotency key travels in the same WAL record as the write it guards.
 
 pub(crate) mod record;
+pub mod router;
 pub(crate) mod state;
 
 use crate::durability::Durability;
@@ -136,6 +137,8 @@ pub enum GapReason {
     Ttl,
     Mixed,
     Recreated,
+    /// Records a router's source evicted before they were forwarded.
+    SourceTrim,
 }
 
 impl GapReason {
@@ -145,6 +148,7 @@ impl GapReason {
             GapReason::Ttl => "ttl",
             GapReason::Mixed => "mixed",
             GapReason::Recreated => "recreated",
+            GapReason::SourceTrim => "source_trim",
         }
     }
 }
@@ -227,7 +231,7 @@ pub struct DeleteSpec {
 }
 
 /// A tag criterion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagMatch {
     Eq(String),
     /// Tags starting with this prefix.
@@ -258,6 +262,15 @@ pub struct TopicInfo {
     pub last_read_ts: Option<i64>,
     /// Distinguishes incarnations of the same name.
     pub id: u64,
+}
+
+/// The outcome of deleting a topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicRemoved {
+    /// Whether the topic existed.
+    pub existed: bool,
+    /// The routers from or into it, deleted with it.
+    pub routers_removed: Vec<String>,
 }
 
 /// The outcome of a `PUT` of a topic.

@@ -1,9 +1,11 @@
 //! The stored form of a topic record, the bytes that the log's files (or RAM store) hold:
 //!
 //! ```text
-//! [u32 LE total length][i64 LE $ts][u16 LE tag length][u16 LE node length][u32 LE meta length]
-//! [tag][node][meta][data]
+//! [u32 LE total length][i64 LE $ts][u16 LE tag length][u16 LE hops << 12 | node length]
+//! [u32 LE meta length][tag][node][meta][data]
 //! ```
+//!
+//! `hops` counts how many routers forwarded the record (0 for a record written by a client).
 //!
 //! The tag and node are JSON string literals (quotes included, escaped once at write), meta
 //! and data are the JSON text as received: a read copies slices into its response and never
@@ -13,12 +15,16 @@ use super::NewRecord;
 
 pub(crate) const HEADER: usize = 20;
 
+/// Node literals are shorter than this (the rest of their length field holds the hops).
+const NODE_LEN_LIMIT: usize = 1 << 12;
+
 /// Where the parts of one stored record are.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Layout {
     tag: u16,
     node: u16,
     meta: u32,
+    pub hops: u8,
 }
 
 /// The decoded header of a record at the start of `raw`: layout, `$ts` and total length.
@@ -29,13 +35,23 @@ pub(crate) fn parse(raw: &[u8]) -> Option<(Layout, i64, usize)> {
     let total = u32::from_le_bytes(raw[0..4].try_into().ok()?) as usize;
     let ts = i64::from_le_bytes(raw[4..12].try_into().ok()?);
     let tag = u16::from_le_bytes(raw[12..14].try_into().ok()?);
-    let node = u16::from_le_bytes(raw[14..16].try_into().ok()?);
+    let node_field = u16::from_le_bytes(raw[14..16].try_into().ok()?);
+    let (node, hops) = (node_field & 0x0fff, (node_field >> 12) as u8);
     let meta = u32::from_le_bytes(raw[16..20].try_into().ok()?);
     let parts = HEADER + tag as usize + node as usize + meta as usize;
     if total < parts || total > raw.len() {
         return None;
     }
-    Some((Layout { tag, node, meta }, ts, total))
+    Some((
+        Layout {
+            tag,
+            node,
+            meta,
+            hops,
+        },
+        ts,
+        total,
+    ))
 }
 
 impl Layout {
@@ -72,6 +88,9 @@ pub(crate) fn encode(rec: &NewRecord, ts: i64, out: &mut Vec<u8>) -> Result<(), 
     let tag = rec.tag.as_deref().map(literal).unwrap_or_default();
     let node = rec.node.as_deref().map(literal).unwrap_or_default();
     let meta: &[u8] = rec.meta.as_deref().unwrap_or_default();
+    if node.len() >= NODE_LEN_LIMIT {
+        return Err(TooLarge);
+    }
     let total = HEADER + tag.len() + node.len() + meta.len() + rec.data.len();
     let (Ok(total32), Ok(tag_len), Ok(node_len), Ok(meta_len)) = (
         u32::try_from(total),
@@ -92,6 +111,74 @@ pub(crate) fn encode(rec: &NewRecord, ts: i64, out: &mut Vec<u8>) -> Result<(), 
     out.extend_from_slice(meta);
     out.extend_from_slice(&rec.data);
     Ok(())
+}
+
+/// How a router copies records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CopyRule<'a> {
+    pub keep_tag: bool,
+    pub keep_node: bool,
+    /// Stamp `meta._topics_router.idempotency_key` = "`stamp`:`seq`" (exactly-once routers),
+    /// unless an earlier router already did.
+    pub stamp: Option<&'a str>,
+}
+
+/// Append to `out` a router's copy of the stored record `raw` (laid out as `l`, source seq
+/// `seq`): its tag and node kept or dropped, one hop more, `$ts` 0 (the destination's write
+/// sets it).
+pub(crate) fn copy(raw: &[u8], l: &Layout, seq: u64, rule: CopyRule, out: &mut Vec<u8>) {
+    let tag = if rule.keep_tag { l.tag(raw) } else { None }.unwrap_or_default();
+    let node = if rule.keep_node { l.node(raw) } else { None }.unwrap_or_default();
+    let stamped;
+    let mut meta = l.meta(raw).unwrap_or_default();
+    if let Some(router) = rule.stamp
+        && !contains(meta, b"\"_topics_router\"")
+    {
+        let member = format!(
+            "\"_topics_router\":{{\"idempotency_key\":{}}}",
+            literal(&format!("{router}:{seq}"))
+        );
+        stamped = with_member(meta, &member);
+        meta = &stamped;
+    }
+    let data = l.data(raw);
+    let total = HEADER + tag.len() + node.len() + meta.len() + data.len();
+    // The parts come from a stored record, so their lengths fit their fields.
+    let node_field = (u16::from(l.hops.saturating_add(1).min(15)) << 12) | node.len() as u16;
+    out.reserve(total);
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&0i64.to_le_bytes());
+    out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
+    out.extend_from_slice(&node_field.to_le_bytes());
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(tag);
+    out.extend_from_slice(node);
+    out.extend_from_slice(meta);
+    out.extend_from_slice(data);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The JSON object text `meta` (or `{}` if empty) with `member` added first.
+fn with_member(meta: &[u8], member: &str) -> Vec<u8> {
+    let Some(open) = meta.iter().position(|&c| c == b'{') else {
+        return format!("{{{member}}}").into_bytes();
+    };
+    let rest = &meta[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_none_or(|&c| c == b'}');
+    let mut out = Vec::with_capacity(meta.len() + member.len() + 1);
+    out.extend_from_slice(&meta[..=open]);
+    out.extend_from_slice(member.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Set the `$ts` of every record in `buf` (a clock that went back is not allowed to make

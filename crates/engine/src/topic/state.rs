@@ -16,6 +16,7 @@
 //!   deleted.bytes`.
 
 use super::TopicConfig;
+use super::router::Feed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -339,7 +340,24 @@ pub(crate) struct TopicState {
     /// Seqs up to here are reserved in the WAL (an `ephemeral` topic's writes need that; a
     /// checkpoint, which records the exact head, sets it back to the head).
     pub reserved: u64,
+    /// The router feeding this topic, if any.
+    pub feed: Option<Feed>,
+    /// Changes made by a router's copies (which have no `log_seq`), for readers that cache
+    /// by the number of changes.
+    pub copy_changes: u64,
+    /// A router's copies (and cursor moves) not in the WAL yet: from this seq and position.
+    /// Logged before any logged change of the topic, or made durable by a checkpoint.
+    pub unlogged: Option<(u64, u64)>,
+    /// Seq ranges `[from, to)` among the unlogged copies that stand for records the source
+    /// evicted before they were forwarded (empty records).
+    pub unlogged_lost: Vec<(u64, u64)>,
+    /// Recent ranges of such records, for the tombstone that tells readers (in RAM only: after
+    /// a restart they are skipped like deleted records). Bounded.
+    pub source_trims: std::collections::BTreeMap<u64, u64>,
 }
+
+/// Ranges of source-trimmed records remembered for tombstones.
+const SOURCE_TRIMS_KEPT: usize = 64;
 
 impl TopicState {
     /// A new, empty topic whose log starts at position `start`.
@@ -361,6 +379,11 @@ impl TopicState {
             last_read_ts: None,
             tagged: 0,
             reserved: 0,
+            feed: None,
+            copy_changes: 0,
+            unlogged: None,
+            unlogged_lost: Vec::new(),
+            source_trims: Default::default(),
         }
     }
 
@@ -442,6 +465,14 @@ impl TopicState {
             self.idem.insert(k, first, self.head, ts);
         }
         self.apply_trim(trim);
+    }
+
+    /// Remember `[from, to)` as records a router's source evicted before forwarding them.
+    pub fn note_source_trim(&mut self, from: u64, to: u64) {
+        self.source_trims.insert(from, to);
+        while self.source_trims.len() > SOURCE_TRIMS_KEPT {
+            self.source_trims.pop_first();
+        }
     }
 
     /// Records `[from, to)` were never stored (an `ephemeral` stretch lost in a restart), `bytes`

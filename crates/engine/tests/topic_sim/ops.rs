@@ -147,7 +147,7 @@ impl Run {
         // A reader holding the topic open sees it go.
         let handle = self.engine().topic_open(name).ok();
         let start = self.tick();
-        let r = block_on(self.engine().topic_remove(name, if_empty));
+        let r = block_on(self.engine().topic_remove(name, if_empty)).map(|r| r.existed);
         let Some(t) = self.slots[slot].as_ref() else {
             return match r {
                 Ok(false) => Ok(()),

@@ -126,7 +126,7 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
 }
 
 /// A listing cursor: base64 of `{"after": name}`.
-fn decode_cursor(c: &str) -> Option<String> {
+pub fn decode_cursor(c: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(c)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c))
@@ -138,12 +138,13 @@ fn decode_cursor(c: &str) -> Option<String> {
 pub async fn delete_topic(app: &App, topic: &str, query: Option<&str>) -> Answer {
     let perf = Perf::start();
     let if_empty = query_flag(query, "if_empty", false)?;
-    let deleted = app
+    let removed = app
         .engine
         .topic_remove(topic, if_empty)
         .await
         .map_err(|e| engine(topic, e))?;
-    let v = json!({ "topic": topic, "deleted": deleted, "routers_removed": [] });
+    let v = json!({ "topic": topic, "deleted": removed.existed,
+                    "routers_removed": removed.routers_removed });
     Ok(render::json_response(StatusCode::OK, v, &perf))
 }
 

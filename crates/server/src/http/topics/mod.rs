@@ -1,12 +1,13 @@
 //! The topics `/v0` JSON API face (reference: topics-v0-api.md). Each endpoint parses and
 //! validates its request, makes one engine call, and renders; every error is the JSON
-//! envelope. Queues, routers and WebSocket are not served yet.
+//! envelope. Queues and WebSocket are not served yet.
 
 mod error;
 mod handlers;
 mod probes;
 mod render;
 mod request;
+mod routers;
 mod watch;
 
 use super::body::{RequestBody, ResponseBody};
@@ -204,6 +205,23 @@ async fn route(
                 }
                 ("work", _) => Err(method_not_allowed("GET")),
                 _ => Err(not_found()),
+            }
+        }
+        ["routers"] => match *m {
+            Method::GET => routers::list(app, query),
+            _ => Err(method_not_allowed("GET")),
+        },
+        ["routers", r] => {
+            let r = decode(r)?;
+            routers::check_router_name(&r)?;
+            match *m {
+                Method::GET => routers::get(app, &r),
+                Method::PUT => {
+                    let b = json_body(app, req, body).await?;
+                    routers::put(app, &r, b).await
+                }
+                Method::DELETE => routers::delete(app, &r).await,
+                _ => Err(method_not_allowed("GET, PUT, DELETE")),
             }
         }
         ["watch"] => match *m {

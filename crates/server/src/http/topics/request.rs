@@ -421,9 +421,14 @@ pub struct DeleteBody {
 
 impl DeleteBody {
     pub fn tag_match(&self) -> Result<Option<TagMatch>, ApiError> {
-        let Some(m) = &self.matches else {
-            return Ok(None);
-        };
+        self.matches.as_ref().map(tag_match).transpose()
+    }
+}
+
+/// A tag criterion as the API spells it: `["tag","Eq",x]`, `["tag","Glob","x*"]` (a
+/// trailing-prefix pattern) or a bare string (Eq).
+pub fn tag_match(m: &serde_json::Value) -> Result<TagMatch, ApiError> {
+    {
         let bad = || {
             invalid(
                 "match must be [\"tag\",\"Eq\",value], [\"tag\",\"Glob\",\"prefix*\"] or a tag string",
@@ -442,14 +447,22 @@ impl DeleteBody {
             _ => return Err(bad()),
         };
         match op {
-            "Eq" => Ok(Some(TagMatch::Eq(value.to_string()))),
+            "Eq" => Ok(TagMatch::Eq(value.to_string())),
             "Glob" => match value.strip_suffix('*') {
-                Some(prefix) if !prefix.contains('*') => Ok(Some(TagMatch::Prefix(prefix.into()))),
-                None if !value.contains('*') => Ok(Some(TagMatch::Eq(value.to_string()))),
+                Some(prefix) if !prefix.contains('*') => Ok(TagMatch::Prefix(prefix.into())),
+                None if !value.contains('*') => Ok(TagMatch::Eq(value.to_string())),
                 _ => Err(invalid("Glob patterns may only end in * (a prefix match)")),
             },
             _ => Err(bad()),
         }
+    }
+}
+
+/// A tag criterion in the API's form.
+pub fn tag_match_json(m: &TagMatch) -> serde_json::Value {
+    match m {
+        TagMatch::Eq(x) => serde_json::json!(["tag", "Eq", x]),
+        TagMatch::Prefix(p) => serde_json::json!(["tag", "Glob", format!("{p}*")]),
     }
 }
 

@@ -1,0 +1,437 @@
+//! The registry side of routers: create, change, list and delete them, and run one forwarding
+//! task per router. A router's definition and cursor live in its destination topic's state
+//! (see `log/topic_copy.rs`); this registry indexes them by name and owns the tasks.
+//!
+//! Forwarding is woken by the source's change notification (no fixed tick): a task reads the
+//! source from its cursor (a diff read: skipped, expired and deleted records are passed), makes
+//! the copies and applies them to the destination under its append lock. A `discard: reject`
+//! destination at its cap stalls the task until the destination changes; records the source
+//! evicted before they were forwarded become a `source_trim` gap on the destination.
+
+use super::*;
+use crate::log::{Copies, CopyOutcome};
+use crate::topic::router::{Feed, Guarantee, HOP_CAP, RouterDef, RouterInfo, RouterPut, cycle};
+use crate::topic::{DiffQuery, GapReason, TopicConfig, record};
+
+/// Most source records one forwarding step reads.
+const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+/// How long a stalled router waits before trying again without a change of its destination.
+const STALL_RETRY: Duration = Duration::from_millis(250);
+
+/// A registered router and its forwarding task.
+pub(super) struct RouterEntry {
+    def: RouterDef,
+    /// Set to stop the task.
+    stop: watch::Sender<bool>,
+    running: bool,
+}
+
+/// Where a forwarding step left the router.
+enum Step {
+    /// More source records are waiting.
+    More,
+    /// Caught up with the source.
+    Idle,
+    /// The destination refuses more for now.
+    Stalled,
+    /// The router no longer exists (or no longer feeds its destination).
+    Gone,
+}
+
+impl Engine {
+    /// Create a router, or change an existing one (a change of source starts its cursor over
+    /// at the source's head; otherwise the cursor is kept).
+    pub async fn router_put(&self, name: &str, def: RouterDef) -> Result<RouterPut> {
+        if def.source == def.dest {
+            return Err(EngineError::RouterSelf);
+        }
+        let _admin = self.inner.router_admin.lock().await;
+        let source = self.live_topic(&def.source)?;
+        let previous = {
+            let routers = self.inner.routers.lock();
+            let previous = routers.get(name).map(|r| r.def.clone());
+            if previous.as_ref() == Some(&def) {
+                drop(routers);
+                return Ok(RouterPut {
+                    created: false,
+                    info: self.router_get(name)?,
+                });
+            }
+            if let Some((other, _)) = routers
+                .iter()
+                .find(|(n, r)| n.as_str() != name && r.def.dest == def.dest)
+            {
+                return Err(EngineError::RouterFanIn(other.clone()));
+            }
+            if !def.allow_cycle {
+                let edges = routers
+                    .iter()
+                    .filter(|(n, _)| n.as_str() != name)
+                    .map(|(_, r)| (r.def.source.as_str(), r.def.dest.as_str()));
+                if let Some(path) = cycle(edges, &def.source, &def.dest) {
+                    return Err(EngineError::RouterCycle(path));
+                }
+            }
+            previous
+        };
+        let dest = match self.live_topic(&def.dest) {
+            Ok(d) => d,
+            Err(EngineError::NotFound) if def.create_dest => {
+                self.topic_put(&def.dest, TopicConfig::default()).await?;
+                self.live_topic(&def.dest)?
+            }
+            Err(e) => return Err(e),
+        };
+        let persist = self.inner.persist.as_ref();
+        let kept = dest
+            .feed()
+            .filter(|f| f.name == name && f.def.source == def.source);
+        let (cursor, forwarded) = match kept {
+            Some(f) => (f.cursor, f.forwarded),
+            None => (source.topic_info(self.now(), false)?.head_seq, 0),
+        };
+        if let Some(old) = &previous
+            && old.dest != def.dest
+            && let Ok(old_dest) = self.live_topic(&old.dest)
+            && old_dest.feed().is_some_and(|f| f.name == name)
+        {
+            old_dest.topic_set_feed(None, persist).await?;
+        }
+        let feed = Feed {
+            name: name.to_string(),
+            def: def.clone(),
+            cursor,
+            forwarded,
+        };
+        dest.topic_set_feed(Some(feed), persist).await?;
+        self.register_router(name, def.clone());
+        self.start_routers();
+        Ok(RouterPut {
+            created: previous.is_none(),
+            info: RouterInfo {
+                name: name.to_string(),
+                def,
+                forwarded_total: forwarded,
+            },
+        })
+    }
+
+    /// Register `name` (stopping the task of a definition it replaces).
+    fn register_router(&self, name: &str, def: RouterDef) {
+        let entry = RouterEntry {
+            def,
+            stop: watch::channel(false).0,
+            running: false,
+        };
+        if let Some(old) = self.inner.routers.lock().insert(name.to_string(), entry) {
+            old.stop.send_replace(true);
+        }
+    }
+
+    /// A router's definition and how many records it forwarded.
+    pub fn router_get(&self, name: &str) -> Result<RouterInfo> {
+        let def = self
+            .inner
+            .routers
+            .lock()
+            .get(name)
+            .map(|r| r.def.clone())
+            .ok_or(EngineError::RouterNotFound)?;
+        let forwarded_total = self
+            .live_topic(&def.dest)
+            .ok()
+            .and_then(|d| d.feed())
+            .filter(|f| f.name == name)
+            .map_or(0, |f| f.forwarded);
+        Ok(RouterInfo {
+            name: name.to_string(),
+            def,
+            forwarded_total,
+        })
+    }
+
+    /// Routers whose names start with `prefix` (and with the given source and destination),
+    /// in name order, after `after`; at most `limit` (plus whether more follow).
+    pub fn router_list(
+        &self,
+        prefix: &str,
+        source: Option<&str>,
+        dest: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<RouterInfo>, bool) {
+        let names: Vec<String> = self
+            .inner
+            .routers
+            .lock()
+            .iter()
+            .filter(|(n, r)| {
+                n.starts_with(prefix)
+                    && after.is_none_or(|a| n.as_str() > a)
+                    && source.is_none_or(|s| r.def.source == s)
+                    && dest.is_none_or(|d| r.def.dest == d)
+            })
+            .take(limit.saturating_add(1))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let more = names.len() > limit;
+        let out = names
+            .iter()
+            .take(limit)
+            .filter_map(|n| self.router_get(n).ok())
+            .collect();
+        (out, more)
+    }
+
+    /// Delete a router. Returns whether it existed.
+    pub async fn router_delete(&self, name: &str) -> Result<bool> {
+        let _admin = self.inner.router_admin.lock().await;
+        self.router_remove_locked(name).await
+    }
+
+    async fn router_remove_locked(&self, name: &str) -> Result<bool> {
+        let Some(def) = self.inner.routers.lock().get(name).map(|r| r.def.clone()) else {
+            return Ok(false);
+        };
+        if let Ok(dest) = self.live_topic(&def.dest)
+            && dest.feed().is_some_and(|f| f.name == name)
+        {
+            dest.topic_set_feed(None, self.inner.persist.as_ref())
+                .await?;
+        }
+        if let Some(old) = self.inner.routers.lock().remove(name) {
+            old.stop.send_replace(true);
+        }
+        Ok(true)
+    }
+
+    /// Delete every router from or into `topic` (before the topic goes); their names.
+    pub(super) async fn remove_routers_of(&self, topic: &str) -> Result<Vec<String>> {
+        let _admin = self.inner.router_admin.lock().await;
+        let names: Vec<String> = self
+            .inner
+            .routers
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.def.source == topic || r.def.dest == topic)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &names {
+            self.router_remove_locked(n).await?;
+        }
+        Ok(names)
+    }
+
+    /// Register the routers recovered with their destination topics.
+    pub(super) fn restore_routers(&self, logs: &[Arc<Log>]) {
+        for log in logs {
+            if let Some(f) = log.feed() {
+                self.register_router(&f.name, f.def);
+            }
+        }
+    }
+
+    /// Start the forwarding task of every router that has none (a server calls this once its
+    /// runtime runs, after recovery; creating a router starts its own). Without a tokio
+    /// runtime nothing is started.
+    pub fn start_routers(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no async runtime: routers do not forward");
+            return;
+        };
+        let mut routers = self.inner.routers.lock();
+        for (name, r) in routers.iter_mut().filter(|(_, r)| !r.running) {
+            r.running = true;
+            let task = forward(
+                Arc::downgrade(&self.inner),
+                name.clone(),
+                r.def.clone(),
+                r.stop.subscribe(),
+            );
+            handle.spawn(task);
+        }
+    }
+
+    /// One forwarding step of router `name` from `source` into `dest`.
+    async fn forward_once(
+        &self,
+        name: &str,
+        def: &RouterDef,
+        source: &Arc<Log>,
+        dest: &Arc<Log>,
+    ) -> Result<Step> {
+        let held = dest.lock_append().await;
+        let Some(feed) = dest.feed().filter(|f| f.name == name) else {
+            return Ok(Step::Gone);
+        };
+        let now = self.now();
+        let q = DiffQuery {
+            from_seq: feed.cursor,
+            limit: BATCH_RECORDS,
+            nodes: Vec::new(),
+            max_bytes: BATCH_BYTES,
+        };
+        let diff = source.topic_diff(&q, now)?;
+        let persist = self.inner.persist.as_ref();
+        // Records evicted before they were forwarded: their gap first.
+        if let Some(t) = &diff.tombstone
+            && t.reason != GapReason::Recreated
+            && t.missed_estimate > 0
+        {
+            let lost = Copies {
+                buf: Vec::new(),
+                rel_ends: Vec::new(),
+                tags: Vec::new(),
+                lost: t.missed_estimate,
+                cursor: t.gap_to,
+            };
+            if dest.topic_copy(&held, name, lost, now, persist).await? == CopyOutcome::NotFed {
+                return Ok(Step::Gone);
+            }
+        }
+        let mut c = Copies {
+            buf: Vec::new(),
+            rel_ends: Vec::new(),
+            tags: Vec::new(),
+            lost: 0,
+            cursor: diff.next_from_seq,
+        };
+        let mut seqs = Vec::new();
+        for r in &diff.records {
+            if r.layout.hops >= HOP_CAP {
+                continue;
+            }
+            let tag: Option<String> = r.tag_json().and_then(|t| serde_json::from_slice(t).ok());
+            if !def.passes(tag.as_deref()) {
+                continue;
+            }
+            record::copy(&r.raw, &r.layout, r.seq, copy_rule(name, def), &mut c.buf);
+            c.rel_ends.push(c.buf.len() as u64);
+            c.tags.push(tag.filter(|_| def.preserve_tag));
+            seqs.push(r.seq);
+        }
+        let caught_up = diff.next_from_seq >= diff.head_seq;
+        if c.rel_ends.is_empty() && c.cursor == feed.cursor {
+            return Ok(if caught_up { Step::Idle } else { Step::More });
+        }
+        match dest.topic_copy(&held, name, c, now, persist).await? {
+            CopyOutcome::Applied(_) => Ok(if caught_up { Step::Idle } else { Step::More }),
+            CopyOutcome::NotFed => Ok(Step::Gone),
+            CopyOutcome::Full => {
+                // Whatever fits, one record at a time; the rest waits for room.
+                let Some(&first) = seqs.first() else {
+                    return Ok(Step::Stalled);
+                };
+                let one = first_copy(&diff, first, name, def);
+                match dest.topic_copy(&held, name, one, now, persist).await? {
+                    CopyOutcome::Applied(_) => Ok(Step::More),
+                    CopyOutcome::NotFed => Ok(Step::Gone),
+                    CopyOutcome::Full => {
+                        // Records skipped before the first copy are passed meanwhile.
+                        if first > feed.cursor + 1 {
+                            let skip = Copies {
+                                buf: Vec::new(),
+                                rel_ends: Vec::new(),
+                                tags: Vec::new(),
+                                lost: 0,
+                                cursor: first - 1,
+                            };
+                            dest.topic_copy(&held, name, skip, now, persist).await?;
+                        }
+                        Ok(Step::Stalled)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How router `name` copies records.
+fn copy_rule<'a>(name: &'a str, def: &RouterDef) -> record::CopyRule<'a> {
+    record::CopyRule {
+        keep_tag: def.preserve_tag,
+        keep_node: def.preserve_node,
+        stamp: (def.guarantee == Guarantee::ExactlyOnce).then_some(name),
+    }
+}
+
+/// The copy of source record `seq` of `diff` alone.
+fn first_copy(diff: &crate::topic::Diff, seq: u64, name: &str, def: &RouterDef) -> Copies {
+    let mut c = Copies {
+        buf: Vec::new(),
+        rel_ends: Vec::new(),
+        tags: Vec::new(),
+        lost: 0,
+        cursor: seq,
+    };
+    if let Some(r) = diff.records.iter().find(|r| r.seq == seq) {
+        let tag: Option<String> = r.tag_json().and_then(|t| serde_json::from_slice(t).ok());
+        record::copy(&r.raw, &r.layout, r.seq, copy_rule(name, def), &mut c.buf);
+        c.rel_ends.push(c.buf.len() as u64);
+        c.tags.push(tag.filter(|_| def.preserve_tag));
+    }
+    c
+}
+
+/// A router's forwarding task: forward while there is something to, then wait for the source
+/// (or, stalled, the destination) to change. Holds the engine only while it works.
+async fn forward(
+    engine: std::sync::Weak<Inner>,
+    name: String,
+    def: RouterDef,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let engine_now = Engine { inner };
+        let logs = (
+            engine_now.live_topic(&def.source),
+            engine_now.live_topic(&def.dest),
+        );
+        let (Ok(source), Ok(dest)) = logs else {
+            drop(engine_now);
+            // The router is removed with its topics; until then, wait.
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(STALL_RETRY) => {}
+            }
+            continue;
+        };
+        let mut source_rx = source.subscribe();
+        source_rx.borrow_and_update();
+        let mut dest_rx = dest.subscribe();
+        dest_rx.borrow_and_update();
+        let step = engine_now.forward_once(&name, &def, &source, &dest).await;
+        drop((engine_now, source, dest));
+        match step {
+            Ok(Step::More) => tokio::task::yield_now().await,
+            Ok(Step::Idle) => {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = source_rx.changed() => {}
+                }
+            }
+            Ok(Step::Stalled) => {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = dest_rx.changed() => {}
+                    _ = tokio::time::sleep(STALL_RETRY) => {}
+                }
+            }
+            Ok(Step::Gone) => return,
+            Err(e) => {
+                tracing::warn!(router = %name, error = %e, "forwarding failed; retrying");
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(STALL_RETRY) => {}
+                }
+            }
+        }
+    }
+}
