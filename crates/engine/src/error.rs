@@ -67,6 +67,8 @@ pub enum EngineError {
     TopicFull,
     #[error("a record is too large to store")]
     RecordTooLarge,
+    #[error("not a queue topic")]
+    NotAQueue,
 
     // routers
     #[error("router not found")]

@@ -9,6 +9,7 @@
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
+use crate::topic::queue::{QueueRec, QueueState};
 use crate::topic::record;
 use crate::topic::router::Feed;
 use crate::topic::state::{TopicRec, TopicState};
@@ -142,6 +143,7 @@ impl Persist {
         };
         let mut topics: HashMap<u64, TopicRec> = snapshot.topics.into_iter().collect();
         let mut feeds: HashMap<u64, Feed> = snapshot.feeds.into_iter().collect();
+        let mut queues: HashMap<u64, QueueRec> = snapshot.queues.into_iter().collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
             .logs
             .into_iter()
@@ -152,6 +154,9 @@ impl Persist {
                         topic: topics.remove(&l.meta.id).map(|rec| {
                             let mut t = TopicState::from_rec(rec);
                             t.feed = feeds.remove(&l.meta.id);
+                            if let Some(q) = queues.remove(&l.meta.id) {
+                                t.queue = Some(Box::new(QueueState::from_rec(q, true)));
+                            }
                             t
                         }),
                         lost_from: None,
@@ -286,6 +291,7 @@ impl Persist {
             logs: Vec::new(),
             topics: Vec::new(),
             feeds: Vec::new(),
+            queues: Vec::new(),
         };
         let mut topics = Vec::new();
         for (log, deleted) in logs() {
@@ -298,11 +304,14 @@ impl Persist {
                     .map_err(|e| OpenError::Replay(format!("sync of log {:x}: {e}", s.meta.id)))?;
                 log.mark_synced(s.writer.tail);
             }
-            if let Some((t, feed)) = topic {
-                topics.push((log.clone(), t.trim));
-                snap.topics.push((s.meta.id, t));
-                if let Some(f) = feed {
+            if let Some(t) = topic {
+                topics.push((log.clone(), t.rec.trim));
+                snap.topics.push((s.meta.id, t.rec));
+                if let Some(f) = t.feed {
                     snap.feeds.push((s.meta.id, f));
+                }
+                if let Some(q) = t.queue {
+                    snap.queues.push((s.meta.id, q));
                 }
             }
             snap.logs.push(s);
@@ -474,6 +483,9 @@ fn replay_topic(
         | WalEntry::RouterSet {
             log_id, log_seq, ..
         }
+        | WalEntry::QueueChange {
+            log_id, log_seq, ..
+        }
         | WalEntry::TopicCopies {
             log_id, log_seq, ..
         } => (*log_id, *log_seq),
@@ -610,6 +622,11 @@ fn replay_topic(
                 t.config = config;
             }
         }
+        WalEntry::QueueChange { op, .. } => {
+            if let Some(q) = log.topic.as_mut().and_then(|t| t.queue.as_deref_mut()) {
+                q.apply(&op);
+            }
+        }
         WalEntry::RouterSet { feed, .. } => {
             if let Some(t) = &mut log.topic {
                 t.feed = feed;
@@ -644,12 +661,16 @@ fn replay_topic(
             writer,
             topic,
             feed,
+            queue,
             ..
         } => {
             // The files held this state, synced, when the record was written.
             log.writer = writer;
             let mut t = TopicState::from_rec(*topic);
             t.feed = feed;
+            if let Some(q) = queue {
+                t.queue = Some(Box::new(QueueState::from_rec(q, true)));
+            }
             log.topic = Some(t);
             log.lost_from = None;
         }

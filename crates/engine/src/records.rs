@@ -7,6 +7,7 @@
 
 use crate::durability::Durability;
 use crate::topic::TopicConfig;
+use crate::topic::queue::{QueueOp, QueueRec};
 use crate::topic::router::Feed;
 use crate::topic::state::{RangeRec, TopicRec, TrimRec};
 use crate::types::{Expiry, Framing};
@@ -180,6 +181,13 @@ pub(crate) enum WalEntry {
         writer: WriterRec,
         topic: Box<TopicRec>,
         feed: Option<Feed>,
+        queue: Option<QueueRec>,
+    },
+    /// A queue's leases changed (claims with their delivery counts, releases, extensions).
+    QueueChange {
+        log_id: u64,
+        log_seq: u64,
+        op: QueueOp,
     },
 }
 
@@ -209,9 +217,11 @@ pub(crate) struct Snapshot {
     pub topics: Vec<(u64, TopicRec)>,
     /// The router feeding each destination topic, by its log id.
     pub feeds: Vec<(u64, Feed)>,
+    /// The lease state of each queue topic, by its log id.
+    pub queues: Vec<(u64, QueueRec)>,
 }
 
-/// A checkpoint written before routers (no `feeds`).
+/// A checkpoint written before routers and queues (no `feeds`, no `queues`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SnapshotV2 {
     start_segments: Vec<u64>,
@@ -247,6 +257,7 @@ impl Snapshot {
                 logs: v2.logs,
                 topics: v2.topics,
                 feeds: Vec::new(),
+                queues: Vec::new(),
             });
         }
         let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
@@ -256,6 +267,7 @@ impl Snapshot {
             logs: v1.logs,
             topics: Vec::new(),
             feeds: Vec::new(),
+            queues: Vec::new(),
         })
     }
 }

@@ -4,9 +4,11 @@
 //! lock is never held while its source's is taken.
 
 mod create;
+mod queues;
 mod routers;
 mod topics;
 
+pub use queues::{ClaimRequest, Claimed};
 pub use topics::TopicHandle;
 
 use crate::clock::Clock;
@@ -93,6 +95,10 @@ struct Inner {
     routers: parking_lot::Mutex<std::collections::BTreeMap<String, routers::RouterEntry>>,
     /// Serializes router changes (their checks see every other router).
     router_admin: tokio::sync::Mutex<()>,
+    /// Claimers in each queue's coalescing window, by log id.
+    cohorts: parking_lot::Mutex<HashMap<u64, queues::Cohort>>,
+    /// Ids of `/work` streams.
+    next_conn: AtomicU64,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -138,6 +144,8 @@ impl Engine {
                 topic_names: Default::default(),
                 routers: Default::default(),
                 router_admin: tokio::sync::Mutex::new(()),
+                cohorts: Default::default(),
+                next_conn: AtomicU64::new(1),
             }),
         }
     }

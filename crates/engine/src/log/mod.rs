@@ -15,13 +15,15 @@
 
 mod append;
 mod commit;
+mod queue;
 mod read;
 mod topic;
 mod topic_change;
 mod topic_copy;
-
-pub(crate) use topic_copy::{Copies, CopyOutcome};
 mod topic_read;
+
+pub(crate) use queue::{ClaimPass, LeaseChange, Taker};
+pub(crate) use topic_copy::{Copies, CopyOutcome};
 
 use crate::clock::Clock;
 use crate::durability::Durability;
@@ -44,11 +46,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedMutexGuard, oneshot, watch};
 
-/// A topic's state for a checkpoint: its record and the router feeding it.
-pub(crate) type TopicSnap = (
-    crate::topic::state::TopicRec,
-    Option<crate::topic::router::Feed>,
-);
+/// A topic's state for a checkpoint: its record, the router feeding it, a queue's leases.
+pub(crate) struct TopicSnap {
+    pub rec: crate::topic::state::TopicRec,
+    pub feed: Option<crate::topic::router::Feed>,
+    pub queue: Option<crate::topic::queue::QueueRec>,
+}
 
 /// Inherited prefix of a fork.
 #[derive(Debug)]
@@ -439,7 +442,11 @@ impl Log {
             t.reserved = t.head;
             t.unlogged = None;
             t.unlogged_lost.clear();
-            (t.to_rec(), t.feed.clone())
+            TopicSnap {
+                rec: t.to_rec(),
+                feed: t.feed.clone(),
+                queue: t.queue.as_deref().map(|q| q.to_rec()),
+            }
         });
         Ok((
             LogSnapshot {

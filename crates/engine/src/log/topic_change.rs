@@ -3,6 +3,7 @@
 //! (restoring the state and tag index, giving back trimmed space).
 
 use super::commit::WalRecord;
+use super::topic::View;
 use super::*;
 use crate::topic::record;
 use crate::topic::state::{RangeRec, TrimRec};
@@ -35,6 +36,21 @@ impl Log {
                     .collect()
             })?,
         };
+        self.delete_matched(serial, &v, start, matched, persist, Commit::Sync)
+            .await
+    }
+
+    /// Delete the live records `matched` (ascending) and trim the head past `start` and them,
+    /// committed with `commit`; the caller holds the append lock (`serial`) and read `v`.
+    pub(super) async fn delete_matched(
+        self: &Arc<Self>,
+        serial: OwnedMutexGuard<()>,
+        v: &View,
+        start: u64,
+        matched: Vec<u64>,
+        persist: Option<&Arc<Persist>>,
+        commit: Commit,
+    ) -> Result<Deleted> {
         // Contiguous runs of matched seqs, with their bytes.
         let mut ranges: Vec<RangeRec> = Vec::new();
         let mut i = 0;
@@ -44,7 +60,7 @@ impl Log {
                 j += 1;
             }
             let (a, b) = (matched[i], matched[j - 1] + 1);
-            let bytes = self.seq_pos(b, &v)? - self.seq_pos(a, &v)?;
+            let bytes = self.seq_pos(b, v)? - self.seq_pos(a, v)?;
             ranges.push((a, b, bytes));
             i = j;
         }
@@ -62,7 +78,7 @@ impl Log {
         }
         let trim = TrimRec {
             earliest: e.max(v.trim.earliest),
-            earliest_pos: self.seq_pos(e.max(v.trim.earliest), &v)?,
+            earliest_pos: self.seq_pos(e.max(v.trim.earliest), v)?,
             cap_floor: v.trim.cap_floor,
             ttl_floor: v.trim.ttl_floor,
         };
@@ -77,7 +93,7 @@ impl Log {
             });
         }
         let log_seq = v.log_seq + 1;
-        let record = self.topic_record(
+        let mut record = self.topic_record(
             persist,
             WalEntry::TopicDelete {
                 log_id: self.config.id,
@@ -86,6 +102,9 @@ impl Log {
                 trim,
             },
         );
+        if let Some(r) = &mut record {
+            r.commit = commit;
+        }
         let before_count = v.live_count;
         let (out, _) = self
             .commit(serial, record, 0, move |log, st| {
@@ -207,7 +226,12 @@ impl Log {
     /// the caller's thread: this is a rare configuration change of one topic.)
     fn seal(&self, persist: &Persist, log_seq: u64, config: &TopicConfig) -> Result<WalEntry> {
         let (snap, _, topic) = self.snapshot(false)?;
-        let Some((mut topic, feed)) = topic else {
+        let Some(TopicSnap {
+            rec: mut topic,
+            feed,
+            queue,
+        }) = topic
+        else {
             return Err(EngineError::NotFound);
         };
         if let Some(files) = &self.files {
@@ -225,6 +249,7 @@ impl Log {
             writer,
             topic: Box::new(topic),
             feed,
+            queue,
         })
     }
 
@@ -240,9 +265,13 @@ impl Log {
         } else {
             (v.trim.earliest, v.live_count, v.live_bytes)
         };
-        let (last_write_ts, last_read_ts) = self.with_topic(|st| {
+        let (last_write_ts, last_read_ts, queue) = self.with_topic(|st| {
             let t = st.topic.as_deref_mut().expect("checked by with_topic");
-            let out = (t.last_write_ts, t.last_read_ts);
+            let queue = t.queue.as_deref_mut().map(|q| {
+                q.sweep(now);
+                q.counts(count)
+            });
+            let out = (t.last_write_ts, t.last_read_ts, queue);
             if touch {
                 t.last_read_ts = Some(now);
             }
@@ -258,6 +287,7 @@ impl Log {
             last_write_ts,
             last_read_ts,
             id: self.config.id,
+            queue,
         })
     }
 }
@@ -294,6 +324,11 @@ impl Log {
     pub fn restore_topic(&self, mut t: TopicState) {
         let tail = self.state.lock().w.tail;
         t.reserved = t.head;
+        if !t.config.leases_durable
+            && let Some(q) = t.queue.as_deref_mut()
+        {
+            q.drop_leases();
+        }
         if t.config.durability == crate::Durability::Ephemeral && t.trim.earliest <= t.head {
             let gone = t.head + 1;
             t.apply_trim(TrimRec {

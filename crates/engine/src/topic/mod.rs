@@ -13,6 +13,7 @@
 //!   reproduces them without re-deciding anything. See [`state`].
 //! - An idempotency key travels in the same WAL record as the write it guards.
 
+pub mod queue;
 pub(crate) mod record;
 pub mod router;
 pub(crate) mod state;
@@ -262,6 +263,8 @@ pub struct TopicInfo {
     pub last_read_ts: Option<i64>,
     /// Distinguishes incarnations of the same name.
     pub id: u64,
+    /// A queue topic's jobs.
+    pub queue: Option<queue::QueueCounts>,
 }
 
 /// The outcome of deleting a topic.

@@ -162,7 +162,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The JSON object text `meta` (or `{}` if empty) with `member` added first.
-fn with_member(meta: &[u8], member: &str) -> Vec<u8> {
+pub(crate) fn with_member(meta: &[u8], member: &str) -> Vec<u8> {
     let Some(open) = meta.iter().position(|&c| c == b'{') else {
         return format!("{{{member}}}").into_bytes();
     };

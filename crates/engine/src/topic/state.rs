@@ -16,6 +16,7 @@
 //!   deleted.bytes`.
 
 use super::TopicConfig;
+use super::queue::QueueState;
 use super::router::Feed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -342,6 +343,8 @@ pub(crate) struct TopicState {
     pub reserved: u64,
     /// The router feeding this topic, if any.
     pub feed: Option<Feed>,
+    /// A queue topic's leases and delivery counts.
+    pub queue: Option<Box<QueueState>>,
     /// Changes made by a router's copies (which have no `log_seq`), for readers that cache
     /// by the number of changes.
     pub copy_changes: u64,
@@ -362,6 +365,7 @@ const SOURCE_TRIMS_KEPT: usize = 64;
 impl TopicState {
     /// A new, empty topic whose log starts at position `start`.
     pub fn new(config: TopicConfig, start: u64) -> Self {
+        let queue = (config.kind == super::TopicKind::Queue).then(Box::default);
         Self {
             config,
             head: 0,
@@ -379,6 +383,7 @@ impl TopicState {
             last_read_ts: None,
             tagged: 0,
             reserved: 0,
+            queue,
             feed: None,
             copy_changes: 0,
             unlogged: None,
@@ -446,6 +451,9 @@ impl TopicState {
     /// Move the head's trim to `t` (never backwards).
     pub fn apply_trim(&mut self, t: TrimRec) {
         if t.earliest > self.trim.earliest {
+            if let Some(q) = self.queue.as_deref_mut() {
+                q.forget(self.trim.earliest, t.earliest);
+            }
             self.trim.earliest = t.earliest;
             self.trim.earliest_pos = t.earliest_pos;
         }
@@ -504,6 +512,9 @@ impl TopicState {
         for &(s, e, b) in ranges {
             if s >= self.trim.earliest {
                 self.deleted.insert(s, e, b);
+            }
+            if let Some(q) = self.queue.as_deref_mut() {
+                q.forget(s, e);
             }
         }
         self.apply_trim(trim);

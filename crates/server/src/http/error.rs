@@ -96,9 +96,11 @@ impl From<EngineError> for ApiError {
             | E::OffsetInsideMessage { .. } => StatusCode::BAD_REQUEST,
             E::StaleEpoch { .. } => StatusCode::FORBIDDEN,
             E::StreamFull { .. } | E::RecordTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            E::TopicIncompatible(_) | E::TopicNotEmpty | E::RouterCycle(_) | E::RouterFanIn(_) => {
-                StatusCode::CONFLICT
-            }
+            E::TopicIncompatible(_)
+            | E::TopicNotEmpty
+            | E::RouterCycle(_)
+            | E::RouterFanIn(_)
+            | E::NotAQueue => StatusCode::CONFLICT,
             E::RouterNotFound => StatusCode::NOT_FOUND,
             E::RouterSelf => StatusCode::BAD_REQUEST,
             E::TopicFull => StatusCode::UNPROCESSABLE_ENTITY,

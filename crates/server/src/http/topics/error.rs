@@ -85,6 +85,12 @@ pub fn engine(topic: &str, e: EngineError) -> ApiError {
         )
         .code("topic_exists_incompatible")
         .detail(serde_json::json!({ "topic": topic, "reason": format!("{what}_change") })),
+        E::NotAQueue => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("topic {topic:?} is a log, not a queue"),
+        )
+        .code("not_a_queue")
+        .detail(serde_json::json!({ "topic": topic })),
         E::TopicNotEmpty => ApiError::new(
             StatusCode::CONFLICT,
             format!("topic {topic:?} is not empty"),

@@ -41,8 +41,9 @@ fn info_json(i: &TopicInfo) -> Value {
         "last_write_ts": i.last_write_ts,
         "last_read_ts": i.last_read_ts,
     });
-    if i.config.kind == TopicKind::Queue {
-        v["queue"] = json!({ "ready": i.count, "in_flight": 0, "dead_lettered": 0 });
+    if let Some(q) = &i.queue {
+        v["queue"] = json!({ "ready": q.ready, "in_flight": q.in_flight,
+                             "dead_lettered": q.dead_lettered });
     }
     v
 }
@@ -331,24 +332,4 @@ pub async fn delete_records(app: &App, topic: &str, body: Bytes) -> Answer {
         "bytes": d.bytes,
     });
     Ok(render::json_response(StatusCode::OK, v, &perf))
-}
-
-/// Queue operations are not served yet: a log topic answers `not_a_queue` as documented.
-pub fn queue_op(app: &App, topic: &str) -> Answer {
-    let info = app
-        .engine
-        .topic_info(topic, false)
-        .map_err(|e| engine(topic, e))?;
-    if info.config.kind != TopicKind::Queue {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("topic {topic:?} is a log, not a queue"),
-        )
-        .code("not_a_queue"));
-    }
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "queue operations (claim, ack, nack, extend, work) are not implemented yet",
-    )
-    .code("not_implemented"))
 }

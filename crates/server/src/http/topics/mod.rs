@@ -1,10 +1,11 @@
 //! The topics `/v0` JSON API face (reference: topics-v0-api.md). Each endpoint parses and
 //! validates its request, makes one engine call, and renders; every error is the JSON
-//! envelope. Queues and WebSocket are not served yet.
+//! envelope. WebSocket is not served yet.
 
 mod error;
 mod handlers;
 mod probes;
+mod queues;
 mod render;
 mod request;
 mod routers;
@@ -197,9 +198,15 @@ async fn route(
                     let b = json_body(app, req, body).await?;
                     handlers::delete_records(app, &t, b).await
                 }
-                ("claim" | "ack" | "nack" | "extend", &Method::POST) | ("work", &Method::GET) => {
-                    handlers::queue_op(app, &t)
+                ("claim", &Method::POST) => {
+                    let b = json_body(app, req, body).await?;
+                    queues::claim(app, &t, b).await
                 }
+                ("ack" | "nack" | "extend", &Method::POST) => {
+                    let b = json_body(app, req, body).await?;
+                    queues::lease_op(app, &t, op, b).await
+                }
+                ("work", &Method::GET) => queues::work(app, &t, query, req),
                 ("diff" | "delete" | "claim" | "ack" | "nack" | "extend", _) => {
                     Err(method_not_allowed("POST"))
                 }

@@ -303,7 +303,7 @@ pub fn create(
 }
 
 /// Whether an `Accept` header admits an event stream (absent, `*/*`, `text/*` do).
-fn accepts_sse(req: &Parts) -> bool {
+pub fn accepts_sse(req: &Parts) -> bool {
     let Some(accept) = req
         .headers
         .get(header::ACCEPT)
