@@ -14,6 +14,9 @@
 #      stopped (SIGTERM) and started again on the same data dir, pinned and then unpinned; VmRSS
 #      once /readyz answers 200 (target: at most 32 MiB), then deep diff reads, limit 1000 from
 #      random cursors (target, one core: at least 1,000,000 records/s).
+#   5. routers (issue 10): 1 source topic (disk), 0, 1, 10, 100 routers into as many dests, each
+#      tailed by a diff long-poll, 200 writes/s: delivery latency, and WAL bytes per source
+#      write (target: the same at any K; the ratio to K=0).
 #
 #   bench/topics.sh [ROUNDS] [SECONDS]     # defaults: 2 rounds of 5 s measured per run
 #
@@ -229,6 +232,34 @@ try:
 except Exception as e:
     print(f"\nfill: no result ({e})")
 EOF
+
+echo
+echo "| pin | routers | writes/s | ack p99 ms | delivery p50 ms | delivery p99 ms | delivery max ms | WAL bytes/write | ratio to K=0 | server CPU % | CPU µs/write | verify |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for pin in pinned unpinned; do
+  fresh "$pin" "routers-$pin" topics-routers -k 0,1,10,100 --rate 200 --size 256 \
+    --step-secs "$secs" --durability disk
+  py "$pin" <<'EOF'
+import json, sys
+out, pin = sys.argv[1:]
+try:
+    xs = json.load(open(f"{out}/routers-{pin}.json"))
+except Exception as e:
+    print(f"| {pin} | failed: {e} |"); sys.exit()
+ms = lambda us: f"{us / 1000:.2f}"
+for x in xs:
+    p, s = x["params"], x["server"] or {}
+    lat = {l["name"]: l for l in x["latency"]}
+    d = lat["delivery"]
+    dl = " | ".join([ms(d["p50_us"]), ms(d["p99_us"]), ms(d["max_us"])] if p["k"] else ["-"] * 3)
+    wal, ratio = p.get("wal_bytes_per_write"), p.get("wal_ratio_to_k0")
+    wal = "-" if wal is None else f"{wal:.1f}"
+    ratio = "-" if ratio is None else f"{ratio:.3f}x"
+    ok = "ok" if x["verify"]["ok"] and not x["errors"] else f"FAILED {x['errors']}"
+    print(f"| {pin} | {p['k']} | {p['writes_per_s']:,.0f} | {ms(lat['write']['p99_us'])} | {dl} | {wal} | {ratio} | "
+          f"{s.get('cpu_pct', 0):.1f} | {p.get('cpu_us_per_write', 0):.0f} | {ok} |")
+EOF
+done
 
 echo
 echo "medians per pinning, class and load: server CPU of a /v0 one-record write / a DS append (target <= 1.3x)"

@@ -20,6 +20,7 @@ use scenarios::fanout::FanoutArgs;
 use scenarios::read::ReadArgs;
 use scenarios::rtt::RttArgs;
 use scenarios::topics_diff::TopicsDiffArgs;
+use scenarios::topics_routers::TopicsRoutersArgs;
 use scenarios::topics_watch::TopicsWatchArgs;
 use scenarios::topics_write::TopicsWriteArgs;
 use stats::ScenarioResult;
@@ -92,6 +93,9 @@ enum Cmd {
     TopicsDiff(TopicsDiffArgs),
     /// Topics /v0: one writer, K watch sessions on one topic: delivery latency per K.
     TopicsWatch(TopicsWatchArgs),
+    /// Topics /v0: one writer on a source topic, K routers into K dests each tailed by a
+    /// long-poll diff reader: delivery latency and WAL bytes per source write per K.
+    TopicsRouters(TopicsRoutersArgs),
     /// Topics /v0: one-record writes, 100-record batches, diff and watch with their default
     /// parameters (small ones with --quick).
     Topics,
@@ -205,6 +209,7 @@ async fn run_scenarios(g: &Global, cmd: Cmd) -> Result<(Vec<ScenarioResult>, Vec
         Cmd::TopicsWrite(a) => out.extend(scenarios::topics_write::run(&c, &a).await?),
         Cmd::TopicsDiff(a) => out.extend(scenarios::topics_diff::run(&c, &a).await?),
         Cmd::TopicsWatch(a) => out.extend(scenarios::topics_watch::run(&c, &a).await?),
+        Cmd::TopicsRouters(a) => out.extend(scenarios::topics_routers::run(&c, &a).await?),
         Cmd::Topics => {
             let (one, batch, d, w) = topics_args(g.quick);
             for name in [

@@ -494,3 +494,32 @@ async fn every_write_wakes_the_watcher_within_100ms() {
         &slow[..slow.len().min(20)],
     );
 }
+
+/// Riffle's addition: `prefixes` follow every topic whose name starts with one, existing ones
+/// from their head, ones created after the watch began from their start.
+#[tokio::test]
+async fn prefixes_follow_existing_topics_and_ones_created_later() {
+    let s = start().await;
+    write_n(&s, "px:old", 2).await;
+    let v = watch(&s, json!({ "prefixes": ["px:"] })).await;
+    assert_eq!(v["topics"]["px:old"]["from_seq"], 2, "{v}");
+    let mut sse = open(&s, v["wid"].as_str().unwrap(), None).await;
+    write_n(&s, "px:new", 1).await;
+    write_n(&s, "px:old", 1).await;
+    write_n(&s, "elsewhere", 1).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let f = sse.record().await;
+        let topic = f.json()["topic"].as_str().unwrap_or_default().to_string();
+        assert_ne!(topic, "elsewhere");
+        for r in f.json()["records"].as_array().expect("records") {
+            got.push((topic.clone(), r["$seq"].as_u64().unwrap_or(0)));
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec![("px:new".into(), 1), ("px:old".into(), 3)]);
+    // Neither topics nor prefixes: 400.
+    post(&s, "/v0/watch", json!({}))
+        .await
+        .err(400, "invalid_request");
+}

@@ -10,6 +10,7 @@ pub mod rtt;
 pub mod sse;
 pub mod topics;
 pub mod topics_diff;
+pub mod topics_routers;
 pub mod topics_watch;
 pub mod topics_write;
 

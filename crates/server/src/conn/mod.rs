@@ -177,6 +177,17 @@ where
             keep_alive,
             expect_continue,
         } = head;
+        if app.recovering.is_none()
+            && let Some(key) = websocket_key(&parts)
+        {
+            // The connection becomes a WebSocket session until either side closes it.
+            io.write_all(crate::http::topics::ws::accept_response(&key).as_bytes())
+                .await?;
+            io.flush().await?;
+            let part = buf.split().to_vec();
+            crate::http::topics::ws::serve(&mut *io, part, app).await;
+            return Ok(Ending::ClientLeft);
+        }
         let limit = app.config.limits.max_request_body_bytes;
         let body = match framing {
             None => RequestBody::Full(Bytes::new()),
@@ -217,6 +228,27 @@ where
             return Ok(Ending::Closed { linger: true });
         }
     }
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket upgrade of `/v0/ws` (RFC 6455 §4.2.1), if this is
+/// one.
+fn websocket_key(parts: &Parts) -> Option<Vec<u8>> {
+    let h = &parts.headers;
+    let has = |name: &str, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let upgrade = parts.method == Method::GET
+        && parts.uri.path() == "/v0/ws"
+        && parts.version == Version::HTTP_11
+        && has("upgrade", "websocket")
+        && has("connection", "upgrade")
+        && h.get("sec-websocket-version").is_some_and(|v| v == "13");
+    upgrade
+        .then(|| h.get("sec-websocket-key").map(|k| k.as_bytes().to_vec()))
+        .flatten()
 }
 
 /// Run the handler. A panic in it (a bug) is answered with a 500 and `false` (the connection

@@ -149,17 +149,16 @@ pub async fn delete_topic(app: &App, topic: &str, query: Option<&str>) -> Answer
     Ok(render::json_response(StatusCode::OK, v, &perf))
 }
 
-pub async fn write(
+/// Parse a write's body and write its records (for `POST /v0/topics/:t` and the WebSocket's
+/// `publish`).
+pub(super) async fn write_records(
     app: &App,
     topic: &str,
-    query: Option<&str>,
+    body: &Bytes,
     header_key: Option<String>,
-    body: Bytes,
-) -> Answer {
-    let mut perf = Perf::start();
-    let return_seqs = query_flag(query, "return_seqs", true)?;
-    let mut w: WriteBody = parse_borrowed(&body)?;
-    let records = w.records(&body)?;
+) -> Result<riffle_engine::topic::TopicWritten, ApiError> {
+    let mut w: WriteBody = parse_borrowed(body)?;
+    let records = w.records(body)?;
     let idempotency_key = w.idempotency_key.take().or(header_key);
     // The body's key or, failing that, the header's: checked once, whichever it is.
     if let Some(k) = &idempotency_key {
@@ -197,6 +196,19 @@ pub async fn write(
         )
         .await
         .map_err(|e| engine(topic, e))?;
+    Ok(out)
+}
+
+pub async fn write(
+    app: &App,
+    topic: &str,
+    query: Option<&str>,
+    header_key: Option<String>,
+    body: Bytes,
+) -> Answer {
+    let mut perf = Perf::start();
+    let return_seqs = query_flag(query, "return_seqs", true)?;
+    let out = write_records(app, topic, &body, header_key).await?;
     perf.timing = out.timing;
     let status = if out.created {
         StatusCode::CREATED

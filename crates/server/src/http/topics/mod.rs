@@ -10,6 +10,7 @@ mod render;
 mod request;
 mod routers;
 mod watch;
+pub mod ws;
 
 use super::body::{RequestBody, ResponseBody};
 use super::{ApiError, App};
@@ -231,6 +232,12 @@ async fn route(
                 _ => Err(method_not_allowed("GET, PUT, DELETE")),
             }
         }
+        ["ws"] => Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "/v0/ws is a WebSocket endpoint: send GET with Upgrade: websocket",
+        )
+        .code("upgrade_required")
+        .with_header("upgrade", "websocket")),
         ["watch"] => match *m {
             Method::POST => {
                 let b = json_body(app, req, body).await?;

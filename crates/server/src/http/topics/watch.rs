@@ -55,11 +55,11 @@ struct RenderKey {
 }
 
 /// One read of a topic, rendered as event data.
-struct Rendered {
-    next_from_seq: u64,
-    head_seq: u64,
-    tombstone: Option<serde_json::Value>,
-    records: Option<Vec<u8>>,
+pub(super) struct Rendered {
+    pub next_from_seq: u64,
+    pub head_seq: u64,
+    pub tombstone: Option<serde_json::Value>,
+    pub records: Option<Vec<u8>>,
     at: Instant,
 }
 
@@ -67,11 +67,19 @@ struct Rendered {
 const RENDER_REUSE: Duration = Duration::from_secs(1);
 const RENDER_CACHE: usize = 4096;
 
-/// Read a topic after `from` for a session: from the shared renderings when another watcher
-/// read the same, else from the engine (and shared).
-fn read(
+/// How a watcher reads its topics.
+pub(super) struct ReadOpts {
+    pub nodes: Vec<String>,
+    pub limit: usize,
+    pub max_bytes: usize,
+    pub include: Include,
+}
+
+/// Read a topic after `from` for a watcher (SSE or WebSocket): from the shared renderings when
+/// another watcher read the same, else from the engine (and shared).
+pub(super) fn read(
     watches: &Watches,
-    s: &Session,
+    s: &ReadOpts,
     name: &str,
     handle: &TopicHandle,
     from: u64,
@@ -142,13 +150,12 @@ fn read(
 }
 
 struct Session {
-    nodes: Vec<String>,
-    limit: usize,
-    max_bytes: usize,
+    opts: ReadOpts,
     heartbeat: Duration,
-    include: Include,
     /// Topic → cursor (the last seq delivered or skipped), in name order.
     cursors: Mutex<BTreeMap<String, u64>>,
+    /// Topics created under these join the session.
+    prefixes: Vec<String>,
     /// Streams open on it, and when the last one closed.
     state: Mutex<(usize, Instant)>,
     /// The newest stream opened on the session; changed under the `cursors` lock. An older
@@ -193,6 +200,10 @@ struct WatchBody {
     include_tags: bool,
     include_data: Option<bool>,
     consistency: Option<String>,
+    /// Riffle's addition: follow every topic whose name starts with one of these (those that
+    /// exist from their head, those created later from their start).
+    #[serde(default)]
+    prefixes: Vec<String>,
 }
 
 fn new_wid() -> Result<String, ApiError> {
@@ -219,10 +230,15 @@ pub fn create(
     let perf = Perf::start();
     let lenient = query_flag(query, "lenient", false)?;
     let b: WatchBody = parse(body)?;
-    if b.topics.is_empty() || b.topics.len() > MAX_TOPICS {
+    if (b.topics.is_empty() && b.prefixes.is_empty()) || b.topics.len() > MAX_TOPICS {
         return Err(invalid(format!(
-            "topics must name 1 to {MAX_TOPICS} topics"
+            "topics must name 1 to {MAX_TOPICS} topics (or prefixes be given)"
         )));
+    }
+    if b.prefixes.len() > MAX_TOPICS || b.prefixes.iter().any(|p| p.is_empty() || p.len() > 255) {
+        return Err(invalid(
+            "prefixes must be 1 to 256 non-empty names' beginnings",
+        ));
     }
     if let Some(c) = &b.consistency
         && c != "eventual"
@@ -259,7 +275,19 @@ pub fn create(
             json!({ "from_seq": from, "head_seq": info.head_seq, "earliest_seq": info.earliest_seq }),
         );
     }
-    if cursors.is_empty() {
+    for p in &b.prefixes {
+        let (topics, _) = app.engine.topic_list(p, None, MAX_TOPICS * 16);
+        for i in topics {
+            if !cursors.contains_key(&i.name) {
+                cursors.insert(i.name.clone(), i.head_seq);
+                shown.insert(
+                    i.name.clone(),
+                    json!({ "from_seq": i.head_seq, "head_seq": i.head_seq, "earliest_seq": i.earliest_seq }),
+                );
+            }
+        }
+    }
+    if cursors.is_empty() && b.prefixes.is_empty() {
         return Err(invalid("none of the topics exist"));
     }
     let watches = &app.topics.watches;
@@ -272,19 +300,22 @@ pub fn create(
         );
     }
     let session = Session {
-        nodes: b.node.map(Nodes::into_vec).unwrap_or_default(),
-        limit: clamp_limit(b.limit, 256),
-        max_bytes: b
-            .max_batch_bytes
-            .unwrap_or(DEFAULT_BATCH_BYTES)
-            .clamp(1, 8 << 20) as usize,
-        heartbeat: Duration::from_millis(b.heartbeat_ms.unwrap_or(15_000).clamp(1000, 60_000)),
-        include: Include {
-            tags: b.include_tags,
-            meta: b.include_meta.unwrap_or(true),
-            data: b.include_data.unwrap_or(true),
+        opts: ReadOpts {
+            nodes: b.node.map(Nodes::into_vec).unwrap_or_default(),
+            limit: clamp_limit(b.limit, 256),
+            max_bytes: b
+                .max_batch_bytes
+                .unwrap_or(DEFAULT_BATCH_BYTES)
+                .clamp(1, 8 << 20) as usize,
+            include: Include {
+                tags: b.include_tags,
+                meta: b.include_meta.unwrap_or(true),
+                data: b.include_data.unwrap_or(true),
+            },
         },
+        heartbeat: Duration::from_millis(b.heartbeat_ms.unwrap_or(15_000).clamp(1000, 60_000)),
         cursors: Mutex::new(cursors),
+        prefixes: b.prefixes,
         state: Mutex::new((0, Instant::now())),
         generation: Default::default(),
     };
@@ -393,6 +424,8 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
         // Handles first: a write after a handle is open wakes it, whatever the reads saw.
         let mut creations = engine.topic_creations();
         let mut pending: Vec<String> = s.cursors.lock().keys().cloned().collect();
+        // Whether topics may have been created under a followed prefix since the last look.
+        let mut rescan = false;
         // Per topic: its name, handle, whether it is caught up, whether it was read yet.
         let mut handles: Vec<(String, TopicHandle, bool, bool)> = Vec::new();
         yield Ok::<_, Infallible>(Frame::data(out.split().freeze()));
@@ -402,6 +435,19 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
         tokio::pin!(stopping);
         'stream: loop {
             // Topics not there yet (tailed before their creation) join once they exist.
+            // Topics created under a followed prefix join, from their start.
+            if std::mem::take(&mut rescan) {
+                for p in &s.prefixes {
+                    let (topics, _) = engine.topic_list(p, None, MAX_TOPICS * 16);
+                    let mut c = s.cursors.lock();
+                    for i in topics {
+                        if !c.contains_key(&i.name) {
+                            c.insert(i.name.clone(), 0);
+                            pending.push(i.name);
+                        }
+                    }
+                }
+            }
             pending.retain(|name| match engine.topic_open(name) {
                 Ok(h) => {
                     handles.push((name.clone(), h, false, false));
@@ -415,7 +461,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                 let (name, handle, caught_up, read_once) = &mut handles[i];
                 let first_read = !std::mem::replace(read_once, true);
                 let from = s.cursors.lock().get(name.as_str()).copied().unwrap_or(0);
-                let d = match read(&watches, s, name, handle, from) {
+                let d = match read(&watches, &s.opts, name, handle, from) {
                     Ok(d) => d,
                     Err(_) => {
                         s.cursors.lock().remove(name.as_str());
@@ -471,7 +517,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             if more {
                 continue;
             }
-            if handles.is_empty() && pending.is_empty() {
+            if handles.is_empty() && pending.is_empty() && s.prefixes.is_empty() {
                 break;
             }
             let woken = async {
@@ -481,14 +527,14 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                 select_all(handles.iter_mut().map(|(_, h, _, _)| Box::pin(h.changed()))).await;
             };
             let created = async {
-                if pending.is_empty() {
+                if pending.is_empty() && s.prefixes.is_empty() {
                     std::future::pending::<()>().await;
                 }
                 let _ = creations.changed().await;
             };
             tokio::select! {
                 () = woken => {}
-                () = created => {}
+                () = created => rescan = true,
                 () = &mut heartbeat => {
                     sse::comment(&mut out, &format!("hb {}", SystemClock.now_ms()));
                     yield Ok(Frame::data(out.split().freeze()));
