@@ -254,4 +254,42 @@ mod tests {
         assert_eq!(parse(&buf[total..]).unwrap().1, 99);
         assert!(super::ends(&buf[..total - 1]).is_none());
     }
+
+    #[test]
+    fn copies_keep_or_drop_parts_count_hops_and_stamp_meta() {
+        let rec = NewRecord {
+            data: Bytes::from_static(b"[1]"),
+            tag: Some("t".into()),
+            node: Some("n".into()),
+            meta: Some(Bytes::from_static(br#" { "k": 1 }"#)),
+        };
+        let mut buf = Vec::new();
+        encode(&rec, 5, &mut buf).unwrap();
+        let (l, _, _) = parse(&buf).unwrap();
+        assert_eq!(l.hops, 0);
+        let rule = CopyRule {
+            keep_tag: false,
+            keep_node: true,
+            stamp: Some("r>1"),
+        };
+        let mut out = Vec::new();
+        copy(&buf, &l, 7, rule, &mut out);
+        let (c, ts, total) = parse(&out).unwrap();
+        assert_eq!((c.hops, ts, total), (1, 0, out.len()));
+        assert!(c.tag(&out).is_none());
+        assert_eq!(c.node(&out).unwrap(), br#""n""#);
+        assert_eq!(c.data(&out), b"[1]");
+        let meta: serde_json::Value = serde_json::from_slice(c.meta(&out).unwrap()).unwrap();
+        assert_eq!(meta["k"], 1);
+        assert_eq!(meta["_topics_router"]["idempotency_key"], "r>1:7");
+        // A copy of the copy keeps the first stamp and counts one more hop.
+        let mut again = Vec::new();
+        copy(&out, &c, 9, rule, &mut again);
+        let (c2, _, _) = parse(&again).unwrap();
+        assert_eq!(c2.hops, 2);
+        assert_eq!(c2.meta(&again), c.meta(&out));
+        // Empty and absent meta get the member alone.
+        assert_eq!(with_member(b"{ }", "\"a\":1"), b"{\"a\":1 }");
+        assert_eq!(with_member(b"", "\"a\":1"), b"{\"a\":1}");
+    }
 }
