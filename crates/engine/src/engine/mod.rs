@@ -93,6 +93,8 @@ struct Inner {
     topic_names: parking_lot::Mutex<std::collections::BTreeSet<String>>,
     /// Routers by name, in order.
     routers: parking_lot::Mutex<std::collections::BTreeMap<String, routers::RouterEntry>>,
+    /// The forwarding task of each source with routers.
+    source_tasks: parking_lot::Mutex<routers::SourceTasks>,
     /// Serializes router changes (their checks see every other router).
     router_admin: tokio::sync::Mutex<()>,
     /// Claimers in each queue's coalescing window, by log id.
@@ -143,6 +145,7 @@ impl Engine {
                 topic_created: watch::channel(0).0,
                 topic_names: Default::default(),
                 routers: Default::default(),
+                source_tasks: Default::default(),
                 router_admin: tokio::sync::Mutex::new(()),
                 cohorts: Default::default(),
                 next_conn: AtomicU64::new(1),

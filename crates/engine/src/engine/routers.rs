@@ -19,13 +19,13 @@ const BATCH_BYTES: usize = 1 << 20;
 /// How long a stalled router waits before trying again without a change of its destination.
 const STALL_RETRY: Duration = Duration::from_millis(250);
 
-/// A registered router and its forwarding task.
+/// A registered router.
 pub(super) struct RouterEntry {
     def: RouterDef,
-    /// Set to stop the task.
-    stop: watch::Sender<bool>,
-    running: bool,
 }
+
+/// The forwarding task of one source (all its routers): bumped when its routers change.
+pub(super) type SourceTasks = HashMap<String, watch::Sender<u64>>;
 
 /// Where a forwarding step left the router.
 enum Step {
@@ -117,15 +117,24 @@ impl Engine {
         })
     }
 
-    /// Register `name` (stopping the task of a definition it replaces).
+    /// Register `name` (replacing its earlier definition) and tell the sources' tasks.
     fn register_router(&self, name: &str, def: RouterDef) {
-        let entry = RouterEntry {
-            def,
-            stop: watch::channel(false).0,
-            running: false,
-        };
-        if let Some(old) = self.inner.routers.lock().insert(name.to_string(), entry) {
-            old.stop.send_replace(true);
+        let source = def.source.clone();
+        let old = self
+            .inner
+            .routers
+            .lock()
+            .insert(name.to_string(), RouterEntry { def });
+        if let Some(old) = old {
+            self.routers_changed(&old.def.source);
+        }
+        self.routers_changed(&source);
+    }
+
+    /// Wake the forwarding task of `source`, if it runs, to read its routers again.
+    fn routers_changed(&self, source: &str) {
+        if let Some(tx) = self.inner.source_tasks.lock().get(source) {
+            tx.send_modify(|v| *v += 1);
         }
     }
 
@@ -201,7 +210,7 @@ impl Engine {
                 .await?;
         }
         if let Some(old) = self.inner.routers.lock().remove(name) {
-            old.stop.send_replace(true);
+            self.routers_changed(&old.def.source);
         }
         Ok(true)
     }
@@ -232,34 +241,42 @@ impl Engine {
         }
     }
 
-    /// Start the forwarding task of every router that has none (a server calls this once its
-    /// runtime runs, after recovery; creating a router starts its own). Without a tokio
+    /// Start the forwarding task of every source with routers and no task (a server calls
+    /// this once its runtime runs, after recovery; creating a router starts its source's).
+    /// One task per source: an append wakes one task, whatever the fan-out. Without a tokio
     /// runtime nothing is started.
     pub fn start_routers(&self) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no async runtime: routers do not forward");
             return;
         };
-        let mut routers = self.inner.routers.lock();
-        for (name, r) in routers.iter_mut().filter(|(_, r)| !r.running) {
-            r.running = true;
-            let task = forward(
+        // Lock order: routers, then the tasks (a task that finds no router left removes
+        // itself under the same two locks, so no router is ever left without its task).
+        let routers = self.inner.routers.lock();
+        let mut tasks = self.inner.source_tasks.lock();
+        for r in routers.values() {
+            if tasks.contains_key(&r.def.source) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(0);
+            tasks.insert(r.def.source.clone(), tx);
+            handle.spawn(forward(
                 Arc::downgrade(&self.inner),
-                name.clone(),
-                r.def.clone(),
-                r.stop.subscribe(),
-            );
-            handle.spawn(task);
+                r.def.source.clone(),
+                rx,
+            ));
         }
     }
 
-    /// One forwarding step of router `name` from `source` into `dest`.
+    /// One forwarding step of router `name` from `source` into `dest`; `reads` shares the
+    /// source's reads among the routers of one pass at the same cursor.
     async fn forward_once(
         &self,
         name: &str,
         def: &RouterDef,
         source: &Arc<Log>,
         dest: &Arc<Log>,
+        reads: &mut HashMap<u64, crate::topic::Diff>,
     ) -> Result<Step> {
         let held = dest.lock_append().await;
         let Some(feed) = dest.feed().filter(|f| f.name == name) else {
@@ -272,7 +289,14 @@ impl Engine {
             nodes: Vec::new(),
             max_bytes: BATCH_BYTES,
         };
-        let diff = source.topic_diff(&q, now)?;
+        let diff = match reads.get(&feed.cursor) {
+            Some(d) => d.clone(),
+            None => {
+                let d = source.topic_diff(&q, now)?;
+                reads.insert(feed.cursor, d.clone());
+                d
+            }
+        };
         let persist = self.inner.persist.as_ref();
         // Records evicted before they were forwarded: their gap first.
         if let Some(t) = &diff.tombstone
@@ -374,64 +398,89 @@ fn first_copy(diff: &crate::topic::Diff, seq: u64, name: &str, def: &RouterDef) 
     c
 }
 
-/// A router's forwarding task: forward while there is something to, then wait for the source
-/// (or, stalled, the destination) to change. Holds the engine only while it works.
+/// A source's forwarding task: each pass forwards for every router of the source, then waits
+/// for the source (or, for a stalled router, its destination) to change, or for its routers to
+/// change. Holds the engine only while it works; ends when the source has no router left.
 async fn forward(
     engine: std::sync::Weak<Inner>,
-    name: String,
-    def: RouterDef,
-    mut stop: watch::Receiver<bool>,
+    source: String,
+    mut changed: watch::Receiver<u64>,
 ) {
     loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
         let Some(inner) = engine.upgrade() else {
             return;
         };
         let engine_now = Engine { inner };
-        let logs = (
-            engine_now.live_topic(&def.source),
-            engine_now.live_topic(&def.dest),
-        );
-        let (Ok(source), Ok(dest)) = logs else {
+        changed.borrow_and_update();
+        let routers: Vec<(String, RouterDef)> = {
+            let routers = engine_now.inner.routers.lock();
+            let mine: Vec<(String, RouterDef)> = routers
+                .iter()
+                .filter(|(_, r)| r.def.source == source)
+                .map(|(n, r)| (n.clone(), r.def.clone()))
+                .collect();
+            if mine.is_empty() {
+                engine_now.inner.source_tasks.lock().remove(&source);
+                return;
+            }
+            mine
+        };
+        let Ok(src) = engine_now.live_topic(&source) else {
             drop(engine_now);
-            // The router is removed with its topics; until then, wait.
+            // The routers go with their topics; until then, wait.
             tokio::select! {
-                _ = stop.changed() => {}
+                _ = changed.changed() => {}
                 _ = tokio::time::sleep(STALL_RETRY) => {}
             }
             continue;
         };
-        let mut source_rx = source.subscribe();
+        let mut source_rx = src.subscribe();
         source_rx.borrow_and_update();
-        let mut dest_rx = dest.subscribe();
-        dest_rx.borrow_and_update();
-        let step = engine_now.forward_once(&name, &def, &source, &dest).await;
-        drop((engine_now, source, dest));
-        match step {
-            Ok(Step::More) => tokio::task::yield_now().await,
-            Ok(Step::Idle) => {
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = source_rx.changed() => {}
+        let (mut more, mut stalled) = (false, Vec::new());
+        let mut reads = HashMap::new();
+        for (name, def) in &routers {
+            let Ok(dest) = engine_now.live_topic(&def.dest) else {
+                continue;
+            };
+            let mut dest_rx = dest.subscribe();
+            dest_rx.borrow_and_update();
+            match engine_now
+                .forward_once(name, def, &src, &dest, &mut reads)
+                .await
+            {
+                Ok(Step::More) => more = true,
+                Ok(Step::Stalled) => stalled.push(dest_rx),
+                Ok(Step::Idle | Step::Gone) => {}
+                Err(e) => {
+                    tracing::warn!(router = %name, error = %e, "forwarding failed; retrying");
+                    stalled.push(dest_rx);
                 }
             }
-            Ok(Step::Stalled) => {
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = dest_rx.changed() => {}
-                    _ = tokio::time::sleep(STALL_RETRY) => {}
-                }
+        }
+        drop((engine_now, src));
+        if more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let any_stalled = !stalled.is_empty();
+        let dest_changed = async {
+            if stalled.is_empty() {
+                std::future::pending::<()>().await;
             }
-            Ok(Step::Gone) => return,
-            Err(e) => {
-                tracing::warn!(router = %name, error = %e, "forwarding failed; retrying");
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = tokio::time::sleep(STALL_RETRY) => {}
-                }
+            let waits = stalled.iter_mut().map(|rx| Box::pin(rx.changed()));
+            let _ = futures_util::future::select_all(waits).await;
+        };
+        let retry = async {
+            if !any_stalled {
+                std::future::pending::<()>().await;
             }
+            tokio::time::sleep(STALL_RETRY).await;
+        };
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = source_rx.changed() => {}
+            () = dest_changed => {}
+            () = retry => {}
         }
     }
 }
