@@ -232,17 +232,8 @@ impl Engine {
         lease_ids: Option<&[u64]>,
         delay_ms: u64,
     ) -> Result<LeaseDone> {
-        let (log, _) = self.live_queue(name)?;
         let change = LeaseChange::Nack { delay_ms };
-        log.queue_lease_change(
-            node,
-            seqs,
-            lease_ids,
-            change,
-            self.now(),
-            self.inner.persist.as_ref(),
-        )
-        .await
+        self.lease_change(name, node, seqs, lease_ids, change).await
     }
 
     /// Extend leases to `now + lease_ms`.
@@ -254,19 +245,24 @@ impl Engine {
         lease_ids: Option<&[u64]>,
         lease_ms: u64,
     ) -> Result<LeaseDone> {
-        let (log, _) = self.live_queue(name)?;
         let change = LeaseChange::Extend {
             lease_ms: lease_ms.clamp(LEASE_MS.0, LEASE_MS.1),
         };
-        log.queue_lease_change(
-            node,
-            seqs,
-            lease_ids,
-            change,
-            self.now(),
-            self.inner.persist.as_ref(),
-        )
-        .await
+        self.lease_change(name, node, seqs, lease_ids, change).await
+    }
+
+    async fn lease_change(
+        &self,
+        name: &str,
+        node: &str,
+        seqs: &[u64],
+        lease_ids: Option<&[u64]>,
+        change: LeaseChange,
+    ) -> Result<LeaseDone> {
+        let (log, _) = self.live_queue(name)?;
+        let persist = self.inner.persist.as_ref();
+        log.queue_lease_change(node, seqs, lease_ids, change, self.now(), persist)
+            .await
     }
 
     /// A new `/work` stream id.
@@ -282,16 +278,7 @@ impl Engine {
 
     /// A `/work` stream ended: its jobs are ready again at once.
     pub async fn queue_release_conn(&self, name: &str, conn: u64) -> Result<LeaseDone> {
-        let (log, _) = self.live_queue(name)?;
         let change = LeaseChange::ReleaseConn(conn);
-        log.queue_lease_change(
-            "",
-            &[],
-            None,
-            change,
-            self.now(),
-            self.inner.persist.as_ref(),
-        )
-        .await
+        self.lease_change(name, "", &[], None, change).await
     }
 }

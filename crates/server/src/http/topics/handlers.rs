@@ -10,7 +10,6 @@ use super::request::{
 };
 use crate::http::body::ResponseBody;
 use crate::http::{ApiError, App};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use riffle_engine::topic::{DeleteSpec, TopicConfig, TopicInfo, TopicKind, TopicWrite};
@@ -90,17 +89,7 @@ pub fn get(app: &App, topic: &str, query: Option<&str>) -> Answer {
 pub fn list(app: &App, query: Option<&str>) -> Answer {
     let perf = Perf::start();
     let prefix = query_value(query, "prefix").unwrap_or_default();
-    let page_size = match query_value(query, "page_size") {
-        None => 100,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n >= 1 => n.min(1000),
-            _ => return Err(invalid("page_size must be an integer from 1 to 1000")),
-        },
-    };
-    let after = match query_value(query, "cursor") {
-        None => None,
-        Some(c) => Some(decode_cursor(&c).ok_or_else(|| invalid("invalid cursor"))?),
-    };
+    let (page_size, after) = super::request::page(query)?;
     let (topics, more) = app.engine.topic_list(&prefix, after.as_deref(), page_size);
     let now = now();
     let items: Vec<Value> = topics
@@ -120,20 +109,9 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
         .collect();
     let mut v = json!({ "topics": items });
     if more && let Some(last) = topics.last() {
-        let c = json!({ "after": last.name }).to_string();
-        v["next_cursor"] = json!(base64::engine::general_purpose::STANDARD.encode(c));
+        v["next_cursor"] = super::request::next_cursor(&last.name);
     }
     Ok(render::json_response(StatusCode::OK, v, &perf))
-}
-
-/// A listing cursor: base64 of `{"after": name}`.
-pub fn decode_cursor(c: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(c)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("after")?.as_str().map(str::to_string)
 }
 
 pub async fn delete_topic(app: &App, topic: &str, query: Option<&str>) -> Answer {

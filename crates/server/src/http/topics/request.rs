@@ -466,6 +466,39 @@ pub fn tag_match_json(m: &TagMatch) -> serde_json::Value {
     }
 }
 
+/// A listing's `page_size` (default 100, at most 1000) and `cursor` (base64 of
+/// `{"after": name}`), from the query.
+pub fn page(query: Option<&str>) -> Result<(usize, Option<String>), ApiError> {
+    use base64::Engine as _;
+    let page_size = match query_value(query, "page_size") {
+        None => 100,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => n.min(1000),
+            _ => return Err(invalid("page_size must be an integer from 1 to 1000")),
+        },
+    };
+    let decode = |c: &str| -> Option<String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(c)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c))
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v.get("after")?.as_str().map(str::to_string)
+    };
+    let after = match query_value(query, "cursor") {
+        None => None,
+        Some(c) => Some(decode(&c).ok_or_else(|| invalid("invalid cursor"))?),
+    };
+    Ok((page_size, after))
+}
+
+/// The cursor of the page after the one ending at `last`.
+pub fn next_cursor(last: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let c = serde_json::json!({ "after": last }).to_string();
+    serde_json::json!(base64::engine::general_purpose::STANDARD.encode(c))
+}
+
 /// A boolean query parameter (`true`/`false`/`1`/`0`), or its default.
 pub fn query_flag(query: Option<&str>, key: &str, default: bool) -> Result<bool, ApiError> {
     match query_value(query, key) {

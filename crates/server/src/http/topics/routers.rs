@@ -6,7 +6,6 @@ use super::render::{self, Perf};
 use super::request::{parse, query_value, tag_match, tag_match_json};
 use crate::http::body::ResponseBody;
 use crate::http::{ApiError, App};
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use riffle_engine::EngineError;
@@ -209,19 +208,7 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
     let prefix = query_value(query, "prefix").unwrap_or_default();
     let source = query_value(query, "source");
     let dest = query_value(query, "dest");
-    let page_size = match query_value(query, "page_size") {
-        None => 100,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n >= 1 => n.min(1000),
-            _ => return Err(invalid("page_size must be an integer from 1 to 1000")),
-        },
-    };
-    let after = match query_value(query, "cursor") {
-        None => None,
-        Some(c) => {
-            Some(super::handlers::decode_cursor(&c).ok_or_else(|| invalid("invalid cursor"))?)
-        }
-    };
+    let (page_size, after) = super::request::page(query)?;
     let (routers, more) = app.engine.router_list(
         &prefix,
         source.as_deref(),
@@ -243,8 +230,7 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
         .collect();
     let mut v = json!({ "routers": items });
     if more && let Some(last) = routers.last() {
-        let c = json!({ "after": last.name }).to_string();
-        v["next_cursor"] = json!(base64::engine::general_purpose::STANDARD.encode(c));
+        v["next_cursor"] = super::request::next_cursor(&last.name);
     }
     Ok(render::json_response(StatusCode::OK, v, &perf))
 }
