@@ -18,15 +18,25 @@
 #      tailed by a diff long-poll, 200 writes/s: delivery latency, and WAL bytes per source
 #      write (target: the same at any K; the ratio to K=0).
 #
+#   6. queues: one queue (disk, then fsync) pre-filled with QUEUE_JOBS jobs of 256 bytes,
+#      drained by 100 workers claiming 8 at a time (lease 30 s) and acking them: jobs/s, claim
+#      and ack latency, server CPU per job, every job acked exactly once (target, disk on one
+#      core: at least 100,000 jobs/s). The issue's test has 20,000 jobs (QUEUE_JOBS=20000), a
+#      quarter-second run; the default 100,000 gives steadier figures. ROUNDS runs each, every
+#      one on a fresh server.
+#   7. WebSocket fan-out: section 3 over /v0/ws (1 topic, fsync, 1, 10, 100, 1000 clients, 20
+#      writes/s), then a table of it against the SSE watch numbers of section 3.
+#
 #   bench/topics.sh [ROUNDS] [SECONDS]     # defaults: 2 rounds of 5 s measured per run
 #
 # OUT=dir keeps the JSON of every run there (default: a temporary directory, removed). About
-# 6 minutes with the defaults on 2 cores (8 with 3 rounds). Prints markdown rows as it goes,
+# 8 minutes with the defaults on 2 cores (10 with 3 rounds). Prints markdown rows as it goes,
 # then the medians of the CPU ratios.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 rounds="${1:-2}"
 secs="${2:-5}"
+queue_jobs="${QUEUE_JOBS:-100000}"
 (cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
 riffle="$here/target/release/riffle"
 bench="$here/target/release/riffle-bench"
@@ -260,6 +270,75 @@ for x in xs:
           f"{s.get('cpu_pct', 0):.1f} | {p.get('cpu_us_per_write', 0):.0f} | {ok} |")
 EOF
 done
+
+echo
+echo "| pin | class | round | jobs | jobs/s | claim p50 ms | claim p99 ms | claim max ms | ack p50 ms | ack p99 ms | ack max ms | CPU µs/job | server CPU % | bench CPU % | verify |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for pin in pinned unpinned; do
+  for class in disk fsync; do
+    for r in $(seq 1 "$rounds"); do
+      fresh "$pin" "queue-$pin-$class-$r" topics-queue --jobs "$queue_jobs" --workers 100 \
+        --claim-max 8 --size 256 --durability "$class"
+      py "$pin" "$class" "$r" <<'EOF'
+import json, sys
+out, pin, cls, r = sys.argv[1:]
+try:
+    x = json.load(open(f"{out}/queue-{pin}-{cls}-{r}.json"))[0]
+except Exception as e:
+    print(f"| {pin} | {cls} | {r} | failed: {e} |"); sys.exit()
+p, s = x["params"], x["server"] or {}
+lat = {l["name"]: l for l in x["latency"]}
+ms = lambda l: " | ".join(f"{l[k] / 1000:.2f}" for k in ["p50_us", "p99_us", "max_us"])
+ok = "ok" if x["verify"]["ok"] and not x["errors"] else f"FAILED {x['errors']}"
+print(f"| {pin} | {cls} | {r} | {x['ops']:,} | {x['ops_per_s']:,.0f} | {ms(lat['claim'])} | {ms(lat['ack'])} | "
+      f"{s.get('cpu_us_per_op', 0):.2f} | {s.get('cpu_pct', 0):.0f} | {p.get('bench_cpu_pct') or 0:.0f} | {ok} |")
+EOF
+    done
+  done
+done
+
+echo
+echo "| pin | ws clients | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | write p99 ms | server CPU % | RSS MiB | verify |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for pin in pinned unpinned; do
+  fresh "$pin" "ws-$pin" topics-ws -k 1,10,100,1000 --rate 20 --size 64 \
+    --step-secs "$secs" --durability fsync
+  py "$pin" <<'EOF'
+import json, sys
+out, pin = sys.argv[1:]
+try:
+    xs = json.load(open(f"{out}/ws-{pin}.json"))
+except Exception as e:
+    print(f"| {pin} | failed: {e} |"); sys.exit()
+for x in xs:
+    d = x["latency"][0]; w = x["latency"][1]; s = x["server"] or {}
+    print(f"| {pin} | {x['params']['k']} | {x['ops_per_s']:,.0f} | {d['p50_us']/1000:.2f} | {d['p90_us']/1000:.2f} | "
+          f"{d['p99_us']/1000:.2f} | {d['p999_us']/1000:.2f} | {d['max_us']/1000:.2f} | {w['p99_us']/1000:.2f} | "
+          f"{s.get('cpu_pct', 0):.1f} | {s.get('rss_peak_mib', 0):.1f} | {'ok' if x['verify']['ok'] and not x['errors'] else 'FAILED'} |")
+EOF
+done
+echo
+echo "WebSocket (/v0/ws) against the SSE watch (/v0/watch) of section 3: same class, rate and size"
+echo
+echo "| pin | K | SSE p50 ms | WS p50 ms | SSE p99 ms | WS p99 ms | SSE max ms | WS max ms | SSE CPU % | WS CPU % | SSE RSS MiB | WS RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+py <<'EOF'
+import json, sys
+out = sys.argv[1]
+for pin in ["pinned", "unpinned"]:
+    try:
+        sse = {x["params"]["k"]: x for x in json.load(open(f"{out}/watch-{pin}.json"))}
+        ws = {x["params"]["k"]: x for x in json.load(open(f"{out}/ws-{pin}.json"))}
+    except Exception as e:
+        print(f"| {pin} | failed: {e} |"); continue
+    for k in sorted(set(sse) & set(ws)):
+        a, b = sse[k], ws[k]
+        lat = lambda x, q: f"{x['latency'][0][q] / 1000:.2f}"
+        srv = lambda x, f: f"{(x['server'] or {}).get(f, 0):.1f}"
+        cells = [lat(a, "p50_us"), lat(b, "p50_us"), lat(a, "p99_us"), lat(b, "p99_us"), lat(a, "max_us"),
+                 lat(b, "max_us"), srv(a, "cpu_pct"), srv(b, "cpu_pct"), srv(a, "rss_peak_mib"), srv(b, "rss_peak_mib")]
+        print(f"| {pin} | {k} | " + " | ".join(cells) + " |")
+EOF
 
 echo
 echo "medians per pinning, class and load: server CPU of a /v0 one-record write / a DS append (target <= 1.3x)"

@@ -20,9 +20,11 @@ use scenarios::fanout::FanoutArgs;
 use scenarios::read::ReadArgs;
 use scenarios::rtt::RttArgs;
 use scenarios::topics_diff::TopicsDiffArgs;
+use scenarios::topics_queue::TopicsQueueArgs;
 use scenarios::topics_routers::TopicsRoutersArgs;
 use scenarios::topics_watch::TopicsWatchArgs;
 use scenarios::topics_write::TopicsWriteArgs;
+use scenarios::topics_ws::TopicsWsArgs;
 use stats::ScenarioResult;
 
 #[derive(Parser)]
@@ -96,6 +98,12 @@ enum Cmd {
     /// Topics /v0: one writer on a source topic, K routers into K dests each tailed by a
     /// long-poll diff reader: delivery latency and WAL bytes per source write per K.
     TopicsRouters(TopicsRoutersArgs),
+    /// Topics /v0: a queue filled with jobs, drained by W workers claiming and acking:
+    /// jobs/s, claim and ack latency, server CPU per job; every job acked exactly once.
+    TopicsQueue(TopicsQueueArgs),
+    /// Topics /v0: one writer, K WebSocket clients (`/v0/ws`) tailing one topic: delivery
+    /// latency per K (the WebSocket side of topics-watch).
+    TopicsWs(TopicsWsArgs),
     /// Topics /v0: one-record writes, 100-record batches, diff and watch with their default
     /// parameters (small ones with --quick).
     Topics,
@@ -210,6 +218,8 @@ async fn run_scenarios(g: &Global, cmd: Cmd) -> Result<(Vec<ScenarioResult>, Vec
         Cmd::TopicsDiff(a) => out.extend(scenarios::topics_diff::run(&c, &a).await?),
         Cmd::TopicsWatch(a) => out.extend(scenarios::topics_watch::run(&c, &a).await?),
         Cmd::TopicsRouters(a) => out.extend(scenarios::topics_routers::run(&c, &a).await?),
+        Cmd::TopicsQueue(a) => out.extend(scenarios::topics_queue::run(&c, &a).await?),
+        Cmd::TopicsWs(a) => out.extend(scenarios::topics_ws::run(&c, &a).await?),
         Cmd::Topics => {
             let (one, batch, d, w) = topics_args(g.quick);
             for name in [

@@ -10,9 +10,11 @@ pub mod rtt;
 pub mod sse;
 pub mod topics;
 pub mod topics_diff;
+pub mod topics_queue;
 pub mod topics_routers;
 pub mod topics_watch;
 pub mod topics_write;
+pub mod topics_ws;
 
 use std::time::{Duration, Instant};
 

@@ -79,7 +79,11 @@ pub fn accept_response(key: &[u8]) -> String {
 /// Serve a WebSocket session on `io` (the 101 is written), `part` being bytes read past the
 /// request head.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(io: S, part: Vec<u8>, app: &App) {
+    // Small buffers: the default 128 KiB read buffer, zero-filled, made an idle socket cost
+    // that much; clients send small requests.
     let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let ws = WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await;

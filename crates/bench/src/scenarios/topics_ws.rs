@@ -1,0 +1,313 @@
+//! `topics-ws`: WebSocket fan-out, the `/v0/ws` side of `topics-watch`. For each K, one fresh
+//! topic, K WebSocket clients (`GET /v0/ws`, one connection each) that each send
+//! `{"op":"subscribe","topic":T,"tail":true}` and wait for `subscribed`, and one writer posting
+//! one-record writes over HTTP at a fixed rate. Each record's data carries its index and send
+//! time (`{"i":N,"t_ns":T,"p":"…"}`), so every client times every delivery from the write's
+//! send time to the parsing of its `record` message, and checks that record `N` arrives with
+//! seq `start+1+N`, in order, with no gap or repeat. A client whose connection ends reconnects
+//! and subscribes again from the last seq it got. The step itself (connect, write, time,
+//! verify) is `fanout`'s, so the results have `topics-watch`'s shape.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::fanout::{self, FanoutArgs, Feed};
+use super::live::{Connected, Decoder, Tail, Writer, now_ns, ns_of};
+use super::load::{Done, Op};
+use super::topics::{self, CLASSES, Rec, topic_name, topic_path};
+use super::{Clock, Common};
+use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT, Target};
+use crate::stats::{Counters, Errors, ScenarioResult, Verify};
+use crate::verify::Ledger;
+
+#[derive(clap::Args, Clone, Debug, Serialize)]
+pub struct TopicsWsArgs {
+    /// Clients K, the writer's rate, record data bytes (`--size`), seconds per K.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub fan: FanoutArgs,
+    /// Durability class of the topic.
+    #[arg(long, default_value = "fsync", value_parser = clap::builder::PossibleValuesParser::new(CLASSES))]
+    pub durability: String,
+}
+
+/// What a client checks of a record's data.
+#[derive(Deserialize)]
+struct Timed {
+    i: u64,
+    t_ns: u64,
+}
+
+/// A server message, the parts the client looks at.
+#[derive(Deserialize)]
+struct ServerMsg {
+    op: String,
+    topic: Option<String>,
+    from_seq: Option<u64>,
+    records: Option<Vec<Rec<Timed>>>,
+}
+
+fn count(errors: &mut Errors, key: &str) {
+    *errors.entry(key.to_string()).or_default() += 1;
+}
+
+/// A small read buffer: a thousand clients share the load generator.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(16 << 10)
+}
+
+/// One client of topic `name` (whose records start after seq `start`) until it has received
+/// `stop` records; signals `connected` on its first `subscribed`.
+async fn client(
+    target: Target,
+    name: String,
+    start: u64,
+    record_bytes: u64,
+    mut dec: Decoder,
+    mut stop: watch::Receiver<u64>,
+    connected: Connected,
+) -> Tail {
+    let url = format!("ws://{}/v0/ws", target.addr);
+    let mut errors = Errors::new();
+    let mut connected = Some(connected);
+    let mut reconnects = 0;
+    'outer: while dec.next_seq < *stop.borrow() {
+        let open = tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), true);
+        let mut ws = match tokio::time::timeout(REQUEST_TIMEOUT, open).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(_)) | Err(_) => {
+                count(&mut errors, "ws-connect");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // The first time from the head (the writer has not begun), then after the last seq.
+        let sub = if connected.is_some() {
+            format!("{{\"op\":\"subscribe\",\"topic\":\"{name}\",\"tail\":true}}")
+        } else {
+            reconnects += 1;
+            let from = start + dec.next_seq;
+            format!("{{\"op\":\"subscribe\",\"topic\":\"{name}\",\"from_seq\":{from}}}")
+        };
+        if ws.send(Message::text(sub)).await.is_err() {
+            count(&mut errors, "ws-io");
+            continue;
+        }
+        loop {
+            if dec.next_seq >= *stop.borrow() {
+                let _ = ws.close(None).await;
+                break 'outer;
+            }
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                _ = stop.changed() => continue,
+            };
+            let text = match msg {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(_)) => {
+                    count(&mut errors, "ws-io");
+                    break;
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    count(&mut errors, "ws-binary");
+                    continue;
+                }
+                Some(Ok(_)) => continue, // ping, pong (answered by the library)
+            };
+            let now = now_ns();
+            let m: ServerMsg = match serde_json::from_str(text.as_str()) {
+                Ok(m) => m,
+                Err(_) => {
+                    count(&mut errors, BAD_ANSWER);
+                    dec.disorder += 1;
+                    continue;
+                }
+            };
+            match m.op.as_str() {
+                "record" if m.topic.as_deref() == Some(name.as_str()) => {
+                    for rec in m.records.iter().flatten() {
+                        if rec.seq != start + 1 + rec.data.i {
+                            dec.disorder += 1;
+                        }
+                        dec.observe(rec.data.i, rec.data.t_ns, now, record_bytes);
+                    }
+                }
+                "subscribed" => {
+                    if m.topic.as_deref() != Some(name.as_str())
+                        || m.from_seq != Some(start + dec.next_seq)
+                    {
+                        count(&mut errors, "ws-subscribed-elsewhere");
+                        dec.disorder += 1;
+                    }
+                    if let Some(c) = connected.take() {
+                        c.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(c.permit); // let the next client connect
+                    }
+                }
+                "caught_up" | "pong" => {}
+                other => {
+                    // record of another topic, tombstone, topic_deleted, error: none belongs here.
+                    count(&mut errors, &format!("ws-{other}"));
+                    dec.disorder += 1;
+                    if other == "error" || other == "topic_deleted" {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+    }
+    Tail {
+        dec,
+        errors,
+        reconnects,
+    }
+}
+
+/// Writes one timestamped record per request; record `n` is the `n`-th acknowledged one and
+/// must get seq `start + 1 + n`. The ledger's `acked` holds the seqs. (`topics-watch`'s writer.)
+struct TimedWrites {
+    path: String,
+    start: u64,
+    size: usize,
+    ledger: Ledger,
+}
+
+impl Op for TimedWrites {
+    async fn call(&mut self, conn: &mut Conn, _i: u64, sent: Instant) -> Result<Done, Failure> {
+        let n = self.ledger.messages;
+        let data = topics::data_json(&format!("\"i\":{n},\"t_ns\":{}", ns_of(sent)), self.size);
+        let body = topics::records_body([data.as_str()]);
+        let ack = topics::write(conn, &self.path, body, 1, false).await?;
+        if ack.first_seq != self.start + 1 + n {
+            return Err(Failure::Bad(format!(
+                "{}: record {n} got seq {}, want {}",
+                self.path,
+                ack.first_seq,
+                self.start + 1 + n
+            )));
+        }
+        let l = &mut self.ledger;
+        l.acked.push(ack.first_seq.to_string());
+        l.bytes += data.len() as u64;
+        l.messages += 1;
+        Ok(Done {
+            units: 1,
+            bytes: data.len() as u64,
+        })
+    }
+}
+
+struct WsFeed {
+    target: Target,
+    name: String,
+    start: u64,
+    size: usize,
+    rate: f64,
+}
+
+impl Feed for WsFeed {
+    fn subscribe(
+        &self,
+        dec: Decoder,
+        stop: watch::Receiver<u64>,
+        connected: Connected,
+    ) -> JoinHandle<Tail> {
+        tokio::spawn(client(
+            self.target.clone(),
+            self.name.clone(),
+            self.start,
+            self.size as u64,
+            dec,
+            stop,
+            connected,
+        ))
+    }
+
+    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
+        let op = TimedWrites {
+            path: format!("{}?return_seqs=false", topic_path(&self.name)),
+            start: self.start,
+            size: self.size,
+            ledger: Ledger::new(topic_path(&self.name), self.start.to_string()),
+        };
+        let (target, rate) = (self.target.clone(), self.rate);
+        tokio::spawn(Writer::run(target, op, rate, clock, counters, |op| {
+            op.ledger
+        }))
+    }
+
+    async fn check(&self, w: Writer) -> Verify {
+        let mut v = Verify::new();
+        let mut conn = Conn::new(&self.target);
+        let want = self.start + w.records;
+        let in_order = w
+            .ledger
+            .acked
+            .iter()
+            .zip(self.start + 1..)
+            .all(|(a, s)| a == &s.to_string());
+        match topics::topic_state(&mut conn, &self.name).await {
+            Ok(s) => v.check(
+                s.head_seq == want && in_order,
+                format!(
+                    "{} one-record writes acknowledged with seqs {}..={want} in order; GET head_seq {}",
+                    w.records,
+                    self.start + 1,
+                    s.head_seq
+                ),
+            ),
+            Err(e) => v.fail(e.to_string()),
+        }
+        v
+    }
+}
+
+pub async fn run(c: &Common, a: &TopicsWsArgs) -> Result<Vec<ScenarioResult>> {
+    let mut out = Vec::new();
+    let f = &a.fan;
+    for (i, &k) in f.subscribers.iter().enumerate() {
+        let name = topic_name(c, "ws", i);
+        let mut conn = Conn::new(&c.target);
+        let start = topics::create_topic(&mut conn, &name, &a.durability)
+            .await?
+            .head_seq;
+        let feed = WsFeed {
+            target: c.target.clone(),
+            name: name.clone(),
+            start,
+            size: f.size,
+            rate: f.rate,
+        };
+        let res = fanout::run_step(
+            &fanout::step_common(c, f),
+            "topics-ws",
+            f,
+            serde_json::to_value(a)?,
+            k.max(1),
+            f.size as u64,
+            &feed,
+        )
+        .await;
+        topics::delete_topics(c, &[name]).await;
+        let mut res = res?;
+        // run_step names the reconnections after SSE.
+        if let Some(n) = res
+            .params
+            .as_object_mut()
+            .and_then(|p| p.remove("sse_reconnects"))
+        {
+            res.params["ws_reconnects"] = n;
+        }
+        out.push(res);
+    }
+    Ok(out)
+}
