@@ -44,11 +44,31 @@ async fn hostile_paths_and_queries() {
         cases.push(bad(&format!("{path}/delete"), r#"{"before_seq":9}"#));
     }
     let unknown = "/v0 /v0/ /v0/nope /v0/topics/ok/nope /v0/topics/ok/diff/x \
-        /v0/topics/a/b/c /v0/topics/ok/ /v0/routers/r /v0/ws /v0/health/x";
+        /v0/topics/a/b/c /v0/topics/ok/ /v0/health/x";
     for path in unknown.split_whitespace() {
         cases.push(case(Method::GET, path, "", (404, "not_found")));
         cases.push(case(Method::POST, path, write, (404, "not_found")));
     }
+    cases.push(case(
+        Method::GET,
+        "/v0/routers/r",
+        "",
+        (404, "router_not_found"),
+    ));
+    cases.push(case(
+        Method::POST,
+        "/v0/routers/r",
+        write,
+        (405, "method_not_allowed"),
+    ));
+    // A WebSocket endpoint answers a request without the upgrade with 426.
+    cases.push(case(Method::GET, "/v0/ws", "", (426, "upgrade_required")));
+    cases.push(case(
+        Method::POST,
+        "/v0/ws",
+        write,
+        (426, "upgrade_required"),
+    ));
     let queries = "/v0/topics/ok?touch=maybe /v0/topics/ok?touch=%ff /v0/topics?page_size=0 \
         /v0/topics?page_size=-1 /v0/topics?page_size=abc /v0/topics?page_size=1e3 \
         /v0/topics?page_size=18446744073709551616 /v0/topics?cursor=!!! \
@@ -125,11 +145,9 @@ async fn every_endpoint_under_every_method() {
     alive(&mut s).await;
 }
 
-/// Queues are documented (§1.3); until they are served, their endpoints must still not 5xx.
+/// Queue operations: a log topic answers `409 not_a_queue` as documented; a queue topic
+/// answers, never a crash or a 5xx.
 #[tokio::test]
-/// Queue operations are issue 10: until then a log topic answers `409 not_a_queue` as
-/// documented, and a queue topic says plainly that they are not implemented (501, the one 5xx
-/// allowed here), never a crash or a 500.
 async fn queue_endpoints_never_answer_5xx() {
     let mut s = start().await;
     let queue = br#"{"type":"queue"}"#;
@@ -138,17 +156,25 @@ async fn queue_endpoints_never_answer_5xx() {
     let r = send(&s, &Method::PUT, "/v0/topics/l", CT, b"{}").await;
     r.ok(201);
     let mut failures = Vec::new();
-    for (m, op, body) in [
-        (Method::POST, "claim", r#"{"node":"w"}"#),
-        (Method::POST, "ack", r#"{"node":"w","seqs":[1]}"#),
-        (Method::POST, "nack", r#"{"node":"w","seqs":[1]}"#),
-        (Method::POST, "extend", r#"{"node":"w","seqs":[1]}"#),
-        (Method::GET, "work?node=w", ""),
+    for (m, op, body, on_queue) in [
+        (Method::POST, "claim", r#"{"node":"w"}"#, None),
+        (Method::POST, "ack", r#"{"node":"w","seqs":[1]}"#, None),
+        (Method::POST, "nack", r#"{"node":"w","seqs":[1]}"#, None),
+        (
+            Method::POST,
+            "extend",
+            r#"{"node":"w","seqs":[1],"lease_ms":500}"#,
+            None,
+        ),
+        (Method::GET, "work?node=w", "", Some((0, ""))),
     ] {
         let r = send(&s, &m, &format!("/v0/topics/l/{op}"), CT, body.as_bytes()).await;
         failures.extend(r.check(Some((409, "not_a_queue"))).err());
+        if on_queue == Some((0, "")) {
+            continue; // an event stream, open until the client goes: `topics_queues.rs`
+        }
         let r = send(&s, &m, &format!("/v0/topics/q/{op}"), CT, body.as_bytes()).await;
-        failures.extend(r.check(Some((501, "not_implemented"))).err());
+        failures.extend(r.check(on_queue).err());
     }
     no_failures(&failures);
     alive(&mut s).await;

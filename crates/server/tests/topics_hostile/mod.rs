@@ -16,12 +16,14 @@ pub const LIMIT: usize = 10_485_760;
 pub const INVALID: (u16, &str) = (400, "invalid_request");
 pub const NO_TOPIC: (u16, &str) = (404, "topic_not_found");
 
-/// The documented error codes, by status (§1.1).
+/// The documented error codes, by status (§1.1), and Riffle's 426 for `/v0/ws` without the
+/// upgrade.
 pub const CODES: &str = "400:invalid_request 400:batch_too_large 400:record_too_large \
     401:unauthorized 403:forbidden 404:topic_not_found 404:router_not_found 404:not_found \
     405:method_not_allowed 406:not_acceptable 409:router_cycle 409:topic_exists_incompatible \
     409:topic_not_empty 409:not_a_queue 413:payload_too_large 415:unsupported_media_type \
-    422:topic_full 429:throttled 501:not_implemented";
+    422:topic_full 429:throttled 501:not_implemented \
+    426:upgrade_required";
 
 /// Whitespace-separated tokens, `\xHH` made a byte (`\x20` is a space): tables of hostile
 /// values, raw bytes included.
