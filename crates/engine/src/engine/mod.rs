@@ -3,6 +3,7 @@
 //! Lock order: the registry map, then a log's lifecycle, then a log's state; a fork's state
 //! lock is never held while its source's is taken.
 
+mod combine;
 mod create;
 mod queues;
 mod routers;
@@ -97,8 +98,9 @@ struct Inner {
     source_tasks: parking_lot::Mutex<routers::SourceTasks>,
     /// Serializes router changes (their checks see every other router).
     router_admin: tokio::sync::Mutex<()>,
-    /// Claimers in each queue's coalescing window, by log id.
-    cohorts: parking_lot::Mutex<HashMap<u64, queues::Cohort>>,
+    /// Claims and acks of each queue waiting to be served together.
+    claims: Arc<queues::Claims>,
+    acks: Arc<queues::Acks>,
     /// Ids of `/work` streams.
     next_conn: AtomicU64,
 }
@@ -147,7 +149,8 @@ impl Engine {
                 routers: Default::default(),
                 source_tasks: Default::default(),
                 router_admin: tokio::sync::Mutex::new(()),
-                cohorts: Default::default(),
+                claims: combine::Combiner::new(),
+                acks: combine::Combiner::new(),
                 next_conn: AtomicU64::new(1),
             }),
         }

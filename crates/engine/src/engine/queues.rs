@@ -3,8 +3,9 @@
 //! its WAL records are the queue log's (`log/queue.rs`); this side decides what spans topics
 //! (dead-letter writes) and time (waits, the coalescing window).
 
+use super::combine::Combiner;
 use super::*;
-use crate::log::{ClaimPass, LeaseChange, Taker};
+use crate::log::{AckRequest, ClaimPass, LeaseChange, Taker};
 use crate::topic::queue::{Job, LeaseDone, QueueCounts};
 use crate::topic::{NewRecord, TopicConfig, TopicKind, TopicWrite};
 use bytes::Bytes;
@@ -32,8 +33,10 @@ pub struct Claimed {
     pub counts: QueueCounts,
 }
 
-/// Claimers waiting in a queue's coalescing window: what each may take, and where to send it.
-pub(super) type Cohort = Vec<(Taker, oneshot::Sender<Result<(Vec<Job>, QueueCounts)>>)>;
+/// Claims waiting to be served together, answered with their jobs and the queue's counts.
+pub(super) type Claims = Combiner<Taker, (Vec<Job>, QueueCounts)>;
+/// Acks waiting to be served together.
+pub(super) type Acks = Combiner<AckRequest, LeaseDone>;
 
 impl Engine {
     fn live_queue(&self, name: &str) -> Result<(Arc<Log>, TopicConfig)> {
@@ -56,22 +59,35 @@ impl Engine {
             node: req.node,
             conn: req.conn,
             max: req.max.clamp(1, 1000),
+            lease_ms,
         };
+        let window = Duration::from_millis(config.claim_jitter_ms);
         let deadline = self
             .now()
             .saturating_add(i64::try_from(req.wait_ms).unwrap_or(0));
         loop {
             let mut rx = log.subscribe();
             rx.borrow_and_update();
-            let (jobs, counts) = if config.claim_jitter_ms > 0 {
-                self.claim_in_cohort(name, &log, taker.clone(), lease_ms, config.claim_jitter_ms)
-                    .await?
-            } else {
-                let mut pass = self
-                    .claim_pass(name, &log, std::slice::from_ref(&taker), lease_ms)
-                    .await?;
-                (pass.jobs.pop().unwrap_or_default(), pass.counts)
+            // Claims waiting together are served by one pass: within the coalescing window
+            // they split the jobs evenly; without one, they share a WAL record.
+            let (engine, queue, q) = (self.clone(), log.clone(), name.to_string());
+            let serve = move |takers: Vec<Taker>| {
+                let (engine, queue, q) = (engine.clone(), queue.clone(), q.clone());
+                async move {
+                    match engine.claim_pass(&q, &queue, &takers).await {
+                        Ok(pass) => pass
+                            .jobs
+                            .into_iter()
+                            .map(|j| Ok((j, pass.counts)))
+                            .collect(),
+                        Err(e) => takers.iter().map(|_| Err(e.clone())).collect(),
+                    }
+                }
             };
+            let claims = self.inner.claims.clone();
+            let (jobs, counts) = claims
+                .submit(log.config.id, taker.clone(), window, serve)
+                .await?;
             let now = self.now();
             if !jobs.is_empty() || now >= deadline {
                 return Ok(Claimed { jobs, counts });
@@ -87,18 +103,10 @@ impl Engine {
     }
 
     /// One claim pass for `takers`, with dead-lettering of the jobs past `max_deliveries`.
-    async fn claim_pass(
-        &self,
-        name: &str,
-        log: &Arc<Log>,
-        takers: &[Taker],
-        lease_ms: u64,
-    ) -> Result<ClaimPass> {
+    async fn claim_pass(&self, name: &str, log: &Arc<Log>, takers: &[Taker]) -> Result<ClaimPass> {
         let persist = self.inner.persist.as_ref();
         loop {
-            let pass = log
-                .queue_claim(takers, lease_ms, self.now(), persist)
-                .await?;
+            let pass = log.queue_claim(takers, self.now(), persist).await?;
             if pass.dead.is_empty() {
                 return Ok(pass);
             }
@@ -150,61 +158,7 @@ impl Engine {
         log.queue_drop(seqs, self.inner.persist.as_ref()).await
     }
 
-    /// A claim in a queue's coalescing window: the first claimer waits the window out, then
-    /// one pass takes jobs for everyone who joined meanwhile, dealt evenly.
-    async fn claim_in_cohort(
-        &self,
-        name: &str,
-        log: &Arc<Log>,
-        taker: Taker,
-        lease_ms: u64,
-        window_ms: u64,
-    ) -> Result<(Vec<Job>, QueueCounts)> {
-        let (tx, rx) = oneshot::channel();
-        let id = log.config.id;
-        let lead = {
-            let mut cohorts = self.inner.cohorts.lock();
-            match cohorts.get_mut(&id) {
-                Some(c) => {
-                    c.push((taker, tx));
-                    false
-                }
-                None => {
-                    cohorts.insert(id, vec![(taker, tx)]);
-                    true
-                }
-            }
-        };
-        if lead {
-            // The leader's work runs on its own, so a cancelled leader strands no follower.
-            let (engine, log, name) = (self.clone(), log.clone(), name.to_string());
-            let work = async move {
-                tokio::time::sleep(Duration::from_millis(window_ms)).await;
-                let cohort: Cohort = engine.inner.cohorts.lock().remove(&id).unwrap_or_default();
-                let takers: Vec<Taker> = cohort.iter().map(|(t, _)| t.clone()).collect();
-                match engine.claim_pass(&name, &log, &takers, lease_ms).await {
-                    Ok(pass) => {
-                        for ((_, tx), jobs) in cohort.into_iter().zip(pass.jobs) {
-                            let _ = tx.send(Ok((jobs, pass.counts)));
-                        }
-                    }
-                    Err(e) => {
-                        for (_, tx) in cohort {
-                            let _ = tx.send(Err(e.clone()));
-                        }
-                    }
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => drop(h.spawn(work)),
-                Err(_) => work.await,
-            }
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(storage_error("the claim was abandoned", false)))
-    }
-
-    /// Ack jobs: deleted for good.
+    /// Ack jobs: deleted for good. Acks waiting together share one delete (one WAL record).
     pub async fn queue_ack(
         &self,
         name: &str,
@@ -213,14 +167,24 @@ impl Engine {
         lease_ids: Option<&[u64]>,
     ) -> Result<LeaseDone> {
         let (log, _) = self.live_queue(name)?;
-        log.queue_ack(
-            node,
-            seqs,
-            lease_ids,
-            self.now(),
-            self.inner.persist.as_ref(),
-        )
-        .await
+        let ack = AckRequest {
+            node: node.to_string(),
+            seqs: seqs.to_vec(),
+            lease_ids: lease_ids.map(<[u64]>::to_vec),
+        };
+        let (engine, queue) = (self.clone(), log.clone());
+        let serve = move |acks: Vec<AckRequest>| {
+            let (engine, queue) = (engine.clone(), queue.clone());
+            async move {
+                let persist = engine.inner.persist.as_ref();
+                match queue.queue_ack(&acks, engine.now(), persist).await {
+                    Ok(done) => done.into_iter().map(Ok).collect(),
+                    Err(e) => acks.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
+        };
+        let acks = self.inner.acks.clone();
+        acks.submit(log.config.id, ack, Duration::ZERO, serve).await
     }
 
     /// Nack jobs: ready again after `delay_ms`.

@@ -22,7 +22,7 @@ mod topic_change;
 mod topic_copy;
 mod topic_read;
 
-pub(crate) use queue::{ClaimPass, LeaseChange, Taker};
+pub(crate) use queue::{AckRequest, ClaimPass, LeaseChange, Taker};
 pub(crate) use topic_copy::{Copies, CopyOutcome};
 
 use crate::clock::Clock;

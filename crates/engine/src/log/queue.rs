@@ -16,6 +16,15 @@ pub(crate) struct Taker {
     pub node: String,
     pub conn: Option<u64>,
     pub max: usize,
+    pub lease_ms: u64,
+}
+
+/// An ack: `node` acks `seqs` (with their lease ids, aligned, when given).
+#[derive(Debug, Clone)]
+pub(crate) struct AckRequest {
+    pub node: String,
+    pub seqs: Vec<u64>,
+    pub lease_ids: Option<Vec<u64>>,
 }
 
 /// What one claim pass gave: each taker's jobs, and the jobs past `max_deliveries`.
@@ -52,28 +61,42 @@ impl Log {
         })
     }
 
-    /// Live records `seqs`, read from the log.
+    /// Live records `seqs`, read from the log: each run of consecutive seqs with one read of
+    /// the index and one of the data.
     fn records_at(&self, v: &View, seqs: &[u64]) -> Result<Vec<RecordView>> {
         let mut out = Vec::with_capacity(seqs.len());
-        for &s in seqs {
-            let start = self.seq_pos(s, v)?;
-            let end = self.record_ends(s - 1, 1)?[0];
+        let mut i = 0;
+        while i < seqs.len() {
+            let mut j = i + 1;
+            while j < seqs.len() && seqs[j] == seqs[j - 1] + 1 {
+                j += 1;
+            }
+            let first = seqs[i];
+            let start = self.seq_pos(first, v)?;
+            let ends = self.record_ends(first - 1, (j - i) as u64)?;
+            let end = ends.last().copied().unwrap_or(start);
             let mut chunks = Vec::new();
             let mut budget = (end - start) as usize;
             self.collect_own(start, end, &mut budget, &mut chunks)?;
-            let raw = if chunks.len() == 1 {
+            let data = if chunks.len() == 1 {
                 chunks.pop().unwrap_or_default()
             } else {
                 Bytes::from(chunks.concat())
             };
-            let (layout, ts, total) = record::parse(&raw)
-                .ok_or_else(|| storage_error("a topic record is damaged", false))?;
-            out.push(RecordView {
-                seq: s,
-                ts,
-                raw: raw.slice(..total),
-                layout,
-            });
+            let mut at = start;
+            for (k, &e) in ends.iter().enumerate() {
+                let raw = data.slice((at - start) as usize..(e - start) as usize);
+                let (layout, ts, total) = record::parse(&raw)
+                    .ok_or_else(|| storage_error("a topic record is damaged", false))?;
+                out.push(RecordView {
+                    seq: first + k as u64,
+                    ts,
+                    raw: raw.slice(..total),
+                    layout,
+                });
+                at = e;
+            }
+            i = j;
         }
         Ok(out)
     }
@@ -83,7 +106,6 @@ impl Log {
     pub(crate) async fn queue_claim(
         self: &Arc<Self>,
         takers: &[Taker],
-        lease_ms: u64,
         now: i64,
         persist: Option<&Arc<Persist>>,
     ) -> Result<ClaimPass> {
@@ -134,17 +156,12 @@ impl Log {
         let mut turn = 0;
         for (i, (record, (seq, deliveries))) in records.into_iter().zip(picked).enumerate() {
             let lease_id = ((v.log_seq + 1) << 20) | (i as u64 & 0xf_ffff);
-            let deadline = now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-            let job = Job {
-                record,
-                lease_id,
-                deadline,
-                deliveries,
-            };
             if max_deliveries > 0 && u64::from(deliveries) > max_deliveries {
                 pass.dead.push(Job {
+                    record,
+                    lease_id,
+                    deadline: now,
                     deliveries: deliveries - 1,
-                    ..job
                 });
                 continue;
             }
@@ -154,6 +171,14 @@ impl Log {
             }
             let k = turn % takers.len();
             turn += 1;
+            let lease_ms = i64::try_from(takers[k].lease_ms).unwrap_or(i64::MAX);
+            let deadline = now.saturating_add(lease_ms);
+            let job = Job {
+                record,
+                lease_id,
+                deadline,
+                deliveries,
+            };
             claims.push(ClaimRec {
                 seq,
                 lease: Lease {
@@ -239,31 +264,47 @@ impl Log {
         .ok_or_else(not_a_queue)
     }
 
-    /// Ack: the jobs `node` holds among `seqs` are deleted for good.
+    /// Acks: the jobs each request's node holds among its seqs are deleted for good, all in
+    /// one delete (one WAL record).
     pub(crate) async fn queue_ack(
         self: &Arc<Self>,
-        node: &str,
-        seqs: &[u64],
-        lease_ids: Option<&[u64]>,
+        acks: &[AckRequest],
         now: i64,
         persist: Option<&Arc<Persist>>,
-    ) -> Result<LeaseDone> {
+    ) -> Result<Vec<LeaseDone>> {
         let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
-        let (mut held, skipped) = self.held(node, seqs, lease_ids)?;
-        held.sort_unstable();
-        let done = held.len() as u64;
-        if !held.is_empty() {
+        let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(acks.len());
+        for a in acks {
+            let (mut held, mut skipped) = self.held(&a.node, &a.seqs, a.lease_ids.as_deref())?;
+            // A job two requests ack goes to the first.
+            held.retain(|s| {
+                let first = seen.insert(*s);
+                if !first {
+                    skipped.push(*s);
+                }
+                first
+            });
+            all.extend_from_slice(&held);
+            out.push(LeaseDone {
+                done: held.len() as u64,
+                skipped,
+                ..Default::default()
+            });
+        }
+        all.sort_unstable();
+        if !all.is_empty() {
             let commit = commit_for(v.config.durability);
-            self.delete_matched(serial, &v, v.trim.earliest, held, persist, commit)
+            self.delete_matched(serial, &v, v.trim.earliest, all, persist, commit)
                 .await?;
         }
-        Ok(LeaseDone {
-            done,
-            skipped,
-            deadlines: Vec::new(),
-            counts: self.queue_counts(now)?,
-        })
+        let counts = self.queue_counts(now)?;
+        for d in &mut out {
+            d.counts = counts;
+        }
+        Ok(out)
     }
 
     /// Delete jobs for good (dead-lettered), counting them.
