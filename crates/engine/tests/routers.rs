@@ -721,3 +721,83 @@ async fn exactly_once_keys_are_distinct_and_survive_a_crash() {
         }
     }
 }
+
+/// Records the source evicts before they are forwarded (here while a `discard: reject`
+/// destination at its cap stalls the router) become a gap on the destination that a reader
+/// crossing it is told of with a `source_trim` tombstone; nothing else is lost, and the
+/// records after the gap arrive in order.
+#[tokio::test]
+async fn records_evicted_before_forwarding_leave_a_source_trim_tombstone() {
+    use riffle_engine::topic::{Discard, GapReason};
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let e = open(&d, &clock);
+    let src = TopicConfig {
+        cap_records: 3,
+        ..cfg(Durability::Disk)
+    };
+    let dst = TopicConfig {
+        cap_records: 1,
+        discard: Discard::Reject,
+        ..cfg(Durability::Disk)
+    };
+    e.topic_put("src", src).await.unwrap();
+    e.topic_put("dst", dst).await.unwrap();
+    e.router_put("r", def("src", "dst", Guarantee::AtLeastOnce))
+        .await
+        .unwrap();
+    // The first record fills the destination; the router then stalls on the second while the
+    // source (cap 3) evicts records 2 to 5 under the writes of 6 to 8.
+    write(&e, "src", &datas("a", 1, 1)).await;
+    wait_for(|| e.topic_info("dst", false).unwrap().head_seq == 1).await;
+    for i in 2..=8 {
+        write(&e, "src", &datas("a", i, 1)).await;
+    }
+    // Room again: the router resumes past the evicted records.
+    let free = DeleteSpec {
+        before_seq: Some(2),
+        tag: None,
+    };
+    e.topic_delete_records("dst", &free).await.unwrap();
+    let mut seen = Vec::new();
+    let mut tombstone = None;
+    let mut from = 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 3 && Instant::now() < deadline {
+        let d = e.topic_diff("dst", &q(from)).expect("diff");
+        if let Some(t) = d.tombstone {
+            tombstone.get_or_insert(t);
+        }
+        seen.extend(
+            d.records
+                .iter()
+                .map(|r| String::from_utf8_lossy(r.data_json()).into_owned()),
+        );
+        from = d.next_from_seq;
+        if d.records.is_empty() {
+            // Make room for the next copy (the destination holds one record at a time).
+            let below = DeleteSpec {
+                before_seq: Some(from + 1),
+                tag: None,
+            };
+            e.topic_delete_records("dst", &below).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let t = tombstone.expect("a tombstone for the records the source evicted");
+    assert_eq!(t.reason, GapReason::SourceTrim, "{t:?}");
+    assert!(t.missed_estimate >= 1, "{t:?}");
+    assert_eq!(
+        seen,
+        vec!["\"a-6\"", "\"a-7\"", "\"a-8\""],
+        "the rest, in order"
+    );
+}
+
+async fn wait_for(mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

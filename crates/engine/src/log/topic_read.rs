@@ -57,6 +57,23 @@ impl Log {
                 missed_estimate: (floor - first).saturating_sub(deleted),
             });
         }
+        if tombstone.is_none() && from + 1 < earliest {
+            // Records a router's source evicted before forwarding them, at the front.
+            let trimmed = self.with_topic(|st| {
+                let t = st.topic.as_deref().expect("checked by with_topic");
+                let mut ranges = t.source_trims.range(from + 1..earliest).peekable();
+                ranges.peek()?;
+                Some(ranges.map(|(&a, &b)| b - a).sum::<u64>())
+            })?;
+            if let Some(missed) = trimmed {
+                tombstone = Some(Tombstone {
+                    gap_from: from + 1,
+                    gap_to: earliest - 1,
+                    reason: GapReason::SourceTrim,
+                    missed_estimate: missed,
+                });
+            }
+        }
         let nodes: Vec<String> = if v.config.dedupe_node {
             q.nodes.iter().map(|n| record::literal(n)).collect()
         } else {
