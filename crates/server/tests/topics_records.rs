@@ -462,7 +462,35 @@ async fn health_ready_and_metrics() {
     assert!(r.get("topics").is_some(), "{r}");
 
     write_n(&s, "m", 1).await;
+    put_ok(&s, "jobs", json!({ "type": "queue" }), 201).await;
+    write_n(&s, "jobs", 3).await;
+    post(
+        &s,
+        "/v0/topics/jobs/claim",
+        json!({ "node": "w", "max": 2 }),
+    )
+    .await
+    .ok(200);
+    let r = json!({ "source": "m", "dest": "m:copy" });
+    let put = s
+        .client
+        .put(s.url("/v0/routers/r"))
+        .header("content-type", JSON);
+    assert_eq!(put.body(r.to_string()).send().await.unwrap().status(), 201);
     let m = get(&s, "/v0/metrics").await;
+    for want in [
+        "topics_routers 1",
+        "topics_queue_topics 1",
+        "topics_leases_in_flight 2",
+        "topic_queue_ready{topic=\"jobs\"} 1",
+        "topic_queue_in_flight{topic=\"jobs\"} 2",
+    ] {
+        assert!(
+            m.text.lines().any(|l| l == want),
+            "no {want:?} in {}",
+            m.text
+        );
+    }
     assert_eq!(m.status, 200);
     let ct = &m.content_type;
     assert!(ct.starts_with("text/plain"), "{ct}");

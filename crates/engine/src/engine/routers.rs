@@ -138,6 +138,11 @@ impl Engine {
         }
     }
 
+    /// Number of routers.
+    pub fn router_count(&self) -> usize {
+        self.inner.routers.lock().len()
+    }
+
     /// A router's definition and how many records it forwarded.
     pub fn router_get(&self, name: &str) -> Result<RouterInfo> {
         let def = self

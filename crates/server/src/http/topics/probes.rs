@@ -43,6 +43,9 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
     let bytes: u64 = topics.iter().map(|t| t.bytes).sum();
     let (wal_bytes, wal_syncs) = app.engine.wal_stats();
     let truncated = topics.len() > MAX_TOPIC_SERIES;
+    let queues: Vec<_> = topics.iter().filter_map(|t| t.queue).collect();
+    let in_flight: u64 = queues.iter().map(|q| q.in_flight).sum();
+    let routers = app.engine.router_count();
     let json_wanted = req
         .headers
         .get(header::ACCEPT)
@@ -59,8 +62,13 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
             .iter()
             .take(MAX_TOPIC_SERIES)
             .map(|t| {
-                json!({ "topic": t.name, "head_seq": t.head_seq, "earliest_seq": t.earliest_seq,
-                        "records": t.count, "bytes": t.bytes })
+                let mut v = json!({ "topic": t.name, "head_seq": t.head_seq,
+                    "earliest_seq": t.earliest_seq, "records": t.count, "bytes": t.bytes });
+                if let Some(q) = t.queue {
+                    v["queue_ready"] = json!(q.ready);
+                    v["queue_in_flight"] = json!(q.in_flight);
+                }
+                v
             })
             .collect();
         let classes: serde_json::Map<_, _> = classes
@@ -73,6 +81,9 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
             "records": records,
             "bytes": bytes,
             "watch_sessions": app.topics.watches.count(),
+            "routers": routers,
+            "queue_topics": queues.len(),
+            "leases_in_flight": in_flight,
             "ready": true,
             "uptime_ms": app.topics.started.elapsed().as_millis() as u64,
             "wal_bytes": wal_bytes,
@@ -97,6 +108,13 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
         "topics_watch_sessions",
         "Live watch sessions.",
         app.topics.watches.count() as u64,
+    );
+    gauge("topics_routers", "Routers.", routers as u64);
+    gauge("topics_queue_topics", "Queue topics.", queues.len() as u64);
+    gauge(
+        "topics_leases_in_flight",
+        "Jobs leased and not acked, across all queues.",
+        in_flight,
     );
     gauge("topics_ready", "1 once recovery is complete.", 1);
     gauge(
@@ -136,6 +154,22 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
             };
             // Topic names are [A-Za-z0-9._:-]: nothing to escape in a label.
             let _ = writeln!(t, "{name}{{topic=\"{}\"}} {v}", i.name);
+        }
+    }
+    for (name, help) in [
+        ("topic_queue_ready", "Jobs ready to claim (queue topics)."),
+        ("topic_queue_in_flight", "Jobs leased (queue topics)."),
+    ] {
+        let _ = write!(t, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for i in topics.iter().take(MAX_TOPIC_SERIES) {
+            if let Some(q) = i.queue {
+                let v = if name == "topic_queue_ready" {
+                    q.ready
+                } else {
+                    q.in_flight
+                };
+                let _ = writeln!(t, "{name}{{topic=\"{}\"}} {v}", i.name);
+            }
         }
     }
     let _ = write!(
