@@ -66,7 +66,8 @@ pub struct LimitSettings {
     /// RAM held for clients' streams: per-stream state, producers, ephemeral records; 0 sizes
     /// it from the machine (a quarter of its memory).
     pub max_memory_bytes: u64,
-    /// Largest size of one stream.
+    /// Largest size of one stream; 0: no per-stream cap (file-backed streams are bounded by
+    /// the disk, `ephemeral` ones by `max_memory_bytes`).
     pub max_stream_bytes: u64,
     /// Largest request body.
     pub max_request_body_bytes: u64,
@@ -84,7 +85,7 @@ impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             max_memory_bytes: 0,
-            max_stream_bytes: 10_485_760,
+            max_stream_bytes: 0,
             max_request_body_bytes: 10_485_760,
             max_fork_depth: 100,
             max_producer_id_bytes: 256,
@@ -262,7 +263,6 @@ impl Settings {
         }
         let cors = parse_cors(&self.http.cors_origins)?;
         for (key, value) in [
-            ("limits.max_stream_bytes", self.limits.max_stream_bytes),
             (
                 "limits.max_request_body_bytes",
                 self.limits.max_request_body_bytes,
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(c.sse_reconnect_interval, Duration::from_secs(60));
         assert_eq!(c.cors, Cors::Any);
         assert_eq!(c.limits.max_memory_bytes, 0, "sized from the machine");
-        assert_eq!(c.limits.max_stream_bytes, 10_485_760);
+        assert_eq!(c.limits.max_stream_bytes, 0, "no per-stream cap");
         assert!(matches!(
             c.storage,
             StorageMode::Files {

@@ -131,7 +131,11 @@ pub fn open_storage(
     let max_memory_bytes = memory_budget(config.limits.max_memory_bytes);
     tracing::info!(max_memory_bytes, "memory budget for streams");
     let engine_config = |default_durability| EngineConfig {
-        max_stream_bytes: config.limits.max_stream_bytes,
+        // 0: no cap of its own (`ephemeral` streams are bounded by the memory budget).
+        max_stream_bytes: match config.limits.max_stream_bytes {
+            0 => u64::MAX,
+            n => n,
+        },
         max_memory_bytes,
         default_durability,
         // Validated against small maxima when the configuration was read.

@@ -171,3 +171,48 @@ async fn producer_id_and_stream_seq_bounds_are_configurable() {
     .await;
     check_producer_bounds(&s, 16, 8).await;
 }
+
+/// `limits.max_stream_bytes` is unset by default: a file-backed stream grows past the 10 MiB
+/// the key once defaulted to (the 11th 1 MiB append used to be a 413 for good); set, it caps
+/// every stream.
+#[tokio::test]
+async fn file_backed_streams_have_no_default_cap() {
+    let opts = Options::default()
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", "data");
+    let s = Server::start_with(opts).await;
+    let url = s.url(&s.path("big"));
+    s.create(&url, TEXT).await;
+    let mib = "x".repeat(1 << 20);
+    for i in 0..12 {
+        let r = s
+            .client
+            .post(&url)
+            .header("content-type", TEXT)
+            .body(mib.clone())
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(r.status().as_u16(), 204, "append {i} of 1 MiB");
+    }
+    let capped = Options::default()
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", "data")
+        .env("DS_LIMITS__MAX_STREAM_BYTES", "1500000");
+    let s = Server::start_with(capped).await;
+    let url = s.url(&s.path("capped"));
+    s.create(&url, TEXT).await;
+    let post = |body: String| {
+        s.client
+            .post(&url)
+            .header("content-type", TEXT)
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(mib.clone()).await.unwrap().status().as_u16(), 204);
+    assert_eq!(
+        post(mib.clone()).await.unwrap().status().as_u16(),
+        413,
+        "set, it caps"
+    );
+}
