@@ -69,6 +69,8 @@ pub enum EngineError {
     RecordTooLarge,
     #[error("not a queue topic")]
     NotAQueue,
+    #[error("the server's limit {limit} ({max}) is reached")]
+    LimitReached { limit: &'static str, max: u64 },
 
     // routers
     #[error("router not found")]

@@ -79,6 +79,11 @@ pub struct LimitSettings {
     pub max_stream_seq_bytes: u64,
     /// Producers remembered per stream (least recently used forgotten first).
     pub max_producers_per_stream: u64,
+    /// Most `/v0` topics, routers and watch sessions; 0: no limit. Past one, creating one
+    /// more is a 429 (updating one that exists never counts).
+    pub max_topics: u64,
+    pub max_routers: u64,
+    pub max_watch_sessions: u64,
 }
 
 impl Default for LimitSettings {
@@ -91,6 +96,9 @@ impl Default for LimitSettings {
             max_producer_id_bytes: 256,
             max_stream_seq_bytes: 256,
             max_producers_per_stream: 1024,
+            max_topics: 100_000,
+            max_routers: 10_000,
+            max_watch_sessions: 10_000,
         }
     }
 }

@@ -146,6 +146,8 @@ pub fn open_storage(
             .unwrap_or(usize::MAX),
         max_producers_per_log: usize::try_from(config.limits.max_producers_per_stream)
             .unwrap_or(usize::MAX),
+        max_topics: config.limits.max_topics,
+        max_routers: config.limits.max_routers,
     };
     match &config.storage {
         StorageMode::Memory => Ok(Storage {

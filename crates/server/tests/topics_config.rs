@@ -308,3 +308,54 @@ async fn delete_topic_reports_deleted_and_honours_if_empty() {
 }
 
 // ---- writes -------------------------------------------------------------------------------
+
+/// The topic, router and watch-session caps: one more is a 429 `throttled` naming the limit,
+/// with `Retry-After`; updating what exists never counts; deleting frees the slot.
+#[tokio::test]
+async fn caps_answer_429_at_their_limit_and_free_their_slots() {
+    let opts = common::Options::default()
+        .env("DS_STORAGE__MODE", "file-durable")
+        .env("DS_STORAGE__DATA_DIR", "data")
+        .env("DS_LIMITS__MAX_TOPICS", "3")
+        .env("DS_LIMITS__MAX_ROUTERS", "1")
+        .env("DS_LIMITS__MAX_WATCH_SESSIONS", "1");
+    let s = common::Server::start_with(opts).await;
+    put_ok(&s, "a", json!({}), 201).await;
+    put_ok(&s, "b", json!({}), 201).await;
+    put_ok(&s, "x", json!({}), 201).await;
+    let v = put(&s, "c", json!({})).await.err(429, "throttled");
+    has!(v["error"]["detail"], { "limit": "max_topics", "max": 3 });
+    // A write that would create a topic is refused the same way; updates still work.
+    post(&s, "/v0/topics/d", json!({ "records": recs(1) }))
+        .await
+        .err(429, "throttled");
+    put_ok(&s, "a", json!({ "ttl_ms": 5 }), 200).await;
+    delete(&s, "/v0/topics/x").await.ok(200);
+    put_ok(&s, "c", json!({}), 201).await;
+
+    let router = |dest: &str| json!({ "source": "a", "dest": dest });
+    let r = |name: &str, body: Value| {
+        let put = s.client.put(s.url(&format!("/v0/routers/{name}")));
+        put.header("content-type", JSON)
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(r("r1", router("b")).await.unwrap().status(), 201);
+    let refused = r("r2", router("c")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let v: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    has!(v["error"]["detail"], { "limit": "max_routers", "max": 1 });
+    let mut update = router("b");
+    update["preserve_tag"] = json!(false);
+    assert_eq!(
+        r("r1", update).await.unwrap().status(),
+        200,
+        "an update never counts"
+    );
+
+    let w = json!({ "topics": { "a": { "tail": true } } });
+    post(&s, "/v0/watch", w.clone()).await.ok(200);
+    let v = post(&s, "/v0/watch", w).await.err(429, "throttled");
+    has!(v["error"]["detail"], { "limit": "max_watch_sessions", "max": 1 });
+}

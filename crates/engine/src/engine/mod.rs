@@ -59,6 +59,10 @@ pub struct EngineConfig {
     /// Producers remembered per log; beyond it the least recently used one is forgotten (a
     /// retry from it is then judged as from a new producer).
     pub max_producers_per_log: usize,
+    /// Most topics; 0: no limit. Creating one more is refused.
+    pub max_topics: u64,
+    /// Most routers; 0: no limit.
+    pub max_routers: u64,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +75,8 @@ impl Default for EngineConfig {
             max_producer_id_bytes: 256,
             max_stream_seq_bytes: 256,
             max_producers_per_log: 1024,
+            max_topics: 0,
+            max_routers: 0,
         }
     }
 }

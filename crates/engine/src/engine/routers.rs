@@ -58,6 +58,13 @@ impl Engine {
                     info: self.router_get(name)?,
                 });
             }
+            let max = self.inner.config.max_routers;
+            if previous.is_none() && max > 0 && routers.len() as u64 >= max {
+                return Err(EngineError::LimitReached {
+                    limit: "max_routers",
+                    max,
+                });
+            }
             if let Some((other, _)) = routers
                 .iter()
                 .find(|(n, r)| n.as_str() != name && r.def.dest == def.dest)

@@ -56,6 +56,13 @@ impl Engine {
                 }
                 return Ok((l, false));
             }
+            let max = self.inner.config.max_topics;
+            if max > 0 && self.inner.topic_names.lock().len() as u64 >= max {
+                return Err(EngineError::LimitReached {
+                    limit: "max_topics",
+                    max,
+                });
+            }
             let now = self.now();
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let files = match &persist {

@@ -105,6 +105,7 @@ impl From<EngineError> for ApiError {
             E::RouterSelf => StatusCode::BAD_REQUEST,
             E::TopicFull => StatusCode::UNPROCESSABLE_ENTITY,
             E::MemoryFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::DurabilityUnavailable(_) => StatusCode::BAD_REQUEST,
             E::Storage { no_space: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -105,6 +105,11 @@ pub fn engine(topic: &str, e: EngineError) -> ApiError {
             ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).code("record_too_large")
         }
         E::DurabilityUnavailable(_) => invalid(e.to_string()),
+        E::LimitReached { limit, max } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                .code("throttled")
+                .detail(serde_json::json!({ "limit": limit, "max": max }))
+        }
         E::MemoryFull { limit } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             .code("throttled")
             .detail(serde_json::json!({ "limit": "max_memory_bytes", "max": limit })),

@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 const MAX_TOPICS: usize = 256;
 const SESSION_TTL: Duration = Duration::from_secs(300);
-const MAX_SESSIONS: usize = 10_000;
 const DEFAULT_BATCH_BYTES: u64 = 262_144;
 
 /// The live watch sessions, and the renderings they share.
@@ -292,11 +291,12 @@ pub fn create(
     }
     let watches = &app.topics.watches;
     watches.sweep();
-    if watches.count() >= MAX_SESSIONS {
+    let max_sessions = app.config.limits.max_watch_sessions;
+    if max_sessions > 0 && watches.count() as u64 >= max_sessions {
         return Err(
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many watch sessions")
                 .code("throttled")
-                .detail(json!({ "limit": "max_watch_sessions", "max": MAX_SESSIONS })),
+                .detail(json!({ "limit": "max_watch_sessions", "max": max_sessions })),
         );
     }
     let session = Session {
