@@ -18,6 +18,31 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub tls: TlsSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// API keys: comma-separated `key`, `key:scopes` or `key:scopes:prefixes` (empty: auth
+    /// off). Alias: `TOPICS_API_KEYS`.
+    pub api_keys: String,
+    /// Allow a non-loopback bind with auth off. Alias: `TOPICS_ALLOW_INSECURE_NO_AUTH`.
+    pub allow_insecure_no_auth: bool,
+    /// The probes (`/healthz`, `/readyz`, `/v0/health`, `/v0/ready`) need a credential too.
+    /// Alias: `TOPICS_PROBE_AUTH`.
+    pub probe_auth: bool,
+    /// A cookie that may carry the token (browsers' EventSource cannot set headers); empty:
+    /// none.
+    pub cookie_name: String,
+}
+
+/// Authentication as configured.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub keys: std::sync::Arc<crate::http::auth::Keys>,
+    pub probe_auth: bool,
+    pub cookie_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +196,7 @@ pub struct Config {
     pub storage: StorageMode,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_filter: String,
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,10 +253,38 @@ impl Settings {
             }
             builder = builder.add_source(file(path, true));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
+        let all: Vec<(String, String)> = env.into_iter().collect();
+        let env: config::Map<String, String> = all
+            .iter()
             .filter(|(k, _)| k.starts_with("DS_"))
+            .cloned()
             .collect();
+        // A topics deployment's variables name the same keys.
+        let aliases: Vec<(String, String)> = [
+            ("TOPICS_API_KEYS", "DS_AUTH__API_KEYS"),
+            (
+                "TOPICS_ALLOW_INSECURE_NO_AUTH",
+                "DS_AUTH__ALLOW_INSECURE_NO_AUTH",
+            ),
+            ("TOPICS_PROBE_AUTH", "DS_AUTH__PROBE_AUTH"),
+            ("TOPICS_MAX_TOPICS", "DS_LIMITS__MAX_TOPICS"),
+            ("TOPICS_MAX_ROUTERS", "DS_LIMITS__MAX_ROUTERS"),
+            ("TOPICS_MAX_WATCH_SESSIONS", "DS_LIMITS__MAX_WATCH_SESSIONS"),
+            ("TOPICS_MAX_BODY_BYTES", "DS_LIMITS__MAX_REQUEST_BODY_BYTES"),
+        ]
+        .iter()
+        .filter_map(|(alias, key)| {
+            let v = all.iter().find(|(k, _)| k == alias)?.1.clone();
+            Some((alias.to_string(), key.to_string(), v))
+        })
+        .map(|(alias, key, v)| match env.get(&key) {
+            Some(own) if *own != v => Err(err(format!(
+                "{alias} and {key} are both set, to different values: set one"
+            ))),
+            _ => Ok((key, v)),
+        })
+        .collect::<Result<_, _>>()?;
+        let env: config::Map<String, String> = env.into_iter().chain(aliases).collect();
         builder = builder.add_source(
             config::Environment::with_prefix("DS")
                 .prefix_separator("_")
@@ -380,6 +434,20 @@ impl Settings {
                 "log.rust_log (DS_LOG__RUST_LOG / RUST_LOG): {log_filter:?} is not a valid filter"
             )));
         }
+        let keys = crate::http::auth::Keys::parse(&self.auth.api_keys)
+            .map_err(|e| err(format!("auth.api_keys (DS_AUTH__API_KEYS): {e}")))?;
+        if !keys.enabled() && !host.is_loopback() && !self.auth.allow_insecure_no_auth {
+            return Err(err(format!(
+                "server.host {host} is not a loopback address and auth is off: set \
+                 auth.api_keys (DS_AUTH__API_KEYS), or auth.allow_insecure_no_auth \
+                 (DS_AUTH__ALLOW_INSECURE_NO_AUTH=true) to serve everyone"
+            )));
+        }
+        let auth = Auth {
+            keys: std::sync::Arc::new(keys),
+            probe_auth: self.auth.probe_auth,
+            cookie_name: Some(self.auth.cookie_name.trim().to_string()).filter(|c| !c.is_empty()),
+        };
         let worker_threads = match self.server.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -394,6 +462,7 @@ impl Settings {
             storage,
             tls,
             log_filter,
+            auth,
         })
     }
 }

@@ -180,12 +180,27 @@ where
         if app.recovering.is_none()
             && let Some(key) = websocket_key(&parts)
         {
+            let cred = match app.authorize(&parts, "/v0/ws") {
+                Ok(c) => c,
+                Err(e) => {
+                    // Refused before the upgrade: an ordinary answer, then the connection ends.
+                    let resp = crate::http::topics::render_error(e);
+                    let ex = Exchange {
+                        head: false,
+                        version: parts.version,
+                        keep_alive: false,
+                    };
+                    response::write(io, &mut out, resp, ex).await?;
+                    return Ok(Ending::Closed { linger: true });
+                }
+            };
             // The connection becomes a WebSocket session until either side closes it.
             io.write_all(crate::http::topics::ws::accept_response(&key).as_bytes())
                 .await?;
             io.flush().await?;
             let part = buf.split().to_vec();
-            crate::http::topics::ws::serve(&mut *io, part, app).await;
+            let session = crate::http::topics::ws::serve(&mut *io, part, app);
+            crate::http::access::with(cred, session).await;
             return Ok(Ending::ClientLeft);
         }
         let limit = app.config.limits.max_request_body_bytes;

@@ -5,6 +5,8 @@
 //! - `/healthz`, `/readyz`: liveness and readiness
 //! - `/metrics`: Prometheus text format
 
+pub mod access;
+pub mod auth;
 pub mod body;
 mod cursor;
 mod error;
@@ -131,7 +133,11 @@ impl App {
                 .expect("static response"));
         }
         if topics::owns(req.uri.path()) {
-            return Ok(topics::handle(self, req, body).await);
+            let cred = match self.authorize(req, req.uri.path()) {
+                Ok(c) => c,
+                Err(e) => return Ok(topics::render_error(e)),
+            };
+            return Ok(access::with(cred, topics::handle(self, req, body)).await);
         }
         if req.uri.path() == STREAM_PREFIX {
             return Err(ApiError::bad_request(
@@ -146,6 +152,7 @@ impl App {
             Err(e) => return Err(ApiError::bad_request(format!("invalid path: {e}"))),
         };
         let path = &*path;
+        let cred = self.authorize(req, path)?;
         if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
@@ -153,7 +160,7 @@ impl App {
             ));
         }
         if path.starts_with(STREAM_PREFIX) {
-            return streams::handle(self, path, req, body).await;
+            return access::with(cred, streams::handle(self, path, req, body)).await;
         }
         match path {
             "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {

@@ -92,8 +92,11 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
     let (page_size, after) = super::request::page(query)?;
     let (topics, more) = app.engine.topic_list(&prefix, after.as_deref(), page_size);
     let now = now();
+    // Names outside the caller's prefixes are never shown (the page may come out short).
+    let cred = crate::http::access::current();
     let items: Vec<Value> = topics
         .iter()
+        .filter(|i| cred.as_ref().is_none_or(|c| c.covers(&i.name)))
         .map(|i| {
             json!({
                 "topic": i.name,
@@ -141,6 +144,11 @@ pub(super) async fn write_records(
     // The body's key or, failing that, the header's: checked once, whichever it is.
     if let Some(k) = &idempotency_key {
         check_chars("idempotency_key", k, MAX_IDEMPOTENCY_KEY)?;
+    }
+    if w.config.is_some() {
+        // An inline configuration is topic configuration: `admin`.
+        let cred = crate::http::access::current();
+        crate::http::access::check_scopes(cred.as_ref(), crate::http::auth::Scopes::ADMIN)?;
     }
     let create = match (w.create, &w.config) {
         (Some(false), _) => None,

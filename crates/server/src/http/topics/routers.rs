@@ -155,6 +155,8 @@ pub async fn put(app: &App, name: &str, body: Bytes) -> Answer {
     let perf = Perf::start();
     let b: RouterBody = parse(&body)?;
     let def = b.def()?;
+    let cred = crate::http::access::current();
+    crate::http::access::check_names(cred.as_ref(), [def.source.as_str(), def.dest.as_str()])?;
     // A missing topic is named in the answer.
     if let Err(EngineError::NotFound) = app.engine.topic_info(&def.source, false) {
         return Err(topic_not_found(&def.source));
@@ -185,6 +187,9 @@ pub fn get(app: &App, name: &str) -> Answer {
         .engine
         .router_get(name)
         .map_err(|e| router_error(name, None, e))?;
+    let cred = crate::http::access::current();
+    let (s, d) = (info.def.source.as_str(), info.def.dest.as_str());
+    crate::http::access::check_names(cred.as_ref(), [s, d])?;
     Ok(render::json_response(
         StatusCode::OK,
         info_json(&info),
@@ -194,6 +199,11 @@ pub fn get(app: &App, name: &str) -> Answer {
 
 pub async fn delete(app: &App, name: &str) -> Answer {
     let perf = Perf::start();
+    if let Ok(info) = app.engine.router_get(name) {
+        let cred = crate::http::access::current();
+        let (s, d) = (info.def.source.as_str(), info.def.dest.as_str());
+        crate::http::access::check_names(cred.as_ref(), [s, d])?;
+    }
     let deleted = app
         .engine
         .router_delete(name)
@@ -216,8 +226,13 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
         after.as_deref(),
         page_size,
     );
+    let cred = crate::http::access::current();
     let items: Vec<Value> = routers
         .iter()
+        .filter(|r| {
+            cred.as_ref()
+                .is_none_or(|c| c.covers(&r.def.source) && c.covers(&r.def.dest))
+        })
         .map(|r| {
             json!({
                 "router": r.name,

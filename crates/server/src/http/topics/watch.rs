@@ -155,6 +155,8 @@ struct Session {
     cursors: Mutex<BTreeMap<String, u64>>,
     /// Topics created under these join the session.
     prefixes: Vec<String>,
+    /// The credential that created it (auth on): only it may open its stream.
+    owner: Option<[u8; 32]>,
     /// Streams open on it, and when the last one closed.
     state: Mutex<(usize, Instant)>,
     /// The newest stream opened on the session; changed under the `cursors` lock. An older
@@ -245,6 +247,17 @@ pub fn create(
     {
         return Err(invalid("consistency must be \"eventual\" or \"strong\""));
     }
+    let cred = crate::http::access::current();
+    crate::http::access::check_names(cred.as_ref(), b.topics.keys().map(String::as_str))?;
+    if let Some(c) = &cred
+        && let Some(p) = b.prefixes.iter().find(|p| !c.covers_prefix(p))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the credential does not cover every topic under {p:?}"),
+        )
+        .code("forbidden"));
+    }
     let mut cursors = BTreeMap::new();
     let mut shown = serde_json::Map::new();
     for (name, super::request::Object(start)) in &b.topics {
@@ -316,6 +329,7 @@ pub fn create(
         heartbeat: Duration::from_millis(b.heartbeat_ms.unwrap_or(15_000).clamp(1000, 60_000)),
         cursors: Mutex::new(cursors),
         prefixes: b.prefixes,
+        owner: cred.map(|c| c.id),
         state: Mutex::new((0, Instant::now())),
         generation: Default::default(),
     };
@@ -395,6 +409,16 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
             ApiError::new(StatusCode::NOT_FOUND, "unknown or expired watch session")
                 .code("not_found")
         })?;
+    if let Some(owner) = session.owner
+        && crate::http::access::current().map(|c| c.id) != Some(owner)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a watch stream is opened with the credential that created the session",
+        )
+        .code("unauthorized")
+        .with_header("www-authenticate", "Bearer"));
+    }
     let last = req
         .headers
         .get("last-event-id")

@@ -319,6 +319,22 @@ impl Session<'_> {
     }
 
     fn subscribe(&mut self, o: Op) {
+        let cred = crate::http::access::current();
+        let names = o.topic.iter().chain(o.topics.iter().flat_map(|m| m.keys()));
+        let denied = crate::http::access::check_names(cred.as_ref(), names.map(String::as_str))
+            .err()
+            .or_else(|| {
+                let c = cred.as_ref()?;
+                let p = o.prefixes.iter().flatten().find(|p| !c.covers_prefix(p))?;
+                Some(crate::http::ApiError::new(
+                    http::StatusCode::FORBIDDEN,
+                    format!("the credential does not cover every topic under {p:?}"),
+                ))
+            });
+        if let Some(e) = denied {
+            self.error(&o.id, "forbidden", e.message.clone(), o.topic.as_deref());
+            return;
+        }
         let nodes = match &o.node {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
@@ -430,6 +446,14 @@ impl Session<'_> {
         };
         if let Err(e) = super::request::check_name(&topic) {
             self.error(&o.id, "invalid_request", e.message.clone(), Some(&topic));
+            return;
+        }
+        let cred = crate::http::access::current();
+        let allowed =
+            crate::http::access::check_scopes(cred.as_ref(), crate::http::auth::Scopes::WRITE)
+                .and_then(|()| crate::http::access::check_names(cred.as_ref(), [topic.as_str()]));
+        if let Err(e) = allowed {
+            self.error(&o.id, "forbidden", e.message.clone(), Some(&topic));
             return;
         }
         let body = Bytes::copy_from_slice(frame);

@@ -1,0 +1,203 @@
+//! API keys (the topics reference's format, for both APIs): a comma-separated list of `key`,
+//! `key:scopes` or `key:scopes:prefixes`. Scopes are `+`-separated from `read|r`, `write|w`,
+//! `delete|del|d`, `admin|a` and `rw`; an empty scopes field means all of them. Prefixes are
+//! `|`-separated name prefixes (stream paths or topic names) the key may touch; none means
+//! every name. Keys are kept only as SHA-256 digests and a presented token is compared with
+//! every one in constant time; neither appears in a log line or an error.
+
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const READ: Scopes = Scopes(1);
+    pub const WRITE: Scopes = Scopes(2);
+    pub const DELETE: Scopes = Scopes(4);
+    pub const ADMIN: Scopes = Scopes(8);
+    pub const ALL: Scopes = Scopes(15);
+    pub const NONE: Scopes = Scopes(0);
+
+    pub fn contains(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn with(self, other: Scopes) -> Scopes {
+        Scopes(self.0 | other.0)
+    }
+
+    fn parse(field: &str) -> Option<Scopes> {
+        if field.is_empty() {
+            return Some(Scopes::ALL);
+        }
+        let mut s = Scopes::NONE;
+        for token in field.split('+') {
+            s = s.with(match token.trim() {
+                "read" | "r" => Scopes::READ,
+                "write" | "w" => Scopes::WRITE,
+                "rw" => Scopes::READ.with(Scopes::WRITE),
+                "delete" | "del" | "d" => Scopes::DELETE,
+                "admin" | "a" => Scopes::ADMIN,
+                _ => return None,
+            });
+        }
+        Some(s)
+    }
+
+    /// The scope names, for messages.
+    pub fn names(self) -> String {
+        let names: Vec<&str> = [
+            (Scopes::READ, "read"),
+            (Scopes::WRITE, "write"),
+            (Scopes::DELETE, "delete"),
+            (Scopes::ADMIN, "admin"),
+        ]
+        .iter()
+        .filter(|(s, _)| self.contains(*s))
+        .map(|(_, n)| *n)
+        .collect();
+        names.join("+")
+    }
+}
+
+struct Key {
+    digest: [u8; 32],
+    scopes: Scopes,
+    prefixes: Option<Arc<[String]>>,
+}
+
+/// The configured keys; none: authentication is off.
+#[derive(Default)]
+pub struct Keys {
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keys({} configured)", self.keys.len())
+    }
+}
+
+/// Who a request comes from: what it may do, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub scopes: Scopes,
+    /// Name prefixes it may touch (`None`: every name).
+    pub prefixes: Option<Arc<[String]>>,
+    /// Identifies the credential (its key's digest), to bind sessions to it.
+    pub id: [u8; 32],
+}
+
+impl Credential {
+    /// Whether every name starting with `prefix` is one it may touch.
+    pub fn covers_prefix(&self, prefix: &str) -> bool {
+        self.prefixes
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| prefix.starts_with(p.as_str())))
+    }
+
+    /// Whether it may touch `name`.
+    pub fn covers(&self, name: &str) -> bool {
+        self.prefixes
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| name.starts_with(p.as_str())))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Keys {
+    /// Parse the list. A malformed entry is named by its position (1-based), never its text.
+    pub fn parse(list: &str) -> Result<Keys, String> {
+        let mut keys = Vec::new();
+        for (i, entry) in list.split(',').enumerate() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let bad = |why: &str| format!("API key entry {} is malformed: {why}", i + 1);
+            let mut parts = entry.splitn(3, ':');
+            let key = parts.next().unwrap_or_default();
+            if key.is_empty() {
+                return Err(bad("the key is empty"));
+            }
+            let scopes = Scopes::parse(parts.next().unwrap_or_default())
+                .ok_or_else(|| bad("unknown scope (read, write, delete, admin, rw)"))?;
+            let prefixes = match parts.next() {
+                None => None,
+                Some(p) => {
+                    let list: Vec<String> = p
+                        .split('|')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    if list.is_empty() {
+                        return Err(bad("the prefixes field is empty"));
+                    }
+                    Some(Arc::from(list))
+                }
+            };
+            keys.push(Key {
+                digest: digest(key),
+                scopes,
+                prefixes,
+            });
+        }
+        Ok(Keys { keys })
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The credential of `token`, comparing its digest with every key's in constant time.
+    pub fn check(&self, token: &str) -> Option<Credential> {
+        let d = digest(token);
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(k.digest.ct_eq(&d)) && found.is_none() {
+                found = Some(Credential {
+                    scopes: k.scopes,
+                    prefixes: k.prefixes.clone(),
+                    id: k.digest,
+                });
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_with_scopes_and_prefixes() {
+        let k = Keys::parse("all, reader:r, rw:rw:orders:|/v1/stream/a, admin:a+d:x").unwrap();
+        assert!(k.enabled());
+        let all = k.check("all").unwrap();
+        assert_eq!((all.scopes, all.prefixes.is_none()), (Scopes::ALL, true));
+        let r = k.check("reader").unwrap();
+        assert!(r.scopes.contains(Scopes::READ) && !r.scopes.contains(Scopes::WRITE));
+        let rw = k.check("rw").unwrap();
+        assert!(rw.scopes.contains(Scopes::READ.with(Scopes::WRITE)));
+        assert!(rw.covers("orders:eu") && rw.covers("/v1/stream/abc") && !rw.covers("other"));
+        let ad = k.check("admin").unwrap();
+        assert!(ad.scopes.contains(Scopes::ADMIN.with(Scopes::DELETE)));
+        assert!(k.check("nope").is_none() && k.check("").is_none());
+        assert!(!Keys::parse("").unwrap().enabled());
+    }
+
+    #[test]
+    fn a_malformed_entry_is_named_by_position_not_text() {
+        let e = Keys::parse("good, secret-key:bogus").unwrap_err();
+        assert!(e.contains("entry 2") && !e.contains("secret-key"), "{e}");
+        assert!(Keys::parse(":r").unwrap_err().contains("entry 1"));
+        assert!(Keys::parse("k:r:").unwrap_err().contains("prefixes"));
+    }
+}
