@@ -25,9 +25,12 @@ pub fn current() -> Option<Credential> {
     CREDENTIAL.try_with(Clone::clone).ok().flatten()
 }
 
-/// Run `f` as the request of `cred`.
+/// Run `f` as the request of `cred` (with auth off, as it is: nothing to carry).
 pub async fn with<F: std::future::Future>(cred: Option<Credential>, f: F) -> F::Output {
-    CREDENTIAL.scope(cred, f).await
+    match cred {
+        None => f.await,
+        cred => CREDENTIAL.scope(cred, f).await,
+    }
 }
 
 /// What a route needs.
