@@ -593,7 +593,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("default.toml"),
-            "[server]\nport = 1000\nhost = \"0.0.0.0\"\n",
+            "[server]\nport = 1000\nhost = \"0.0.0.0\"\n[auth]\nallow_insecure_no_auth = true\n",
         )
         .unwrap();
         std::fs::write(dir.join("dev.toml"), "[server]\nport = 2000\n").unwrap();
