@@ -412,3 +412,35 @@ fn start_up_rules() {
         "{err}"
     );
 }
+
+/// With listed CORS origins and auth on, a listed origin may send credentials (its cookie);
+/// the challenge header is readable by the page.
+#[tokio::test]
+async fn cors_allows_credentials_for_listed_origins() {
+    let opts = Options::default()
+        .env("DS_AUTH__API_KEYS", KEYS)
+        .env("DS_AUTH__COOKIE_NAME", "riffle_token")
+        .env("DS_HTTP__CORS_ORIGINS", "https://app.example");
+    let s = Server::start_with(opts).await;
+    let origin = [
+        ("origin", "https://app.example"),
+        ("cookie", "riffle_token=reader"),
+    ];
+    let (st, h, _) = call(&s, M::GET, "/v0/topics", None, &origin, "").await;
+    assert_eq!(st, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let (st, h, _) = call(&s, M::GET, "/v0/topics", None, &[origin[0]], "").await;
+    assert_eq!(st, 401);
+    let exposed = h["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("www-authenticate"), "{exposed}");
+    let other = [
+        ("origin", "https://evil.example"),
+        ("cookie", "riffle_token=reader"),
+    ];
+    let (_, h, _) = call(&s, M::GET, "/v0/topics", None, &other, "").await;
+    assert!(h.get("access-control-allow-credentials").is_none());
+}

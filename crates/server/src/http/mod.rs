@@ -51,7 +51,7 @@ const ALLOW_HEADERS: &str = "Content-Type, Authorization, If-None-Match, Stream-
     Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Stream-Durability";
 const EXPOSE_HEADERS: &str = "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, \
     Stream-Closed, Stream-SSE-Data-Encoding, Stream-TTL, Stream-Expires-At, Stream-Durability, \
-    ETag, Location, \
+    ETag, Location, WWW-Authenticate, \
     Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq";
 
 impl App {
@@ -220,6 +220,14 @@ impl App {
                     && list.iter().any(|l| l.as_bytes() == o.as_bytes())
                 {
                     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                    // A listed origin may send its cookie (the token of an EventSource); a
+                    // wildcard never may, as browsers require.
+                    if self.config.auth.keys.enabled() {
+                        h.insert(
+                            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                            HeaderValue::from_static("true"),
+                        );
+                    }
                 }
             }
         }
