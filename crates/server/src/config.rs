@@ -109,6 +109,11 @@ pub struct LimitSettings {
     pub max_topics: u64,
     pub max_routers: u64,
     pub max_watch_sessions: u64,
+    /// Live connections (SSE, long-poll, WebSocket) at once, server-wide and per credential
+    /// (with auth on); requests in flight per credential. 0: no cap.
+    pub max_live_connections: u64,
+    pub max_live_connections_per_key: u64,
+    pub max_inflight_per_key: u64,
 }
 
 impl Default for LimitSettings {
@@ -124,6 +129,9 @@ impl Default for LimitSettings {
             max_topics: 100_000,
             max_routers: 10_000,
             max_watch_sessions: 10_000,
+            max_live_connections: 10_000,
+            max_live_connections_per_key: 1_000,
+            max_inflight_per_key: 1_000,
         }
     }
 }
@@ -271,6 +279,18 @@ impl Settings {
             ("TOPICS_MAX_ROUTERS", "DS_LIMITS__MAX_ROUTERS"),
             ("TOPICS_MAX_WATCH_SESSIONS", "DS_LIMITS__MAX_WATCH_SESSIONS"),
             ("TOPICS_MAX_BODY_BYTES", "DS_LIMITS__MAX_REQUEST_BODY_BYTES"),
+            (
+                "TOPICS_MAX_SSE_CONNECTIONS",
+                "DS_LIMITS__MAX_LIVE_CONNECTIONS",
+            ),
+            (
+                "TOPICS_MAX_SSE_CONNECTIONS_PER_KEY",
+                "DS_LIMITS__MAX_LIVE_CONNECTIONS_PER_KEY",
+            ),
+            (
+                "TOPICS_MAX_INFLIGHT_PER_KEY",
+                "DS_LIMITS__MAX_INFLIGHT_PER_KEY",
+            ),
         ]
         .iter()
         .filter_map(|(alias, key)| {

@@ -238,6 +238,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     // Recover on a blocking thread while the listener answers: probes say how far recovery
     // got (`/v0/ready`, `/readyz`: 503), everything else is a 503 with `Retry-After`.
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (live, inflight) = App::slots(&config);
     let recovering = Arc::new(App {
         engine: Engine::new(EngineConfig::default(), Arc::new(SystemClock)),
         config: config.clone(),
@@ -245,6 +246,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         scheme,
         topics: Default::default(),
         recovering: Some(progress.clone()),
+        live: live.clone(),
+        inflight: inflight.clone(),
     });
     let mut recovery = tokio::task::spawn_blocking({
         let config = config.clone();
@@ -272,6 +275,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         scheme,
         topics: Default::default(),
         recovering: None,
+        live,
+        inflight,
     });
     tracing::info!(
         %addr,

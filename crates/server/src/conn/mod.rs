@@ -180,7 +180,11 @@ where
         if app.recovering.is_none()
             && let Some(key) = websocket_key(&parts)
         {
-            let cred = match app.authorize(&parts, "/v0/ws") {
+            let allowed = app.authorize(&parts, "/v0/ws").and_then(|cred| {
+                let slot = app.live.acquire(cred.as_ref())?;
+                Ok((cred, slot))
+            });
+            let (cred, _slot) = match allowed {
                 Ok(c) => c,
                 Err(e) => {
                     // Refused before the upgrade: an ordinary answer, then the connection ends.

@@ -11,6 +11,7 @@ pub mod body;
 mod cursor;
 mod error;
 pub mod path;
+pub mod slots;
 mod sse;
 pub mod streams;
 pub mod topics;
@@ -43,6 +44,31 @@ pub struct App {
     /// 503 with the progress) and 503 to everything else, and closes each connection after
     /// its answer, so clients reconnect to the server that recovery produces.
     pub recovering: Option<Arc<AtomicU64>>,
+    /// Live connections (SSE, long-poll, WebSocket), server-wide and per credential.
+    pub live: Arc<slots::Slots>,
+    /// Requests in flight per credential.
+    pub inflight: Arc<slots::Slots>,
+}
+
+impl App {
+    /// The holder caps of `config`.
+    pub fn slots(config: &Config) -> (Arc<slots::Slots>, Arc<slots::Slots>) {
+        let l = &config.limits;
+        (
+            slots::Slots::new(
+                "max_live_connections",
+                l.max_live_connections,
+                "max_live_connections_per_key",
+                l.max_live_connections_per_key,
+            ),
+            slots::Slots::new("", 0, "max_inflight_per_key", l.max_inflight_per_key),
+        )
+    }
+
+    /// A live connection's slot for the request being served.
+    pub fn live_slot(&self) -> Result<slots::Slot, ApiError> {
+        self.live.acquire(access::current().as_ref())
+    }
 }
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
@@ -133,7 +159,14 @@ impl App {
                 .expect("static response"));
         }
         if topics::owns(req.uri.path()) {
-            let cred = match self.authorize(req, req.uri.path()) {
+            let allowed = self.authorize(req, req.uri.path()).and_then(|cred| {
+                let slot = cred
+                    .as_ref()
+                    .map(|c| self.inflight.acquire(Some(c)))
+                    .transpose()?;
+                Ok((cred, slot))
+            });
+            let (cred, _inflight) = match allowed {
                 Ok(c) => c,
                 Err(e) => return Ok(topics::render_error(e)),
             };
@@ -153,6 +186,10 @@ impl App {
         };
         let path = &*path;
         let cred = self.authorize(req, path)?;
+        let _inflight = cred
+            .as_ref()
+            .map(|c| self.inflight.acquire(Some(c)))
+            .transpose()?;
         if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,

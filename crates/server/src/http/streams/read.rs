@@ -21,8 +21,11 @@ pub async fn get(app: &App, name: &str, req: &Parts) -> Result<Response<Response
     let handle = app.engine.open(name)?;
     match q.live {
         Live::No => catch_up(&handle, &q, &req.headers),
-        Live::LongPoll => long_poll(app, handle, &q, &req.headers).await,
-        Live::Sse => sse::respond(app, handle, &q),
+        Live::LongPoll => {
+            let _slot = app.live_slot()?;
+            long_poll(app, handle, &q, &req.headers).await
+        }
+        Live::Sse => sse::respond(app, handle, &q, app.live_slot()?),
     }
 }
 

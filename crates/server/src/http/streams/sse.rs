@@ -29,6 +29,7 @@ pub fn respond(
     app: &App,
     mut handle: LogHandle,
     q: &ReadQuery,
+    slot: crate::http::slots::Slot,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let info = handle.info();
     let binary = is_binary(&info.content_type);
@@ -45,6 +46,7 @@ pub fn respond(
     let reconnect = tokio::time::Instant::now() + app.config.sse_reconnect_interval;
     let shutdown = app.shutdown.clone();
     let events = async_stream::stream! {
+        let _slot = slot; // the live connection's, given back when the stream goes
         // Created once per response, not once per event: with many subscribers, timers and
         // shutdown waiters registered and dropped per delivery cost more than the delivery.
         let reconnect = tokio::time::sleep_until(reconnect);

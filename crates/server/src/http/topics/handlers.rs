@@ -258,6 +258,11 @@ pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {
         data: true,
     };
     let wait = Duration::from_millis(b.wait_ms.min(MAX_WAIT_MS));
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        Some(app.live_slot()?)
+    };
     let mut handle = app.engine.topic_open(topic).map_err(|e| engine(topic, e))?;
     let deadline = tokio::time::Instant::now() + wait;
     let d = loop {

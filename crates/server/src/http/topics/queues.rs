@@ -90,6 +90,11 @@ pub async fn claim(app: &App, queue: &str, body: Bytes) -> Answer {
         wait_ms: b.wait_ms.unwrap_or(0).min(MAX_WAIT_MS),
         conn: None,
     };
+    let _slot = if req.wait_ms > 0 {
+        Some(app.live_slot()?)
+    } else {
+        None
+    };
     let claimed = app
         .engine
         .queue_claim(queue, req)
@@ -258,8 +263,10 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
     };
     let shutdown = app.shutdown.clone();
     let queue = queue.to_string();
+    let slot = app.live_slot()?;
     let events = async_stream::stream! {
         let _guard = guard;
+        let _slot = slot;
         let mut out = BytesMut::new();
         out.extend_from_slice(b"retry: 2000\n\n");
         yield Ok::<_, Infallible>(Frame::data(out.split().freeze()));

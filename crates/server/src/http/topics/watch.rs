@@ -440,7 +440,9 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
     let engine = app.engine.clone();
     let shutdown = app.shutdown.clone();
     let watches = app.topics.watches.clone();
+    let slot = app.live_slot()?;
     let events = async_stream::stream! {
+        let _slot = slot;
         let _open = open;
         let s = &session;
         let mut out = BytesMut::new();
