@@ -22,6 +22,8 @@ pub struct Target {
     pub addr: String,
     /// The stream prefix, without a trailing slash, e.g. `/v1/stream`.
     pub base: String,
+    /// `Authorization` of every request (`Bearer <token>`), for a server with auth on.
+    pub authorization: Option<String>,
 }
 
 impl Target {
@@ -38,7 +40,11 @@ impl Target {
             None => format!("{}:80", auth.host()),
         };
         let base = uri.path().trim_end_matches('/').to_string();
-        Ok(Self { addr, base })
+        Ok(Self {
+            addr,
+            base,
+            authorization: None,
+        })
     }
 
     /// The path of stream `name`.
@@ -53,6 +59,7 @@ pub const BAD_ANSWER: &str = "bad-answer";
 /// One HTTP/1.1 keep-alive connection.
 pub struct Conn {
     addr: String,
+    authorization: Option<String>,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// How many times this connection was (re)opened.
     pub connects: u64,
@@ -96,6 +103,7 @@ impl Conn {
     pub fn new(target: &Target) -> Self {
         Self {
             addr: target.addr.clone(),
+            authorization: target.authorization.clone(),
             sender: None,
             connects: 0,
         }
@@ -141,6 +149,9 @@ impl Conn {
             .header(http::header::HOST, self.addr.as_str());
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(a) = &self.authorization {
+            req = req.header(http::header::AUTHORIZATION, a.as_str());
         }
         let req = req
             .body(Full::new(body))

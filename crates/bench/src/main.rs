@@ -66,6 +66,9 @@ pub struct Global {
     /// Require Stream-Next-Offset to advance by exactly the payload bytes (Riffle does).
     #[arg(long, global = true)]
     strict_offsets: bool,
+    /// Send `Authorization: Bearer TOKEN` with every request (a server with API keys).
+    #[arg(long, global = true)]
+    bearer: Option<String>,
     /// Skip reading the written streams back after append and rtt.
     #[arg(long, global = true)]
     no_readback: bool,
@@ -169,7 +172,10 @@ fn common(g: &Global) -> Result<Common> {
         Duration::from_secs_f64(x.unwrap_or(if g.quick { quick } else { normal }).max(0.0))
     };
     Ok(Common {
-        target: client::Target::parse(&g.url)?,
+        target: client::Target {
+            authorization: g.bearer.as_ref().map(|t| format!("Bearer {t}")),
+            ..client::Target::parse(&g.url)?
+        },
         server_pid: g.server_pid,
         duration: secs(g.duration, 10.0, 2.0),
         warmup: secs(g.warmup, 1.0, 0.5),
