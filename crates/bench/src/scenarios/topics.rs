@@ -11,9 +11,17 @@ use http::Method;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use super::Common;
+use super::live::{Writer, ns_of};
+use super::load::{Done, Op};
+use super::{Clock, Common};
+use crate::client::Target;
 use crate::client::{Conn, Failure, REQUEST_TIMEOUT};
+use crate::stats::Counters;
 use crate::stats::Verify;
+use crate::verify::Ledger;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
 
 pub const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -421,4 +429,97 @@ mod tests {
         assert!(check_diff(&answer(&[11, 12], 12), 10, Some(3)).is_err());
         assert!(check_diff(&answer(&[12, 13], 13), 10, None).is_err());
     }
+}
+
+/// What a timed reader checks of a record's data: the writer's index and send time.
+#[derive(Deserialize)]
+pub struct Timed {
+    pub i: u64,
+    pub t_ns: u64,
+}
+
+/// Writes one timestamped record per request to a topic; record `n` is the `n`-th
+/// acknowledged one and must get seq `start + 1 + n`. The ledger's `acked` holds the seqs.
+pub struct TimedWrites {
+    path: String,
+    start: u64,
+    size: usize,
+    pub ledger: Ledger,
+}
+
+impl TimedWrites {
+    /// Writes of `size`-byte records to topic `name`, whose head is `start`.
+    pub fn new(name: &str, start: u64, size: usize) -> Self {
+        Self {
+            path: format!("{}?return_seqs=false", topic_path(name)),
+            start,
+            size,
+            ledger: Ledger::new(topic_path(name), start.to_string()),
+        }
+    }
+
+    /// Run them at `rate` writes/s for the clock's window.
+    pub fn spawn(
+        self,
+        target: Target,
+        rate: f64,
+        clock: Clock,
+        counters: Arc<Counters>,
+    ) -> JoinHandle<Writer> {
+        tokio::spawn(Writer::run(target, self, rate, clock, counters, |op| {
+            op.ledger
+        }))
+    }
+}
+
+impl Op for TimedWrites {
+    async fn call(&mut self, conn: &mut Conn, _i: u64, sent: Instant) -> Result<Done, Failure> {
+        let n = self.ledger.messages;
+        let data = data_json(&format!("\"i\":{n},\"t_ns\":{}", ns_of(sent)), self.size);
+        let body = records_body([data.as_str()]);
+        let ack = write(conn, &self.path, body, 1, false).await?;
+        if ack.first_seq != self.start + 1 + n {
+            return Err(Failure::Bad(format!(
+                "{}: record {n} got seq {}, want {}",
+                self.path,
+                ack.first_seq,
+                self.start + 1 + n
+            )));
+        }
+        let l = &mut self.ledger;
+        l.acked.push(ack.first_seq.to_string());
+        l.bytes += data.len() as u64;
+        l.messages += 1;
+        Ok(Done {
+            units: 1,
+            bytes: data.len() as u64,
+        })
+    }
+}
+
+/// Check a timed writer's outcome: its acknowledged seqs are `start + 1..` in order, and the
+/// topic's `GET` head is past them.
+pub async fn check_timed_writes(target: &Target, name: &str, start: u64, w: &Writer) -> Verify {
+    let mut v = Verify::new();
+    let mut conn = Conn::new(target);
+    let want = start + w.records;
+    let in_order = w
+        .ledger
+        .acked
+        .iter()
+        .zip(start + 1..)
+        .all(|(a, s)| a == &s.to_string());
+    match topic_state(&mut conn, name).await {
+        Ok(s) => v.check(
+            s.head_seq == want && in_order,
+            format!(
+                "{} one-record writes acknowledged with seqs {}..={want} in order; GET head_seq {}",
+                w.records,
+                start + 1,
+                s.head_seq
+            ),
+        ),
+        Err(e) => v.fail(e.to_string()),
+    }
+    v
 }

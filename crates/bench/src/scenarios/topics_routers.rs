@@ -19,17 +19,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use http::Method;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 
-use super::live::{Writer, now_ns, ns_of};
-use super::load::{Done, Op};
-use super::topics::{self, CLASSES, DiffAnswer, JSON, topic_name, topic_path};
+use super::live::now_ns;
+use super::topics::{self, CLASSES, DiffAnswer, JSON, Timed, topic_name, topic_path};
 use super::{Clock, Common};
 use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT, Target};
 use crate::procstat::Window;
 use crate::stats::{Counters, Errors, Lat, NamedLatency, Progress, ScenarioResult, Verify};
-use crate::verify::Ledger;
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TopicsRoutersArgs {
@@ -58,47 +56,6 @@ pub struct TopicsRoutersArgs {
 
 /// How long readers may take, after the last write, to get every copy.
 const GRACE: Duration = Duration::from_secs(20);
-
-/// What a reader checks of a record's data.
-#[derive(Deserialize)]
-struct Timed {
-    i: u64,
-    t_ns: u64,
-}
-
-/// One-record writes to the source; record `n` is the `n`-th acknowledged one and must get
-/// seq `start + 1 + n`. The ledger's `acked` holds the seqs.
-struct SourceWrites {
-    path: String,
-    start: u64,
-    size: usize,
-    ledger: Ledger,
-}
-
-impl Op for SourceWrites {
-    async fn call(&mut self, conn: &mut Conn, _i: u64, sent: Instant) -> Result<Done, Failure> {
-        let n = self.ledger.messages;
-        let data = topics::data_json(&format!("\"i\":{n},\"t_ns\":{}", ns_of(sent)), self.size);
-        let body = topics::records_body([data.as_str()]);
-        let ack = topics::write(conn, &self.path, body, 1, false).await?;
-        if ack.first_seq != self.start + 1 + n {
-            return Err(Failure::Bad(format!(
-                "{}: record {n} got seq {}, want {}",
-                self.path,
-                ack.first_seq,
-                self.start + 1 + n
-            )));
-        }
-        let l = &mut self.ledger;
-        l.acked.push(ack.first_seq.to_string());
-        l.bytes += data.len() as u64;
-        l.messages += 1;
-        Ok(Done {
-            units: 1,
-            bytes: data.len() as u64,
-        })
-    }
-}
 
 /// What one reader saw of its destination.
 #[derive(Default)]
@@ -351,20 +308,8 @@ async fn run_step(
     let wal0 = wal_bytes(&mut conn).await;
     let clock = Clock::start(c);
     let counters = Arc::new(Counters::default());
-    let op = SourceWrites {
-        path: format!("{}?return_seqs=false", topic_path(src)),
-        start,
-        size: a.size,
-        ledger: Ledger::new(topic_path(src), start.to_string()),
-    };
-    let writer = tokio::spawn(Writer::run(
-        c.target.clone(),
-        op,
-        a.rate,
-        clock,
-        counters.clone(),
-        |op| op.ledger,
-    ));
+    let op = topics::TimedWrites::new(src, start, a.size);
+    let writer = op.spawn(c.target.clone(), a.rate, clock, counters.clone());
     tokio::time::sleep_until(clock.measure.into()).await;
     let window = Window::begin(c.server_pid);
     let progress = Progress::start(

@@ -7,7 +7,7 @@
 //! write, time, verify) is `fanout`'s.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -17,14 +17,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::fanout::{self, FanoutArgs, Feed};
-use super::live::{Connected, Decoder, Next, Tail, Until, Writer, now_ns, ns_of, sse_subscriber};
-use super::load::{Done, Op};
+use super::live::{Connected, Decoder, Next, Tail, Until, Writer, now_ns, sse_subscriber};
 use super::sse::SseEvent;
-use super::topics::{self, CLASSES, JSON, Rec, topic_name, topic_path};
+use super::topics::{self, CLASSES, JSON, Rec, Timed, topic_name};
 use super::{Clock, Common};
 use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT, Target};
 use crate::stats::{Counters, Errors, ScenarioResult, Verify, add_errors};
-use crate::verify::Ledger;
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TopicsWatchArgs {
@@ -35,13 +33,6 @@ pub struct TopicsWatchArgs {
     /// Durability class of the topic.
     #[arg(long, default_value = "fsync", value_parser = clap::builder::PossibleValuesParser::new(CLASSES))]
     pub durability: String,
-}
-
-/// What a watcher checks of a record's data.
-#[derive(Deserialize)]
-struct Timed {
-    i: u64,
-    t_ns: u64,
 }
 
 #[derive(Deserialize)]
@@ -153,40 +144,6 @@ async fn watcher(
     t
 }
 
-/// Writes one timestamped record per request; record `n` is the `n`-th acknowledged one and
-/// must get seq `start + 1 + n`. The ledger's `acked` holds the seqs.
-struct TimedWrites {
-    path: String,
-    start: u64,
-    size: usize,
-    ledger: Ledger,
-}
-
-impl Op for TimedWrites {
-    async fn call(&mut self, conn: &mut Conn, _i: u64, sent: Instant) -> Result<Done, Failure> {
-        let n = self.ledger.messages;
-        let data = topics::data_json(&format!("\"i\":{n},\"t_ns\":{}", ns_of(sent)), self.size);
-        let body = topics::records_body([data.as_str()]);
-        let ack = topics::write(conn, &self.path, body, 1, false).await?;
-        if ack.first_seq != self.start + 1 + n {
-            return Err(Failure::Bad(format!(
-                "{}: record {n} got seq {}, want {}",
-                self.path,
-                ack.first_seq,
-                self.start + 1 + n
-            )));
-        }
-        let l = &mut self.ledger;
-        l.acked.push(ack.first_seq.to_string());
-        l.bytes += data.len() as u64;
-        l.messages += 1;
-        Ok(Done {
-            units: 1,
-            bytes: data.len() as u64,
-        })
-    }
-}
-
 struct TopicFeed {
     target: Target,
     name: String,
@@ -214,41 +171,12 @@ impl Feed for TopicFeed {
     }
 
     fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
-        let op = TimedWrites {
-            path: format!("{}?return_seqs=false", topic_path(&self.name)),
-            start: self.start,
-            size: self.size,
-            ledger: Ledger::new(topic_path(&self.name), self.start.to_string()),
-        };
-        let (target, rate) = (self.target.clone(), self.rate);
-        tokio::spawn(Writer::run(target, op, rate, clock, counters, |op| {
-            op.ledger
-        }))
+        let op = topics::TimedWrites::new(&self.name, self.start, self.size);
+        op.spawn(self.target.clone(), self.rate, clock, counters)
     }
 
     async fn check(&self, w: Writer) -> Verify {
-        let mut v = Verify::new();
-        let mut conn = Conn::new(&self.target);
-        let want = self.start + w.records;
-        let in_order = w
-            .ledger
-            .acked
-            .iter()
-            .zip(self.start + 1..)
-            .all(|(a, s)| a == &s.to_string());
-        match topics::topic_state(&mut conn, &self.name).await {
-            Ok(s) => v.check(
-                s.head_seq == want && in_order,
-                format!(
-                    "{} one-record writes acknowledged with seqs {}..={want} in order; GET head_seq {}",
-                    w.records,
-                    self.start + 1,
-                    s.head_seq
-                ),
-            ),
-            Err(e) => v.fail(e.to_string()),
-        }
-        v
+        topics::check_timed_writes(&self.target, &self.name, self.start, &w).await
     }
 }
 
