@@ -155,7 +155,7 @@ impl Persist {
                             let mut t = TopicState::from_rec(rec);
                             t.feed = feeds.remove(&l.meta.id);
                             if let Some(q) = queues.remove(&l.meta.id) {
-                                t.queue = Some(Box::new(QueueState::from_rec(q, true)));
+                                t.queue = Some(Box::new(QueueState::from_rec(q)));
                             }
                             t
                         }),
@@ -669,7 +669,7 @@ fn replay_topic(
             let mut t = TopicState::from_rec(*topic);
             t.feed = feed;
             if let Some(q) = queue {
-                t.queue = Some(Box::new(QueueState::from_rec(q, true)));
+                t.queue = Some(Box::new(QueueState::from_rec(q)));
             }
             log.topic = Some(t);
             log.lost_from = None;

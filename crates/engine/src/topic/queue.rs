@@ -81,6 +81,8 @@ pub(crate) struct QueueRec {
     pub leases: Vec<(u64, Lease)>,
     pub deliveries: Vec<(u64, u32)>,
     pub delayed: Vec<(i64, u64)>,
+    /// Jobs ready again (expired or released), ahead of fresh ones.
+    pub ready_again: Vec<u64>,
     pub dead_lettered: u64,
 }
 
@@ -103,7 +105,9 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
-    pub fn from_rec(rec: QueueRec, keep_leases: bool) -> Self {
+    /// The state a checkpoint (or a seal) recorded; leases that must not outlive a restart
+    /// are given back by [`QueueState::drop_leases`] when the topic is restored.
+    pub fn from_rec(rec: QueueRec) -> Self {
         let mut q = QueueState {
             cursor: rec.cursor,
             deliveries: rec.deliveries.into_iter().collect(),
@@ -114,12 +118,9 @@ impl QueueState {
             q.delay(seq, at);
         }
         for (seq, lease) in rec.leases {
-            if keep_leases {
-                q.lease(seq, lease);
-            } else {
-                q.reclaim.insert(seq);
-            }
+            q.lease(seq, lease);
         }
+        q.reclaim.extend(rec.ready_again);
         q
     }
 
@@ -127,18 +128,6 @@ impl QueueState {
         let mut leases: Vec<(u64, Lease)> =
             self.leases.iter().map(|(s, l)| (*s, l.clone())).collect();
         leases.sort_by_key(|(s, _)| *s);
-        // Jobs ready again are recorded as expired leases: a restore makes them ready.
-        leases.extend(self.reclaim.iter().map(|&s| {
-            (
-                s,
-                Lease {
-                    node: String::new(),
-                    lease_id: 0,
-                    deadline: 0,
-                    conn: None,
-                },
-            )
-        }));
         let mut deliveries: Vec<(u64, u32)> =
             self.deliveries.iter().map(|(s, d)| (*s, *d)).collect();
         deliveries.sort_unstable();
@@ -147,6 +136,7 @@ impl QueueState {
             leases,
             deliveries,
             delayed: self.delayed.iter().copied().collect(),
+            ready_again: self.reclaim.iter().copied().collect(),
             dead_lettered: self.dead_lettered,
         }
     }
