@@ -315,24 +315,16 @@ impl Engine {
             && t.reason != GapReason::Recreated
             && t.missed_estimate > 0
         {
-            let lost = Copies {
-                buf: Vec::new(),
-                rel_ends: Vec::new(),
-                tags: Vec::new(),
-                lost: t.missed_estimate,
-                cursor: t.gap_to,
-            };
-            if dest.topic_copy(&held, name, lost, now, persist).await? == CopyOutcome::NotFed {
+            let mut lost = Copies::new(t.gap_to);
+            lost.lost = t.missed_estimate;
+            let outcome = dest
+                .topic_copy(&held, name, &mut lost, now, persist)
+                .await?;
+            if outcome == CopyOutcome::NotFed {
                 return Ok(Step::Gone);
             }
         }
-        let mut c = Copies {
-            buf: Vec::new(),
-            rel_ends: Vec::new(),
-            tags: Vec::new(),
-            lost: 0,
-            cursor: diff.next_from_seq,
-        };
+        let mut c = Copies::new(diff.next_from_seq);
         let mut seqs = Vec::new();
         for r in &diff.records {
             if r.layout.hops >= HOP_CAP {
@@ -351,7 +343,7 @@ impl Engine {
         if c.rel_ends.is_empty() && c.cursor == feed.cursor {
             return Ok(if caught_up { Step::Idle } else { Step::More });
         }
-        match dest.topic_copy(&held, name, c, now, persist).await? {
+        match dest.topic_copy(&held, name, &mut c, now, persist).await? {
             CopyOutcome::Applied(_) => Ok(if caught_up { Step::Idle } else { Step::More }),
             CopyOutcome::NotFed => Ok(Step::Gone),
             CopyOutcome::Full => {
@@ -359,21 +351,16 @@ impl Engine {
                 let Some(&first) = seqs.first() else {
                     return Ok(Step::Stalled);
                 };
-                let one = first_copy(&diff, first, name, def);
-                match dest.topic_copy(&held, name, one, now, persist).await? {
+                c.keep_first(first);
+                match dest.topic_copy(&held, name, &mut c, now, persist).await? {
                     CopyOutcome::Applied(_) => Ok(Step::More),
                     CopyOutcome::NotFed => Ok(Step::Gone),
                     CopyOutcome::Full => {
                         // Records skipped before the first copy are passed meanwhile.
                         if first > feed.cursor + 1 {
-                            let skip = Copies {
-                                buf: Vec::new(),
-                                rel_ends: Vec::new(),
-                                tags: Vec::new(),
-                                lost: 0,
-                                cursor: first - 1,
-                            };
-                            dest.topic_copy(&held, name, skip, now, persist).await?;
+                            let mut skip = Copies::new(first - 1);
+                            dest.topic_copy(&held, name, &mut skip, now, persist)
+                                .await?;
                         }
                         Ok(Step::Stalled)
                     }
@@ -390,24 +377,6 @@ fn copy_rule<'a>(name: &'a str, def: &RouterDef) -> record::CopyRule<'a> {
         keep_node: def.preserve_node,
         stamp: (def.guarantee == Guarantee::ExactlyOnce).then_some(name),
     }
-}
-
-/// The copy of source record `seq` of `diff` alone.
-fn first_copy(diff: &crate::topic::Diff, seq: u64, name: &str, def: &RouterDef) -> Copies {
-    let mut c = Copies {
-        buf: Vec::new(),
-        rel_ends: Vec::new(),
-        tags: Vec::new(),
-        lost: 0,
-        cursor: seq,
-    };
-    if let Some(r) = diff.records.iter().find(|r| r.seq == seq) {
-        let tag: Option<String> = r.tag_json().and_then(|t| serde_json::from_slice(t).ok());
-        record::copy(&r.raw, &r.layout, r.seq, copy_rule(name, def), &mut c.buf);
-        c.rel_ends.push(c.buf.len() as u64);
-        c.tags.push(tag.filter(|_| def.preserve_tag));
-    }
-    c
 }
 
 /// A source's forwarding task: each pass forwards for every router of the source, then waits

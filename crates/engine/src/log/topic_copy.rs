@@ -27,6 +27,30 @@ pub(crate) struct Copies {
     pub cursor: u64,
 }
 
+impl Copies {
+    /// No copies yet; the router's cursor at `cursor`.
+    pub fn new(cursor: u64) -> Self {
+        Copies {
+            buf: Vec::new(),
+            rel_ends: Vec::new(),
+            tags: Vec::new(),
+            lost: 0,
+            cursor,
+        }
+    }
+
+    /// Keep only the first copy, made of source record `seq` (a full destination takes what
+    /// fits, one record at a time).
+    pub fn keep_first(&mut self, seq: u64) {
+        let end = self.rel_ends.first().copied().unwrap_or(0);
+        self.buf.truncate(end as usize);
+        self.rel_ends.truncate(1);
+        self.tags.truncate(1);
+        self.lost = 0;
+        self.cursor = seq;
+    }
+}
+
 /// What applying copies did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum CopyOutcome {
@@ -128,12 +152,13 @@ impl Log {
         Ok(Some((record, log_seq + 1)))
     }
 
-    /// Apply a router's copies (the caller holds the append lock: `_held`).
+    /// Apply a router's copies (the caller holds the append lock: `_held`). On
+    /// [`CopyOutcome::Full`] nothing is applied and `c` is left as it was, save `$ts`.
     pub(crate) async fn topic_copy(
         self: &Arc<Self>,
         _held: &OwnedMutexGuard<()>,
         router: &str,
-        mut c: Copies,
+        c: &mut Copies,
         now: i64,
         persist: Option<&Arc<Persist>>,
     ) -> Result<CopyOutcome> {
