@@ -131,7 +131,8 @@ impl Log {
                     out.push((s, deliveries(&q, s)));
                 }
             }
-            let mut cursor = q.cursor;
+            let before = q.cursor;
+            let mut cursor = before;
             while out.len() < want {
                 let s = t.live_from(cursor + 1);
                 if s > head {
@@ -141,9 +142,9 @@ impl Log {
                 cursor = s;
             }
             t.queue = Some(q);
-            Some((out, cursor))
+            Some((out, before, cursor))
         })?;
-        let Some((picked, cursor)) = picked else {
+        let Some((picked, before, cursor)) = picked else {
             return Err(not_a_queue());
         };
         let seqs: Vec<u64> = picked.iter().map(|p| p.0).collect();
@@ -191,7 +192,7 @@ impl Log {
             });
             pass.jobs[k].push(job);
         }
-        if claims.is_empty() && cursor == self.queue_cursor()? {
+        if claims.is_empty() && cursor == before {
             pass.counts = self.queue_counts(now)?;
             return Ok(pass);
         }
@@ -215,16 +216,6 @@ impl Log {
             .await?;
         pass.counts = self.queue_counts(now)?;
         Ok(pass)
-    }
-
-    fn queue_cursor(&self) -> Result<u64> {
-        self.with_topic(|st| {
-            st.topic
-                .as_deref()
-                .and_then(|t| t.queue.as_deref())
-                .map(|q| q.cursor)
-        })?
-        .ok_or_else(not_a_queue)
     }
 
     /// The queue's counts now.

@@ -251,9 +251,13 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
     let max = number("max")?.unwrap_or(1).clamp(1, 1000) as usize;
     let lease_ms = number("lease_ms")?;
     // The queue must exist and be a queue before the stream starts.
-    app.engine
-        .queue_conn_jobs(queue, 0)
+    let info = app
+        .engine
+        .topic_info(queue, false)
         .map_err(|e| engine(queue, e))?;
+    if info.queue.is_none() {
+        return Err(engine(queue, riffle_engine::EngineError::NotAQueue));
+    }
     let engine = app.engine.clone();
     let conn = engine.queue_conn_id();
     let guard = WorkGuard {
