@@ -35,14 +35,37 @@ pub struct AuthSettings {
     /// A cookie that may carry the token (browsers' EventSource cannot set headers); empty:
     /// none.
     pub cookie_name: String,
+    /// JWT gatekeeper tokens signed with HS256 by this shared secret (at least 32 bytes).
+    pub jwt_hs256_secret: String,
+    /// JWT gatekeeper tokens signed by the private half of this PEM public key (RSA: RS256,
+    /// EC: ES256, Ed25519: EdDSA).
+    pub jwt_public_key_file: String,
+    /// JWT gatekeeper tokens signed by any key of this JWKS file (chosen by `kid`).
+    pub jwt_jwks_file: String,
+    /// The `iss` a token must carry (empty: not checked).
+    pub jwt_issuer: String,
+    /// The `aud` a token must carry (empty: not checked).
+    pub jwt_audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// The claim that lists a token's grants.
+    pub jwt_claim: String,
 }
 
 /// Authentication as configured.
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub keys: std::sync::Arc<crate::http::auth::Keys>,
+    pub jwt: Option<std::sync::Arc<crate::http::jwt::Jwt>>,
     pub probe_auth: bool,
     pub cookie_name: Option<String>,
+}
+
+impl Auth {
+    /// Whether requests need a credential (keys or a JWT key are configured).
+    pub fn enabled(&self) -> bool {
+        self.keys.enabled() || self.jwt.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -456,15 +479,28 @@ impl Settings {
         }
         let keys = crate::http::auth::Keys::parse(&self.auth.api_keys)
             .map_err(|e| err(format!("auth.api_keys (DS_AUTH__API_KEYS): {e}")))?;
-        if !keys.enabled() && !host.is_loopback() && !self.auth.allow_insecure_no_auth {
+        let a = &self.auth;
+        let jwt = crate::http::jwt::Jwt::from_settings(&crate::http::jwt::JwtSettings {
+            hs256_secret: a.jwt_hs256_secret.clone(),
+            public_key_file: a.jwt_public_key_file.clone(),
+            jwks_file: a.jwt_jwks_file.clone(),
+            issuer: a.jwt_issuer.clone(),
+            audience: a.jwt_audience.clone(),
+            leeway_secs: a.jwt_leeway_secs,
+            claim: a.jwt_claim.clone(),
+        })
+        .map_err(err)?;
+        if !keys.enabled() && jwt.is_none() && !host.is_loopback() && !a.allow_insecure_no_auth {
             return Err(err(format!(
                 "server.host {host} is not a loopback address and auth is off: set \
-                 auth.api_keys (DS_AUTH__API_KEYS), or auth.allow_insecure_no_auth \
-                 (DS_AUTH__ALLOW_INSECURE_NO_AUTH=true) to serve everyone"
+                 auth.api_keys (DS_AUTH__API_KEYS) or a JWT key (auth.jwt_*), or \
+                 auth.allow_insecure_no_auth (DS_AUTH__ALLOW_INSECURE_NO_AUTH=true) to serve \
+                 everyone"
             )));
         }
         let auth = Auth {
             keys: std::sync::Arc::new(keys),
+            jwt: jwt.map(std::sync::Arc::new),
             probe_auth: self.auth.probe_auth,
             cookie_name: Some(self.auth.cookie_name.trim().to_string()).filter(|c| !c.is_empty()),
         };

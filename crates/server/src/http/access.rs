@@ -33,37 +33,44 @@ pub async fn with<F: std::future::Future>(cred: Option<Credential>, f: F) -> F::
     }
 }
 
-/// What a route needs.
+/// What a route needs: `scopes` somewhere (what a route naming nothing checks), and on each
+/// name it touches (stream names without `/v1/stream/`, topic names) the scopes given.
 struct Need {
     scopes: Scopes,
-    /// Names it touches (stream names without `/v1/stream/`, topic names).
-    names: Vec<String>,
+    names: Vec<(String, Scopes)>,
 }
 
 const STREAM: &str = "/v1/stream/";
 
 fn need(req: &Parts, path: &str, probe_auth: bool) -> Option<Need> {
     let m = &req.method;
-    let need = |scopes, names: Vec<String>| Some(Need { scopes, names });
+    let on = |scopes: Scopes, name: &str| {
+        Some(Need {
+            scopes,
+            names: vec![(name.to_string(), scopes)],
+        })
+    };
+    let anywhere = |scopes| {
+        Some(Need {
+            scopes,
+            names: Vec::new(),
+        })
+    };
     let read = Scopes::READ;
     let (write, delete, admin) = (Scopes::WRITE, Scopes::DELETE, Scopes::ADMIN);
     if *m == Method::OPTIONS {
         return None; // CORS preflights carry no credentials
     }
     if matches!(path, "/healthz" | "/readyz" | "/v0/health" | "/v0/ready") {
-        return probe_auth.then(|| Need {
-            scopes: read,
-            names: Vec::new(),
-        });
+        return if probe_auth { anywhere(read) } else { None };
     }
     if matches!(path, "/metrics" | "/v0/metrics") {
-        return need(read, Vec::new());
+        return anywhere(read);
     }
     if let Some(name) = path.strip_prefix(STREAM) {
-        let name = name.to_string();
         return match *m {
-            Method::GET | Method::HEAD => need(read, vec![name]),
-            Method::DELETE => need(delete, vec![name]),
+            Method::GET | Method::HEAD => on(read, name),
+            Method::DELETE => on(delete, name),
             Method::PUT => {
                 let source = req
                     .headers
@@ -71,30 +78,34 @@ fn need(req: &Parts, path: &str, probe_auth: bool) -> Option<Need> {
                     .and_then(|v| v.to_str().ok())
                     .map(|s| s.strip_prefix(STREAM).unwrap_or(s).to_string());
                 match source {
-                    Some(src) => need(write.with(read), vec![name, src]),
-                    None => need(write, vec![name]),
+                    // A fork writes its new stream and reads its source.
+                    Some(src) => Some(Need {
+                        scopes: write.with(read),
+                        names: vec![(name.to_string(), write), (src, read)],
+                    }),
+                    None => on(write, name),
                 }
             }
-            _ => need(write, vec![name]),
+            _ => on(write, name),
         };
     }
     let segs: Vec<&str> = path.trim_start_matches("/v0/").split('/').collect();
-    let topic = |t: &str| vec![t.to_string()];
     match (m, segs.as_slice()) {
-        (_, ["topics"]) | (_, ["routers"]) => need(read, Vec::new()),
-        (&Method::PUT, ["topics", t]) => need(admin, topic(t)),
-        (&Method::POST, ["topics", t]) => need(write, topic(t)),
-        (&Method::DELETE, ["topics", t]) => need(delete, topic(t)),
-        (_, ["topics", t]) => need(read, topic(t)),
-        (_, ["topics", t, "diff"]) => need(read, topic(t)),
-        (_, ["topics", t, "delete"]) => need(delete, topic(t)),
-        (_, ["topics", t, "claim" | "work"]) => need(read.with(write), topic(t)),
-        (_, ["topics", t, _]) => need(write, topic(t)),
-        (&Method::PUT, ["routers", _]) => need(admin, Vec::new()),
-        (&Method::DELETE, ["routers", _]) => need(delete, Vec::new()),
-        (_, ["routers", _]) => need(read, Vec::new()),
-        (_, ["watch", ..]) | (_, ["ws"]) => need(read, Vec::new()),
-        _ => need(read, Vec::new()),
+        (_, ["topics"]) | (_, ["routers"]) => anywhere(read),
+        (&Method::PUT, ["topics", t]) => on(admin, t),
+        (&Method::POST, ["topics", t]) => on(write, t),
+        (&Method::DELETE, ["topics", t]) => on(delete, t),
+        (_, ["topics", t]) => on(read, t),
+        (_, ["topics", t, "diff"]) => on(read, t),
+        (_, ["topics", t, "delete"]) => on(delete, t),
+        (_, ["topics", t, "claim" | "work"]) => on(read.with(write), t),
+        (_, ["topics", t, _]) => on(write, t),
+        // Router names are not topic names: the handlers check the source and destination.
+        (&Method::PUT, ["routers", _]) => anywhere(admin),
+        (&Method::DELETE, ["routers", _]) => anywhere(delete),
+        (_, ["routers", _]) => anywhere(read),
+        (_, ["watch", ..]) | (_, ["ws"]) => anywhere(read),
+        _ => anywhere(read),
     }
 }
 
@@ -142,25 +153,51 @@ fn unauthorized(why: &str) -> ApiError {
         .with_header("www-authenticate", "Bearer")
 }
 
+/// A 401 for a credential that was presented and refused (RFC 6750's `invalid_token`).
+fn invalid_token(why: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, why)
+        .code("unauthorized")
+        .with_header("www-authenticate", "Bearer error=\"invalid_token\"")
+}
+
 fn forbidden(why: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, why).code("forbidden")
 }
 
-/// Whether `cred` may touch every name in `names` (answers 403 otherwise).
+/// Whether `cred` may do `scopes` on every name in `names` (answers 403 otherwise).
 pub fn check_names<'a>(
     cred: Option<&Credential>,
     names: impl IntoIterator<Item = &'a str>,
+    scopes: Scopes,
 ) -> Result<(), ApiError> {
     let Some(c) = cred else { return Ok(()) };
     for n in names {
-        if !c.covers(n) {
-            return Err(forbidden(format!("the credential does not cover {n:?}")));
+        if !c.allows(n, scopes) {
+            return Err(forbidden(format!(
+                "the credential does not allow {} on {n:?}",
+                scopes.names()
+            )));
         }
     }
     Ok(())
 }
 
-/// Whether `cred` has `scopes` (answers 403 otherwise).
+/// Whether `cred` may do `scopes` on every name starting with `prefix` (403 otherwise).
+pub fn check_prefix(
+    cred: Option<&Credential>,
+    prefix: &str,
+    scopes: Scopes,
+) -> Result<(), ApiError> {
+    match cred {
+        Some(c) if !c.allows_prefix(prefix, scopes) => Err(forbidden(format!(
+            "the credential does not allow {} on every name starting with {prefix:?}",
+            scopes.names()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `cred` has `scopes` somewhere (answers 403 otherwise).
 pub fn check_scopes(cred: Option<&Credential>, scopes: Scopes) -> Result<(), ApiError> {
     match cred {
         Some(c) if !c.scopes.contains(scopes) => Err(forbidden(format!(
@@ -172,25 +209,59 @@ pub fn check_scopes(cred: Option<&Credential>, scopes: Scopes) -> Result<(), Api
     }
 }
 
+/// When the request's credential expires, as a timer deadline (`None`: never, or auth off).
+/// Live responses end there, with a last event that says why.
+pub fn expiry() -> Option<tokio::time::Instant> {
+    let at = current()?.expires_at?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let left = (at as f64 - now).max(0.0);
+    Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(left))
+}
+
+/// A timer for [`expiry`]: pending forever when the credential never expires.
+pub async fn expired(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The 401 of a request whose credential expired while it waited.
+pub fn expired_error() -> ApiError {
+    invalid_token(EXPIRED_MESSAGE)
+}
+
+/// What a live response says as it ends at its credential's expiry.
+pub const EXPIRED_MESSAGE: &str = "the credential expired; reconnect with a fresh one";
+
 impl App {
     /// Authenticate and authorize a request for the route of `path` (canonical for streams):
     /// the credential (`None` when auth is off or the route is open), or the 401/403.
     pub fn authorize(&self, req: &Parts, path: &str) -> Result<Option<Credential>, ApiError> {
         let auth = &self.config.auth;
-        if !auth.keys.enabled() {
+        if !auth.enabled() {
             return Ok(None);
         }
         let Some(need) = need(req, path, auth.probe_auth) else {
             return Ok(None);
         };
-        let token = token(req, auth.cookie_name.as_deref())?
-            .ok_or_else(|| unauthorized("a credential is required: Authorization: Bearer <key>"))?;
-        let cred = auth
-            .keys
-            .check(&token)
-            .ok_or_else(|| unauthorized("unknown credential"))?;
+        let token = token(req, auth.cookie_name.as_deref())?.ok_or_else(|| {
+            unauthorized("a credential is required: Authorization: Bearer <token>")
+        })?;
+        let cred = match (auth.keys.check(&token), &auth.jwt) {
+            (Some(c), _) => c,
+            (None, Some(jwt)) if super::jwt::Jwt::looks_like(&token) => {
+                jwt.check(&token).map_err(|r| invalid_token(r.message()))?
+            }
+            _ => return Err(invalid_token("unknown credential")),
+        };
         check_scopes(Some(&cred), need.scopes)?;
-        check_names(Some(&cred), need.names.iter().map(String::as_str))?;
+        for (name, scopes) in &need.names {
+            check_names(Some(&cred), [name.as_str()], *scopes)?;
+        }
         Ok(Some(cred))
     }
 }

@@ -2,7 +2,8 @@
 //! `key:scopes` or `key:scopes:prefixes`. Scopes are `+`-separated from `read|r`, `write|w`,
 //! `delete|del|d`, `admin|a` and `rw`; an empty scopes field means all of them. Prefixes are
 //! `|`-separated name prefixes (stream paths or topic names) the key may touch; none means
-//! every name. Keys are kept only as SHA-256 digests and a presented token is compared with
+//! every name. JWT gatekeeper tokens (`super::jwt`) give the same [`Credential`], with grants
+//! per name or prefix. Keys are kept only as SHA-256 digests and a presented token is compared with
 //! every one in constant time; neither appears in a log line or an error.
 
 use sha2::{Digest, Sha256};
@@ -29,7 +30,8 @@ impl Scopes {
         Scopes(self.0 | other.0)
     }
 
-    fn parse(field: &str) -> Option<Scopes> {
+    /// `read|r`, `write|w`, `rw`, `delete|del|d`, `admin|a`, `+`-separated; empty: all.
+    pub fn parse(field: &str) -> Option<Scopes> {
         if field.is_empty() {
             return Some(Scopes::ALL);
         }
@@ -66,7 +68,7 @@ impl Scopes {
 struct Key {
     digest: [u8; 32],
     scopes: Scopes,
-    prefixes: Option<Arc<[String]>>,
+    grants: Option<Arc<[Grant]>>,
 }
 
 /// The configured keys; none: authentication is off.
@@ -85,33 +87,75 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Names a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Names {
+    /// Every name starting with this (`""`: every name).
+    Prefix(String),
+    /// Exactly this name.
+    Exact(String),
+}
+
+/// What a credential may do on some names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub names: Names,
+    pub scopes: Scopes,
+}
+
 /// Who a request comes from: what it may do, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// Everything it may do somewhere: what routes that name nothing check.
     pub scopes: Scopes,
-    /// Name prefixes it may touch (`None`: every name).
-    pub prefixes: Option<Arc<[String]>>,
-    /// Identifies the credential (its key's digest), to bind sessions to it.
+    /// What it may do where (`None`: `scopes` on every name). On a name, the scopes of every
+    /// grant that covers it add up.
+    pub grants: Option<Arc<[Grant]>>,
+    /// Identifies the credential (a digest of its token), to bind sessions and count slots.
     pub id: [u8; 32],
+    /// When it stops being valid, in Unix seconds (a JWT's `exp`; `None` for API keys).
+    pub expires_at: Option<u64>,
 }
 
 impl Credential {
-    /// Whether every name starting with `prefix` is one it may touch.
-    pub fn covers_prefix(&self, prefix: &str) -> bool {
-        self.prefixes
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| prefix.starts_with(p.as_str())))
+    /// What it may do on `name`.
+    pub fn scopes_on(&self, name: &str) -> Scopes {
+        let Some(grants) = &self.grants else {
+            return self.scopes;
+        };
+        grants
+            .iter()
+            .filter(|g| match &g.names {
+                Names::Prefix(p) => name.starts_with(p.as_str()),
+                Names::Exact(n) => n == name,
+            })
+            .fold(Scopes::NONE, |s, g| s.with(g.scopes))
     }
 
-    /// Whether it may touch `name`.
+    /// Whether it may do `scopes` on `name`.
+    pub fn allows(&self, name: &str, scopes: Scopes) -> bool {
+        self.scopes_on(name).contains(scopes)
+    }
+
+    /// Whether it may do `scopes` on every name starting with `prefix`.
+    pub fn allows_prefix(&self, prefix: &str, scopes: Scopes) -> bool {
+        let Some(grants) = &self.grants else {
+            return self.scopes.contains(scopes);
+        };
+        grants
+            .iter()
+            .filter(|g| matches!(&g.names, Names::Prefix(p) if prefix.starts_with(p.as_str())))
+            .fold(Scopes::NONE, |s, g| s.with(g.scopes))
+            .contains(scopes)
+    }
+
+    /// Whether it may read `name` (what listings and watches show).
     pub fn covers(&self, name: &str) -> bool {
-        self.prefixes
-            .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| name.starts_with(p.as_str())))
+        self.allows(name, Scopes::READ)
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+pub(crate) fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -132,13 +176,16 @@ impl Keys {
             }
             let scopes = Scopes::parse(parts.next().unwrap_or_default())
                 .ok_or_else(|| bad("unknown scope (read, write, delete, admin, rw)"))?;
-            let prefixes = match parts.next() {
+            let grants = match parts.next() {
                 None => None,
                 Some(p) => {
-                    let list: Vec<String> = p
+                    let list: Vec<Grant> = p
                         .split('|')
                         .filter(|x| !x.is_empty())
-                        .map(str::to_string)
+                        .map(|x| Grant {
+                            names: Names::Prefix(x.to_string()),
+                            scopes,
+                        })
                         .collect();
                     if list.is_empty() {
                         return Err(bad("the prefixes field is empty"));
@@ -149,7 +196,7 @@ impl Keys {
             keys.push(Key {
                 digest: digest(key),
                 scopes,
-                prefixes,
+                grants,
             });
         }
         let mut by_digest = std::collections::HashMap::new();
@@ -171,8 +218,9 @@ impl Keys {
         let k = &self.keys[*self.by_digest.get(&d)?];
         bool::from(k.digest.ct_eq(&d)).then(|| Credential {
             scopes: k.scopes,
-            prefixes: k.prefixes.clone(),
+            grants: k.grants.clone(),
             id: k.digest,
+            expires_at: None,
         })
     }
 }
@@ -186,12 +234,14 @@ mod tests {
         let k = Keys::parse("all, reader:r, rw:rw:orders:|/v1/stream/a, admin:a+d:x").unwrap();
         assert!(k.enabled());
         let all = k.check("all").unwrap();
-        assert_eq!((all.scopes, all.prefixes.is_none()), (Scopes::ALL, true));
+        assert_eq!((all.scopes, all.grants.is_none()), (Scopes::ALL, true));
         let r = k.check("reader").unwrap();
         assert!(r.scopes.contains(Scopes::READ) && !r.scopes.contains(Scopes::WRITE));
         let rw = k.check("rw").unwrap();
         assert!(rw.scopes.contains(Scopes::READ.with(Scopes::WRITE)));
         assert!(rw.covers("orders:eu") && rw.covers("/v1/stream/abc") && !rw.covers("other"));
+        assert!(rw.allows("orders:eu", Scopes::WRITE) && !rw.allows("orders:eu", Scopes::DELETE));
+        assert!(rw.allows_prefix("orders:e", Scopes::READ) && !rw.allows_prefix("o", Scopes::READ));
         let ad = k.check("admin").unwrap();
         assert!(ad.scopes.contains(Scopes::ADMIN.with(Scopes::DELETE)));
         assert!(k.check("nope").is_none() && k.check("").is_none());

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 mod cursor;
 mod error;
+pub mod jwt;
 pub mod path;
 pub mod slots;
 mod sse;
@@ -259,7 +260,7 @@ impl App {
                     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
                     // A listed origin may send its cookie (the token of an EventSource); a
                     // wildcard never may, as browsers require.
-                    if self.config.auth.keys.enabled() {
+                    if self.config.auth.enabled() {
                         h.insert(
                             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                             HeaderValue::from_static("true"),

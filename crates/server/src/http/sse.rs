@@ -51,6 +51,22 @@ pub fn event(out: &mut BytesMut, name: Option<&str>, id: Option<&str>, data: &[u
     out.put_u8(b'\n');
 }
 
+/// Append the `error` event a live response ends with: `{"code", "message"}`.
+pub fn error_event(out: &mut BytesMut, code: &str, message: &str) {
+    let data = serde_json::json!({ "code": code, "message": message }).to_string();
+    event(out, Some("error"), None, data.as_bytes());
+}
+
+/// The last event of a live response whose credential expired.
+pub fn credential_expired(out: &mut BytesMut) {
+    error_event(out, "credential_expired", super::access::EXPIRED_MESSAGE);
+}
+
+/// The last event of a live response ended by the server's shutdown.
+pub fn shutting_down(out: &mut BytesMut) {
+    error_event(out, "server_shutting_down", "the server is shutting down");
+}
+
 /// Append a comment line (a heartbeat), which clients ignore.
 pub fn comment(out: &mut BytesMut, text: &str) {
     out.put_slice(b": ");

@@ -68,6 +68,8 @@ async fn long_poll(
         ReadFrom::Tail => ReadFrom::At(handle.info().next),
     };
     let deadline = tokio::time::Instant::now() + app.config.long_poll_timeout;
+    let expires = crate::http::access::expiry();
+    let deadline = expires.map_or(deadline, |e| deadline.min(e));
     loop {
         let batch = handle.read(pos, MAX_READ_BYTES)?;
         if !batch.is_empty() {
@@ -97,6 +99,9 @@ async fn long_poll(
             _ = handle.changed() => continue,
             _ = tokio::time::sleep_until(deadline) => {}
             _ = app.shutdown.cancelled() => {}
+        }
+        if expires.is_some_and(|e| tokio::time::Instant::now() >= e) {
+            return Err(crate::http::access::expired_error());
         }
         // Timed out (or shutting down): tell the client where to poll next.
         let batch = handle.read(pos, 0)?;

@@ -45,6 +45,7 @@ pub fn respond(
     let keepalive = app.config.long_poll_timeout;
     let reconnect = tokio::time::Instant::now() + app.config.sse_reconnect_interval;
     let shutdown = app.shutdown.clone();
+    let expires = crate::http::access::expiry();
     let events = async_stream::stream! {
         let _slot = slot; // the live connection's, given back when the stream goes
         // Created once per response, not once per event: with many subscribers, timers and
@@ -53,6 +54,8 @@ pub fn respond(
         tokio::pin!(reconnect);
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        let expired = crate::http::access::expired(expires);
+        tokio::pin!(expired);
         // The keep-alive timer is moved only when it fires: events in between just note the
         // time, so a busy stream does not re-arm a timer per event.
         let quiet = tokio::time::sleep(keepalive);
@@ -103,6 +106,14 @@ pub fn respond(
                 }
                 () = &mut reconnect => break,
                 () = &mut stopping => break,
+                () = &mut expired => {
+                    // The client reconnects from the last control event's offset, with a
+                    // fresh credential.
+                    let mut ev = BytesMut::new();
+                    crate::http::sse::credential_expired(&mut ev);
+                    yield Ok(Frame::data(ev.freeze()));
+                    break;
+                }
             }
         }
     };

@@ -148,7 +148,7 @@ pub(super) async fn write_records(
     if w.config.is_some() {
         // An inline configuration is topic configuration: `admin`.
         let cred = crate::http::access::current();
-        crate::http::access::check_scopes(cred.as_ref(), crate::http::auth::Scopes::ADMIN)?;
+        crate::http::access::check_names(cred.as_ref(), [topic], crate::http::auth::Scopes::ADMIN)?;
     }
     let create = match (w.create, &w.config) {
         (Some(false), _) => None,

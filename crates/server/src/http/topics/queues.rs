@@ -268,6 +268,7 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
     let shutdown = app.shutdown.clone();
     let queue = queue.to_string();
     let slot = app.live_slot()?;
+    let expires = crate::http::access::expiry();
     let events = async_stream::stream! {
         let _guard = guard;
         let _slot = slot;
@@ -277,6 +278,8 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
         let Ok(mut handle) = engine.topic_open(&queue) else { return };
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        let expired = crate::http::access::expired(expires);
+        tokio::pin!(expired);
         let mut idle = 0u64;
         while let Ok(held) = engine.queue_conn_jobs(&queue, conn) {
             let held = held.len();
@@ -318,8 +321,13 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
                     }
                 }
                 () = &mut stopping => {
-                    let data = json!({ "code": "server_shutting_down" }).to_string();
-                    sse::event(&mut out, Some("error"), None, data.as_bytes());
+                    sse::shutting_down(&mut out);
+                    yield Ok(Frame::data(out.split().freeze()));
+                    break;
+                }
+                () = &mut expired => {
+                    // Its leases are given back as the connection's guard goes.
+                    sse::credential_expired(&mut out);
                     yield Ok(Frame::data(out.split().freeze()));
                     break;
                 }

@@ -4,6 +4,7 @@
 use super::error::{engine, invalid, topic_not_found};
 use super::render::{self, Perf};
 use super::request::{parse, query_value, tag_match, tag_match_json};
+use crate::http::auth::Scopes;
 use crate::http::body::ResponseBody;
 use crate::http::{ApiError, App};
 use bytes::Bytes;
@@ -155,8 +156,10 @@ pub async fn put(app: &App, name: &str, body: Bytes) -> Answer {
     let perf = Perf::start();
     let b: RouterBody = parse(&body)?;
     let def = b.def()?;
+    // A router reads its source and is configuration of its destination.
     let cred = crate::http::access::current();
-    crate::http::access::check_names(cred.as_ref(), [def.source.as_str(), def.dest.as_str()])?;
+    crate::http::access::check_names(cred.as_ref(), [def.source.as_str()], Scopes::READ)?;
+    crate::http::access::check_names(cred.as_ref(), [def.dest.as_str()], Scopes::ADMIN)?;
     // A missing topic is named in the answer.
     if let Err(EngineError::NotFound) = app.engine.topic_info(&def.source, false) {
         return Err(topic_not_found(&def.source));
@@ -189,7 +192,7 @@ pub fn get(app: &App, name: &str) -> Answer {
         .map_err(|e| router_error(name, None, e))?;
     let cred = crate::http::access::current();
     let (s, d) = (info.def.source.as_str(), info.def.dest.as_str());
-    crate::http::access::check_names(cred.as_ref(), [s, d])?;
+    crate::http::access::check_names(cred.as_ref(), [s, d], Scopes::READ)?;
     Ok(render::json_response(
         StatusCode::OK,
         info_json(&info),
@@ -202,7 +205,8 @@ pub async fn delete(app: &App, name: &str) -> Answer {
     if let Ok(info) = app.engine.router_get(name) {
         let cred = crate::http::access::current();
         let (s, d) = (info.def.source.as_str(), info.def.dest.as_str());
-        crate::http::access::check_names(cred.as_ref(), [s, d])?;
+        crate::http::access::check_names(cred.as_ref(), [s], Scopes::READ)?;
+        crate::http::access::check_names(cred.as_ref(), [d], Scopes::DELETE)?;
     }
     let deleted = app
         .engine

@@ -248,15 +248,10 @@ pub fn create(
         return Err(invalid("consistency must be \"eventual\" or \"strong\""));
     }
     let cred = crate::http::access::current();
-    crate::http::access::check_names(cred.as_ref(), b.topics.keys().map(String::as_str))?;
-    if let Some(c) = &cred
-        && let Some(p) = b.prefixes.iter().find(|p| !c.covers_prefix(p))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("the credential does not cover every topic under {p:?}"),
-        )
-        .code("forbidden"));
+    let read = crate::http::auth::Scopes::READ;
+    crate::http::access::check_names(cred.as_ref(), b.topics.keys().map(String::as_str), read)?;
+    for p in &b.prefixes {
+        crate::http::access::check_prefix(cred.as_ref(), p, read)?;
     }
     let mut cursors = BTreeMap::new();
     let mut shown = serde_json::Map::new();
@@ -441,6 +436,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
     let shutdown = app.shutdown.clone();
     let watches = app.topics.watches.clone();
     let slot = app.live_slot()?;
+    let expires = crate::http::access::expiry();
     let events = async_stream::stream! {
         let _slot = slot;
         let _open = open;
@@ -459,6 +455,8 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
         tokio::pin!(heartbeat);
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        let expired = crate::http::access::expired(expires);
+        tokio::pin!(expired);
         'stream: loop {
             // Topics not there yet (tailed before their creation) join once they exist.
             // Topics created under a followed prefix join, from their start.
@@ -567,8 +565,12 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                     heartbeat.as_mut().reset(tokio::time::Instant::now() + s.heartbeat);
                 }
                 () = &mut stopping => {
-                    let data = json!({ "code": "server_shutting_down" }).to_string();
-                    sse::event(&mut out, Some("error"), None, data.as_bytes());
+                    sse::shutting_down(&mut out);
+                    yield Ok(Frame::data(out.split().freeze()));
+                    break;
+                }
+                () = &mut expired => {
+                    sse::credential_expired(&mut out);
                     yield Ok(Frame::data(out.split().freeze()));
                     break;
                 }

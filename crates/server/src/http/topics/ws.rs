@@ -112,6 +112,8 @@ impl Session<'_> {
         let mut creations = self.app.engine.topic_creations();
         let stopping = self.app.shutdown.cancelled();
         tokio::pin!(stopping);
+        let expired = crate::http::access::expired(crate::http::access::expiry());
+        tokio::pin!(expired);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -172,6 +174,17 @@ impl Session<'_> {
                         "message": "the server is shutting down" });
                     let _ = sink.send(Message::text(e.to_string())).await;
                     let _ = sink.close().await;
+                    return;
+                }
+                () = &mut expired => {
+                    let e = json!({ "op": "error", "code": "credential_expired",
+                        "message": crate::http::access::EXPIRED_MESSAGE });
+                    let _ = sink.send(Message::text(e.to_string())).await;
+                    let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy,
+                        reason: "credential expired".into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(close))).await;
                     return;
                 }
             }
@@ -321,16 +334,16 @@ impl Session<'_> {
     fn subscribe(&mut self, o: Op) {
         let cred = crate::http::access::current();
         let names = o.topic.iter().chain(o.topics.iter().flat_map(|m| m.keys()));
-        let denied = crate::http::access::check_names(cred.as_ref(), names.map(String::as_str))
-            .err()
-            .or_else(|| {
-                let c = cred.as_ref()?;
-                let p = o.prefixes.iter().flatten().find(|p| !c.covers_prefix(p))?;
-                Some(crate::http::ApiError::new(
-                    http::StatusCode::FORBIDDEN,
-                    format!("the credential does not cover every topic under {p:?}"),
-                ))
-            });
+        let read = crate::http::auth::Scopes::READ;
+        let denied =
+            crate::http::access::check_names(cred.as_ref(), names.map(String::as_str), read)
+                .and_then(|()| {
+                    o.prefixes
+                        .iter()
+                        .flatten()
+                        .try_for_each(|p| crate::http::access::check_prefix(cred.as_ref(), p, read))
+                })
+                .err();
         if let Some(e) = denied {
             self.error(&o.id, "forbidden", e.message.clone(), o.topic.as_deref());
             return;
@@ -449,9 +462,11 @@ impl Session<'_> {
             return;
         }
         let cred = crate::http::access::current();
-        let allowed =
-            crate::http::access::check_scopes(cred.as_ref(), crate::http::auth::Scopes::WRITE)
-                .and_then(|()| crate::http::access::check_names(cred.as_ref(), [topic.as_str()]));
+        let allowed = crate::http::access::check_names(
+            cred.as_ref(),
+            [topic.as_str()],
+            crate::http::auth::Scopes::WRITE,
+        );
         if let Err(e) = allowed {
             self.error(&o.id, "forbidden", e.message.clone(), Some(&topic));
             return;
