@@ -132,6 +132,11 @@ pub struct LimitSettings {
     pub max_topics: u64,
     pub max_routers: u64,
     pub max_watch_sessions: u64,
+    /// Most Durable Streams streams; 0: no limit.
+    pub max_streams: u64,
+    /// Most data bytes retained across all streams and topics; 0: no limit. Appends and
+    /// writes past it are a 429.
+    pub max_total_bytes: u64,
     /// Live connections (SSE, long-poll, WebSocket) at once, server-wide and per credential
     /// (with auth on); requests in flight per credential. 0: no cap.
     pub max_live_connections: u64,
@@ -152,6 +157,8 @@ impl Default for LimitSettings {
             max_topics: 100_000,
             max_routers: 10_000,
             max_watch_sessions: 10_000,
+            max_streams: 0,
+            max_total_bytes: 0,
             max_live_connections: 10_000,
             max_live_connections_per_key: 1_000,
             max_inflight_per_key: 1_000,
@@ -302,6 +309,7 @@ impl Settings {
             ("TOPICS_MAX_ROUTERS", "DS_LIMITS__MAX_ROUTERS"),
             ("TOPICS_MAX_WATCH_SESSIONS", "DS_LIMITS__MAX_WATCH_SESSIONS"),
             ("TOPICS_MAX_BODY_BYTES", "DS_LIMITS__MAX_REQUEST_BODY_BYTES"),
+            ("TOPICS_MAX_TOTAL_BYTES", "DS_LIMITS__MAX_TOTAL_BYTES"),
             (
                 "TOPICS_MAX_SSE_CONNECTIONS",
                 "DS_LIMITS__MAX_LIVE_CONNECTIONS",

@@ -147,6 +147,8 @@ pub fn open_storage(
         max_producers_per_log: usize::try_from(config.limits.max_producers_per_stream)
             .unwrap_or(usize::MAX),
         max_topics: config.limits.max_topics,
+        max_streams: config.limits.max_streams,
+        max_total_bytes: config.limits.max_total_bytes,
         max_routers: config.limits.max_routers,
     };
     match &config.storage {

@@ -123,6 +123,15 @@ impl Engine {
                 limit: self.inner.config.max_stream_bytes,
             });
         }
+        if len > 0 {
+            let limit = self.inner.config.max_total_bytes;
+            if limit > 0 && self.retained_bytes() + len > limit {
+                return Err(EngineError::LimitReached {
+                    limit: "max_total_bytes",
+                    max: limit,
+                });
+            }
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let files = match &persist {
             None => None,
@@ -166,6 +175,8 @@ impl Engine {
         now: i64,
         durable: bool,
     ) -> Result<Prepared> {
+        // Read before the registry's lock (the topic names are never locked inside it).
+        let topics = self.topic_count();
         let mut logs = self.inner.logs.write();
         if let Some(existing) = logs.get(name).cloned() {
             if existing.is_creating() {
@@ -182,6 +193,13 @@ impl Engine {
                 same_config(&existing, spec)?;
                 return Ok(Prepared::Existing(existing.info()));
             }
+        }
+        let max = self.inner.config.max_streams;
+        if max > 0 && logs.len().saturating_sub(topics) as u64 >= max {
+            return Err(EngineError::LimitReached {
+                limit: "max_streams",
+                max,
+            });
         }
         if let Some(base) = &log.config.base {
             let current = logs.get(&base.source.config.name);

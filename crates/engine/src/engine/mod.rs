@@ -61,8 +61,14 @@ pub struct EngineConfig {
     pub max_producers_per_log: usize,
     /// Most topics; 0: no limit. Creating one more is refused.
     pub max_topics: u64,
+    /// Most Durable Streams streams (soft-deleted ones kept for their forks included); 0: no
+    /// limit. Creating one more is refused.
+    pub max_streams: u64,
     /// Most routers; 0: no limit.
     pub max_routers: u64,
+    /// Most data bytes retained across all streams and topics; 0: no limit. Appends and
+    /// writes past it are refused (router copies are not: they would stall their router).
+    pub max_total_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -76,7 +82,9 @@ impl Default for EngineConfig {
             max_stream_seq_bytes: 256,
             max_producers_per_log: 1024,
             max_topics: 0,
+            max_streams: 0,
             max_routers: 0,
+            max_total_bytes: 0,
         }
     }
 }
@@ -147,6 +155,8 @@ impl Engine {
                 budget: Arc::new(MemoryBudget {
                     used: AtomicU64::new(0),
                     limit: config.max_memory_bytes,
+                    retained: AtomicU64::new(0),
+                    retained_limit: config.max_total_bytes,
                 }),
                 next_id: AtomicU64::new(seed.max(min_id)),
                 persist,
@@ -236,6 +246,7 @@ impl Engine {
                 }
             }
             log.lifecycle.lock().soft_deleted = r.deleted;
+            log.recount_retained();
             by_id.insert(log.config.id, log.clone());
             logs.insert(log.config.name.clone(), log);
         }
@@ -282,6 +293,11 @@ impl Engine {
 
     pub fn config(&self) -> EngineConfig {
         self.inner.config
+    }
+
+    /// Data bytes retained across all logs (counted only with `max_total_bytes` set).
+    pub fn retained_bytes(&self) -> u64 {
+        self.inner.budget.retained.load(Ordering::Relaxed)
     }
 
     /// RAM currently counted against `max_memory_bytes` (see [`crate::cost`]).

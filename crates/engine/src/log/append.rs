@@ -192,6 +192,7 @@ impl Log {
             ));
         }
         let mut charge = 0;
+        self.check_retained(len)?;
         if len > 0 {
             let size = w.tail + len;
             if size > limits.max_stream_bytes {

@@ -190,17 +190,23 @@ struct LogState {
     /// Bytes counted against the server-wide budget for this log (its structures, producers,
     /// and an `Ephemeral` log's records), returned when the log is dropped.
     own_bytes: u64,
+    /// This log's share of the engine's retained-bytes count (kept only with a quota).
+    retained_counted: u64,
     /// A topic's record index, trims, deletes and idempotency window.
     topic: Option<Box<TopicState>>,
     /// Data position and record number below which disk space was given back (trimmed).
     released: (u64, u64),
 }
 
-/// Shared accounting of bytes held in memory, for the server-wide limit.
+/// Shared accounting of bytes held in memory, for the server-wide limit; and of the data bytes
+/// retained across all logs, for the server-wide quota (`retained_limit`, 0: none, and then
+/// not counted: the count costs a lock per change).
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBudget {
     pub used: AtomicU64,
     pub limit: u64,
+    pub retained: AtomicU64,
+    pub retained_limit: u64,
 }
 
 /// A validated append, ready to apply.
@@ -238,9 +244,11 @@ pub(crate) struct Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        let st = self.state.get_mut();
+        self.budget.used.fetch_sub(st.own_bytes, Ordering::Relaxed);
         self.budget
-            .used
-            .fetch_sub(self.state.get_mut().own_bytes, Ordering::Relaxed);
+            .retained
+            .fetch_sub(st.retained_counted, Ordering::Relaxed);
         // Release the fork chain iteratively: dropping the last owner of a deep chain would
         // otherwise recurse once per level and could overflow the stack.
         let mut base = self.config.base.take();
@@ -312,6 +320,7 @@ impl Log {
                 removed: false,
                 creating: false,
                 own_bytes: 0,
+                retained_counted: 0,
                 topic: None,
                 released: (0, 0),
             }),
@@ -400,6 +409,8 @@ impl Log {
         self.push_locked(&mut st, payload);
         st.w.closed = close;
         st.creating = false;
+        drop(st);
+        self.recount_retained();
     }
 
     pub fn is_creating(&self) -> bool {
@@ -521,9 +532,58 @@ impl Log {
         self.notify.subscribe()
     }
 
+    /// Data bytes this log holds of its own (a fork's inherited bytes are its source's; a
+    /// topic's are its live records).
+    fn retained_now(&self, st: &LogState) -> u64 {
+        if st.removed {
+            return 0;
+        }
+        match st.topic.as_deref() {
+            Some(t) => t.live_bytes(st.w.tail),
+            None => {
+                let start = self.config.base.as_ref().map_or(0, |b| b.upto);
+                st.w.tail.saturating_sub(start)
+            }
+        }
+    }
+
+    /// Bring this log's share of the retained-bytes count up to date (with a quota only).
+    pub(crate) fn recount_retained(&self) {
+        if self.budget.retained_limit == 0 {
+            return;
+        }
+        let mut st = self.state.lock();
+        let now = self.retained_now(&st);
+        let before = std::mem::replace(&mut st.retained_counted, now);
+        if now >= before {
+            self.budget
+                .retained
+                .fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.budget
+                .retained
+                .fetch_sub(before - now, Ordering::Relaxed);
+        }
+    }
+
+    /// Refuse `len` more bytes past the server-wide quota on retained bytes. Concurrent
+    /// writers may pass together and overshoot it by their own sizes, never more.
+    pub(crate) fn check_retained(&self, len: u64) -> Result<()> {
+        let limit = self.budget.retained_limit;
+        if limit > 0 && len > 0 && self.budget.retained.load(Ordering::Relaxed) + len > limit {
+            return Err(EngineError::LimitReached {
+                limit: "max_total_bytes",
+                max: limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Wake every reader waiting on this log. Called after the change is applied, so a reader
     /// that subscribes later reads the change itself: with no subscriber, nothing to do.
     fn wake(&self) {
+        // Every change of the data wakes: the place to settle the retained count.
+        self.recount_retained();
         if self.notify.receiver_count() > 0 {
             self.notify.send_modify(|v| *v = v.wrapping_add(1));
         }

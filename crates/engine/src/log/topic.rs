@@ -346,6 +346,7 @@ impl Log {
             record::set_ts(&mut w.buf, ts);
         }
         let trim = self.plan_write_trim(&v, &w.rel_ends, ts)?;
+        self.check_retained(w.buf.len() as u64)?;
         let records_charge = if self.files.is_none() {
             w.buf.len() as u64 + n * RECORD_OVERHEAD
         } else {

@@ -116,6 +116,7 @@ impl From<EngineError> for ApiError {
                 .with_header("stream-closed", "true")
                 .with_header("stream-next-offset", format_offset(next)),
             E::StaleEpoch { current } => err.with_header("producer-epoch", current),
+            E::LimitReached { .. } => err.with_header("retry-after", 1),
             E::SeqGap { expected, received } => err
                 .with_header("producer-expected-seq", expected)
                 .with_header("producer-received-seq", received),

@@ -109,10 +109,12 @@ pub fn engine(topic: &str, e: EngineError) -> ApiError {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 .code("throttled")
                 .detail(serde_json::json!({ "limit": limit, "max": max }))
+                .with_header("retry-after", 1)
         }
         E::MemoryFull { limit } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             .code("throttled")
-            .detail(serde_json::json!({ "limit": "max_memory_bytes", "max": limit })),
+            .detail(serde_json::json!({ "limit": "max_memory_bytes", "max": limit }))
+            .with_header("retry-after", 1),
         E::Storage { .. } => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).code("internal")
         }
