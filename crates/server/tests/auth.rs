@@ -65,7 +65,12 @@ async fn durable_streams_routes_need_the_right_scope_and_prefix() {
         }
         let (st, h, body) = call(&s, M::PUT, p, key, &hs, "").await;
         assert_eq!(st, 401, "{key:?} {hdr:?}: {body}");
-        assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
         assert!(!body.trim_start().starts_with('{'), "plain text: {body}");
     }
     assert_eq!(
