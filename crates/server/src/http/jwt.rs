@@ -44,7 +44,14 @@ struct Key {
 pub struct Jwt {
     keys: Vec<Key>,
     claim: String,
+    leeway_secs: u64,
+    /// Tokens verified already, by digest: a client sends the same token with every request,
+    /// and an RSA verification costs tens of microseconds. Bounded; emptied when full.
+    verified: parking_lot::Mutex<std::collections::HashMap<[u8; 32], Credential>>,
 }
+
+/// Verified tokens remembered at most.
+const VERIFIED_MAX: usize = 10_000;
 
 impl std::fmt::Debug for Jwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +208,12 @@ impl Jwt {
         } else {
             s.claim.clone()
         };
-        Ok(Some(Jwt { keys, claim }))
+        Ok(Some(Jwt {
+            keys,
+            claim,
+            leeway_secs: s.leeway_secs,
+            verified: Default::default(),
+        }))
     }
 
     /// Whether `token` has the shape of a JWT (three base64url parts), so that an API key
@@ -212,6 +224,24 @@ impl Jwt {
 
     /// The credential `token` carries, or why it is refused.
     pub fn check(&self, token: &str) -> Result<Credential, Refusal> {
+        let id = digest(token);
+        if let Some(c) = self.verified.lock().get(&id) {
+            let now = jsonwebtoken::get_current_timestamp();
+            return match c.expires_at {
+                Some(exp) if exp.saturating_add(self.leeway_secs) < now => Err(Refusal::Expired),
+                _ => Ok(c.clone()),
+            };
+        }
+        let cred = self.verify(token, id)?;
+        let mut verified = self.verified.lock();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(id, cred.clone());
+        Ok(cred)
+    }
+
+    fn verify(&self, token: &str, id: [u8; 32]) -> Result<Credential, Refusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
         let mut refusal = Refusal::Malformed;
         for k in &self.keys {
@@ -226,7 +256,7 @@ impl Jwt {
                 &k.key,
                 &k.validation,
             ) {
-                Ok(data) => return self.credential(token, &data.claims),
+                Ok(data) => return self.credential(id, &data.claims),
                 Err(e) => {
                     refusal = match e.kind() {
                         ErrorKind::InvalidSignature => Refusal::BadSignature,
@@ -250,7 +280,7 @@ impl Jwt {
 
     fn credential(
         &self,
-        token: &str,
+        id: [u8; 32],
         claims: &serde_json::Map<String, Value>,
     ) -> Result<Credential, Refusal> {
         let grants = claims
@@ -261,7 +291,7 @@ impl Jwt {
         Ok(Credential {
             scopes: grants.iter().fold(Scopes::NONE, |s, g| s.with(g.scopes)),
             grants: Some(Arc::from(grants)),
-            id: digest(token),
+            id,
             expires_at,
         })
     }
