@@ -414,6 +414,15 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_still_expires() {
+        let jwt = hs(JwtSettings::default());
+        let t = token(json!({ "exp": now() + 1, "grants": [{ "prefix": "", "scopes": "r" }] }));
+        assert!(jwt.check(&t).is_ok() && jwt.check(&t).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(jwt.check(&t).unwrap_err(), Refusal::Expired);
+    }
+
+    #[test]
     fn settings_errors_never_show_the_secret() {
         let e = Jwt::from_settings(&JwtSettings {
             hs256_secret: "short-secret".into(),
