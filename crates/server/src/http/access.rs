@@ -217,8 +217,9 @@ pub fn expiry() -> Option<tokio::time::Instant> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    let left = (at as f64 - now).max(0.0);
-    Some(tokio::time::Instant::now() + std::time::Duration::from_secs_f64(left))
+    // Past ten years ahead is never, as far as a response is concerned (and cannot overflow).
+    let left = (at as f64 - now).clamp(0.0, 10.0 * 365.0 * 86_400.0);
+    tokio::time::Instant::now().checked_add(std::time::Duration::from_secs_f64(left))
 }
 
 /// A timer for [`expiry`]: pending forever when the credential never expires.

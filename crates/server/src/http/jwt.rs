@@ -228,11 +228,18 @@ impl Jwt {
         if let Some(c) = self.verified.lock().get(&id) {
             let now = jsonwebtoken::get_current_timestamp();
             return match c.expires_at {
-                Some(exp) if exp.saturating_add(self.leeway_secs) < now => Err(Refusal::Expired),
+                Some(exp) if exp.saturating_add(self.leeway_secs) <= now => Err(Refusal::Expired),
                 _ => Ok(c.clone()),
             };
         }
         let cred = self.verify(token, id)?;
+        // RFC 7519: not accepted on or after `exp` (the library accepts its very second, when
+        // live responses already end).
+        if let Some(exp) = cred.expires_at
+            && exp.saturating_add(self.leeway_secs) <= jsonwebtoken::get_current_timestamp()
+        {
+            return Err(Refusal::Expired);
+        }
         let mut verified = self.verified.lock();
         if verified.len() >= VERIFIED_MAX {
             verified.clear();
@@ -287,7 +294,9 @@ impl Jwt {
             .get(&self.claim)
             .and_then(parse_grants)
             .ok_or(Refusal::InvalidClaims)?;
-        let expires_at = claims.get("exp").and_then(Value::as_u64);
+        let expires_at = claims
+            .get("exp")
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64)));
         Ok(Credential {
             scopes: grants.iter().fold(Scopes::NONE, |s, g| s.with(g.scopes)),
             grants: Some(Arc::from(grants)),

@@ -90,13 +90,18 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
     let perf = Perf::start();
     let prefix = query_value(query, "prefix").unwrap_or_default();
     let (page_size, after) = super::request::page(query)?;
-    let (topics, more) = app.engine.topic_list(&prefix, after.as_deref(), page_size);
     let now = now();
-    // Names outside the caller's prefixes are never shown (the page may come out short).
+    // Names outside the caller's grants are never shown, nor named by the cursor.
     let cred = crate::http::access::current();
+    let (topics, more) = super::request::visible_page(
+        page_size,
+        after,
+        |after, n| app.engine.topic_list(&prefix, after, n),
+        |i| cred.as_ref().is_none_or(|c| c.covers(&i.name)),
+        |i| &i.name,
+    );
     let items: Vec<Value> = topics
         .iter()
-        .filter(|i| cred.as_ref().is_none_or(|c| c.covers(&i.name)))
         .map(|i| {
             json!({
                 "topic": i.name,

@@ -492,6 +492,34 @@ pub fn page(query: Option<&str>) -> Result<(usize, Option<String>), ApiError> {
     Ok((page_size, after))
 }
 
+/// A page of at most `page_size` items the caller may see, and whether more may follow. Pages
+/// of the engine's listing (`fetch(after, n)`) are read until the page is full, so the page's
+/// cursor is always the name of an item shown: a hidden name never leaks through it.
+pub fn visible_page<T>(
+    page_size: usize,
+    mut after: Option<String>,
+    mut fetch: impl FnMut(Option<&str>, usize) -> (Vec<T>, bool),
+    visible: impl Fn(&T) -> bool,
+    name: impl Fn(&T) -> &str,
+) -> (Vec<T>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let (items, more) = fetch(after.as_deref(), page_size);
+        after = items.last().map(|i| name(i).to_string());
+        for i in items {
+            if visible(&i) {
+                if out.len() == page_size {
+                    return (out, true);
+                }
+                out.push(i);
+            }
+        }
+        if !more || out.len() == page_size {
+            return (out, more);
+        }
+    }
+}
+
 /// The cursor of the page after the one ending at `last`.
 pub fn next_cursor(last: &str) -> serde_json::Value {
     use base64::Engine as _;

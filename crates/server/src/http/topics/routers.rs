@@ -223,20 +223,22 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
     let source = query_value(query, "source");
     let dest = query_value(query, "dest");
     let (page_size, after) = super::request::page(query)?;
-    let (routers, more) = app.engine.router_list(
-        &prefix,
-        source.as_deref(),
-        dest.as_deref(),
-        after.as_deref(),
-        page_size,
-    );
     let cred = crate::http::access::current();
-    let items: Vec<Value> = routers
-        .iter()
-        .filter(|r| {
+    let (routers, more) = super::request::visible_page(
+        page_size,
+        after,
+        |after, n| {
+            let (s, d) = (source.as_deref(), dest.as_deref());
+            app.engine.router_list(&prefix, s, d, after, n)
+        },
+        |r| {
             cred.as_ref()
                 .is_none_or(|c| c.covers(&r.def.source) && c.covers(&r.def.dest))
-        })
+        },
+        |r| &r.name,
+    );
+    let items: Vec<Value> = routers
+        .iter()
         .map(|r| {
             json!({
                 "router": r.name,
