@@ -14,9 +14,10 @@ pub const SYNC_LATENCY_US: &[u64] = &[
 /// Bucket upper bounds of records per `fdatasync` (the group commit size).
 pub const RECORDS_PER_SYNC: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
 
-/// Bucket upper bounds of checkpoint durations, in milliseconds.
-pub const CHECKPOINT_MS: &[u64] = &[
-    1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+/// Bucket upper bounds of checkpoint durations, in microseconds (1 ms to 60 s).
+pub const CHECKPOINT_US: &[u64] = &[
+    1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
 /// A histogram of `u64` observations with fixed upper bounds (`le`), lock-free: observing is

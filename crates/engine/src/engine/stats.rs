@@ -51,8 +51,8 @@ pub struct StorageStats {
     /// Checkpoints taken, and those that failed.
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
-    /// Duration of each successful checkpoint, in milliseconds.
-    pub checkpoint_ms: HistogramSnapshot,
+    /// Duration of each successful checkpoint, in microseconds.
+    pub checkpoint_us: HistogramSnapshot,
     /// WAL records replayed by the recovery at start-up.
     pub records_replayed: u64,
 }

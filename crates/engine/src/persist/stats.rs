@@ -3,7 +3,7 @@
 
 use super::{OpenError, Persist};
 use crate::engine::StorageStats;
-use riffle_wal::stats::{CHECKPOINT_MS, Histogram, HistogramSnapshot};
+use riffle_wal::stats::{CHECKPOINT_US, Histogram, HistogramSnapshot};
 use riffle_wal::{WalHistograms, WalStats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::time::Instant;
 pub(super) struct PersistStats {
     checkpoints: AtomicU64,
     checkpoint_failures: AtomicU64,
-    checkpoint_ms: Histogram,
+    checkpoint_us: Histogram,
     records_replayed: u64,
 }
 
@@ -21,7 +21,7 @@ impl PersistStats {
         Self {
             checkpoints: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
-            checkpoint_ms: Histogram::new(CHECKPOINT_MS),
+            checkpoint_us: Histogram::new(CHECKPOINT_US),
             records_replayed,
         }
     }
@@ -50,8 +50,8 @@ impl Persist {
         match &r {
             Ok(()) => {
                 s.checkpoints.fetch_add(1, Ordering::Relaxed);
-                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                s.checkpoint_ms.observe(ms);
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                s.checkpoint_us.observe(us);
             }
             Err(_) => {
                 s.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +84,7 @@ impl Persist {
             histograms,
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             checkpoint_failures: s.checkpoint_failures.load(Ordering::Relaxed),
-            checkpoint_ms: s.checkpoint_ms.snapshot(),
+            checkpoint_us: s.checkpoint_us.snapshot(),
             records_replayed: s.records_replayed,
         }
     }

@@ -106,12 +106,12 @@ fn token<'a>(
     if let Some(h) = req.headers.get(header::AUTHORIZATION) {
         let v = h
             .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
+            .map_err(|_| unauthorized("malformed Authorization header").reason("malformed"))?;
         let (scheme, t) = v
             .split_once(' ')
-            .ok_or_else(|| unauthorized("malformed Authorization header"))?;
+            .ok_or_else(|| unauthorized("malformed Authorization header").reason("malformed"))?;
         if !scheme.eq_ignore_ascii_case("bearer") || t.trim().is_empty() {
-            return Err(unauthorized("Authorization must be `Bearer <token>`"));
+            return Err(unauthorized("Authorization must be `Bearer <token>`").reason("malformed"));
         }
         return Ok(Some(t.trim().into()));
     }
@@ -139,11 +139,14 @@ fn token<'a>(
 fn unauthorized(why: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, why)
         .code("unauthorized")
+        .reason("unauthorized")
         .with_header("www-authenticate", "Bearer")
 }
 
 fn forbidden(why: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, why).code("forbidden")
+    ApiError::new(StatusCode::FORBIDDEN, why)
+        .code("forbidden")
+        .reason("forbidden")
 }
 
 /// Whether `cred` may touch every name in `names` (answers 403 otherwise).
@@ -154,7 +157,9 @@ pub fn check_names<'a>(
     let Some(c) = cred else { return Ok(()) };
     for n in names {
         if !c.covers(n) {
-            return Err(forbidden(format!("the credential does not cover {n:?}")));
+            return Err(
+                forbidden(format!("the credential does not cover {n:?}")).reason("forbidden_name")
+            );
         }
     }
     Ok(())
@@ -167,7 +172,8 @@ pub fn check_scopes(cred: Option<&Credential>, scopes: Scopes) -> Result<(), Api
             "the credential's scopes ({}) do not include {}",
             c.scopes.names(),
             scopes.names()
-        ))),
+        ))
+        .reason("forbidden_scope")),
         _ => Ok(()),
     }
 }
@@ -183,12 +189,13 @@ impl App {
         let Some(need) = need(req, path, auth.probe_auth) else {
             return Ok(None);
         };
-        let token = token(req, auth.cookie_name.as_deref())?
-            .ok_or_else(|| unauthorized("a credential is required: Authorization: Bearer <key>"))?;
+        let token = token(req, auth.cookie_name.as_deref())?.ok_or_else(|| {
+            unauthorized("a credential is required: Authorization: Bearer <key>").reason("missing")
+        })?;
         let cred = auth
             .keys
             .check(&token)
-            .ok_or_else(|| unauthorized("unknown credential"))?;
+            .ok_or_else(|| unauthorized("unknown credential").reason("unknown"))?;
         check_scopes(Some(&cred), need.scopes)?;
         check_names(Some(&cred), need.names.iter().map(String::as_str))?;
         Ok(Some(cred))
