@@ -67,6 +67,8 @@ const fn eq(a: &[u8], b: &[u8]) -> bool {
 impl Route {
     pub const STREAM: Route = at("stream");
     pub const WS: Route = at("ws");
+    // The last two rows (`at` finds the `/v0` rows of the same names first).
+    const OTHER_METRICS: Route = Route(TABLE.len() as u8 - 2);
     const OTHER_UNKNOWN: Route = Route(TABLE.len() as u8 - 1);
     const TOPICS_UNKNOWN: Route = at("unknown");
 
@@ -97,7 +99,7 @@ impl Route {
         match path {
             "/healthz" => at("healthz"),
             "/readyz" => at("readyz"),
-            "/metrics" => at("metrics"),
+            "/metrics" => Route::OTHER_METRICS,
             _ => Route::OTHER_UNKNOWN,
         }
     }
