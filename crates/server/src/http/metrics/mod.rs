@@ -68,6 +68,7 @@ struct RequestLabels {
 struct RouteLabels {
     api: &'static str,
     route: &'static str,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +95,7 @@ pub struct Metrics {
     /// Handles of `requests`, by `(route, method, class)` position.
     request_handles: Box<[OnceLock<Counter>]>,
     latency: HistogramFamily<RouteLabels>,
+    /// Handles of `latency`, by `(route, method)` position.
     latency_handles: Box<[OnceLock<Histogram>]>,
     live: [Gauge; 5],
     auth_failures: Family<ReasonLabel, Counter>,
@@ -117,7 +119,7 @@ impl Metrics {
         });
         registry.register(
             "riffle_http_request_duration_seconds",
-            "Time from a request's head to its response's head (a live response's wait for data included, not its life), by API and route template",
+            "Time from a request's head to its response's head (a live response's wait for data included, not its life), by API, route template and method (a POST to `stream` is an append)",
             latency.clone(),
         );
         let live_family = Family::<KindLabel, Gauge>::default();
@@ -151,7 +153,9 @@ impl Metrics {
             requests,
             request_handles: (0..slots).map(|_| OnceLock::new()).collect(),
             latency,
-            latency_handles: (0..ROUTES).map(|_| OnceLock::new()).collect(),
+            latency_handles: (0..ROUTES * METHODS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             live,
             auth_failures,
             throttled,
@@ -186,11 +190,12 @@ impl Metrics {
             })
             .inc();
         }
-        if let Some(slot) = self.latency_handles.get(route.index()) {
+        if let Some(slot) = self.latency_handles.get(route.index() * METHODS.len() + m) {
             slot.get_or_init(|| {
                 self.latency.get_or_create_owned(&RouteLabels {
                     api: route.api(),
                     route: route.template(),
+                    method: METHODS[m],
                 })
             })
             .observe(elapsed.as_secs_f64());
