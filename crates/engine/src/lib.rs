@@ -83,7 +83,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub mod cost {
     pub use crate::log::{PRODUCER_OVERHEAD, RECORD_OVERHEAD, log_overhead};
 }
-pub use engine::{ClaimRequest, Claimed, Engine, EngineConfig, LogHandle, TopicHandle};
+pub use engine::{
+    CLASSES, ClaimRequest, Claimed, ClassAppends, Engine, EngineConfig, LogHandle, StorageStats,
+    TopicHandle,
+};
 pub use error::{EngineError, Result};
 pub use framing::{has_media_key, media_key, media_type};
 pub use types::{

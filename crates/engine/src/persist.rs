@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod stats;
+
 const CHECKPOINT: &str = "checkpoint";
 /// Most shard directories probed at recovery (a previous run may have used more shards).
 const MAX_SHARDS: u32 = 64;
@@ -88,6 +90,7 @@ pub(crate) struct Persist {
     pub config: StorageConfig,
     written_at_checkpoint: parking_lot::Mutex<u64>,
     checkpointing: parking_lot::Mutex<()>,
+    stats: stats::PersistStats,
 }
 
 /// A log as recovered, before it becomes a live `Log`.
@@ -225,6 +228,7 @@ impl Persist {
             config,
             written_at_checkpoint: parking_lot::Mutex::new(0),
             checkpointing: parking_lot::Mutex::new(()),
+            stats: stats::PersistStats::new(report.records_replayed),
         });
         Ok((persist, recovered, snapshot.next_id, report))
     }
@@ -254,23 +258,13 @@ impl Persist {
         log_id % u64::from(self.active)
     }
 
-    /// WAL bytes written since the process started.
-    pub fn wal_bytes(&self) -> u64 {
-        self.shards.iter().map(|w| w.stats().bytes).sum()
-    }
-
-    pub fn wal_syncs(&self) -> u64 {
-        self.shards.iter().map(|w| w.stats().syncs).sum()
-    }
-
     /// Whether enough WAL was written since the last checkpoint to take another.
     pub fn checkpoint_due(&self) -> bool {
         self.wal_bytes() >= *self.written_at_checkpoint.lock() + self.config.checkpoint_bytes
     }
 
-    /// Take a checkpoint. `logs` returns every durable log with its soft-deleted flag, read
-    /// after the WAL was rotated; `next_id` is the engine's id counter.
-    pub fn checkpoint(
+    /// Take a checkpoint (timed by [`Persist::checkpoint`]).
+    fn checkpoint_untimed(
         &self,
         logs: impl FnOnce() -> Vec<(Arc<crate::log::Log>, bool)>,
         next_id: u64,

@@ -19,6 +19,21 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Most per-topic series one scrape shows (beyond them, `topics_per_topic_truncated` is
+    /// 1): a scrape's size must not grow with the number of topics.
+    pub max_series: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { max_series: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -235,6 +250,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_filter: String,
     pub auth: Auth,
+    /// `metrics.max_series`.
+    pub max_series: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,6 +544,7 @@ impl Settings {
             tls,
             log_filter,
             auth,
+            max_series: usize::try_from(self.metrics.max_series).unwrap_or(usize::MAX),
         })
     }
 }

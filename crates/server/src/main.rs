@@ -54,7 +54,8 @@ Keys (TOML section.key / environment), defaults in brackets:
   storage.sync_interval_ms         DS_STORAGE__SYNC_INTERVAL_MS         [50]
   storage.max_open_files           DS_STORAGE__MAX_OPEN_FILES           [0 = half the open-files limit]
   tls.cert_path, tls.key_path      DS_TLS__CERT_PATH, DS_TLS__KEY_PATH  [unset: plain HTTP]
-  log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]";
+  log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]
+  metrics.max_series               DS_METRICS__MAX_SERIES               [1000]";
 
 /// Riffle: durable, append-only streams over HTTP (the Durable Streams protocol).
 #[derive(Parser)]

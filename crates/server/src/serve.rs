@@ -5,6 +5,7 @@
 use crate::config::{Config, StorageMode};
 use crate::conn;
 use crate::http::App;
+use crate::http::metrics::Metrics;
 use riffle_engine::wal::FsDir;
 use riffle_engine::{Durability, Engine, EngineConfig, StorageConfig, SystemClock};
 use std::future::Future;
@@ -241,6 +242,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     // got (`/v0/ready`, `/readyz`: 503), everything else is a 503 with `Retry-After`.
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (live, inflight) = App::slots(&config);
+    let metrics = Metrics::new(progress.clone());
     let recovering = Arc::new(App {
         engine: Engine::new(EngineConfig::default(), Arc::new(SystemClock)),
         config: config.clone(),
@@ -250,6 +252,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         recovering: Some(progress.clone()),
         live: live.clone(),
         inflight: inflight.clone(),
+        metrics: metrics.clone(),
     });
     let mut recovery = tokio::task::spawn_blocking({
         let config = config.clone();
@@ -267,6 +270,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         }
     };
     let engine = storage.engine.clone();
+    metrics.set_engine(engine.clone());
     // Recovered routers forward again (their tasks run on this runtime).
     engine.start_routers();
     let shutdown = CancellationToken::new();
@@ -279,6 +283,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         recovering: None,
         live,
         inflight,
+        metrics,
     });
     tracing::info!(
         %addr,

@@ -63,10 +63,13 @@ mod dir;
 mod error;
 pub mod format;
 mod recover;
+pub mod stats;
 mod wal;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint};
 pub use counting::CountingDir;
 pub use dir::{Dir, DirFile, Fault, FaultDir, FaultPlan, FsDir, MemDir};
 pub use error::WalError;
-pub use wal::{Callback, Commit, Lsn, Recovery, StopReason, Wal, WalConfig, WalStats};
+pub use wal::{
+    Callback, Commit, Lsn, Recovery, StopReason, Wal, WalConfig, WalHistograms, WalStats,
+};

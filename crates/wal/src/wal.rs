@@ -17,6 +17,7 @@ use crate::dir::{Dir, DirFile};
 use crate::error::WalError;
 use crate::format::{HEADER, RECORD_HEADER, frame, max_record, segment_dir, segment_header};
 use crate::format::{segment_id, segment_path};
+use crate::stats::{Histogram, HistogramSnapshot, RECORDS_PER_SYNC, SYNC_LATENCY_US};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +80,15 @@ pub struct WalStats {
     pub segment: u64,
 }
 
-#[derive(Default)]
+/// Distributions since the shard was opened.
+#[derive(Debug, Clone)]
+pub struct WalHistograms {
+    /// Duration of each successful `fdatasync`, in microseconds.
+    pub sync_latency_us: HistogramSnapshot,
+    /// Records each successful `fdatasync` made durable (the group commit size).
+    pub records_per_sync: HistogramSnapshot,
+}
+
 struct Counters {
     records: AtomicU64,
     bytes: AtomicU64,
@@ -87,6 +96,23 @@ struct Counters {
     syncs: AtomicU64,
     failures: AtomicU64,
     segment: AtomicU64,
+    sync_latency_us: Histogram,
+    records_per_sync: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            segment: AtomicU64::new(0),
+            sync_latency_us: Histogram::new(SYNC_LATENCY_US),
+            records_per_sync: Histogram::new(RECORDS_PER_SYNC),
+        }
+    }
 }
 
 /// How recovery ended.
@@ -267,6 +293,13 @@ impl Wal {
             segment: c.segment.load(Ordering::Relaxed),
         }
     }
+
+    pub fn histograms(&self) -> WalHistograms {
+        WalHistograms {
+            sync_latency_us: self.counters.sync_latency_us.snapshot(),
+            records_per_sync: self.counters.records_per_sync.snapshot(),
+        }
+    }
 }
 
 impl Drop for Wal {
@@ -306,6 +339,8 @@ struct Committer {
     /// deadline): a segment must be synced before records go to the next one, or a power
     /// loss could keep later records of a log and lose earlier ones.
     unsynced: bool,
+    /// Records written since the last sync: the next sync's group commit size.
+    unsynced_records: u64,
     /// A failed batch could not be cut off: the file must be truncated here before writing.
     cut_to: Option<u64>,
     counters: Arc<Counters>,
@@ -326,6 +361,7 @@ impl Committer {
             end: HEADER,
             sync_due: None,
             unsynced: false,
+            unsynced_records: 0,
             cut_to: None,
             counters,
         })
@@ -442,12 +478,14 @@ impl Committer {
         if let Err(e) = self.file.set_len(len) {
             return Err(self.failed("truncate", &e));
         }
-        if let Err(e) = self.file.sync_data() {
+        if let Err(e) = self.timed_sync() {
             return Err(self.failed("sync", &e));
         }
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_due = None;
         self.unsynced = false;
+        // What was cut is gone; what the cut kept was counted by an earlier sync.
+        self.unsynced_records = 0;
         self.cut_to = None;
         Ok(())
     }
@@ -490,6 +528,7 @@ impl Committer {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.end = start + buf.len() as u64;
         self.unsynced = true;
+        self.unsynced_records += batch.len() as u64;
         let now = Instant::now();
         let lazy_only = batch.iter().all(|(_, c, _)| *c == Commit::Lazy);
         let due = if lazy_only {
@@ -523,15 +562,28 @@ impl Committer {
         if self.sync_due.is_none() && !self.unsynced {
             return Ok(());
         }
-        match self.file.sync_data() {
+        match self.timed_sync() {
             Ok(()) => {
                 self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .records_per_sync
+                    .observe(std::mem::take(&mut self.unsynced_records));
                 self.sync_due = None;
                 self.unsynced = false;
                 Ok(())
             }
             Err(e) => Err(self.failed("sync", &e)),
         }
+    }
+
+    /// `fdatasync` the segment; a success's duration goes to the latency histogram (two clock
+    /// reads per sync, nothing next to the sync itself).
+    fn timed_sync(&self) -> std::io::Result<()> {
+        let t = Instant::now();
+        self.file.sync_data()?;
+        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.sync_latency_us.observe(us);
+        Ok(())
     }
 
     /// Switch to a new segment. The caller has settled the current one.

@@ -7,9 +7,11 @@ mod combine;
 mod create;
 mod queues;
 mod routers;
+mod stats;
 mod topics;
 
 pub use queues::{ClaimRequest, Claimed};
+pub use stats::{CLASSES, ClassAppends, StorageStats};
 pub use topics::TopicHandle;
 
 use crate::clock::Clock;
@@ -25,8 +27,8 @@ use crate::persist::{
 use crate::records::WalEntry;
 use crate::store::LogFiles;
 use crate::types::{
-    AppendRequest, Appended, CreateSpec, Created, Expiry, ForkSpec, Framing, LogInfo, ReadBatch,
-    ReadFrom,
+    AppendRequest, AppendStatus, Appended, CreateSpec, Created, Expiry, ForkSpec, Framing, LogInfo,
+    ReadBatch, ReadFrom,
 };
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -117,6 +119,8 @@ struct Inner {
     acks: Arc<queues::Acks>,
     /// Ids of `/work` streams.
     next_conn: AtomicU64,
+    /// Committed appends by class, for metrics.
+    appends: stats::AppendCounters,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -168,6 +172,7 @@ impl Engine {
                 claims: combine::Combiner::new(),
                 acks: combine::Combiner::new(),
                 next_conn: AtomicU64::new(1),
+                appends: Default::default(),
             }),
         }
     }
@@ -357,13 +362,20 @@ impl Engine {
     /// Append to a live log: one atomic step of data, producer state, `Stream-Seq` and close.
     pub async fn append(&self, name: &str, req: AppendRequest) -> Result<Appended> {
         let log = self.live(name)?;
-        log.append(
-            req,
-            self.inner.config,
-            self.inner.clock.as_ref(),
-            self.inner.persist.as_ref(),
-        )
-        .await
+        let bytes = req.payload.data.len() as u64;
+        let out = log
+            .append(
+                req,
+                self.inner.config,
+                self.inner.clock.as_ref(),
+                self.inner.persist.as_ref(),
+            )
+            .await?;
+        // A close without data is a state change, not an append.
+        if out.status == AppendStatus::Written && bytes > 0 {
+            self.count_append(log.config.durability, bytes);
+        }
+        Ok(out)
     }
 
     /// Delete a log. A log that forks still read from is soft-deleted: its name answers

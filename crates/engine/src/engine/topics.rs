@@ -187,6 +187,15 @@ impl Engine {
             )
             .await?;
         out.created = created;
+        if !out.deduped
+            && let Some(class) = log.topic_class()
+        {
+            let bytes = w
+                .records
+                .iter()
+                .map(|r| (r.data.len() + r.meta.as_ref().map_or(0, |m| m.len())) as u64);
+            self.count_append(class, bytes.sum());
+        }
         Ok(out)
     }
 

@@ -111,6 +111,12 @@ impl Log {
         Ok(f(&mut st))
     }
 
+    /// The topic's durability class now (it can change in place).
+    pub(crate) fn topic_class(&self) -> Option<crate::durability::Durability> {
+        let st = self.state.lock();
+        st.topic.as_deref().map(|t| t.config.durability)
+    }
+
     pub(crate) fn view(&self) -> Result<View> {
         self.with_topic(|st| {
             let tail = st.w.tail;

@@ -18,6 +18,7 @@ pub mod request;
 pub mod response;
 
 use crate::http::body::{RequestBody, ResponseBody};
+use crate::http::metrics::{LiveKind, Reason, Route};
 use crate::http::{ApiError, App};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -180,15 +181,20 @@ where
         if app.recovering.is_none()
             && let Some(key) = websocket_key(&parts)
         {
+            let started = std::time::Instant::now();
             let allowed = app.authorize(&parts, "/v0/ws").and_then(|cred| {
                 let slot = app.live.acquire(cred.as_ref())?;
-                Ok((cred, slot))
+                Ok((cred, slot.counted(app.metrics.live(LiveKind::Ws))))
             });
             let (cred, _slot) = match allowed {
                 Ok(c) => c,
                 Err(e) => {
                     // Refused before the upgrade: an ordinary answer, then the connection ends.
                     let resp = crate::http::topics::render_error(e);
+                    let reason = resp.extensions().get::<Reason>().copied();
+                    let elapsed = started.elapsed();
+                    app.metrics
+                        .request(Route::WS, &parts.method, resp.status(), reason, elapsed);
                     let ex = Exchange {
                         head: false,
                         version: parts.version,
@@ -199,6 +205,9 @@ where
                 }
             };
             // The connection becomes a WebSocket session until either side closes it.
+            let (status, elapsed) = (StatusCode::SWITCHING_PROTOCOLS, started.elapsed());
+            app.metrics
+                .request(Route::WS, &parts.method, status, None, elapsed);
             io.write_all(crate::http::topics::ws::accept_response(&key).as_bytes())
                 .await?;
             io.flush().await?;
@@ -274,12 +283,21 @@ fn websocket_key(parts: &Parts) -> Option<Vec<u8>> {
 /// then closes, saying so) instead of ending the connection without any answer: a client
 /// must never be left to guess whether its request was served.
 async fn answer(app: &App, parts: &Parts, body: RequestBody) -> (Response<ResponseBody>, bool) {
+    let started = std::time::Instant::now();
     match AssertUnwindSafe(app.handle(parts, body))
         .catch_unwind()
         .await
     {
         Ok(resp) => (resp, true),
-        Err(panic) => (panicked(app, parts, panic.as_ref()), false),
+        Err(panic) => {
+            let resp = panicked(app, parts, panic.as_ref());
+            // `handle` counts what it answers; a panic never got there.
+            let route = Route::of(parts.uri.path());
+            let elapsed = started.elapsed();
+            app.metrics
+                .request(route, &parts.method, resp.status(), None, elapsed);
+            (resp, false)
+        }
     }
 }
 

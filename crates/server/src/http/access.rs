@@ -117,12 +117,12 @@ fn token<'a>(
     if let Some(h) = req.headers.get(header::AUTHORIZATION) {
         let v = h
             .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
+            .map_err(|_| unauthorized("malformed Authorization header").reason("malformed"))?;
         let (scheme, t) = v
             .split_once(' ')
-            .ok_or_else(|| unauthorized("malformed Authorization header"))?;
+            .ok_or_else(|| unauthorized("malformed Authorization header").reason("malformed"))?;
         if !scheme.eq_ignore_ascii_case("bearer") || t.trim().is_empty() {
-            return Err(unauthorized("Authorization must be `Bearer <token>`"));
+            return Err(unauthorized("Authorization must be `Bearer <token>`").reason("malformed"));
         }
         return Ok(Some(t.trim().into()));
     }
@@ -150,6 +150,7 @@ fn token<'a>(
 fn unauthorized(why: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, why)
         .code("unauthorized")
+        .reason("unauthorized")
         .with_header("www-authenticate", "Bearer")
 }
 
@@ -157,11 +158,14 @@ fn unauthorized(why: &str) -> ApiError {
 fn invalid_token(why: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, why)
         .code("unauthorized")
+        .reason("invalid_token")
         .with_header("www-authenticate", "Bearer error=\"invalid_token\"")
 }
 
 fn forbidden(why: String) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, why).code("forbidden")
+    ApiError::new(StatusCode::FORBIDDEN, why)
+        .code("forbidden")
+        .reason("forbidden")
 }
 
 /// Whether `cred` may do `scopes` on every name in `names` (answers 403 otherwise).
@@ -176,7 +180,8 @@ pub fn check_names<'a>(
             return Err(forbidden(format!(
                 "the credential does not allow {} on {n:?}",
                 scopes.names()
-            )));
+            ))
+            .reason("forbidden_name"));
         }
     }
     Ok(())
@@ -204,7 +209,8 @@ pub fn check_scopes(cred: Option<&Credential>, scopes: Scopes) -> Result<(), Api
             "the credential's scopes ({}) do not include {}",
             c.scopes.names(),
             scopes.names()
-        ))),
+        ))
+        .reason("forbidden_scope")),
         _ => Ok(()),
     }
 }
@@ -232,7 +238,7 @@ pub async fn expired(at: Option<tokio::time::Instant>) {
 
 /// The 401 of a request whose credential expired while it waited.
 pub fn expired_error() -> ApiError {
-    invalid_token(EXPIRED_MESSAGE)
+    invalid_token(EXPIRED_MESSAGE).reason("expired")
 }
 
 /// What a live response says as it ends at its credential's expiry.
@@ -251,13 +257,14 @@ impl App {
         };
         let token = token(req, auth.cookie_name.as_deref())?.ok_or_else(|| {
             unauthorized("a credential is required: Authorization: Bearer <token>")
+                .reason("missing")
         })?;
         let cred = match (auth.keys.check(&token), &auth.jwt) {
             (Some(c), _) => c,
-            (None, Some(jwt)) if super::jwt::Jwt::looks_like(&token) => {
-                jwt.check(&token).map_err(|r| invalid_token(r.message()))?
-            }
-            _ => return Err(invalid_token("unknown credential")),
+            (None, Some(jwt)) if super::jwt::Jwt::looks_like(&token) => jwt
+                .check(&token)
+                .map_err(|r| invalid_token(r.message()).reason(r.reason()))?,
+            _ => return Err(invalid_token("unknown credential").reason("unknown")),
         };
         check_scopes(Some(&cred), need.scopes)?;
         for (name, scopes) in &need.names {

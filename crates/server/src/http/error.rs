@@ -3,6 +3,7 @@
 
 use super::body;
 use super::body::ResponseBody;
+use super::metrics::Reason;
 use super::streams::offset::format_offset;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -18,6 +19,9 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     /// Boxed: every handler's `Result` carries this type, and most errors have no detail.
     pub detail: Option<Box<serde_json::Value>>,
+    /// Why a 401/403/429 refused the request (`missing`, `forbidden_scope`, a limit's key):
+    /// the metrics' label, carried to `App::handle` as a response extension.
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -28,7 +32,14 @@ impl ApiError {
             headers: Vec::new(),
             code: None,
             detail: None,
+            reason: None,
         }
+    }
+
+    /// The same error with the reason the metrics count it under.
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// The same error with a machine-readable code (`/v0`'s `error.code`).
@@ -66,6 +77,9 @@ impl ApiError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         for (k, v) in self.headers {
             h.insert(k, v);
+        }
+        if let Some(r) = self.reason {
+            resp.extensions_mut().insert(Reason(r));
         }
         resp
     }
@@ -116,7 +130,7 @@ impl From<EngineError> for ApiError {
                 .with_header("stream-closed", "true")
                 .with_header("stream-next-offset", format_offset(next)),
             E::StaleEpoch { current } => err.with_header("producer-epoch", current),
-            E::LimitReached { .. } => err.with_header("retry-after", 1),
+            E::LimitReached { limit, .. } => err.reason(limit).with_header("retry-after", 1),
             E::SeqGap { expected, received } => err
                 .with_header("producer-expected-seq", expected)
                 .with_header("producer-received-seq", received),

@@ -3,7 +3,7 @@
 //! - `/v1/stream/__ds/...`: reserved for the Durable Streams control APIs (not built yet: 501)
 //! - `/v1/stream/...`: the Durable Streams protocol ([`streams`])
 //! - `/healthz`, `/readyz`: liveness and readiness
-//! - `/metrics`: Prometheus text format
+//! - `/metrics`: Prometheus text format ([`metrics`])
 
 pub mod access;
 pub mod auth;
@@ -11,6 +11,7 @@ pub mod body;
 mod cursor;
 mod error;
 pub mod jwt;
+pub mod metrics;
 pub mod path;
 pub mod slots;
 mod sse;
@@ -49,6 +50,8 @@ pub struct App {
     pub live: Arc<slots::Slots>,
     /// Requests in flight per credential.
     pub inflight: Arc<slots::Slots>,
+    /// The Prometheus registry, shared with the `App` that answered during recovery.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl App {
@@ -66,9 +69,11 @@ impl App {
         )
     }
 
-    /// A live connection's slot for the request being served.
-    pub fn live_slot(&self) -> Result<slots::Slot, ApiError> {
-        self.live.acquire(access::current().as_ref())
+    /// A live connection's slot for the request being served, counted in the live
+    /// connections gauge of `kind` while held.
+    pub fn live_slot(&self, kind: metrics::LiveKind) -> Result<slots::Slot, ApiError> {
+        let slot = self.live.acquire(access::current().as_ref())?;
+        Ok(slot.counted(self.metrics.live(kind)))
     }
 }
 
@@ -87,10 +92,19 @@ impl App {
     /// The head is borrowed and only the body moves: requests pass through several layers of
     /// handlers, and moving a whole `Request` at each would copy it each time.
     pub async fn handle(&self, req: &Parts, body: RequestBody) -> Response<ResponseBody> {
+        let started = std::time::Instant::now();
         let mut resp = self
             .route(req, body)
             .await
             .unwrap_or_else(ApiError::into_response);
+        // The response head is ready: a live response's body streams on, unmeasured.
+        self.metrics.request(
+            metrics::Route::of(req.uri.path()),
+            &req.method,
+            resp.status(),
+            resp.extensions().get::<metrics::Reason>().copied(),
+            started.elapsed(),
+        );
         let origin = req.headers.get(header::ORIGIN);
         self.common_headers(resp.headers_mut(), origin, req.method == Method::OPTIONS);
         resp
@@ -111,17 +125,15 @@ impl App {
     fn recovering(&self, progress: &AtomicU64, req: &Parts) -> Response<ResponseBody> {
         let replayed = progress.load(Ordering::Relaxed);
         let path = req.uri.path();
-        if path == "/v0/metrics" || path == "/metrics" {
-            // Metrics answer even before the server is ready: that is when they matter.
-            let text = format!(
-                "# HELP topics_ready 1 once recovery is complete.\n# TYPE topics_ready gauge\ntopics_ready 0\n\
-                 # HELP riffle_recovery_wal_records_replayed WAL records replayed so far by the recovery in progress.\n\
-                 # TYPE riffle_recovery_wal_records_replayed gauge\nriffle_recovery_wal_records_replayed {replayed}\n"
-            );
-            return Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(body::full(text))
-                .expect("static headers");
+        if req.method == Method::GET && (path == "/v0/metrics" || path == "/metrics") {
+            // Metrics answer even before the server is ready: that is when they matter (the
+            // registry's `riffle_recovery_wal_records_replayed` shows the progress).
+            let extra = if path == "/v0/metrics" {
+                "# HELP topics_ready 1 once recovery is complete.\n# TYPE topics_ready gauge\ntopics_ready 0\n"
+            } else {
+                ""
+            };
+            return self.metrics_response(req, extra);
         }
         if matches!(path, "/healthz" | "/v0/health") {
             return if path == "/healthz" {
@@ -204,31 +216,18 @@ impl App {
             "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {
                 Ok(Response::new(body::full("ok\n")))
             }
-            "/metrics" if req.method == Method::GET => Ok(self.metrics()),
+            "/metrics" if req.method == Method::GET => Ok(self.metrics_response(req, "")),
             _ => Err(not_found()),
         }
     }
 
-    /// Gauges and counters of the engine, in the Prometheus text format.
-    fn metrics(&self) -> Response<ResponseBody> {
-        let e = &self.engine;
-        let (wal_bytes, wal_syncs) = e.wal_stats();
-        let text = format!(
-            "# HELP riffle_streams Streams in the registry (soft-deleted ones included).\n\
-             # TYPE riffle_streams gauge\nriffle_streams {}\n\
-             # HELP riffle_memory_bytes RAM held for streams (counted against limits.max_memory_bytes): per-stream state, producers, ephemeral records.\n\
-             # TYPE riffle_memory_bytes gauge\nriffle_memory_bytes {}\n\
-             # HELP riffle_wal_bytes_total Bytes written to the WAL since start.\n\
-             # TYPE riffle_wal_bytes_total counter\nriffle_wal_bytes_total {wal_bytes}\n\
-             # HELP riffle_wal_syncs_total fdatasync calls on the WAL since start.\n\
-             # TYPE riffle_wal_syncs_total counter\nriffle_wal_syncs_total {wal_syncs}\n",
-            e.log_count(),
-            e.memory_used(),
-        );
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(body::full(text))
-            .expect("static headers")
+    /// The metrics registry in the text format the request accepts, with `extra` families.
+    pub fn metrics_response(&self, req: &Parts, extra: &str) -> Response<ResponseBody> {
+        let (content_type, text) = self.metrics.render(req.headers.get(header::ACCEPT), extra);
+        let mut resp = Response::new(body::full(text));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp
     }
 
     /// Security headers on every response; CORS headers where a browser needs them (a request

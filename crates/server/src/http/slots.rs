@@ -7,6 +7,7 @@ use super::ApiError;
 use super::auth::Credential;
 use http::StatusCode;
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,10 +24,24 @@ pub struct Slots {
 pub struct Slot {
     slots: Arc<Slots>,
     key: Option<[u8; 32]>,
+    /// The live-connections gauge of its kind, if counted.
+    gauge: Option<Gauge>,
+}
+
+impl Slot {
+    /// Count this slot in `gauge` while it is held.
+    pub fn counted(mut self, gauge: Gauge) -> Self {
+        gauge.inc();
+        self.gauge = Some(gauge);
+        self
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
         let mut held = self.slots.held.lock();
         held.0 = held.0.saturating_sub(1);
         if let Some(k) = self.key
@@ -46,6 +61,7 @@ fn throttled(limit: &'static str, max: u64) -> ApiError {
         format!("the server's limit {limit} ({max}) is reached; retry later"),
     )
     .code("throttled")
+    .reason(limit)
     .detail(serde_json::json!({ "limit": limit, "max": max }))
     .with_header("retry-after", 1)
 }
@@ -84,6 +100,7 @@ impl Slots {
         Ok(Slot {
             slots: self.clone(),
             key,
+            gauge: None,
         })
     }
 

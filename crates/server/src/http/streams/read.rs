@@ -22,10 +22,15 @@ pub async fn get(app: &App, name: &str, req: &Parts) -> Result<Response<Response
     match q.live {
         Live::No => catch_up(&handle, &q, &req.headers),
         Live::LongPoll => {
-            let _slot = app.live_slot()?;
+            let _slot = app.live_slot(crate::http::metrics::LiveKind::LongPoll)?;
             long_poll(app, handle, &q, &req.headers).await
         }
-        Live::Sse => sse::respond(app, handle, &q, app.live_slot()?),
+        Live::Sse => sse::respond(
+            app,
+            handle,
+            &q,
+            app.live_slot(crate::http::metrics::LiveKind::Sse)?,
+        ),
     }
 }
 

@@ -57,6 +57,10 @@ pub fn render_timed(e: ApiError, started: Option<std::time::Instant>) -> Respons
     let text = v.to_string();
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = e.status;
+    if let Some(r) = e.reason {
+        resp.extensions_mut()
+            .insert(crate::http::metrics::Reason(r));
+    }
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -108,11 +112,13 @@ pub fn engine(topic: &str, e: EngineError) -> ApiError {
         E::LimitReached { limit, max } => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                 .code("throttled")
+                .reason(limit)
                 .detail(serde_json::json!({ "limit": limit, "max": max }))
                 .with_header("retry-after", 1)
         }
         E::MemoryFull { limit } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             .code("throttled")
+            .reason("max_memory_bytes")
             .detail(serde_json::json!({ "limit": "max_memory_bytes", "max": limit }))
             .with_header("retry-after", 1),
         E::Storage { .. } => {

@@ -266,7 +266,7 @@ pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {
     let _slot = if wait.is_zero() {
         None
     } else {
-        Some(app.live_slot()?)
+        Some(app.live_slot(crate::http::metrics::LiveKind::LongPoll)?)
     };
     let mut handle = app.engine.topic_open(topic).map_err(|e| engine(topic, e))?;
     let deadline = tokio::time::Instant::now() + wait;

@@ -2,16 +2,13 @@
 //! with `Accept: application/json`).
 
 use super::render::{self, Perf};
-use crate::http::body::{self, ResponseBody};
+use crate::http::body::ResponseBody;
 use crate::http::{ApiError, App};
 use http::request::Parts;
 use http::{Response, StatusCode, header};
 use riffle_engine::Durability;
 use serde_json::json;
 use std::fmt::Write as _;
-
-/// Per-topic series in `/v0/metrics`, at most.
-const MAX_TOPIC_SERIES: usize = 1000;
 
 pub fn health(app: &App) -> Response<ResponseBody> {
     let perf = Perf::start();
@@ -42,7 +39,15 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
     let records: u64 = topics.iter().map(|t| t.count).sum();
     let bytes: u64 = topics.iter().map(|t| t.bytes).sum();
     let (wal_bytes, wal_syncs) = app.engine.wal_stats();
-    let truncated = topics.len() > MAX_TOPIC_SERIES;
+    // Per-topic series, at most (`metrics.max_series`): a scrape's size stays bounded.
+    // With auth on, only the topics the caller may read have series of their own.
+    let max_series = app.config.max_series;
+    let cred = crate::http::access::current();
+    let shown: Vec<_> = topics
+        .iter()
+        .filter(|t| cred.as_ref().is_none_or(|c| c.covers(&t.name)))
+        .collect();
+    let truncated = shown.len() > max_series;
     let queues: Vec<_> = topics.iter().filter_map(|t| t.queue).collect();
     let in_flight: u64 = queues.iter().map(|q| q.in_flight).sum();
     let routers = app.engine.router_count();
@@ -58,9 +63,9 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
         Durability::Fsync,
     ];
     if json_wanted {
-        let per: Vec<_> = topics
+        let per: Vec<_> = shown
             .iter()
-            .take(MAX_TOPIC_SERIES)
+            .take(max_series)
             .map(|t| {
                 let mut v = json!({ "topic": t.name, "head_seq": t.head_seq,
                     "earliest_seq": t.earliest_seq, "records": t.count, "bytes": t.bytes });
@@ -124,7 +129,7 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
     );
     gauge(
         "topics_per_topic_truncated",
-        "1 when per-topic series were cut at 1000 topics.",
+        "1 when per-topic series were cut at metrics.max_series topics.",
         u64::from(truncated),
     );
     t.push_str(
@@ -145,7 +150,7 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
         ("topic_bytes", "Live stored bytes."),
     ] {
         let _ = write!(t, "# HELP {name} {help}\n# TYPE {name} gauge\n");
-        for i in topics.iter().take(MAX_TOPIC_SERIES) {
+        for i in shown.iter().take(max_series) {
             let v = match name {
                 "topic_head_seq" => i.head_seq,
                 "topic_earliest_seq" => i.earliest_seq,
@@ -161,7 +166,7 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
         ("topic_queue_in_flight", "Jobs leased (queue topics)."),
     ] {
         let _ = write!(t, "# HELP {name} {help}\n# TYPE {name} gauge\n");
-        for i in topics.iter().take(MAX_TOPIC_SERIES) {
+        for i in shown.iter().take(max_series) {
             if let Some(q) = i.queue {
                 let v = if name == "topic_queue_ready" {
                     q.ready
@@ -172,13 +177,7 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
             }
         }
     }
-    let _ = write!(
-        t,
-        "# HELP riffle_wal_bytes_total Bytes written to the WAL since start.\n# TYPE riffle_wal_bytes_total counter\nriffle_wal_bytes_total {wal_bytes}\n\
-         # HELP riffle_wal_syncs_total fdatasync calls on the WAL since start.\n# TYPE riffle_wal_syncs_total counter\nriffle_wal_syncs_total {wal_syncs}\n"
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(body::full(t))
-        .expect("static headers")
+    // The registry (requests, latency, WAL, ...) first, then the topics gauges: one scrape
+    // has everything, and `riffle_wal_*` come from the registry only.
+    app.metrics_response(req, &t)
 }

@@ -91,7 +91,7 @@ pub async fn claim(app: &App, queue: &str, body: Bytes) -> Answer {
         conn: None,
     };
     let _slot = if req.wait_ms > 0 {
-        Some(app.live_slot()?)
+        Some(app.live_slot(crate::http::metrics::LiveKind::LongPoll)?)
     } else {
         None
     };
@@ -267,7 +267,7 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
     };
     let shutdown = app.shutdown.clone();
     let queue = queue.to_string();
-    let slot = app.live_slot()?;
+    let slot = app.live_slot(crate::http::metrics::LiveKind::Work)?;
     let expires = crate::http::access::expiry();
     let events = async_stream::stream! {
         let _guard = guard;

@@ -304,6 +304,7 @@ pub fn create(
         return Err(
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many watch sessions")
                 .code("throttled")
+                .reason("max_watch_sessions")
                 .detail(json!({ "limit": "max_watch_sessions", "max": max_sessions })),
         );
     }
@@ -435,7 +436,7 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
     let engine = app.engine.clone();
     let shutdown = app.shutdown.clone();
     let watches = app.topics.watches.clone();
-    let slot = app.live_slot()?;
+    let slot = app.live_slot(crate::http::metrics::LiveKind::Watch)?;
     let expires = crate::http::access::expiry();
     let events = async_stream::stream! {
         let _slot = slot;
