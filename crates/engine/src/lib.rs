@@ -90,6 +90,6 @@ pub use engine::{
 pub use error::{EngineError, Result};
 pub use framing::{has_media_key, media_key, media_type};
 pub use types::{
-    AppendRequest, AppendStatus, Appended, CreateSpec, Created, Expiry, ForkSpec, Framing, LogInfo,
-    Payload, ProducerAck, ProducerClaim, ReadBatch, ReadFrom,
+    AppendRequest, AppendStatus, Appended, CreateSpec, Created, Expiry, FileRange, ForkSpec,
+    Framing, LogInfo, Payload, Piece, ProducerAck, ProducerClaim, ReadBatch, ReadFrom,
 };

@@ -73,7 +73,13 @@ impl MemStore {
     /// Append to `out` the bytes from `pos` towards `to`, ending at a record boundary (or `to`):
     /// whole records until `budget` is spent (the record that crosses it included). Returns
     /// the position reached and lowers `budget` by the bytes added.
-    pub fn collect(&self, pos: u64, to: u64, budget: &mut usize, out: &mut Vec<Bytes>) -> u64 {
+    pub fn collect(
+        &self,
+        pos: u64,
+        to: u64,
+        budget: &mut usize,
+        out: &mut impl crate::log::Sink,
+    ) -> u64 {
         let to = to.min(self.tail);
         if pos >= to || *budget == 0 {
             return pos;
@@ -97,7 +103,7 @@ impl MemStore {
                     stop,
                 )
             };
-            out.push(piece);
+            out.bytes(piece);
             at = next;
         }
         *budget = budget.saturating_sub((end - pos) as usize);
@@ -200,7 +206,7 @@ mod tests {
             tail - 1,
         ] {
             for budget in [1usize, 100, CHUNK_BYTES, usize::MAX] {
-                let mut out = Vec::new();
+                let mut out: Vec<Bytes> = Vec::new();
                 let mut b = budget;
                 let end = m.collect(pos, u64::MAX, &mut b, &mut out);
                 let got = join(&out);
@@ -224,12 +230,12 @@ mod tests {
     #[test]
     fn collect_stops_at_to_and_at_the_tail() {
         let (m, flat, _) = filled(0, 10);
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         let mut b = usize::MAX;
         assert_eq!(m.collect(3, 10, &mut b, &mut out), 10);
         assert_eq!(join(&out), flat[3..10]);
         let tail = flat.len() as u64;
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         assert_eq!(m.collect(tail, u64::MAX, &mut b, &mut out), tail);
         assert!(out.is_empty());
     }
@@ -278,7 +284,7 @@ mod tests {
         // Records from the cut on read as before, by index and by position.
         assert_eq!(m.end_of(59), Some(flat.len() as u64));
         assert_eq!(m.end_of(40), Some(starts[41]));
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         let mut b = usize::MAX;
         m.collect(cut, u64::MAX, &mut b, &mut out);
         assert_eq!(join(&out), flat[cut as usize..]);

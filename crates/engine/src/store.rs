@@ -91,35 +91,42 @@ impl LogFiles {
         Ok(lo)
     }
 
-    /// Read `[from, to)` (whole records once `budget` is reached) as one chunk. `records` and
-    /// `to` describe what is in the files.
-    pub fn read(
-        &self,
-        records: u64,
-        from: u64,
-        to: u64,
-        budget: &mut usize,
-    ) -> io::Result<(u64, Bytes)> {
+    /// Where a read of `[from, to)` ends: `to`, or the end of the record that reaches
+    /// `budget` bytes. `records` and `to` describe what is in the files.
+    pub fn read_end(&self, records: u64, from: u64, to: u64, budget: usize) -> io::Result<u64> {
         if from >= to {
-            return Ok((from, Bytes::new()));
+            return Ok(from);
         }
         let want = to - from;
-        let end = if want as usize <= *budget {
+        Ok(if want as usize <= budget {
             to
         } else {
             // Stop at the end of the record that reaches the budget.
             let idx = self.idx()?;
-            let i = self.first_ending_after(idx.as_ref(), records, from + *budget as u64 - 1)?;
+            let last = from + budget.max(1) as u64 - 1;
+            let i = self.first_ending_after(idx.as_ref(), records, last)?;
             if i < records {
                 record_end(idx.as_ref(), i)?.min(to)
             } else {
                 to
             }
-        };
-        let mut buf = BytesMut::zeroed((end - from) as usize);
+        })
+    }
+
+    /// The bytes of `[from, to)`, read.
+    pub fn read_bytes(&self, from: u64, to: u64) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed((to - from) as usize);
         read_exact_at(self.data()?.as_ref(), &mut buf, from - self.base)?;
-        *budget = budget.saturating_sub(buf.len());
-        Ok((end, buf.freeze()))
+        Ok(buf.freeze())
+    }
+
+    /// `[from, to)` as a range of the data file, not read.
+    pub fn range(&self, from: u64, to: u64) -> io::Result<crate::types::FileRange> {
+        Ok(crate::types::FileRange {
+            file: self.data()?,
+            offset: from - self.base,
+            len: to - from,
+        })
     }
 
     /// The record holding `pos`: its start and its bytes.

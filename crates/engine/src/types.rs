@@ -144,26 +144,86 @@ pub enum ReadFrom {
     At(u64),
 }
 
-/// A contiguous range of a log, as the stored chunks that hold it (no copies).
+/// A contiguous range of a log, as the stored chunks that hold it (no copies). `C` is how the
+/// bytes come: `Bytes` (file ranges read into memory), or [`Piece`]s (file ranges left in the
+/// page cache, for a zero-copy send to a socket).
 #[derive(Debug, Clone)]
-pub struct ReadBatch {
+pub struct ReadBatch<C = Bytes> {
     pub info: LogInfo,
     pub start: u64,
     pub next: u64,
     /// Stored bytes of `[start, next)`, in order. For JSON framing every chunk ends at a
     /// message boundary, so the whole ends with the last message's `,`.
-    pub chunks: Vec<Bytes>,
+    pub chunks: Vec<C>,
     /// `next` is the tail.
     pub up_to_date: bool,
     /// The log is closed and `next` is its final position.
     pub closed: bool,
 }
 
-impl ReadBatch {
+impl<C> ReadBatch<C> {
     pub fn is_empty(&self) -> bool {
         self.next == self.start
     }
+    /// The bytes the batch holds (`next - start`: chunks are exactly that range).
     pub fn byte_len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+        usize::try_from(self.next - self.start).unwrap_or(usize::MAX)
+    }
+}
+
+/// Stored bytes of a log: in memory, or a range of one of its files.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Mem(Bytes),
+    File(FileRange),
+}
+
+impl Piece {
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Mem(b) => b.len() as u64,
+            Piece::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A range of a log's data file. It holds the file open (the open-files cache may close its
+/// own handle meanwhile; a deleted log's file stays readable), and the range never changes:
+/// data files are append-only and a stream's are never trimmed.
+#[derive(Clone)]
+pub struct FileRange {
+    pub(crate) file: Arc<dyn riffle_wal::DirFile>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl std::fmt::Debug for FileRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileRange({}+{})", self.offset, self.len)
+    }
+}
+
+impl FileRange {
+    /// The file's descriptor, for `sendfile`; `None` if it is not a real file.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.file.fd()
+    }
+
+    /// The bytes, read (for transports that cannot send from a file).
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        let len = usize::try_from(self.len).map_err(std::io::Error::other)?;
+        let mut buf = bytes::BytesMut::zeroed(len);
+        let n = self.file.read_at(&mut buf, self.offset)?;
+        if n < len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "a stream file is shorter than its records",
+            ));
+        }
+        Ok(buf.freeze())
     }
 }

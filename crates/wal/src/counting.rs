@@ -83,6 +83,9 @@ impl DirFile for Counted {
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.punch_hole(offset, len)
     }
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.fd()
+    }
 }
 
 impl Dir for CountingDir {

@@ -42,6 +42,11 @@ pub trait DirFile: Send + Sync {
     /// the range reads as zeros afterwards. A filesystem that cannot is not an error (the
     /// space is simply kept).
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// The file's descriptor, for zero-copy sends (`sendfile`) of its bytes to a socket; `None`
+    /// for files that are not real files (in memory, or faulty by design), which are read.
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 fn parent(path: &str) -> &str {
@@ -103,6 +108,10 @@ impl FsDir {
 struct FsFile(std::fs::File);
 
 impl DirFile for FsFile {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.0.as_fd())
+    }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
         let mut done = 0;

@@ -548,6 +548,23 @@ impl LogHandle {
     /// Read from `from` towards the tail, gathering about `max_bytes` (whole records; at least
     /// one record if any is available).
     pub fn read(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch> {
+        self.read_as(from, max_bytes)
+    }
+
+    /// [`LogHandle::read`], with the ranges that are in files left there: a transport that
+    /// can sends them from the page cache (`sendfile`), others read them.
+    pub fn read_pieces(
+        &self,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadBatch<crate::types::Piece>> {
+        self.read_as(from, max_bytes)
+    }
+
+    fn read_as<C>(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch<C>>
+    where
+        Vec<C>: crate::log::Sink,
+    {
         if self.log.is_removed() {
             return Err(EngineError::NotFound);
         }

@@ -17,6 +17,7 @@ mod append;
 mod commit;
 mod queue;
 mod read;
+pub(crate) use read::Sink;
 mod topic;
 mod topic_change;
 mod topic_copy;

@@ -75,7 +75,7 @@ impl Log {
             let start = self.seq_pos(first, v)?;
             let ends = self.record_ends(first - 1, (j - i) as u64)?;
             let end = ends.last().copied().unwrap_or(start);
-            let mut chunks = Vec::new();
+            let mut chunks: Vec<Bytes> = Vec::new();
             let mut budget = (end - start) as usize;
             self.collect_own(start, end, &mut budget, &mut chunks)?;
             let data = if chunks.len() == 1 {

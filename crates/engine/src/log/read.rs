@@ -2,6 +2,34 @@
 //! recursion), and the record lookups that JSON boundaries and fork points need.
 
 use super::*;
+use crate::types::Piece;
+
+/// Where a read puts what it gathers: stored bytes as they are, and file ranges either read
+/// (`Vec<Bytes>`) or left in the file for a zero-copy send (`Vec<Piece>`).
+pub(crate) trait Sink {
+    fn bytes(&mut self, b: Bytes);
+    fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()>;
+}
+
+impl Sink for Vec<Bytes> {
+    fn bytes(&mut self, b: Bytes) {
+        self.push(b);
+    }
+    fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
+        self.push(files.read_bytes(from, to)?);
+        Ok(())
+    }
+}
+
+impl Sink for Vec<Piece> {
+    fn bytes(&mut self, b: Bytes) {
+        self.push(Piece::Mem(b));
+    }
+    fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
+        self.push(Piece::File(files.range(from, to)?));
+        Ok(())
+    }
+}
 
 impl Log {
     /// The log of this fork chain that stores position `pos` (this log, or the ancestor whose
@@ -26,7 +54,7 @@ impl Log {
         from: u64,
         to: u64,
         budget: &mut usize,
-        out: &mut Vec<Bytes>,
+        out: &mut impl Sink,
     ) -> Result<u64> {
         let mut pos = from;
         while pos < to {
@@ -47,7 +75,7 @@ impl Log {
         pos: u64,
         to: u64,
         budget: &mut usize,
-        out: &mut Vec<Bytes>,
+        out: &mut impl Sink,
     ) -> Result<u64> {
         if let Some(files) = &self.files {
             return self.collect_files(files, pos, to, budget, out);
@@ -63,7 +91,7 @@ impl Log {
         mut pos: u64,
         to: u64,
         budget: &mut usize,
-        out: &mut Vec<Bytes>,
+        out: &mut impl Sink,
     ) -> Result<u64> {
         loop {
             let (file_records, pending_start, tail) = {
@@ -76,11 +104,12 @@ impl Log {
             };
             let to = to.min(tail);
             if pos < pending_start.min(to) {
-                let (end, chunk) = files
-                    .read(file_records, pos, pending_start.min(to), budget)
+                let end = files
+                    .read_end(file_records, pos, pending_start.min(to), *budget)
                     .map_err(io_error)?;
-                if !chunk.is_empty() {
-                    out.push(chunk);
+                if end > pos {
+                    out.file(files, pos, end).map_err(io_error)?;
+                    *budget = budget.saturating_sub((end - pos) as usize);
                 }
                 pos = end.max(pos);
                 if pos < pending_start.min(to) || *budget == 0 {
@@ -107,7 +136,7 @@ impl Log {
             }
             let lo = (pos - p.start) as usize;
             let hi = (end - p.start) as usize;
-            out.push(Bytes::copy_from_slice(&p.data[lo..hi]));
+            out.bytes(Bytes::copy_from_slice(&p.data[lo..hi]));
             *budget = budget.saturating_sub(hi - lo);
             return Ok(end);
         }

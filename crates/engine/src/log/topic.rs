@@ -186,7 +186,7 @@ impl Log {
     /// `$ts` of live record `seq`.
     pub(super) fn seq_ts(&self, seq: u64, v: &View) -> Result<i64> {
         let pos = self.seq_pos(seq, v)?;
-        let mut out = Vec::new();
+        let mut out: Vec<Bytes> = Vec::new();
         let mut budget = record::HEADER;
         self.collect_own(pos, pos + record::HEADER as u64, &mut budget, &mut out)?;
         let head_bytes: Vec<u8> = out.concat();

@@ -353,7 +353,7 @@ impl Log {
         }
         // Rebuild the tag index, a few MiB at a time (memory stays bounded).
         while pos < tail {
-            let mut chunks = Vec::new();
+            let mut chunks: Vec<Bytes> = Vec::new();
             let mut budget = 4 << 20;
             let reached = match self.collect_own(pos, tail, &mut budget, &mut chunks) {
                 Ok(r) if r > pos => r,

@@ -128,7 +128,7 @@ impl Log {
                 t.config.durability,
             )
         };
-        let mut chunks = Vec::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
         let mut budget = (tail - pos0) as usize;
         self.collect_own(pos0, tail, &mut budget, &mut chunks)?;
         let payload = chunks.concat();

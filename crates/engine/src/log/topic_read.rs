@@ -130,7 +130,7 @@ impl Log {
                 break;
             }
             let end = ends[k - 1];
-            let mut chunks = Vec::new();
+            let mut chunks: Vec<Bytes> = Vec::new();
             let mut budget = (end - start) as usize;
             self.collect_own(start, end, &mut budget, &mut chunks)?;
             let mut seq = s;

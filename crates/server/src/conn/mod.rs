@@ -16,6 +16,7 @@
 mod prefixed;
 pub mod request;
 pub mod response;
+pub mod transport;
 
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::metrics::{LiveKind, Reason, Route};
@@ -58,7 +59,7 @@ const LINGER_BYTES: usize = 4 << 20;
 /// shuts down (between requests: in-flight requests finish first).
 pub async fn serve<IO>(mut io: IO, app: Arc<App>)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + transport::Transport + Send + 'static,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     {
@@ -139,7 +140,7 @@ async fn read_more<IO: AsyncRead + Unpin>(
 
 async fn http1<IO>(io: &mut IO, mut buf: BytesMut, app: &App) -> std::io::Result<Ending>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + transport::Transport,
 {
     let mut out = Vec::with_capacity(1024);
     let stop = app.shutdown.cancelled();
@@ -360,7 +361,7 @@ async fn read_chunked<IO: AsyncRead + Unpin>(
 }
 
 /// Answer a request that cannot be served; the connection then ends.
-async fn refuse<IO: AsyncWrite + Unpin>(
+async fn refuse<IO: transport::Transport>(
     io: &mut IO,
     out: &mut Vec<u8>,
     app: &App,

@@ -1,12 +1,15 @@
 //! HTTP/1.1 responses: the head encoded into one buffer, small bodies in the same write, larger
-//! stored bodies gathered with the head into vectored writes (no copy), streamed bodies (SSE)
+//! stored bodies gathered with the head into vectored writes (no copy), ranges of stream files
+//! sent from the page cache (`sendfile`) where the transport allows, streamed bodies (SSE)
 //! chunk-encoded and flushed frame by frame.
 
-use crate::http::body::ResponseBody;
+use super::transport::Transport;
+use crate::http::body::{Pieces, ResponseBody};
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use riffle_engine::Piece;
 use std::cell::RefCell;
 use std::io::{IoSlice, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,7 +41,7 @@ enum Wire {
 }
 
 /// Write `resp`. Returns whether the connection may carry another request.
-pub async fn write<W: AsyncWrite + Unpin>(
+pub async fn write<W: Transport>(
     io: &mut W,
     out: &mut Vec<u8>,
     resp: Response<ResponseBody>,
@@ -93,7 +96,10 @@ pub async fn write<W: AsyncWrite + Unpin>(
 
     match wire {
         Wire::None => io.write_all(out).await?,
-        Wire::Length(_) => write_stored(io, out, body).await?,
+        Wire::Length(_) => match body {
+            ResponseBody::Pieces(p) => write_pieces(io, out, p).await?,
+            body => write_stored(io, out, body).await?,
+        },
         Wire::Chunked | Wire::UntilClose => {
             write_streamed(io, out, body, wire == Wire::Chunked).await?;
         }
@@ -131,6 +137,42 @@ async fn write_stored<W: AsyncWrite + Unpin>(
         out.extend_from_slice(c);
     }
     io.write_all(out).await
+}
+
+/// Stored bytes partly in files: a small body is read and goes with the head in one write; in
+/// a larger one each file range is sent from the page cache (`sendfile`) after what precedes
+/// it, or read and written where the transport cannot.
+async fn write_pieces<W: Transport>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    pieces: Pieces,
+) -> std::io::Result<()> {
+    let pieces = pieces.into_pieces();
+    let total: u64 = pieces.iter().map(Piece::len).sum();
+    if out.len() as u64 + total <= COALESCE_BYTES as u64 {
+        for p in pieces {
+            match p {
+                Piece::Mem(b) => out.extend_from_slice(&b),
+                Piece::File(f) => out.extend_from_slice(&f.read()?),
+            }
+        }
+        return io.write_all(out).await;
+    }
+    let mut before: Vec<Bytes> = Vec::new();
+    for p in pieces {
+        match p {
+            Piece::Mem(b) => before.push(b),
+            Piece::File(f) => {
+                write_all_vectored(io, out, &before).await?;
+                out.clear();
+                before.clear();
+                if !io.send_file(&f).await? {
+                    io.write_all(&f.read()?).await?;
+                }
+            }
+        }
+    }
+    write_all_vectored(io, out, &before).await
 }
 
 /// A body produced over time (SSE): each frame is sent at once (the first with the head), as

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use riffle_engine::Piece;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,6 +26,8 @@ pub enum RequestBody {
 /// own (an empty body needs none at all); only streams (SSE) are boxed.
 pub enum ResponseBody {
     Chunks(Chunks),
+    /// Stored bytes partly in files: see [`Pieces`].
+    Pieces(Pieces),
     Stream(UnsyncBoxBody<Bytes, Infallible>),
 }
 
@@ -39,6 +42,7 @@ impl Body for ResponseBody {
         // Both variants are `Unpin`, so the enum is too.
         match self.get_mut() {
             ResponseBody::Chunks(c) => Pin::new(c).poll_frame(cx),
+            ResponseBody::Pieces(p) => Pin::new(p).poll_frame(cx),
             ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
         }
     }
@@ -46,6 +50,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Chunks(c) => c.is_end_stream(),
+            ResponseBody::Pieces(p) => p.pieces.is_empty(),
             ResponseBody::Stream(s) => s.is_end_stream(),
         }
     }
@@ -53,6 +58,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Chunks(c) => c.size_hint(),
+            ResponseBody::Pieces(p) => SizeHint::with_exact(p.remaining),
             ResponseBody::Stream(s) => s.size_hint(),
         }
     }
@@ -102,6 +108,64 @@ impl Body for Chunks {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
+}
+
+/// Stored bytes of which some are ranges of files. A plain-TCP HTTP/1.1 connection takes the
+/// pieces ([`Pieces::into_pieces`]) and sends the file ranges with `sendfile`; every other
+/// transport (TLS, HTTP/2) polls the body, which reads them.
+pub struct Pieces {
+    pieces: VecDeque<Piece>,
+    remaining: u64,
+}
+
+impl Pieces {
+    pub fn into_pieces(self) -> VecDeque<Piece> {
+        self.pieces
+    }
+}
+
+impl Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let Some(p) = self.pieces.pop_front() else {
+            return Poll::Ready(None);
+        };
+        self.remaining -= p.len();
+        let data = match p {
+            Piece::Mem(b) => b,
+            Piece::File(f) => match f.read() {
+                Ok(b) => b,
+                Err(e) => {
+                    // Ending short of the declared length makes the transport abort the
+                    // response (HTTP/2 resets the stream): the client never takes a short
+                    // body for a whole one.
+                    tracing::warn!(error = %e, "reading a stream file for a response failed");
+                    self.pieces.clear();
+                    return Poll::Ready(None);
+                }
+            },
+        };
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+pub fn pieces(pieces: impl IntoIterator<Item = Piece>) -> ResponseBody {
+    let pieces: VecDeque<Piece> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
+    let remaining = pieces.iter().map(Piece::len).sum();
+    ResponseBody::Pieces(Pieces { pieces, remaining })
 }
 
 pub fn chunks(chunks: impl IntoIterator<Item = Bytes>) -> ResponseBody {

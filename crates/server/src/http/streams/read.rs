@@ -7,9 +7,10 @@ use super::payload::json_array;
 use super::{ResponseBody, sse, with_content_type};
 use crate::http::cursor::next_cursor;
 use crate::http::{ApiError, App, body};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode, header};
-use riffle_engine::{Clock, Expiry, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
+use riffle_engine::{Clock, Expiry, Framing, LogHandle, Piece, ReadBatch, ReadFrom, SystemClock};
 
 /// Most bytes one catch-up response carries; the client follows `Stream-Next-Offset`.
 pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
@@ -40,7 +41,20 @@ fn catch_up(
     headers: &HeaderMap,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let from = q.offset.unwrap_or(ReadFrom::Start);
-    let batch = handle.read(from, MAX_READ_BYTES)?;
+    // Bytes in files stay there, for the connection to send from the page cache; a JSON
+    // stream's are read, to be framed as an array.
+    if handle.info().framing == Framing::JsonMessages {
+        respond(handle.read(from, MAX_READ_BYTES)?, from, headers)
+    } else {
+        respond(handle.read_pieces(from, MAX_READ_BYTES)?, from, headers)
+    }
+}
+
+fn respond<C: IntoBody>(
+    batch: ReadBatch<C>,
+    from: ReadFrom,
+    headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, ApiError> {
     if from == ReadFrom::Tail {
         // `offset=now`: the tail, no data, never cached.
         return Ok(data_response(StatusCode::OK, batch, None, "no-store"));
@@ -123,11 +137,36 @@ async fn long_poll(
     }
 }
 
+/// How a read's chunks become a response body.
+trait IntoBody: Sized {
+    fn body(chunks: Vec<Self>, framing: Framing) -> ResponseBody;
+}
+
+impl IntoBody for Bytes {
+    fn body(chunks: Vec<Self>, framing: Framing) -> ResponseBody {
+        if framing == Framing::JsonMessages {
+            body::chunks(json_array(chunks))
+        } else {
+            body::chunks(chunks)
+        }
+    }
+}
+
+impl IntoBody for Piece {
+    fn body(chunks: Vec<Self>, framing: Framing) -> ResponseBody {
+        debug_assert!(
+            framing != Framing::JsonMessages,
+            "JSON streams are read as bytes"
+        );
+        body::pieces(chunks)
+    }
+}
+
 /// A read answer: the batch as the body (a JSON array for JSON streams; none for 204) and the
 /// offset headers.
-fn data_response(
+fn data_response<C: IntoBody>(
     status: StatusCode,
-    batch: ReadBatch,
+    batch: ReadBatch<C>,
     cursor: Option<&str>,
     cache: &'static str,
 ) -> Response<ResponseBody> {
@@ -145,10 +184,8 @@ fn data_response(
     }
     let body = if status == StatusCode::NO_CONTENT {
         body::empty()
-    } else if batch.info.framing == Framing::JsonMessages {
-        body::chunks(json_array(batch.chunks))
     } else {
-        body::chunks(batch.chunks)
+        C::body(batch.chunks, batch.info.framing)
     };
     resp.body(body).unwrap_or_else(|_| {
         // Only a stored content type that is not a valid header value could fail here.
@@ -157,7 +194,7 @@ fn data_response(
 }
 
 /// Catch-up responses that reach the tail change as data arrives: revalidate them.
-fn cache_control(batch: &ReadBatch) -> &'static str {
+fn cache_control<C>(batch: &ReadBatch<C>) -> &'static str {
     if batch.up_to_date {
         "no-cache"
     } else {
@@ -166,7 +203,7 @@ fn cache_control(batch: &ReadBatch) -> &'static str {
 }
 
 /// Identifies the stream incarnation, the range and whether the stream was closed at its end.
-fn etag(batch: &ReadBatch) -> String {
+fn etag<C>(batch: &ReadBatch<C>) -> String {
     format!(
         "\"{:x}:{}:{}{}\"",
         batch.info.id,
