@@ -213,6 +213,19 @@ impl FileRange {
         self.file.fd()
     }
 
+    /// Split off and return the first `n` bytes of the range (all of it if shorter).
+    pub fn take_front(&mut self, n: u64) -> FileRange {
+        let n = n.min(self.len);
+        let front = FileRange {
+            file: self.file.clone(),
+            offset: self.offset,
+            len: n,
+        };
+        self.offset += n;
+        self.len -= n;
+        front
+    }
+
     /// The bytes, read (for transports that cannot send from a file).
     pub fn read(&self) -> std::io::Result<Bytes> {
         let len = usize::try_from(self.len).map_err(std::io::Error::other)?;

@@ -94,6 +94,9 @@ pub struct ServerSettings {
     pub sse_reconnect_interval_secs: u64,
     /// Threads serving requests; 0 means one per CPU this process may use.
     pub worker_threads: usize,
+    /// Each connection's socket send buffer (`SO_SNDBUF`; the kernel doubles it); 0 leaves
+    /// the kernel's autotuning.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -104,6 +107,7 @@ impl Default for ServerSettings {
             long_poll_timeout_secs: 30,
             sse_reconnect_interval_secs: 60,
             worker_threads: 0,
+            send_buffer_bytes: 256 * 1024,
         }
     }
 }
@@ -242,6 +246,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Threads serving requests (at least 1).
     pub worker_threads: usize,
+    /// `server.send_buffer_bytes` (0: the kernel's autotuning).
+    pub send_buffer_bytes: usize,
     pub long_poll_timeout: Duration,
     pub sse_reconnect_interval: Duration,
     pub cors: Cors,
@@ -536,6 +542,7 @@ impl Settings {
         Ok(Config {
             addr: SocketAddr::new(host, self.server.port),
             worker_threads,
+            send_buffer_bytes: self.server.send_buffer_bytes,
             long_poll_timeout: Duration::from_secs(self.server.long_poll_timeout_secs),
             sse_reconnect_interval: Duration::from_secs(self.server.sse_reconnect_interval_secs),
             cors,

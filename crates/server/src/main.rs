@@ -22,6 +22,7 @@ Keys (TOML section.key / environment), defaults in brackets:
   server.long_poll_timeout_secs    DS_SERVER__LONG_POLL_TIMEOUT_SECS    [30]
   server.sse_reconnect_interval_secs DS_SERVER__SSE_RECONNECT_INTERVAL_SECS [60]
   server.worker_threads            DS_SERVER__WORKER_THREADS            [0 = one per CPU]
+  server.send_buffer_bytes         DS_SERVER__SEND_BUFFER_BYTES         [262144, 0 = kernel autotuning]
   http.cors_origins                DS_HTTP__CORS_ORIGINS                [*]
   limits.max_memory_bytes          DS_LIMITS__MAX_MEMORY_BYTES          [0 = a quarter of the RAM]
   limits.max_stream_bytes          DS_LIMITS__MAX_STREAM_BYTES          [0 = no per-stream cap]

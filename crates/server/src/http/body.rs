@@ -118,6 +118,9 @@ pub struct Pieces {
     remaining: u64,
 }
 
+/// Largest frame read from a file range for a transport that cannot send from the file.
+const READ_FRAME_BYTES: u64 = 1 << 20;
+
 impl Pieces {
     pub fn into_pieces(self) -> VecDeque<Piece> {
         self.pieces
@@ -132,9 +135,17 @@ impl Body for Pieces {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let Some(p) = self.pieces.pop_front() else {
+        let Some(mut p) = self.pieces.pop_front() else {
             return Poll::Ready(None);
         };
+        if let Piece::File(f) = &mut p
+            && f.len > READ_FRAME_BYTES
+        {
+            // Read a large range a frame at a time: a response holds one frame in memory.
+            let front = f.take_front(READ_FRAME_BYTES);
+            self.pieces.push_front(p);
+            p = Piece::File(front);
+        }
         self.remaining -= p.len();
         let data = match p {
             Piece::Mem(b) => b,

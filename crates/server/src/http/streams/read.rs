@@ -12,8 +12,12 @@ use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode, header};
 use riffle_engine::{Clock, Expiry, Framing, LogHandle, Piece, ReadBatch, ReadFrom, SystemClock};
 
-/// Most bytes one catch-up response carries; the client follows `Stream-Next-Offset`.
+/// Most bytes one response of a live read carries (copied for SSE framing).
 pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes one catch-up response carries; the client follows `Stream-Next-Offset`. Larger:
+/// a catch-up body is stored chunks and file ranges, never copied into the response, and every
+/// response a client need not ask for is a round trip saved.
+pub const MAX_CATCH_UP_BYTES: usize = 16 * 1024 * 1024;
 
 const CACHEABLE: &str = "public, max-age=60, stale-while-revalidate=300";
 
@@ -44,9 +48,9 @@ fn catch_up(
     // Bytes in files stay there, for the connection to send from the page cache; a JSON
     // stream's are read, to be framed as an array.
     if handle.info().framing == Framing::JsonMessages {
-        respond(handle.read(from, MAX_READ_BYTES)?, from, headers)
+        respond(handle.read(from, MAX_CATCH_UP_BYTES)?, from, headers)
     } else {
-        respond(handle.read_pieces(from, MAX_READ_BYTES)?, from, headers)
+        respond(handle.read_pieces(from, MAX_CATCH_UP_BYTES)?, from, headers)
     }
 }
 
