@@ -214,7 +214,8 @@ where
             io.flush().await?;
             let part = buf.split().to_vec();
             let session = crate::http::topics::ws::serve(&mut *io, part, app);
-            crate::http::access::with(cred, session).await;
+            // Boxed: inline, the session would size every connection's task to it.
+            Box::pin(crate::http::access::with(cred, session)).await;
             return Ok(Ending::ClientLeft);
         }
         let limit = app.config.limits.max_request_body_bytes;
@@ -253,6 +254,15 @@ where
                 && !app.shutdown.is_cancelled()
                 && app.recovering.is_none(),
         };
+        if matches!(resp.body(), crate::http::body::ResponseBody::Stream(_)) {
+            // A live response may wait for hours: it keeps no read buffer meanwhile. The head
+            // shares the buffer's memory, so it goes too; a buffer holding pipelined bytes
+            // stays.
+            drop(parts);
+            if buf.is_empty() {
+                buf = BytesMut::new();
+            }
+        }
         if !response::write(io, &mut out, resp, ex).await? {
             return Ok(Ending::Closed { linger: true });
         }

@@ -198,6 +198,10 @@ async fn write_streamed<W: AsyncWrite + Unpin>(
         io.write_all(out).await?;
         io.flush().await?;
         out.clear();
+        if out.capacity() > COALESCE_BYTES * 4 {
+            // A large catch-up event must not stay allocated for the life of a live response.
+            *out = Vec::new();
+        }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");

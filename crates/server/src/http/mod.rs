@@ -183,7 +183,10 @@ impl App {
                 Ok(c) => c,
                 Err(e) => return Ok(topics::render_error(e)),
             };
-            return Ok(access::with(cred, topics::handle(self, req, body)).await);
+            // Boxed: the topics face's future is large, and inline it would size every
+            // connection's task (an idle SSE subscriber's included) to it.
+            let face = Box::pin(topics::handle(self, req, body));
+            return Ok(access::with(cred, face).await);
         }
         if req.uri.path() == STREAM_PREFIX {
             return Err(ApiError::bad_request(
