@@ -146,27 +146,62 @@ fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
     ev
 }
 
-/// `event: control` with the position after `batch` and the stream's state there.
-fn control_event(ev: &mut BytesMut, batch: &ReadBatch, cursor: &str) {
-    let mut obj = serde_json::Map::new();
-    obj.insert("streamNextOffset".into(), format_offset(batch.next).into());
+/// `event: control` with the position after `batch` and the stream's state there. Written
+/// directly (it goes to every subscriber on every event): offsets and cursors are digits and
+/// `_`, nothing to escape.
+fn control_event<C>(ev: &mut BytesMut, batch: &ReadBatch<C>, cursor: &str) {
+    debug_assert!(cursor.bytes().all(|b| b.is_ascii_digit()));
+    ev.put_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+    ev.put_slice(format_offset(batch.next).as_bytes());
     if batch.closed {
-        obj.insert("streamClosed".into(), true.into());
-        obj.insert("upToDate".into(), true.into());
-    } else {
-        obj.insert("streamCursor".into(), cursor.into());
-        if batch.up_to_date {
-            obj.insert("upToDate".into(), true.into());
-        }
+        ev.put_slice(b"\",\"streamClosed\":true,\"upToDate\":true}\n\n");
+        return;
     }
-    ev.put_slice(b"event: control\ndata:");
-    ev.put_slice(serde_json::Value::Object(obj).to_string().as_bytes());
-    ev.put_slice(b"\n\n");
+    ev.put_slice(b"\",\"streamCursor\":\"");
+    ev.put_slice(cursor.as_bytes());
+    if batch.up_to_date {
+        ev.put_slice(b"\",\"upToDate\":true}\n\n");
+    } else {
+        ev.put_slice(b"\"}\n\n");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_events_are_json() {
+        let info = riffle_engine::LogInfo {
+            id: 1,
+            content_type: "text/plain".into(),
+            framing: Framing::Bytes,
+            next: 42,
+            closed: false,
+            expiry: None,
+            durability: riffle_engine::Durability::Memory,
+        };
+        for (closed, up_to_date) in [(false, false), (false, true), (true, true)] {
+            let batch = ReadBatch::<bytes::Bytes> {
+                info: info.clone(),
+                start: 0,
+                next: 42,
+                chunks: Vec::new(),
+                up_to_date,
+                closed,
+            };
+            let mut ev = BytesMut::new();
+            control_event(&mut ev, &batch, "1234");
+            let text = std::str::from_utf8(&ev).unwrap();
+            let data = text.strip_prefix("event: control\ndata:").unwrap();
+            assert!(data.ends_with("\n\n"));
+            let v: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+            assert_eq!(v["streamNextOffset"], format_offset(42));
+            assert_eq!(v.get("streamClosed").is_some(), closed);
+            assert_eq!(v.get("streamCursor").is_some(), !closed);
+            assert_eq!(v.get("upToDate").is_some(), up_to_date);
+        }
+    }
 
     #[test]
     fn binary_types() {
