@@ -144,14 +144,7 @@ async fn live_responses_end_when_their_token_expires() {
     )
     .await;
     assert_eq!(w.status(), 200);
-    let url = w
-        .text()
-        .await
-        .map(|b| serde_json::from_str::<Value>(&b).unwrap())
-        .unwrap()["stream_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = stream_url(w).await;
     let started = Instant::now();
 
     let sse = async {
@@ -344,14 +337,7 @@ async fn a_jwt_in_the_query_or_the_cookie_opens_live_gets() {
     let body = r#"{"topics":{"c-t":{"from_seq":0}}}"#;
     let r = send(&s, M::POST, "/v0/watch", Some(&reader), &[JSON], body).await;
     assert_eq!(r.status(), 200);
-    let url = r
-        .text()
-        .await
-        .map(|b| serde_json::from_str::<Value>(&b).unwrap())
-        .unwrap()["stream_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = stream_url(r).await;
     let r = send(
         &s,
         M::GET,
@@ -549,4 +535,10 @@ async fn a_far_future_exp_on_live_responses_never_5xx() {
         .send()
         .await
         .expect("still serving");
+}
+
+/// The `stream_url` of a `POST /v0/watch` answer.
+async fn stream_url(r: reqwest::Response) -> String {
+    let v: Value = serde_json::from_str(&r.text().await.expect("a body")).expect("JSON");
+    v["stream_url"].as_str().expect("stream_url").to_string()
 }
