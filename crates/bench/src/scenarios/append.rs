@@ -2,6 +2,7 @@
 //! as answers come) or open loop (`--rate`, latency measured from the scheduled send time so
 //! a slow server cannot hide its queueing: no coordinated omission).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,14 +58,16 @@ struct AppendOp {
     messages: u64,
     /// Producer-Id (with --producer) and the next Producer-Seq per stream.
     producer: Option<String>,
-    seqs: Vec<u64>,
-    ledgers: Vec<Ledger>,
+    /// Per stream this connection wrote (by index), made on first use: with a million streams
+    /// a full table per connection would cost the load generator more than the run.
+    seqs: HashMap<usize, u64>,
+    ledgers: HashMap<usize, Ledger>,
 }
 
 impl Op for AppendOp {
     async fn call(&mut self, conn: &mut Conn, i: u64, _sent: Instant) -> Result<Done, Failure> {
         let si = (self.w + i as usize * self.n_conns) % self.paths.len();
-        let seq = self.seqs[si].to_string();
+        let seq = self.seqs.get(&si).copied().unwrap_or(0).to_string();
         let mut headers = vec![("content-type", self.ctype)];
         if let Some(p) = &self.producer {
             headers.push(("producer-id", p.as_str()));
@@ -81,8 +84,12 @@ impl Op for AppendOp {
                 REQUEST_TIMEOUT,
             )
             .await?;
-        self.seqs[si] += 1;
-        let l = &mut self.ledgers[si];
+        *self.seqs.entry(si).or_insert(0) += 1;
+        let paths = &self.paths;
+        let l = self
+            .ledgers
+            .entry(si)
+            .or_insert_with(|| Ledger::new(paths[si].clone(), String::new()));
         l.acked
             .push(header(&h, "stream-next-offset").unwrap_or("").to_string());
         l.bytes += self.per_append;
@@ -134,11 +141,8 @@ pub async fn run(c: &Common, a: &AppendArgs) -> Result<Vec<ScenarioResult>> {
             per_append,
             messages,
             producer: a.producer.then(|| format!("{}-p{w}", c.run_id)),
-            seqs: vec![0; paths.len()],
-            ledgers: paths
-                .iter()
-                .map(|p| Ledger::new(p.clone(), String::new()))
-                .collect(),
+            seqs: HashMap::new(),
+            ledgers: HashMap::new(),
         })
         .collect();
     let tasks = load::spawn(&c.target, &load, ops);
@@ -148,8 +152,8 @@ pub async fn run(c: &Common, a: &AppendArgs) -> Result<Vec<ScenarioResult>> {
     let progress = Progress::start("append".into(), c.duration, c.progress, load.counters);
     let (tally, workers) = load::join(tasks).await?;
     for op in &workers {
-        for (l, wl) in ledgers.iter_mut().zip(&op.ledgers) {
-            l.merge(wl);
+        for (&si, wl) in &op.ledgers {
+            ledgers[si].merge(wl);
         }
     }
     drop(progress);
