@@ -523,3 +523,107 @@ pub async fn check_timed_writes(target: &Target, name: &str, start: u64, w: &Wri
     }
     v
 }
+
+/// The fan-out of one topic's writes to K subscribers that each tail it their own way (an SSE
+/// watch session, a WebSocket): the subscriber is the only difference between the scenarios.
+struct TailFeed<S> {
+    target: Target,
+    name: String,
+    start: u64,
+    size: usize,
+    rate: f64,
+    subscriber: S,
+}
+
+impl<S, F> super::fanout::Feed for TailFeed<S>
+where
+    S: Fn(
+        Target,
+        String,
+        u64,
+        u64,
+        super::live::Decoder,
+        tokio::sync::watch::Receiver<u64>,
+        super::live::Connected,
+    ) -> F,
+    F: Future<Output = super::live::Tail> + Send + 'static,
+{
+    fn subscribe(
+        &self,
+        dec: super::live::Decoder,
+        stop: tokio::sync::watch::Receiver<u64>,
+        connected: super::live::Connected,
+    ) -> JoinHandle<super::live::Tail> {
+        tokio::spawn((self.subscriber)(
+            self.target.clone(),
+            self.name.clone(),
+            self.start,
+            self.size as u64,
+            dec,
+            stop,
+            connected,
+        ))
+    }
+
+    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
+        let op = TimedWrites::new(&self.name, self.start, self.size);
+        op.spawn(self.target.clone(), self.rate, clock, counters)
+    }
+
+    async fn check(&self, w: Writer) -> Verify {
+        check_timed_writes(&self.target, &self.name, self.start, &w).await
+    }
+}
+
+/// Run the fan-out steps of `fan` (a fresh topic of class `durability` per K), each subscriber
+/// made by `subscriber`; `scenario` names the results and `args` are their parameters.
+pub async fn run_tail_fanout<S, F>(
+    c: &Common,
+    scenario: &str,
+    args: serde_json::Value,
+    fan: &super::fanout::FanoutArgs,
+    durability: &str,
+    subscriber: S,
+) -> Result<Vec<crate::stats::ScenarioResult>>
+where
+    S: Fn(
+            Target,
+            String,
+            u64,
+            u64,
+            super::live::Decoder,
+            tokio::sync::watch::Receiver<u64>,
+            super::live::Connected,
+        ) -> F
+        + Clone,
+    F: Future<Output = super::live::Tail> + Send + 'static,
+{
+    let mut out = Vec::new();
+    let tag = scenario.trim_start_matches("topics-");
+    for (i, &k) in fan.subscribers.iter().enumerate() {
+        let name = topic_name(c, tag, i);
+        let mut conn = Conn::new(&c.target);
+        let start = create_topic(&mut conn, &name, durability).await?.head_seq;
+        let feed = TailFeed {
+            target: c.target.clone(),
+            name: name.clone(),
+            start,
+            size: fan.size,
+            rate: fan.rate,
+            subscriber: subscriber.clone(),
+        };
+        let res = super::fanout::run_step(
+            &super::fanout::step_common(c, fan),
+            scenario,
+            fan,
+            args.clone(),
+            k.max(1),
+            fan.size as u64,
+            &feed,
+        )
+        .await;
+        delete_topics(c, &[name]).await;
+        out.push(res?);
+    }
+    Ok(out)
+}

@@ -6,7 +6,6 @@
 //! `N` arrives with seq `head+1+N`, in order, with no gap or repeat. The step itself (connect,
 //! write, time, verify) is `fanout`'s.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -14,15 +13,14 @@ use bytes::Bytes;
 use http::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use super::fanout::{self, FanoutArgs, Feed};
-use super::live::{Connected, Decoder, Next, Tail, Until, Writer, now_ns, sse_subscriber};
+use super::Common;
+use super::fanout::FanoutArgs;
+use super::live::{Connected, Decoder, Next, Tail, Until, now_ns, sse_subscriber};
 use super::sse::SseEvent;
-use super::topics::{self, CLASSES, JSON, Rec, Timed, topic_name};
-use super::{Clock, Common};
+use super::topics::{self, CLASSES, JSON, Rec, Timed};
 use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT, Target};
-use crate::stats::{Counters, Errors, ScenarioResult, Verify, add_errors};
+use crate::stats::{Errors, ScenarioResult, add_errors};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TopicsWatchArgs {
@@ -144,70 +142,7 @@ async fn watcher(
     t
 }
 
-struct TopicFeed {
-    target: Target,
-    name: String,
-    start: u64,
-    size: usize,
-    rate: f64,
-}
-
-impl Feed for TopicFeed {
-    fn subscribe(
-        &self,
-        dec: Decoder,
-        stop: watch::Receiver<u64>,
-        connected: Connected,
-    ) -> JoinHandle<Tail> {
-        tokio::spawn(watcher(
-            self.target.clone(),
-            self.name.clone(),
-            self.start,
-            self.size as u64,
-            dec,
-            stop,
-            connected,
-        ))
-    }
-
-    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
-        let op = topics::TimedWrites::new(&self.name, self.start, self.size);
-        op.spawn(self.target.clone(), self.rate, clock, counters)
-    }
-
-    async fn check(&self, w: Writer) -> Verify {
-        topics::check_timed_writes(&self.target, &self.name, self.start, &w).await
-    }
-}
-
 pub async fn run(c: &Common, a: &TopicsWatchArgs) -> Result<Vec<ScenarioResult>> {
-    let mut out = Vec::new();
-    let f = &a.fan;
-    for (i, &k) in f.subscribers.iter().enumerate() {
-        let name = topic_name(c, "watch", i);
-        let mut conn = Conn::new(&c.target);
-        let start = topics::create_topic(&mut conn, &name, &a.durability)
-            .await?
-            .head_seq;
-        let feed = TopicFeed {
-            target: c.target.clone(),
-            name: name.clone(),
-            start,
-            size: f.size,
-            rate: f.rate,
-        };
-        let res = fanout::run_step(
-            &fanout::step_common(c, f),
-            "topics-watch",
-            f,
-            serde_json::to_value(a)?,
-            k.max(1),
-            f.size as u64,
-            &feed,
-        )
-        .await;
-        topics::delete_topics(c, &[name]).await;
-        out.push(res?);
-    }
-    Ok(out)
+    let args = serde_json::to_value(a)?;
+    topics::run_tail_fanout(c, "topics-watch", args, &a.fan, &a.durability, watcher).await
 }

@@ -8,23 +8,21 @@
 //! and subscribes again from the last seq it got. The step itself (connect, write, time,
 //! verify) is `fanout`'s, so the results have `topics-watch`'s shape.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::fanout::{self, FanoutArgs, Feed};
-use super::live::{Connected, Decoder, Tail, Writer, now_ns};
-use super::topics::{self, CLASSES, Rec, Timed, topic_name};
-use super::{Clock, Common};
-use crate::client::{BAD_ANSWER, Conn, REQUEST_TIMEOUT, Target};
-use crate::stats::{Counters, Errors, ScenarioResult, Verify};
+use super::Common;
+use super::fanout::FanoutArgs;
+use super::live::{Connected, Decoder, Tail, now_ns};
+use super::topics::{self, CLASSES, Rec, Timed};
+use crate::client::{BAD_ANSWER, REQUEST_TIMEOUT, Target};
+use crate::stats::{Errors, ScenarioResult};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct TopicsWsArgs {
@@ -163,70 +161,11 @@ async fn client(
     }
 }
 
-struct WsFeed {
-    target: Target,
-    name: String,
-    start: u64,
-    size: usize,
-    rate: f64,
-}
-
-impl Feed for WsFeed {
-    fn subscribe(
-        &self,
-        dec: Decoder,
-        stop: watch::Receiver<u64>,
-        connected: Connected,
-    ) -> JoinHandle<Tail> {
-        tokio::spawn(client(
-            self.target.clone(),
-            self.name.clone(),
-            self.start,
-            self.size as u64,
-            dec,
-            stop,
-            connected,
-        ))
-    }
-
-    fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
-        let op = topics::TimedWrites::new(&self.name, self.start, self.size);
-        op.spawn(self.target.clone(), self.rate, clock, counters)
-    }
-
-    async fn check(&self, w: Writer) -> Verify {
-        topics::check_timed_writes(&self.target, &self.name, self.start, &w).await
-    }
-}
-
 pub async fn run(c: &Common, a: &TopicsWsArgs) -> Result<Vec<ScenarioResult>> {
-    let mut out = Vec::new();
-    let f = &a.fan;
-    for (i, &k) in f.subscribers.iter().enumerate() {
-        let name = topic_name(c, "ws", i);
-        let mut conn = Conn::new(&c.target);
-        let start = topics::create_topic(&mut conn, &name, &a.durability)
-            .await?
-            .head_seq;
-        let feed = WsFeed {
-            target: c.target.clone(),
-            name: name.clone(),
-            start,
-            size: f.size,
-            rate: f.rate,
-        };
-        let res = fanout::run_step(
-            &fanout::step_common(c, f),
-            "topics-ws",
-            f,
-            serde_json::to_value(a)?,
-            k.max(1),
-            f.size as u64,
-            &feed,
-        )
-        .await;
-        topics::delete_topics(c, &[name]).await;
-        let mut res = res?;
+    let args = serde_json::to_value(a)?;
+    let mut out =
+        topics::run_tail_fanout(c, "topics-ws", args, &a.fan, &a.durability, client).await?;
+    for res in &mut out {
         // run_step names the reconnections after SSE.
         if let Some(n) = res
             .params
@@ -235,7 +174,6 @@ pub async fn run(c: &Common, a: &TopicsWsArgs) -> Result<Vec<ScenarioResult>> {
         {
             res.params["ws_reconnects"] = n;
         }
-        out.push(res);
     }
     Ok(out)
 }
