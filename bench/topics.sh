@@ -181,26 +181,34 @@ EOF
   done
 done
 
-echo
-echo "| pin | watchers | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | write p99 ms | server CPU % | RSS MiB | verify |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for pin in pinned unpinned; do
-  fresh "$pin" "watch-$pin" topics-watch -k 1,10,100,1000 --rate 20 --size 64 \
-    --step-secs "$secs" --durability fsync
-  py "$pin" <<'EOF'
-import json, sys
+# A tail fan-out (topics-watch or topics-ws) to 1..1000 subscribers, a fresh server per
+# pinning, one table row per K. Arguments: the subscribers' column title, the scenario, a tag.
+tail_fanout() {
+  local title=$1 scenario=$2 tag=$3
+  echo
+  echo "| pin | $title | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | write p99 ms | server CPU % | RSS MiB | verify |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for pin in pinned unpinned; do
+    fresh "$pin" "$tag-$pin" "$scenario" -k 1,10,100,1000 --rate 20 --size 64 \
+      --step-secs "$secs" --durability fsync
+    TAG=$tag py "$pin" <<'EOF'
+import json, os, sys
 out, pin = sys.argv[1:]
+tag = os.environ["TAG"]
 try:
-    xs = json.load(open(f"{out}/watch-{pin}.json"))
+    xs = json.load(open(f"{out}/{tag}-{pin}.json"))
 except Exception as e:
     print(f"| {pin} | failed: {e} |"); sys.exit()
 for x in xs:
     d = x["latency"][0]; w = x["latency"][1]; s = x["server"] or {}
     print(f"| {pin} | {x['params']['k']} | {x['ops_per_s']:,.0f} | {d['p50_us']/1000:.2f} | {d['p90_us']/1000:.2f} | "
           f"{d['p99_us']/1000:.2f} | {d['p999_us']/1000:.2f} | {d['max_us']/1000:.2f} | {w['p99_us']/1000:.2f} | "
-          f"{s.get('cpu_pct', 0):.1f} | {s.get('rss_peak_mib', 0):.1f} | {'ok' if x['verify']['ok'] else 'FAILED'} |")
+          f"{s.get('cpu_pct', 0):.1f} | {s.get('rss_peak_mib', 0):.1f} | {'ok' if x['verify']['ok'] and not x['errors'] else 'FAILED'} |")
 EOF
-done
+  done
+}
+
+tail_fanout watchers topics-watch watch
 
 # The 1M-record topic: filled once (unpinned), then each pinning reads it after a restart.
 big="$work/big"
@@ -297,26 +305,7 @@ EOF
   done
 done
 
-echo
-echo "| pin | ws clients | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | write p99 ms | server CPU % | RSS MiB | verify |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for pin in pinned unpinned; do
-  fresh "$pin" "ws-$pin" topics-ws -k 1,10,100,1000 --rate 20 --size 64 \
-    --step-secs "$secs" --durability fsync
-  py "$pin" <<'EOF'
-import json, sys
-out, pin = sys.argv[1:]
-try:
-    xs = json.load(open(f"{out}/ws-{pin}.json"))
-except Exception as e:
-    print(f"| {pin} | failed: {e} |"); sys.exit()
-for x in xs:
-    d = x["latency"][0]; w = x["latency"][1]; s = x["server"] or {}
-    print(f"| {pin} | {x['params']['k']} | {x['ops_per_s']:,.0f} | {d['p50_us']/1000:.2f} | {d['p90_us']/1000:.2f} | "
-          f"{d['p99_us']/1000:.2f} | {d['p999_us']/1000:.2f} | {d['max_us']/1000:.2f} | {w['p99_us']/1000:.2f} | "
-          f"{s.get('cpu_pct', 0):.1f} | {s.get('rss_peak_mib', 0):.1f} | {'ok' if x['verify']['ok'] and not x['errors'] else 'FAILED'} |")
-EOF
-done
+tail_fanout "ws clients" topics-ws ws
 echo
 echo "WebSocket (/v0/ws) against the SSE watch (/v0/watch) of section 3: same class, rate and size"
 echo
