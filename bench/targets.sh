@@ -23,34 +23,8 @@ electric="$CACHE/durable-streams-0.1.5/bin/durable-streams-server"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# run NAME MODE RATE -- server command...: prints "appends/s cpu_us_per_append p99_us"
-run() {
-  local name=$1 mode=$2 rate=$3; shift 4
-  local port
-  port="$("$bench" free-port)"
-  local dir="$work/$name-$mode-$RANDOM"
-  mkdir -p "$dir"
-  local -a cmd=("$@")
-  cmd=("${cmd[@]//@PORT@/$port}")
-  cmd=("${cmd[@]//@DIR@/$dir}")
-  taskset -c 1 env "${cmd[@]}" >"$dir.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do
-    # Any HTTP answer but 503 (Riffle answers 503 while it recovers its data directory).
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
-    [[ "$code" != 000 && "$code" != 503 ]] && break
-    sleep 0.1
-  done
-  local -a load=(append --streams 64 -c 64 --size 256 --duration "$secs")
-  [[ "$rate" != "-" ]] && load+=(--rate "$rate")
-  "$bench" --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid" --pin 0 --json \
-    --progress 0 --no-readback "${load[@]}" 2>>"$dir.log" |
-    python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; s=r["server"]
-print(round(r["ops_per_s"]), round(s["cpu_us_per_op"], 2), r["latency"][0]["p99_us"])'
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
+# shellcheck source=bench/append_run.sh
+. "$here/bench/append_run.sh"
 
 riffle_cmd() { # storage mode
   echo DS_SERVER__PORT=@PORT@ DS_STORAGE__DATA_DIR=@DIR@ DS_STORAGE__MODE="$1" \
@@ -73,8 +47,8 @@ for r in $(seq 1 "$rounds"); do
     for who in "${order[@]}"; do
       # shellcheck disable=SC2046
       case $who in
-        riffle) read -r ra rc rp <<<"$(run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))" ;;
-        electric) read -r ea ec ep <<<"$(run electric "$label" "$rate" -- $(electric_cmd "$emode"))" ;;
+        riffle) read -r ra rc rp <<<"$(append_run riffle "$label" "$rate" -- $(riffle_cmd "$rmode"))" ;;
+        electric) read -r ea ec ep <<<"$(append_run electric "$label" "$rate" -- $(electric_cmd "$emode"))" ;;
       esac
     done
     python3 - "$label" "$r" "$ra" "$ea" "$rc" "$ec" "$rp" "$ep" <<'EOF' | tee -a "$results"
