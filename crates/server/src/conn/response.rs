@@ -98,7 +98,8 @@ pub async fn write<W: Transport>(
         Wire::None => io.write_all(out).await?,
         Wire::Length(_) => match body {
             ResponseBody::Pieces(p) => write_pieces(io, out, p).await?,
-            body => write_stored(io, out, body).await?,
+            // A stream that knows its length: its frames as they come, unframed.
+            body => write_streamed(io, out, body, false).await?,
         },
         Wire::Chunked | Wire::UntilClose => {
             write_streamed(io, out, body, wire == Wire::Chunked).await?;
@@ -118,30 +119,10 @@ async fn next_data(body: &mut ResponseBody) -> Option<Bytes> {
     None
 }
 
-/// A body of known length is stored bytes, every frame ready now: small ones go out with the
-/// head in one write, larger ones gathered with it into vectored writes.
-async fn write_stored<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    out: &mut Vec<u8>,
-    mut body: ResponseBody,
-) -> std::io::Result<()> {
-    let mut chunks = Vec::new();
-    while let Some(data) = next_data(&mut body).await {
-        chunks.push(data);
-    }
-    let total: usize = chunks.iter().map(Bytes::len).sum();
-    if out.len() + total > COALESCE_BYTES {
-        return write_all_vectored(io, out, &chunks).await;
-    }
-    for c in &chunks {
-        out.extend_from_slice(c);
-    }
-    io.write_all(out).await
-}
-
-/// Stored bytes partly in files: a small body is read and goes with the head in one write; in
-/// a larger one each file range is sent from the page cache (`sendfile`) after what precedes
-/// it, or read and written where the transport cannot.
+/// Stored bytes: a small body goes with the head in one write (its file ranges read); in a
+/// larger one the memory chunks are gathered with the head into vectored writes (no copy) and
+/// each file range is sent from the page cache (`sendfile`) after what precedes it, or read
+/// and written where the transport cannot.
 async fn write_pieces<W: Transport>(
     io: &mut W,
     out: &mut Vec<u8>,
@@ -176,7 +157,7 @@ async fn write_pieces<W: Transport>(
 }
 
 /// A body produced over time (SSE): each frame is sent at once (the first with the head), as
-/// a chunk or (HTTP/1.0) raw.
+/// a chunk, or raw (HTTP/1.0, or a known length).
 async fn write_streamed<W: AsyncWrite + Unpin>(
     io: &mut W,
     out: &mut Vec<u8>,

@@ -22,11 +22,11 @@ pub enum RequestBody {
     Streamed(hyper::body::Incoming),
 }
 
-/// Every response's body. Stored bytes are the common case and need no allocation of their
-/// own (an empty body needs none at all); only streams (SSE) are boxed.
+/// Every response's body. Stored bytes (in memory, or ranges of files) are the common case and
+/// need no allocation of their own (an empty body needs none at all); only streams (SSE) are
+/// boxed.
 pub enum ResponseBody {
-    Chunks(Chunks),
-    /// Stored bytes partly in files: see [`Pieces`].
+    /// Stored bytes, with an exact `Content-Length`: see [`Pieces`].
     Pieces(Pieces),
     Stream(UnsyncBoxBody<Bytes, Infallible>),
 }
@@ -41,7 +41,6 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         // Both variants are `Unpin`, so the enum is too.
         match self.get_mut() {
-            ResponseBody::Chunks(c) => Pin::new(c).poll_frame(cx),
             ResponseBody::Pieces(p) => Pin::new(p).poll_frame(cx),
             ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
         }
@@ -49,16 +48,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Chunks(c) => c.is_end_stream(),
-            ResponseBody::Pieces(p) => p.pieces.is_empty(),
+            ResponseBody::Pieces(p) => p.is_end_stream(),
             ResponseBody::Stream(s) => s.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Chunks(c) => c.size_hint(),
-            ResponseBody::Pieces(p) => SizeHint::with_exact(p.remaining),
+            ResponseBody::Pieces(p) => p.size_hint(),
             ResponseBody::Stream(s) => s.size_hint(),
         }
     }
@@ -72,47 +69,9 @@ where
     ResponseBody::Stream(body.boxed_unsync())
 }
 
-/// A body made of already-stored chunks: no copying, exact `Content-Length`.
-pub struct Chunks {
-    chunks: VecDeque<Bytes>,
-    remaining: u64,
-}
-
-impl Chunks {
-    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Self {
-        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Self { chunks, remaining }
-    }
-}
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.chunks.pop_front();
-        if let Some(c) = &next {
-            self.remaining -= c.len() as u64;
-        }
-        Poll::Ready(next.map(|c| Ok(Frame::data(c))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
-}
-
-/// Stored bytes of which some are ranges of files. A plain-TCP HTTP/1.1 connection takes the
-/// pieces ([`Pieces::into_pieces`]) and sends the file ranges with `sendfile`; every other
-/// transport (TLS, HTTP/2) polls the body, which reads them.
+/// Stored bytes: chunks in memory (never copied) and ranges of files. A plain-TCP HTTP/1.1
+/// connection takes the pieces ([`Pieces::into_pieces`]) and sends file ranges with
+/// `sendfile`; every other transport (TLS, HTTP/2) polls the body, which reads them.
 pub struct Pieces {
     pieces: VecDeque<Piece>,
     remaining: u64,
@@ -180,7 +139,7 @@ pub fn pieces(pieces: impl IntoIterator<Item = Piece>) -> ResponseBody {
 }
 
 pub fn chunks(chunks: impl IntoIterator<Item = Bytes>) -> ResponseBody {
-    ResponseBody::Chunks(Chunks::new(chunks))
+    pieces(chunks.into_iter().map(Piece::Mem))
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
