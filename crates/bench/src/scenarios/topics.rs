@@ -524,8 +524,53 @@ pub async fn check_timed_writes(target: &Target, name: &str, start: u64, w: &Wri
     v
 }
 
-/// The fan-out of one topic's writes to K subscribers that each tail it their own way (an SSE
-/// watch session, a WebSocket): the subscriber is the only difference between the scenarios.
+/// Starts one subscriber that tails topic `name` from seq `start` (records of `bytes` bytes),
+/// signals `connected` once subscribed and stops after `stop` records: an `async fn` of that
+/// shape (the SSE watch session, the WebSocket client).
+pub trait Subscriber: Clone {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        target: Target,
+        name: String,
+        start: u64,
+        bytes: u64,
+        dec: super::live::Decoder,
+        stop: tokio::sync::watch::Receiver<u64>,
+        connected: super::live::Connected,
+    ) -> JoinHandle<super::live::Tail>;
+}
+
+impl<S, F> Subscriber for S
+where
+    S: Fn(
+            Target,
+            String,
+            u64,
+            u64,
+            super::live::Decoder,
+            tokio::sync::watch::Receiver<u64>,
+            super::live::Connected,
+        ) -> F
+        + Clone,
+    F: Future<Output = super::live::Tail> + Send + 'static,
+{
+    fn start(
+        &self,
+        target: Target,
+        name: String,
+        start: u64,
+        bytes: u64,
+        dec: super::live::Decoder,
+        stop: tokio::sync::watch::Receiver<u64>,
+        connected: super::live::Connected,
+    ) -> JoinHandle<super::live::Tail> {
+        tokio::spawn(self(target, name, start, bytes, dec, stop, connected))
+    }
+}
+
+/// The fan-out of one topic's writes to K subscribers that each tail it their own way: the
+/// subscriber is the only difference between the scenarios.
 struct TailFeed<S> {
     target: Target,
     name: String,
@@ -535,34 +580,16 @@ struct TailFeed<S> {
     subscriber: S,
 }
 
-impl<S, F> super::fanout::Feed for TailFeed<S>
-where
-    S: Fn(
-        Target,
-        String,
-        u64,
-        u64,
-        super::live::Decoder,
-        tokio::sync::watch::Receiver<u64>,
-        super::live::Connected,
-    ) -> F,
-    F: Future<Output = super::live::Tail> + Send + 'static,
-{
+impl<S: Subscriber> super::fanout::Feed for TailFeed<S> {
     fn subscribe(
         &self,
         dec: super::live::Decoder,
         stop: tokio::sync::watch::Receiver<u64>,
         connected: super::live::Connected,
     ) -> JoinHandle<super::live::Tail> {
-        tokio::spawn((self.subscriber)(
-            self.target.clone(),
-            self.name.clone(),
-            self.start,
-            self.size as u64,
-            dec,
-            stop,
-            connected,
-        ))
+        let (target, name) = (self.target.clone(), self.name.clone());
+        let bytes = self.size as u64;
+        (self.subscriber).start(target, name, self.start, bytes, dec, stop, connected)
     }
 
     fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
@@ -577,27 +604,14 @@ where
 
 /// Run the fan-out steps of `fan` (a fresh topic of class `durability` per K), each subscriber
 /// made by `subscriber`; `scenario` names the results and `args` are their parameters.
-pub async fn run_tail_fanout<S, F>(
+pub async fn run_tail_fanout<S: Subscriber>(
     c: &Common,
     scenario: &str,
     args: serde_json::Value,
     fan: &super::fanout::FanoutArgs,
     durability: &str,
     subscriber: S,
-) -> Result<Vec<crate::stats::ScenarioResult>>
-where
-    S: Fn(
-            Target,
-            String,
-            u64,
-            u64,
-            super::live::Decoder,
-            tokio::sync::watch::Receiver<u64>,
-            super::live::Connected,
-        ) -> F
-        + Clone,
-    F: Future<Output = super::live::Tail> + Send + 'static,
-{
+) -> Result<Vec<crate::stats::ScenarioResult>> {
     let mut out = Vec::new();
     let tag = scenario.trim_start_matches("topics-");
     for (i, &k) in fan.subscribers.iter().enumerate() {
