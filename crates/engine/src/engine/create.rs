@@ -123,15 +123,7 @@ impl Engine {
                 limit: self.inner.config.max_stream_bytes,
             });
         }
-        if len > 0 {
-            let limit = self.inner.config.max_total_bytes;
-            if limit > 0 && self.retained_bytes() + len > limit {
-                return Err(EngineError::LimitReached {
-                    limit: "max_total_bytes",
-                    max: limit,
-                });
-            }
-        }
+        self.inner.budget.check_retained(len)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let files = match &persist {
             None => None,

@@ -210,6 +210,21 @@ pub(crate) struct MemoryBudget {
     pub retained_limit: u64,
 }
 
+impl MemoryBudget {
+    /// Refuse `len` more bytes past the server-wide quota on retained bytes. Concurrent
+    /// writers may pass together and overshoot it by their own sizes, never more.
+    pub(crate) fn check_retained(&self, len: u64) -> Result<()> {
+        let limit = self.retained_limit;
+        if limit > 0 && len > 0 && self.retained.load(Ordering::Relaxed) + len > limit {
+            return Err(EngineError::LimitReached {
+                limit: "max_total_bytes",
+                max: limit,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A validated append, ready to apply.
 #[derive(Debug)]
 struct Plan {
@@ -567,17 +582,9 @@ impl Log {
         }
     }
 
-    /// Refuse `len` more bytes past the server-wide quota on retained bytes. Concurrent
-    /// writers may pass together and overshoot it by their own sizes, never more.
+    /// See [`MemoryBudget::check_retained`].
     pub(crate) fn check_retained(&self, len: u64) -> Result<()> {
-        let limit = self.budget.retained_limit;
-        if limit > 0 && len > 0 && self.budget.retained.load(Ordering::Relaxed) + len > limit {
-            return Err(EngineError::LimitReached {
-                limit: "max_total_bytes",
-                max: limit,
-            });
-        }
-        Ok(())
+        self.budget.check_retained(len)
     }
 
     /// Wake every reader waiting on this log. Called after the change is applied, so a reader
