@@ -225,26 +225,26 @@ impl Jwt {
     /// The credential `token` carries, or why it is refused.
     pub fn check(&self, token: &str) -> Result<Credential, Refusal> {
         let id = digest(token);
-        if let Some(c) = self.verified.lock().get(&id) {
-            let now = jsonwebtoken::get_current_timestamp();
-            return match c.expires_at {
-                Some(exp) if exp.saturating_add(self.leeway_secs) <= now => Err(Refusal::Expired),
-                _ => Ok(c.clone()),
-            };
-        }
-        let cred = self.verify(token, id)?;
+        let remembered = self.verified.lock().get(&id).cloned();
+        let fresh = remembered.is_none();
+        let cred = match remembered {
+            Some(c) => c,
+            None => self.verify(token, id)?,
+        };
         // RFC 7519: not accepted on or after `exp` (the library accepts its very second, when
-        // live responses already end).
+        // live responses already end); a remembered token is held to it on every use.
         if let Some(exp) = cred.expires_at
             && exp.saturating_add(self.leeway_secs) <= jsonwebtoken::get_current_timestamp()
         {
             return Err(Refusal::Expired);
         }
-        let mut verified = self.verified.lock();
-        if verified.len() >= VERIFIED_MAX {
-            verified.clear();
+        if fresh {
+            let mut verified = self.verified.lock();
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+            verified.insert(id, cred.clone());
         }
-        verified.insert(id, cred.clone());
         Ok(cred)
     }
 
