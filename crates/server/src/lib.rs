@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod conn;
+pub mod fanout;
 pub mod http;
 pub mod serve;

@@ -253,6 +253,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live: live.clone(),
         inflight: inflight.clone(),
         metrics: metrics.clone(),
+        fanout: crate::fanout::Fanout::new(connections.clone()),
     });
     let mut recovery = tokio::task::spawn_blocking({
         let config = config.clone();
@@ -284,6 +285,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live,
         inflight,
         metrics,
+        fanout: crate::fanout::Fanout::new(connections.clone()),
     });
     tracing::info!(
         %addr,

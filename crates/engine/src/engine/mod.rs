@@ -124,7 +124,8 @@ struct Inner {
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
-/// on, even if the name is deleted and re-created meanwhile.
+/// on, even if the name is deleted and re-created meanwhile. A clone waits on its own.
+#[derive(Clone)]
 pub struct LogHandle {
     log: Arc<Log>,
     rx: watch::Receiver<u64>,

@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
-use response::Exchange;
+use response::{Exchange, Parked, Written};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -75,9 +75,68 @@ where
     if buf.starts_with(H2_PREFACE) {
         return http2(Prefixed::new(buf.freeze(), io), app).await;
     }
-    match http1(&mut io, buf, &app).await {
+    let ending = http1(&mut io, buf, &app).await;
+    finish(io, app, ending).await;
+}
+
+/// Go on with a connection after `ending`: close it, or hand it to a fan-out hub.
+async fn finish<IO>(mut io: IO, app: Arc<App>, ending: std::io::Result<Ending>)
+where
+    IO: AsyncRead + transport::Transport,
+{
+    match ending {
         Ok(Ending::ClientLeft) => {}
         Ok(Ending::Closed { linger }) => close(&mut io, linger).await,
+        Ok(Ending::Park(parked)) => match io.into_tcp() {
+            Ok(tcp) => crate::fanout::park(&app, tcp, parked),
+            // `park` is only set for plain TCP.
+            Err(mut io) => close(&mut io, false).await,
+        },
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}
+
+/// Serve a connection again after a fan-out hub ended its live response (the chunked body's
+/// end is written): the next request, or the close.
+pub async fn resume(mut io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bool) {
+    let ending = if keep_alive && !app.shutdown.is_cancelled() {
+        http1(&mut io, BytesMut::new(), &app).await
+    } else {
+        Ok(Ending::Closed { linger: false })
+    };
+    finish(io, app, ending).await;
+}
+
+/// Take back a live response from a fan-out hub whose subscriber could not take an event
+/// at once: write the rest of it (`pending`, framed) on this connection's own task, so a
+/// slow client holds up only itself; then go on as the response did, parking again once it
+/// has caught up.
+pub async fn unpark(
+    mut io: tokio::net::TcpStream,
+    app: Arc<App>,
+    parked: Parked,
+    pending: Bytes,
+    last: bool,
+) {
+    let Parked { tail, keep_alive } = parked;
+    let ending: std::io::Result<Written> = async {
+        io.write_all(&pending).await?;
+        drop(pending);
+        if last {
+            return Ok(Written::Done { keep_alive });
+        }
+        let mut out = Vec::new();
+        Ok(
+            match response::write_tail(&mut io, &mut out, tail, true).await? {
+                Some(tail) => Written::Park(Parked { tail, keep_alive }),
+                None => Written::Done { keep_alive },
+            },
+        )
+    }
+    .await;
+    match ending {
+        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, parked),
+        Ok(Written::Done { keep_alive }) => resume(io, app, keep_alive).await,
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
 }
@@ -88,6 +147,8 @@ enum Ending {
     ClientLeft,
     /// The server ends it; `linger`: the client may still be sending.
     Closed { linger: bool },
+    /// A live response, caught up: the connection goes to its stream's fan-out hub.
+    Park(Parked),
 }
 
 /// End a connection from the server's side: shut down the write half (a TLS close_notify,
@@ -200,6 +261,7 @@ where
                         head: false,
                         version: parts.version,
                         keep_alive: false,
+                        park: false,
                     };
                     response::write(io, &mut out, resp, ex).await?;
                     return Ok(Ending::Closed { linger: true });
@@ -253,8 +315,9 @@ where
                 && handled
                 && !app.shutdown.is_cancelled()
                 && app.recovering.is_none(),
+            park: io.can_park() && buf.is_empty(),
         };
-        if matches!(resp.body(), crate::http::body::ResponseBody::Stream(_)) {
+        if matches!(resp.body(), ResponseBody::Stream(_) | ResponseBody::Tail(_)) {
             // A live response may wait for hours: it keeps no read buffer meanwhile. The head
             // shares the buffer's memory, so it goes too; a buffer holding pipelined bytes
             // stays.
@@ -263,8 +326,10 @@ where
                 buf = BytesMut::new();
             }
         }
-        if !response::write(io, &mut out, resp, ex).await? {
-            return Ok(Ending::Closed { linger: true });
+        match response::write(io, &mut out, resp, ex).await? {
+            Written::Done { keep_alive: true } => {}
+            Written::Done { keep_alive: false } => return Ok(Ending::Closed { linger: true }),
+            Written::Park(parked) => return Ok(Ending::Park(parked)),
         }
     }
 }
@@ -383,6 +448,7 @@ async fn refuse<IO: transport::Transport>(
         head: false,
         version: Version::HTTP_11,
         keep_alive: false,
+        park: false,
     };
     response::write(io, out, resp, ex).await?;
     Ok(Ending::Closed { linger: true })

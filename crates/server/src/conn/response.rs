@@ -5,13 +5,14 @@
 
 use super::transport::Transport;
 use crate::http::body::{Pieces, ResponseBody};
+use crate::http::streams::tail::{SseTail, Step};
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use riffle_engine::Piece;
 use std::cell::RefCell;
-use std::io::{IoSlice, Write as _};
+use std::io::IoSlice;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -28,6 +29,23 @@ pub struct Exchange {
     pub version: Version,
     /// The connection stays open after this response.
     pub keep_alive: bool,
+    /// A live response that catches up may be handed to its stream's fan-out hub (plain TCP,
+    /// nothing pipelined behind the request).
+    pub park: bool,
+}
+
+/// How a response ended.
+pub enum Written {
+    /// Written whole; whether the connection may carry another request.
+    Done { keep_alive: bool },
+    /// A live response, caught up, for the stream's fan-out hub to go on with.
+    Park(Parked),
+}
+
+/// A live response whose connection a fan-out hub now drives.
+pub struct Parked {
+    pub tail: Box<SseTail>,
+    pub keep_alive: bool,
 }
 
 /// How the body goes on the wire.
@@ -40,13 +58,13 @@ enum Wire {
     UntilClose,
 }
 
-/// Write `resp`. Returns whether the connection may carry another request.
+/// Write `resp`.
 pub async fn write<W: Transport>(
     io: &mut W,
     out: &mut Vec<u8>,
     resp: Response<ResponseBody>,
     ex: Exchange,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Written> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     let no_body = status.is_informational()
@@ -101,12 +119,90 @@ pub async fn write<W: Transport>(
             // A stream that knows its length: its frames as they come, unframed.
             body => write_streamed(io, out, body, false).await?,
         },
-        Wire::Chunked | Wire::UntilClose => {
-            write_streamed(io, out, body, wire == Wire::Chunked).await?;
-        }
+        Wire::Chunked => match body {
+            ResponseBody::Tail(tail) => {
+                if let Some(tail) = write_tail(io, out, tail, ex.park).await? {
+                    return Ok(Written::Park(Parked { tail, keep_alive }));
+                }
+            }
+            body => write_streamed(io, out, body, true).await?,
+        },
+        Wire::UntilClose => write_streamed(io, out, body, false).await?,
     }
     io.flush().await?;
-    Ok(keep_alive)
+    Ok(Written::Done { keep_alive })
+}
+
+/// The last chunk of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The size line of a chunk of `len` bytes: hex digits and CRLF.
+pub fn chunk_head(len: usize) -> ([u8; 18], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut head = [0u8; 18];
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        head[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xf];
+    }
+    head[digits..digits + 2].copy_from_slice(b"\r\n");
+    (head, digits + 2)
+}
+
+/// Append `data` as one chunk (nothing for no data: an empty chunk would end the body).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let (head, n) = chunk_head(data.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A live response on this connection's task, after its head in `out`: its events as they
+/// come, chunk-encoded. With `park`, it stops once it is caught up and returns the response
+/// for the stream's fan-out hub; otherwise it waits here until the response ends.
+pub async fn write_tail<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    mut tail: Box<SseTail>,
+    park: bool,
+) -> std::io::Result<Option<Box<SseTail>>> {
+    loop {
+        let step = match tail.poll_data() {
+            Step::Idle => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    io.flush().await?;
+                    out.clear();
+                }
+                if park {
+                    return Ok(Some(tail));
+                }
+                tail.wait().await
+            }
+            step => step,
+        };
+        match step {
+            Step::Idle => {}
+            Step::Events(b) => {
+                push_chunk(out, &b);
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+                if out.capacity() > COALESCE_BYTES * 4 {
+                    *out = Vec::new();
+                }
+            }
+            Step::Last(b) => {
+                push_chunk(out, &b);
+                out.extend_from_slice(LAST_CHUNK);
+                io.write_all(out).await?;
+                out.clear();
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// The data of each frame of `body`, as it comes (trailers are not sent over HTTP/1.1).
@@ -169,12 +265,9 @@ async fn write_streamed<W: AsyncWrite + Unpin>(
             continue; // as a chunk, it would end the body
         }
         if chunked {
-            // Writing into a Vec cannot fail.
-            let _ = write!(out, "{:x}\r\n", data.len());
-        }
-        out.extend_from_slice(&data);
-        if chunked {
-            out.extend_from_slice(b"\r\n");
+            push_chunk(out, &data);
+        } else {
+            out.extend_from_slice(&data);
         }
         io.write_all(out).await?;
         io.flush().await?;
@@ -185,7 +278,7 @@ async fn write_streamed<W: AsyncWrite + Unpin>(
         }
     }
     if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(LAST_CHUNK);
     }
     io.write_all(out).await
 }
@@ -247,15 +340,33 @@ mod tests {
 
     async fn wire(resp: Response<ResponseBody>, ex: Exchange) -> (String, bool) {
         let mut io = Vec::new();
-        let keep = write(&mut io, &mut Vec::new(), resp, ex).await.unwrap();
-        (String::from_utf8(io).unwrap(), keep)
+        let Written::Done { keep_alive } = write(&mut io, &mut Vec::new(), resp, ex).await.unwrap()
+        else {
+            panic!("only live responses park")
+        };
+        (String::from_utf8(io).unwrap(), keep_alive)
     }
 
     const GET11: Exchange = Exchange {
         head: false,
         version: Version::HTTP_11,
         keep_alive: true,
+        park: false,
     };
+
+    #[test]
+    fn chunk_heads_are_hex() {
+        for (len, want) in [(1, "1"), (15, "f"), (16, "10"), (255, "ff"), (4096, "1000")] {
+            let (head, n) = chunk_head(len);
+            assert_eq!(
+                std::str::from_utf8(&head[..n]).unwrap(),
+                format!("{want}\r\n")
+            );
+        }
+        let (head, n) = chunk_head(usize::MAX);
+        assert_eq!(n, 18);
+        assert!(head[..16].iter().all(|&b| b == b'f'));
+    }
 
     fn without_date(s: &str) -> String {
         s.lines()

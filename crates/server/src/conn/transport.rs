@@ -14,9 +14,31 @@ pub trait Transport: AsyncWrite + Unpin {
         &'a mut self,
         range: &'a FileRange,
     ) -> impl Future<Output = io::Result<bool>> + Send + 'a;
+
+    /// Whether a caught-up live response on this transport may go to a fan-out hub, which
+    /// writes to plain TCP sockets only.
+    fn can_park(&self) -> bool {
+        false
+    }
+
+    /// The plain TCP socket this transport is, if it is one.
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl Transport for tokio::net::TcpStream {
+    fn can_park(&self) -> bool {
+        true
+    }
+
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Ok(self)
+    }
+
     async fn send_file(&mut self, range: &FileRange) -> io::Result<bool> {
         let Some(file) = range.fd() else {
             return Ok(false);

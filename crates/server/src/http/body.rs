@@ -2,7 +2,9 @@
 //! the connection as they are (with an exact length), or a stream of frames for SSE.
 
 use super::ApiError;
+use super::streams::tail::SseTail;
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -29,6 +31,10 @@ pub enum ResponseBody {
     /// Stored bytes, with an exact `Content-Length`: see [`Pieces`].
     Pieces(Pieces),
     Stream(UnsyncBoxBody<Bytes, Infallible>),
+    /// A live SSE response on a stream, as state: a plain HTTP/1.1 connection writes it and
+    /// parks it with the stream's fan-out hub once it is caught up; any other transport polls
+    /// it as a stream of frames (it becomes a `Stream` on the first poll).
+    Tail(Box<SseTail>),
 }
 
 impl Body for ResponseBody {
@@ -39,10 +45,19 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        // Both variants are `Unpin`, so the enum is too.
-        match self.get_mut() {
+        // Every variant is `Unpin`, so the enum is too.
+        let this = self.get_mut();
+        if matches!(this, ResponseBody::Tail(_))
+            && let ResponseBody::Tail(tail) = std::mem::replace(this, empty())
+        {
+            let frames = tail.into_stream().map(|b| Ok(Frame::data(b)));
+            *this = stream(http_body_util::StreamBody::new(frames));
+        }
+        match this {
             ResponseBody::Pieces(p) => Pin::new(p).poll_frame(cx),
             ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
+            // Turned into a stream above.
+            ResponseBody::Tail(_) => Poll::Ready(None),
         }
     }
 
@@ -50,6 +65,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Pieces(p) => p.is_end_stream(),
             ResponseBody::Stream(s) => s.is_end_stream(),
+            ResponseBody::Tail(_) => false,
         }
     }
 
@@ -57,6 +73,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Pieces(p) => p.size_hint(),
             ResponseBody::Stream(s) => s.size_hint(),
+            ResponseBody::Tail(_) => SizeHint::default(),
         }
     }
 }

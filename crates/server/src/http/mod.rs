@@ -52,6 +52,8 @@ pub struct App {
     pub inflight: Arc<slots::Slots>,
     /// The Prometheus registry, shared with the `App` that answered during recovery.
     pub metrics: Arc<metrics::Metrics>,
+    /// Live SSE responses parked while they wait, by stream.
+    pub fanout: crate::fanout::Fanout,
 }
 
 impl App {

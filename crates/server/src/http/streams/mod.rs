@@ -9,6 +9,7 @@ mod params;
 mod payload;
 mod read;
 mod sse;
+pub mod tail;
 mod write;
 
 use super::body::{RequestBody, ResponseBody};

@@ -1,0 +1,324 @@
+//! Fan-out hubs: live SSE responses on plain HTTP/1.1 connections, parked while they wait.
+//!
+//! A subscriber that has caught up with its stream does not keep a task of its own: its
+//! connection hands the socket and the response's state ([`SseTail`](crate::http::streams::tail::SseTail)) to the stream's hub
+//! and its task ends. A hub is one task per stream that has parked subscribers. When the
+//! stream changes it renders the new events once for all subscribers at the same position
+//! (and with the same client cursor), and writes them to each socket without waiting
+//! (`try_write_vectored`: chunk size line, the shared events, CRLF; no copy per subscriber).
+//! It also keeps their clocks: keep-alive events, the reconnect interval, the credential's
+//! expiry, shutdown.
+//!
+//! A subscriber whose socket cannot take an event whole at once is handed back to a task of
+//! its own with the rest of that event ([`conn::unpark`]): a slow client is backpressured by
+//! its own socket, holds at most one event beyond what the kernel buffers, and never delays
+//! the others; it parks again once it has caught up. A response that ends (reconnect
+//! interval, stream closed or deleted, expiry, shutdown) gets its last chunk, and the
+//! connection goes back to serving requests ([`conn::resume`]).
+//!
+//! A parked subscriber costs its socket and this state: no task, no timer, no buffer.
+
+use crate::conn::{self, response};
+use crate::http::App;
+use crate::http::streams::tail::{Shared, Step};
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use response::Parked;
+use riffle_engine::LogHandle;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// Most subscribers one hub serves: a stream with more has several hubs, which share the
+/// runtime's worker threads and keep each delivery round short (other tasks, such as the
+/// append being acknowledged, wait at most one round).
+const HUB_CAPACITY: usize = 512;
+
+/// The hubs of a server, by stream incarnation (log id).
+pub struct Fanout {
+    hubs: Mutex<HashMap<u64, Vec<Arc<Inbox>>>>,
+    /// Hubs, and the connections they hand back, are tracked with the server's connections
+    /// so that shutdown waits for them.
+    tasks: TaskTracker,
+}
+
+/// Subscribers handed to a hub, not yet taken up by it.
+#[derive(Default)]
+struct Inbox {
+    arrivals: Mutex<Vec<Sub>>,
+    notify: Notify,
+    /// Subscribers the hub holds or has been handed (changed under the registry's lock).
+    load: AtomicUsize,
+}
+
+struct Sub {
+    io: TcpStream,
+    parked: Parked,
+}
+
+impl Fanout {
+    pub fn new(tasks: TaskTracker) -> Self {
+        Fanout {
+            hubs: Mutex::new(HashMap::new()),
+            tasks,
+        }
+    }
+
+    /// Hubs running now.
+    pub fn hubs(&self) -> usize {
+        self.hubs.lock().values().map(Vec::len).sum()
+    }
+
+    /// A hub of `id` now holds `held` subscribers. With none, and nothing arrived, the hub is
+    /// removed (true: it ends).
+    fn settle(&self, id: u64, inbox: &Arc<Inbox>, held: usize) -> bool {
+        let mut hubs = self.hubs.lock();
+        // `park` adds arrivals under the same lock: none can slip in after this check.
+        let arrived = inbox.arrivals.lock().len();
+        inbox.load.store(held + arrived, Ordering::Relaxed);
+        if held + arrived > 0 {
+            return false;
+        }
+        if let Some(list) = hubs.get_mut(&id) {
+            list.retain(|h| !Arc::ptr_eq(h, inbox));
+            if list.is_empty() {
+                hubs.remove(&id);
+            }
+        }
+        true
+    }
+}
+
+/// Hand a caught-up live response and its connection to its stream's hub.
+pub fn park(app: &Arc<App>, io: TcpStream, parked: Parked) {
+    let id = parked.tail.log_id();
+    let fanout = &app.fanout;
+    let mut hubs = fanout.hubs.lock();
+    let list = hubs.entry(id).or_default();
+    let inbox = match list
+        .iter()
+        .find(|h| h.load.load(Ordering::Relaxed) < HUB_CAPACITY)
+    {
+        Some(inbox) => inbox.clone(),
+        None => {
+            let inbox = Arc::new(Inbox::default());
+            let handle = parked.tail.handle();
+            fanout
+                .tasks
+                .spawn(run(app.clone(), id, inbox.clone(), handle));
+            list.push(inbox.clone());
+            inbox
+        }
+    };
+    inbox.load.fetch_add(1, Ordering::Relaxed);
+    inbox.arrivals.lock().push(Sub { io, parked });
+    drop(hubs);
+    inbox.notify.notify_one();
+}
+
+/// A hub: until no subscriber is left, deliver what is due and wait for the stream to
+/// change, a subscriber to arrive, the next subscriber's clock, or shutdown.
+async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
+    let mut subs: Vec<Sub> = Vec::new();
+    let mut round = Round::default();
+    let mut held = usize::MAX;
+    loop {
+        subs.append(&mut inbox.arrivals.lock());
+        if subs.len() != held {
+            if app.fanout.settle(id, &inbox, subs.len()) {
+                return;
+            }
+            held = subs.len();
+            if held == 0 {
+                continue;
+            }
+        }
+        if app.shutdown.is_cancelled() {
+            for sub in subs.drain(..) {
+                end(&app, sub, Bytes::from_static(response::LAST_CHUNK));
+            }
+            continue;
+        }
+        if !round.deliver(&app, &mut subs) {
+            // A round goes in slices: between them the runtime polls for I/O, so an append
+            // waiting to be acknowledged is not held up by a whole round over many
+            // subscribers (and subscribers later in the round then get it in the same write).
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if std::mem::take(&mut round.more) {
+            // More is ready (a backlog read in rounds): go on, letting other tasks run.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if subs.len() != held {
+            continue;
+        }
+        let far = Instant::now() + std::time::Duration::from_secs(86_400);
+        let deadline = round.next_due.unwrap_or(far);
+        tokio::select! {
+            () = handle.changed() => {}
+            () = inbox.notify.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = app.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Subscribers served per slice of a round.
+const SLICE: usize = 64;
+
+/// A delivery round over a hub's subscribers, in slices.
+#[derive(Default)]
+struct Round {
+    /// The next subscriber to serve.
+    next: usize,
+    /// Renderings of the current slice, and their chunk framing.
+    cache: Vec<Shared>,
+    framed: HashMap<usize, Bytes>,
+    /// Some subscriber has more data ready.
+    more: bool,
+    /// When the first subscriber's clock is due.
+    next_due: Option<Instant>,
+}
+
+impl Round {
+    /// Serve the next slice: send each subscriber what is due; those that leave are removed.
+    /// True when the round is complete (then `more` and `next_due` are its findings).
+    fn deliver(&mut self, app: &Arc<App>, subs: &mut Vec<Sub>) -> bool {
+        if self.next == 0 {
+            self.next_due = None;
+        }
+        self.slice(app, subs);
+        if self.next >= subs.len() {
+            self.next = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Serve up to [`SLICE`] subscribers from `next`. Those before `next` have been served
+    /// this round; a removal swaps an unserved one (the last) into its place.
+    fn slice(&mut self, app: &Arc<App>, subs: &mut Vec<Sub>) {
+        self.cache.clear();
+        self.framed.clear();
+        let now = Instant::now();
+        let mut i = self.next;
+        let mut budget = SLICE;
+        while i < subs.len() && budget > 0 {
+            budget -= 1;
+            let cache = &mut self.cache;
+            let framed = &mut self.framed;
+            let tail = &mut subs[i].parked.tail;
+            let shared = tail.render_shared(cache);
+            let rendered = &cache[shared].rendered;
+            tail.advance(rendered, now);
+            let more_here = rendered.more;
+            let (frame, last) = match &rendered.step {
+                Step::Idle if tail.deadline() <= now => match tail.on_time(now) {
+                    Step::Idle => (None, false),
+                    Step::Events(b) => (Some(frame(&b, false)), false),
+                    Step::Last(b) => (Some(frame(&b, true)), true),
+                },
+                Step::Idle => (None, false),
+                // Framed once per rendering, for all who get it.
+                step => {
+                    let last = matches!(step, Step::Last(_));
+                    let framed = framed.entry(shared).or_insert_with(|| match step {
+                        Step::Events(b) | Step::Last(b) => frame(b, last),
+                        Step::Idle => Bytes::new(),
+                    });
+                    (Some(framed.clone()), last)
+                }
+            };
+            let Some(frame) = frame else {
+                self.due(tail.deadline());
+                i += 1;
+                continue;
+            };
+            match try_write(&subs[i].io, &frame) {
+                Ok(w) if w == frame.len() => {
+                    if last {
+                        end(app, subs.swap_remove(i), Bytes::new());
+                    } else {
+                        self.more |= more_here;
+                        self.due(subs[i].parked.tail.deadline());
+                        i += 1;
+                    }
+                }
+                Ok(w) => {
+                    // The socket is full: the subscriber goes on on its own task.
+                    let pending = frame.slice(w..);
+                    let sub = subs.swap_remove(i);
+                    let app = app.clone();
+                    let task = conn::unpark(sub.io, app.clone(), sub.parked, pending, last);
+                    app.fanout.tasks.spawn(task);
+                }
+                // The client is gone: its connection and slot go with it.
+                Err(_) => drop(subs.swap_remove(i)),
+            }
+        }
+        self.next = i;
+    }
+
+    fn due(&mut self, at: Instant) {
+        self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+    }
+}
+
+/// Write what the socket takes now, without waiting: the bytes written (0 when it is full).
+fn try_write(io: &TcpStream, frame: &[u8]) -> io::Result<usize> {
+    match io.try_write(frame) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `events` as a chunk of a chunked body, followed by the body's end if `last`.
+fn frame(events: &[u8], last: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(events.len() + 32);
+    if !events.is_empty() {
+        let (head, n) = response::chunk_head(events.len());
+        out.extend_from_slice(&head[..n]);
+        out.extend_from_slice(events);
+        out.extend_from_slice(b"\r\n");
+    }
+    if last {
+        out.extend_from_slice(response::LAST_CHUNK);
+    }
+    out.freeze()
+}
+
+/// End a subscriber's response (with `tail` still to write: the last chunk, when not yet
+/// written) and give its connection back to a task of its own.
+fn end(app: &Arc<App>, sub: Sub, tail: Bytes) {
+    let Sub { io, parked } = sub;
+    let keep_alive = parked.keep_alive;
+    drop(parked); // the live slot goes now
+    let app2 = app.clone();
+    app.fanout.tasks.spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut io = io;
+        if io.write_all(&tail).await.is_ok() {
+            conn::resume(io, app2, keep_alive).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_chunks() {
+        assert_eq!(&frame(b"abc", false)[..], b"3\r\nabc\r\n");
+        assert_eq!(&frame(b"abc", true)[..], b"3\r\nabc\r\n0\r\n\r\n");
+        assert_eq!(&frame(b"", true)[..], b"0\r\n\r\n");
+    }
+}

@@ -1,0 +1,343 @@
+//! A live SSE response on one stream, as state rather than as a task: where the subscriber
+//! is, what it has been sent and when its response ends. The same state is driven two ways:
+//! by its connection's own task while it catches up (and always over TLS and HTTP/2), and,
+//! once it is caught up on a plain HTTP/1.1 connection, by the stream's fan-out hub
+//! ([`crate::fanout`]), which renders each append once for every parked subscriber at the
+//! same position and writes it to all of them.
+//!
+//! Events: a data event per batch, each followed by a control event; a control event first
+//! (when the read starts at the tail) and as keep-alive after each long-poll interval of
+//! quiet; the response ends when the stream closes or goes, the reconnect interval passes,
+//! the credential expires (with an `error` event) or the server shuts down.
+
+use super::offset::format_offset;
+use super::payload::json_array;
+use super::read::MAX_READ_BYTES;
+use crate::http::cursor::next_cursor;
+use crate::http::slots::Slot;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use riffle_engine::{Clock, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What a subscriber is to be sent next.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Nothing now.
+    Idle,
+    /// Events; the response goes on after them.
+    Events(Bytes),
+    /// The last events (possibly none); the response ends after them.
+    Last(Bytes),
+}
+
+/// Events rendered for every subscriber at one position with one client cursor.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub step: Step,
+    /// The position after them.
+    next: u64,
+    /// More data is ready past them.
+    pub more: bool,
+}
+
+/// A rendering shared by the subscribers at `pos` with the client cursor `cursor`.
+pub struct Shared {
+    pos: u64,
+    cursor: Option<Box<str>>,
+    pub rendered: Rendered,
+}
+
+pub struct SseTail {
+    handle: LogHandle,
+    id: u64,
+    pos: u64,
+    binary: bool,
+    /// The cursor the client echoed, if any (the next cursor must be ahead of it).
+    client_cursor: Option<Box<str>>,
+    /// No event has been sent yet (the first read at the tail still sends a control event).
+    first: bool,
+    keepalive: Duration,
+    last_sent: Instant,
+    ends_at: Instant,
+    /// When the request's credential expires.
+    expires: Option<Instant>,
+    stop: CancellationToken,
+    /// The live connection's, given back when the response ends.
+    _slot: Slot,
+}
+
+/// How a live response is set up.
+pub struct TailSetup {
+    pub pos: u64,
+    pub binary: bool,
+    pub client_cursor: Option<String>,
+    pub keepalive: Duration,
+    pub reconnect: Duration,
+    pub expires: Option<Instant>,
+    pub stop: CancellationToken,
+    pub slot: Slot,
+}
+
+impl SseTail {
+    pub fn new(handle: LogHandle, s: TailSetup) -> Self {
+        let now = Instant::now();
+        SseTail {
+            id: handle.info().id,
+            handle,
+            pos: s.pos,
+            binary: s.binary,
+            client_cursor: s.client_cursor.map(String::into_boxed_str),
+            first: true,
+            keepalive: s.keepalive,
+            last_sent: now,
+            ends_at: now + s.reconnect,
+            expires: s.expires,
+            stop: s.stop,
+            _slot: s.slot,
+        }
+    }
+
+    /// The stream's incarnation (a re-created stream has another).
+    pub fn log_id(&self) -> u64 {
+        self.id
+    }
+
+    /// A handle on the stream, for a hub to wait on.
+    pub fn handle(&self) -> LogHandle {
+        self.handle.clone()
+    }
+
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The data (or the first control event) to send now. Both this and [`Self::on_time`]
+    /// must be asked again after each [`Step::Events`], as more may be ready.
+    pub fn poll_data(&mut self) -> Step {
+        let r = self.render(self.first);
+        self.advance(&r, Instant::now());
+        r.step
+    }
+
+    /// What is due at `now` by the clock: the credential's `error` event and the end, the
+    /// end at the reconnect interval, or a keep-alive control event.
+    pub fn on_time(&mut self, now: Instant) -> Step {
+        if self.expires.is_some_and(|at| at <= now) {
+            let mut ev = BytesMut::new();
+            crate::http::sse::credential_expired(&mut ev);
+            return Step::Last(ev.freeze());
+        }
+        if self.ends_at <= now {
+            return Step::Last(Bytes::new());
+        }
+        if self.last_sent + self.keepalive <= now {
+            let r = self.render(true);
+            self.advance(&r, now);
+            return r.step;
+        }
+        Step::Idle
+    }
+
+    /// When [`Self::on_time`] next has something to say.
+    pub fn deadline(&self) -> Instant {
+        let at = (self.last_sent + self.keepalive).min(self.ends_at);
+        self.expires.map_or(at, |e| at.min(e))
+    }
+
+    /// Wait on this subscriber's own task until something may be due: [`Step::Idle`] when the
+    /// stream changed (ask [`Self::poll_data`]), or what the clock or a shutdown brings.
+    pub async fn wait(&mut self) -> Step {
+        let deadline = self.deadline();
+        tokio::select! {
+            () = self.handle.changed() => Step::Idle,
+            () = tokio::time::sleep_until(deadline) => self.on_time(Instant::now()),
+            () = self.stop.cancelled() => Step::Last(Bytes::new()),
+        }
+    }
+
+    /// Render what a subscriber here is to be sent now, once for every subscriber at the
+    /// same position with the same client cursor: the index of the rendering in `cache`,
+    /// which holds those of one delivery round.
+    pub fn render_shared(&self, cache: &mut Vec<Shared>) -> usize {
+        let cursor = self.client_cursor.as_deref();
+        if let Some(i) = cache
+            .iter()
+            .position(|s| s.pos == self.pos && s.cursor.as_deref() == cursor)
+        {
+            return i;
+        }
+        cache.push(Shared {
+            pos: self.pos,
+            cursor: self.client_cursor.clone(),
+            rendered: self.render(false),
+        });
+        cache.len() - 1
+    }
+
+    /// `r` was sent at `now`.
+    pub fn advance(&mut self, r: &Rendered, now: Instant) {
+        if !matches!(r.step, Step::Idle) {
+            self.pos = r.next;
+            self.first = false;
+            self.last_sent = now;
+        }
+    }
+
+    /// The events at the current position: data if there is any, else a control event when
+    /// `control` (or when the stream is closed there), else nothing.
+    fn render(&self, control: bool) -> Rendered {
+        let batch = match self.handle.read(ReadFrom::At(self.pos), MAX_READ_BYTES) {
+            Ok(b) => b,
+            // Deleted meanwhile: the response ends.
+            Err(_) => {
+                return Rendered {
+                    step: Step::Last(Bytes::new()),
+                    next: self.pos,
+                    more: false,
+                };
+            }
+        };
+        if batch.is_empty() && !control && !batch.closed {
+            return Rendered {
+                step: Step::Idle,
+                next: self.pos,
+                more: false,
+            };
+        }
+        let cursor = next_cursor(SystemClock.now_ms(), self.client_cursor.as_deref());
+        let mut ev = if batch.is_empty() {
+            BytesMut::new()
+        } else {
+            data_event(&batch, self.binary)
+        };
+        control_event(&mut ev, &batch, &cursor);
+        let ev = ev.freeze();
+        Rendered {
+            step: if batch.closed {
+                Step::Last(ev)
+            } else {
+                Step::Events(ev)
+            },
+            next: batch.next,
+            more: !batch.up_to_date,
+        }
+    }
+
+    /// The response as a stream of event frames, driven by the task that polls it (for
+    /// transports that write a body frame by frame: TLS, HTTP/2).
+    pub fn into_stream(mut self: Box<Self>) -> impl futures_util::Stream<Item = Bytes> + Send {
+        async_stream::stream! {
+            loop {
+                let step = match self.poll_data() {
+                    Step::Idle => self.wait().await,
+                    step => step,
+                };
+                match step {
+                    Step::Idle => {}
+                    Step::Events(b) => yield b,
+                    Step::Last(b) => {
+                        if !b.is_empty() {
+                            yield b;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether SSE data events of this content type travel as base64.
+pub fn is_binary(content_type: &str) -> bool {
+    let t = riffle_engine::media_type(content_type);
+    let text = t.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("text/"));
+    !(text || t.eq_ignore_ascii_case("application/json"))
+}
+
+/// `event: data`, the payload split into `data:` lines on CR, LF or CRLF, so a payload can
+/// never inject an event of its own.
+fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
+    let payload: Vec<u8> = if batch.info.framing == Framing::JsonMessages {
+        json_array(batch.chunks.clone()).concat()
+    } else {
+        batch.chunks.concat()
+    };
+    let text = if binary {
+        base64::engine::general_purpose::STANDARD
+            .encode(&payload)
+            .into_bytes()
+    } else {
+        payload
+    };
+    let mut ev = BytesMut::with_capacity(text.len() + 128);
+    crate::http::sse::event(&mut ev, Some("data"), None, &text);
+    ev
+}
+
+/// `event: control` with the position after `batch` and the stream's state there. Written
+/// directly (it goes to every subscriber on every event): offsets and cursors are digits and
+/// `_`, nothing to escape.
+fn control_event<C>(ev: &mut BytesMut, batch: &ReadBatch<C>, cursor: &str) {
+    debug_assert!(cursor.bytes().all(|b| b.is_ascii_digit()));
+    ev.put_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
+    ev.put_slice(format_offset(batch.next).as_bytes());
+    if batch.closed {
+        ev.put_slice(b"\",\"streamClosed\":true,\"upToDate\":true}\n\n");
+        return;
+    }
+    ev.put_slice(b"\",\"streamCursor\":\"");
+    ev.put_slice(cursor.as_bytes());
+    if batch.up_to_date {
+        ev.put_slice(b"\",\"upToDate\":true}\n\n");
+    } else {
+        ev.put_slice(b"\"}\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_events_are_json() {
+        let info = riffle_engine::LogInfo {
+            id: 1,
+            content_type: "text/plain".into(),
+            framing: Framing::Bytes,
+            next: 42,
+            closed: false,
+            expiry: None,
+            durability: riffle_engine::Durability::Memory,
+        };
+        for (closed, up_to_date) in [(false, false), (false, true), (true, true)] {
+            let batch = ReadBatch::<bytes::Bytes> {
+                info: info.clone(),
+                start: 0,
+                next: 42,
+                chunks: Vec::new(),
+                up_to_date,
+                closed,
+            };
+            let mut ev = BytesMut::new();
+            control_event(&mut ev, &batch, "1234");
+            let text = std::str::from_utf8(&ev).unwrap();
+            let data = text.strip_prefix("event: control\ndata:").unwrap();
+            assert!(data.ends_with("\n\n"));
+            let v: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+            assert_eq!(v["streamNextOffset"], format_offset(42));
+            assert_eq!(v.get("streamClosed").is_some(), closed);
+            assert_eq!(v.get("streamCursor").is_some(), !closed);
+            assert_eq!(v.get("upToDate").is_some(), up_to_date);
+        }
+    }
+
+    #[test]
+    fn binary_types() {
+        assert!(!is_binary("text/plain; charset=utf-8"));
+        assert!(!is_binary("Application/JSON"));
+        assert!(is_binary("application/octet-stream"));
+        assert!(is_binary("image/png"));
+    }
+}

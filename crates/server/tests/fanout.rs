@@ -1,0 +1,297 @@
+//! SSE fan-out through the hubs: subscribers that have caught up are parked with their
+//! stream's hub, which writes each append to all of them; a subscriber that cannot keep up
+//! goes back to a task of its own without holding up the others; a response the hub ends
+//! leaves its connection serving requests.
+
+mod common;
+
+use common::{Options, Server, SseReader, ZERO, offset};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PROMPT: Duration = Duration::from_secs(10);
+
+async fn create(s: &Server, name: &str) -> String {
+    let url = format!("{}/v1/stream/{name}", s.base);
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    url
+}
+
+async fn append(s: &Server, url: &str, body: Vec<u8>) {
+    let r = s
+        .client
+        .post(url)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "append");
+}
+
+/// The data of every `data` event until `want` bytes have come, checking that each data
+/// event is followed by a control event whose offset is where the data ends (the reader
+/// has had `base` bytes before).
+async fn read_data(sse: &mut SseReader, base: usize, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let ev = sse.expect(PROMPT).await;
+        if ev.event == "control" {
+            continue;
+        }
+        assert_eq!(ev.event, "data");
+        got.extend_from_slice(ev.data().as_bytes());
+        let control = sse.expect(PROMPT).await;
+        assert_eq!(control.event, "control");
+        assert_eq!(
+            control.json()["streamNextOffset"],
+            offset((base + got.len()) as u64),
+            "control offset after {} bytes",
+            got.len()
+        );
+    }
+    got
+}
+
+#[tokio::test]
+async fn every_parked_subscriber_gets_every_append_in_order() {
+    let s = Server::start().await;
+    let url = create(&s, "many").await;
+    // More subscribers than one hub holds, so the stream has several hubs.
+    const K: usize = 600;
+    let mut readers = Vec::new();
+    for _ in 0..K {
+        // Each on its own connection (reqwest would share one for sequential requests).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("{url}?offset=-1&live=sse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut sse = SseReader::new(r);
+        let first = sse.expect(PROMPT).await;
+        assert_eq!(first.event, "control");
+        assert_eq!(first.json()["streamNextOffset"], ZERO);
+        readers.push((client, sse));
+    }
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let record = format!("record {i:02};");
+        want.extend_from_slice(record.as_bytes());
+        append(&s, &url, record.into_bytes()).await;
+    }
+    let checks = readers.into_iter().map(|(_client, mut sse)| {
+        let want = want.clone();
+        tokio::spawn(async move {
+            let got = read_data(&mut sse, 0, want.len()).await;
+            assert_eq!(got, want);
+        })
+    });
+    for c in checks {
+        c.await.unwrap();
+    }
+}
+
+/// A raw HTTP/1.1 SSE request for `path` on `conn`; returns after the response head.
+async fn raw_sse(conn: &mut TcpStream, path: &str) -> Vec<u8> {
+    let req = format!("GET {path}?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    buf
+}
+
+/// Decode a chunked body from `raw` (after the head) until its last chunk; `None` if it is
+/// not complete yet.
+fn dechunk(raw: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut at = start;
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).ok()?, 16).ok()?;
+        let data = line_end + 2;
+        if raw.len() < data + size + 2 {
+            return None;
+        }
+        if size == 0 {
+            return Some((body, data + 2));
+        }
+        assert_eq!(
+            &raw[data + size..data + size + 2],
+            b"\r\n",
+            "chunk ends in CRLF"
+        );
+        body.extend_from_slice(&raw[data..data + size]);
+        at = data + size + 2;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_holds_up_only_itself() {
+    let s = Server::start().await;
+    let url = create(&s, "slow").await;
+    let path = "/v1/stream/slow";
+    // The slow one: subscribed, then reads nothing while much more than a socket holds is
+    // appended.
+    // A small receive buffer, so the server's socket fills within a few events.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+    let mut slow = socket.connect(addr).await.unwrap();
+    let mut slow_raw = raw_sse(&mut slow, path).await;
+    let fast = s
+        .client
+        .get(format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap();
+    let mut fast = SseReader::new(fast);
+    assert_eq!(fast.expect(PROMPT).await.event, "control");
+    let mut want = Vec::new();
+    let mut fast_got = Vec::new();
+    for i in 0..64u8 {
+        let record = vec![b'a' + (i % 26); 64 * 1024];
+        want.extend_from_slice(&record);
+        append(&s, &url, record).await;
+        // The fast subscriber keeps up while the slow one's socket is full.
+        let base = fast_got.len();
+        fast_got.extend(read_data(&mut fast, base, want.len() - base).await);
+    }
+    assert_eq!(fast_got, want);
+    // The slow one then gets everything, in order, none of it lost.
+    let mut chunk = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    let data = loop {
+        let n = tokio::time::timeout_at(deadline, slow.read(&mut chunk))
+            .await
+            .expect("the slow subscriber's events come")
+            .unwrap();
+        assert!(n > 0);
+        slow_raw.extend_from_slice(&chunk[..n]);
+        let text = partial_events(&slow_raw);
+        if text.len() >= want.len() {
+            break text;
+        }
+    };
+    assert_eq!(data, want);
+}
+
+/// The data of the complete `data` events in a raw chunked SSE response so far.
+fn partial_events(raw: &[u8]) -> Vec<u8> {
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut at = start;
+    let mut body = Vec::new();
+    while let Some(p) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let line_end = at + p;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16)
+            .expect("a chunk size");
+        if raw.len() < line_end + 2 + size + 2 {
+            break;
+        }
+        body.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
+        at = line_end + 2 + size + 2;
+    }
+    let text = String::from_utf8(body).unwrap();
+    let mut data = Vec::new();
+    for block in text.split("\n\n") {
+        if let Some(rest) = block.strip_prefix("event: data\n") {
+            for line in rest.split('\n') {
+                data.extend_from_slice(line.strip_prefix("data:").unwrap().as_bytes());
+            }
+        }
+    }
+    data
+}
+
+#[tokio::test]
+async fn a_connection_serves_requests_after_the_hub_ends_its_response() {
+    let s =
+        Server::start_with(Options::default().env("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "1"))
+            .await;
+    let url = create(&s, "again").await;
+    append(&s, &url, b"hello".to_vec()).await;
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let mut raw = raw_sse(&mut conn, "/v1/stream/again").await;
+    // Parked after the first event; the hub ends the response at the reconnect interval.
+    let mut chunk = [0u8; 4096];
+    let (body, used) = loop {
+        if let Some(done) = dechunk(&raw) {
+            break done;
+        }
+        let n = tokio::time::timeout(PROMPT, conn.read(&mut chunk))
+            .await
+            .expect("the response ends at the reconnect interval")
+            .unwrap();
+        assert!(n > 0, "the connection stays open");
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.starts_with("event: data\ndata:hello\n\nevent: control\n"),
+        "{text}"
+    );
+    assert_eq!(used, raw.len(), "nothing after the last chunk");
+    // The same connection serves the next request.
+    conn.write_all(b"GET /v1/stream/again?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut next = Vec::new();
+    while !next.ends_with(b"hello") {
+        let n = tokio::time::timeout(PROMPT, conn.read(&mut chunk))
+            .await
+            .expect("an answer on the same connection")
+            .unwrap();
+        assert!(n > 0, "the connection stays open");
+        next.extend_from_slice(&chunk[..n]);
+    }
+    assert!(next.starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn deleting_the_stream_ends_parked_responses() {
+    let s = Server::start().await;
+    let url = create(&s, "gone").await;
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("{url}?offset=-1&live=sse"))
+            .send()
+            .await
+            .unwrap();
+        let mut sse = SseReader::new(r);
+        assert_eq!(sse.expect(PROMPT).await.event, "control");
+        readers.push((client, sse));
+    }
+    let r = s.client.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    for (_c, mut sse) in readers {
+        sse.expect_end(PROMPT).await;
+    }
+}
