@@ -161,11 +161,58 @@ async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
         }
         let far = Instant::now() + std::time::Duration::from_secs(86_400);
         let deadline = round.next_due.unwrap_or(far);
-        tokio::select! {
-            () = handle.changed() => {}
-            () = inbox.notify.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {}
-            () = app.shutdown.cancelled() => {}
+        let readable = tokio::select! {
+            () = handle.changed() => None,
+            () = inbox.notify.notified() => None,
+            () = tokio::time::sleep_until(deadline) => None,
+            () = app.shutdown.cancelled() => None,
+            ready = std::future::poll_fn(|cx| poll_readable(cx, &subs)) => Some(ready),
+        };
+        if let Some(ready) = readable {
+            // Highest first: a removal swaps the last subscriber into its place.
+            for i in ready.into_iter().rev() {
+                check_input(&app, &mut subs, i);
+            }
+        }
+    }
+}
+
+/// The subscribers whose client sent something or hung up. Registers the hub's waker with
+/// every socket (a waker clone each, no syscall): a client that goes is noticed at once, not
+/// at its next event. Runs when the hub waits, beside the writes it makes to all of them.
+fn poll_readable(cx: &mut std::task::Context<'_>, subs: &[Sub]) -> std::task::Poll<Vec<usize>> {
+    let ready: Vec<usize> = subs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.io.poll_read_ready(cx).is_ready())
+        .map(|(i, _)| i)
+        .collect();
+    if ready.is_empty() {
+        std::task::Poll::Pending
+    } else {
+        std::task::Poll::Ready(ready)
+    }
+}
+
+/// Subscriber `i`'s socket is readable: a client that hung up (or failed) goes with its slot;
+/// one that sent bytes (a request pipelined behind its SSE request) goes back to a task of
+/// its own, which serves that request after the response; a spurious wake-up clears.
+fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
+    let io = &subs[i].io;
+    let mut byte = [0u8; 1];
+    let peeked = io.try_io(tokio::io::Interest::READABLE, || {
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        rustix::net::recv(io, &mut byte[..], flags)
+            .map(|(n, _)| n)
+            .map_err(io::Error::from)
+    });
+    match peeked {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Ok(0) | Err(_) => drop(subs.swap_remove(i)),
+        Ok(_) => {
+            let sub = subs.swap_remove(i);
+            let task = conn::unpark(sub.io, app.clone(), sub.parked, Bytes::new(), false, false);
+            app.fanout.tasks.spawn(task);
         }
     }
 }
@@ -256,7 +303,7 @@ impl Round {
                     let pending = frame.slice(w..);
                     let sub = subs.swap_remove(i);
                     let app = app.clone();
-                    let task = conn::unpark(sub.io, app.clone(), sub.parked, pending, last);
+                    let task = conn::unpark(sub.io, app.clone(), sub.parked, pending, last, true);
                     app.fanout.tasks.spawn(task);
                 }
                 // The client is gone: its connection and slot go with it.

@@ -295,3 +295,45 @@ async fn deleting_the_stream_ends_parked_responses() {
         sse.expect_end(PROMPT).await;
     }
 }
+
+#[tokio::test]
+async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
+    // One live connection allowed, a keep-alive far away: only noticing the hang-up itself
+    // can free the slot in time.
+    let s = Server::start_with(
+        Options::default()
+            .long_poll_secs(60)
+            .env("DS_LIMITS__MAX_LIVE_CONNECTIONS", "1"),
+    )
+    .await;
+    create(&s, "hangup").await;
+    let req = "GET /v1/stream/hangup?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n";
+    for round in 0..5 {
+        // Subscribe (retrying while the previous subscriber's slot is still held), wait for
+        // the first event (the response is then parked), and hang up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut conn = loop {
+            let mut conn = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+            conn.write_all(req.as_bytes()).await.unwrap();
+            let mut head = [0u8; 12];
+            conn.read_exact(&mut head).await.unwrap();
+            if &head == b"HTTP/1.1 200" {
+                break conn;
+            }
+            assert_eq!(&head, b"HTTP/1.1 429", "round {round}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the hung-up subscriber's slot was not freed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !raw.windows(2).any(|w| w == b"\n\n") {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        drop(conn);
+    }
+}

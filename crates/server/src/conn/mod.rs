@@ -110,13 +110,14 @@ pub async fn resume(mut io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bo
 /// Take back a live response from a fan-out hub whose subscriber could not take an event
 /// at once: write the rest of it (`pending`, framed) on this connection's own task, so a
 /// slow client holds up only itself; then go on as the response did, parking again once it
-/// has caught up.
+/// has caught up (unless not `repark`: it has a request pipelined behind it).
 pub async fn unpark(
     mut io: tokio::net::TcpStream,
     app: Arc<App>,
     parked: Parked,
     pending: Bytes,
     last: bool,
+    repark: bool,
 ) {
     let Parked { tail, keep_alive } = parked;
     let ending: std::io::Result<Written> = async {
@@ -127,7 +128,7 @@ pub async fn unpark(
         }
         let mut out = Vec::new();
         Ok(
-            match response::write_tail(&mut io, &mut out, tail, true).await? {
+            match response::write_tail(&mut io, &mut out, tail, repark).await? {
                 Some(tail) => Written::Park(Parked { tail, keep_alive }),
                 None => Written::Done { keep_alive },
             },
