@@ -49,3 +49,7 @@ start memory streams
 # The topics scenarios write fsync and disk topics: they need a data directory.
 start file-durable topics
 "$bench" --quick --duration 1 --warmup 0.2 topics --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid"
+# The compare driver itself, with the scenarios only it runs (cardinality: appends spread over
+# many streams), on Riffle alone (quick mode: small stream counts, memory mode).
+"$bench" --quick compare --riffle target/debug/riffle --pinning off --scenarios cardinality,fanout \
+  --cardinality-streams 1000,3000

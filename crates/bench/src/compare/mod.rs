@@ -43,6 +43,10 @@ pub struct CompareArgs {
     /// Subscriber counts of the fanout scenario.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     pub fanout_k: Vec<usize>,
+    /// Stream counts of the cardinality scenario (256-byte appends from 64 connections spread
+    /// over this many streams, created first).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub cardinality_streams: Vec<usize>,
     /// Measured seconds per fanout step.
     #[arg(long, default_value_t = 3.0)]
     pub fanout_secs: f64,
@@ -245,6 +249,9 @@ pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> 
                                 "read" => scenarios::read::run(&common, &r).await,
                                 "rtt" => scenarios::rtt::run(&common, &t).await,
                                 "fanout" => scenarios::fanout::run(&common, &f).await,
+                                "cardinality" => {
+                                    cardinality(&common, &a, &c.cardinality_streams, g.quick).await
+                                }
                                 other => Err(anyhow::anyhow!("unknown scenario {other}")),
                             };
                             match res {
@@ -297,6 +304,35 @@ pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> 
                 .any(|x| !x.verify.ok || (g.quick && x.error_total() > 0))
     });
     Ok(i32::from(bad))
+}
+
+/// `cardinality`: the append scenario spread over many streams, one step per stream count
+/// (each on the same server, the streams of earlier steps kept). No read-back: reading a
+/// million streams back would take longer than the run.
+async fn cardinality(
+    common: &Common,
+    base: &scenarios::append::AppendArgs,
+    counts: &[usize],
+    quick: bool,
+) -> Result<Vec<ScenarioResult>> {
+    let mut out = Vec::new();
+    for &n in counts {
+        let mut a = base.clone();
+        a.streams = if quick { n.min(5000) } else { n };
+        if !quick {
+            (a.connections, a.size) = (64, 256);
+        }
+        let common = Common {
+            readback: false,
+            ..common.clone()
+        };
+        for mut r in scenarios::append::run(&common, &a).await? {
+            r.scenario = "cardinality".into();
+            r.label = format!("N={}", a.streams);
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 /// CPUs of the machine (not of this pinned process).

@@ -47,7 +47,7 @@ fn metrics(scenario: &'static str, label: &str) -> Vec<Metric> {
         get,
     };
     match scenario {
-        "append" => vec![
+        "append" | "cardinality" => vec![
             m("appends/s", true, |r| Some(r.ops_per_s)),
             m("p50 ms", false, |r| lat(r, "append", |l| l.p50_us)),
             m("p99 ms", false, |r| lat(r, "append", |l| l.p99_us)),
@@ -178,7 +178,7 @@ pub fn render(
         }
         let mut rows = vec![head];
         let mode_runs: Vec<&Run> = runs.iter().filter(|r| r.mode == mode.name()).collect();
-        for scenario in ["append", "read", "rtt", "fanout"] {
+        for scenario in ["append", "cardinality", "read", "rtt", "fanout"] {
             let srun: Vec<&&Run> = mode_runs
                 .iter()
                 .filter(|r| r.scenario == scenario)
