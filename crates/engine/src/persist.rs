@@ -46,13 +46,18 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    /// Defaults for a directory: `min(cores, 8)` shards, 50 ms disk-class sync interval, 512
-    /// open stream files (half the usual default open-files limit).
+    /// Defaults for a directory: one shard per two cores (1 to 8), 50 ms disk-class sync
+    /// interval, 512 open stream files (half the usual default open-files limit).
+    ///
+    /// Why not a shard per core: a committer thread mostly waits for its `fdatasync`, and each
+    /// one more is another thread to wake and another sync per round. On 2 cores, with the
+    /// load sharing them, one shard gave 3-20 % more durable appends at 7-16 % less CPU per
+    /// append than two (docs/BENCHMARKS.md).
     pub fn new(dir: Arc<dyn Dir>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             dir,
-            shards: u32::try_from(cores.clamp(1, 8)).unwrap_or(1),
+            shards: u32::try_from((cores / 2).clamp(1, 8)).unwrap_or(1),
             sync_interval: Duration::from_millis(50),
             segment_bytes: 64 << 20,
             checkpoint_bytes: 64 << 20,

@@ -190,7 +190,7 @@ impl Default for LimitSettings {
 pub struct StorageSettings {
     pub mode: String,
     pub data_dir: PathBuf,
-    /// WAL shards; 0 means `min(cores, 8)`.
+    /// WAL shards; 0 means one per two cores, 1 to 8.
     pub wal_shards: u32,
     /// Longest time a `disk`-class append stays unsynced.
     pub sync_interval_ms: u64,

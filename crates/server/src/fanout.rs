@@ -20,10 +20,11 @@
 
 use crate::conn::{self, response};
 use crate::http::App;
+use crate::http::streams::poll;
 use crate::http::streams::tail::{Shared, Step};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use response::Parked;
+use response::{Parked, Waiting};
 use riffle_engine::LogHandle;
 use std::collections::HashMap;
 use std::io;
@@ -58,7 +59,7 @@ struct Inbox {
 
 struct Sub {
     io: TcpStream,
-    parked: Parked,
+    waiting: Waiting,
 }
 
 impl Fanout {
@@ -94,9 +95,11 @@ impl Fanout {
     }
 }
 
-/// Hand a caught-up live response and its connection to its stream's hub.
-pub fn park(app: &Arc<App>, io: TcpStream, parked: Parked) {
-    let id = parked.tail.log_id();
+/// Hand a caught-up live response, or a waiting long-poll, and its connection to its stream's
+/// hub.
+pub fn park(app: &Arc<App>, io: TcpStream, waiting: Waiting) {
+    let id = waiting.log_id();
+    let handle = waiting.handle();
     let fanout = &app.fanout;
     let mut hubs = fanout.hubs.lock();
     let list = hubs.entry(id).or_default();
@@ -107,7 +110,6 @@ pub fn park(app: &Arc<App>, io: TcpStream, parked: Parked) {
         Some(inbox) => inbox.clone(),
         None => {
             let inbox = Arc::new(Inbox::default());
-            let handle = parked.tail.handle();
             fanout
                 .tasks
                 .spawn(run(app.clone(), id, inbox.clone(), handle));
@@ -116,7 +118,7 @@ pub fn park(app: &Arc<App>, io: TcpStream, parked: Parked) {
         }
     };
     inbox.load.fetch_add(1, Ordering::Relaxed);
-    inbox.arrivals.lock().push(Sub { io, parked });
+    inbox.arrivals.lock().push(Sub { io, waiting });
     drop(hubs);
     inbox.notify.notify_one();
 }
@@ -140,7 +142,21 @@ async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
         }
         if app.shutdown.is_cancelled() {
             for sub in subs.drain(..) {
-                end(&app, sub, Bytes::from_static(response::LAST_CHUNK));
+                match sub.waiting {
+                    Waiting::Sse(parked) => {
+                        end(
+                            &app,
+                            sub.io,
+                            parked,
+                            Bytes::from_static(response::LAST_CHUNK),
+                        );
+                    }
+                    // Answered at once (204) now that the server is stopping.
+                    Waiting::Poll { head, wait, ex } => {
+                        let task = conn::respond(sub.io, app.clone(), Err((head, wait)), ex);
+                        app.fanout.tasks.spawn(task);
+                    }
+                }
             }
             continue;
         }
@@ -211,8 +227,18 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
         Ok(0) | Err(_) => drop(subs.swap_remove(i)),
         Ok(_) => {
             let sub = subs.swap_remove(i);
-            let task = conn::unpark(sub.io, app.clone(), sub.parked, Bytes::new(), false, false);
-            app.fanout.tasks.spawn(task);
+            match sub.waiting {
+                Waiting::Sse(parked) => {
+                    let task =
+                        conn::unpark(sub.io, app.clone(), parked, Bytes::new(), false, false);
+                    app.fanout.tasks.spawn(task);
+                }
+                // Its own task waits for the answer; the pipelined request is read after it.
+                Waiting::Poll { head, wait, ex } => {
+                    let task = conn::respond(sub.io, app.clone(), Err((head, wait)), ex);
+                    app.fanout.tasks.spawn(task);
+                }
+            }
         }
     }
 }
@@ -259,9 +285,27 @@ impl Round {
         let mut budget = SLICE;
         while i < subs.len() && budget > 0 {
             budget -= 1;
+            let tail = match &mut subs[i].waiting {
+                Waiting::Sse(parked) => &mut parked.tail,
+                Waiting::Poll { head, wait, .. } => {
+                    match poll::try_resolve(head, wait, now) {
+                        Some(answer) => {
+                            let sub = subs.swap_remove(i);
+                            if let Waiting::Poll { ex, .. } = sub.waiting {
+                                let task = conn::respond(sub.io, app.clone(), Ok(answer), ex);
+                                app.fanout.tasks.spawn(task);
+                            }
+                        }
+                        None => {
+                            self.due(wait.deadline());
+                            i += 1;
+                        }
+                    }
+                    continue;
+                }
+            };
             let cache = &mut self.cache;
             let framed = &mut self.framed;
-            let tail = &mut subs[i].parked.tail;
             let shared = tail.render_shared(cache);
             let rendered = &cache[shared].rendered;
             tail.advance(rendered, now);
@@ -291,10 +335,13 @@ impl Round {
             match try_write(&subs[i].io, &frame) {
                 Ok(w) if w == frame.len() => {
                     if last {
-                        end(app, subs.swap_remove(i), Bytes::new());
+                        let sub = subs.swap_remove(i);
+                        if let Waiting::Sse(parked) = sub.waiting {
+                            end(app, sub.io, parked, Bytes::new());
+                        }
                     } else {
                         self.more |= more_here;
-                        self.due(subs[i].parked.tail.deadline());
+                        self.due(subs[i].waiting.deadline());
                         i += 1;
                     }
                 }
@@ -302,9 +349,10 @@ impl Round {
                     // The socket is full: the subscriber goes on on its own task.
                     let pending = frame.slice(w..);
                     let sub = subs.swap_remove(i);
-                    let app = app.clone();
-                    let task = conn::unpark(sub.io, app.clone(), sub.parked, pending, last, true);
-                    app.fanout.tasks.spawn(task);
+                    if let Waiting::Sse(parked) = sub.waiting {
+                        let task = conn::unpark(sub.io, app.clone(), parked, pending, last, true);
+                        app.fanout.tasks.spawn(task);
+                    }
                 }
                 // The client is gone: its connection and slot go with it.
                 Err(_) => drop(subs.swap_remove(i)),
@@ -344,8 +392,7 @@ fn frame(events: &[u8], last: bool) -> Bytes {
 
 /// End a subscriber's response (with `tail` still to write: the last chunk, when not yet
 /// written) and give its connection back to a task of its own.
-fn end(app: &Arc<App>, sub: Sub, tail: Bytes) {
-    let Sub { io, parked } = sub;
+fn end(app: &Arc<App>, io: TcpStream, parked: Parked, tail: Bytes) {
     let keep_alive = parked.keep_alive;
     drop(parked); // the live slot goes now
     let app2 = app.clone();

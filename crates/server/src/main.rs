@@ -51,7 +51,7 @@ Keys (TOML section.key / environment), defaults in brackets:
   limits.max_inflight_per_key      DS_LIMITS__MAX_INFLIGHT_PER_KEY      [1000, 0 = none]
   storage.mode                     DS_STORAGE__MODE    memory|file-fast|file-durable|acid|redb [file-durable]
   storage.data_dir                 DS_STORAGE__DATA_DIR                 [./data/streams]
-  storage.wal_shards               DS_STORAGE__WAL_SHARDS               [0 = min(cores, 8)]
+  storage.wal_shards               DS_STORAGE__WAL_SHARDS               [0 = cores/2, 1 to 8]
   storage.sync_interval_ms         DS_STORAGE__SYNC_INTERVAL_MS         [50]
   storage.max_open_files           DS_STORAGE__MAX_OPEN_FILES           [0 = half the open-files limit]
   tls.cert_path, tls.key_path      DS_TLS__CERT_PATH, DS_TLS__KEY_PATH  [unset: plain HTTP]

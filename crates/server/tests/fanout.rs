@@ -307,8 +307,11 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
     )
     .await;
     create(&s, "hangup").await;
-    let req = "GET /v1/stream/hangup?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n";
-    for round in 0..5 {
+    let sse = "GET /v1/stream/hangup?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n";
+    let poll = "GET /v1/stream/hangup?offset=now&live=long-poll HTTP/1.1\r\nHost: x\r\n\r\n";
+    for round in 0..6 {
+        // SSE and long-poll in turn: a waiting long-poll is parked too.
+        let req = if round % 2 == 0 { sse } else { poll };
         // Subscribe (retrying while the previous subscriber's slot is still held), wait for
         // the first event (the response is then parked), and hang up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -316,9 +319,20 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
             let mut conn = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
             conn.write_all(req.as_bytes()).await.unwrap();
             let mut head = [0u8; 12];
-            conn.read_exact(&mut head).await.unwrap();
-            if &head == b"HTTP/1.1 200" {
-                break conn;
+            if req == poll {
+                // A waiting long-poll has no answer yet; a refused one gets its 429 at once.
+                let read = conn.read_exact(&mut head);
+                if tokio::time::timeout(Duration::from_millis(500), read)
+                    .await
+                    .is_err()
+                {
+                    break conn;
+                }
+            } else {
+                conn.read_exact(&mut head).await.unwrap();
+                if &head == b"HTTP/1.1 200" {
+                    break conn;
+                }
             }
             assert_eq!(&head, b"HTTP/1.1 429", "round {round}");
             assert!(
@@ -327,13 +341,57 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !raw.windows(2).any(|w| w == b"\n\n") {
-            let n = conn.read(&mut chunk).await.unwrap();
-            assert!(n > 0);
-            raw.extend_from_slice(&chunk[..n]);
+        if req == sse {
+            let mut raw = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !raw.windows(2).any(|w| w == b"\n\n") {
+                let n = conn.read(&mut chunk).await.unwrap();
+                assert!(n > 0);
+                raw.extend_from_slice(&chunk[..n]);
+            }
         }
         drop(conn);
+    }
+}
+
+#[tokio::test]
+async fn parked_long_polls_are_answered_and_their_connections_go_on() {
+    let s = Server::start_with(Options::default().long_poll_secs(30)).await;
+    let url = create(&s, "polls").await;
+    const K: usize = 200;
+    let clients: Vec<reqwest::Client> = (0..K)
+        .map(|_| reqwest::Client::builder().build().unwrap())
+        .collect();
+    let mut next = ZERO.to_string();
+    for round in 0..3 {
+        let waits: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let req = c.get(format!("{url}?offset={next}&live=long-poll"));
+                tokio::spawn(async move { req.send().await })
+            })
+            .collect();
+        // Let them all wait (parked), then append once.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let record = format!("round {round};");
+        append(&s, &url, record.clone().into_bytes()).await;
+        let mut offsets = Vec::new();
+        for w in waits {
+            let r = tokio::time::timeout(PROMPT, w)
+                .await
+                .expect("answered promptly")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let offset = r.headers()["stream-next-offset"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(r.headers().contains_key("stream-cursor"));
+            assert_eq!(r.text().await.unwrap(), record);
+            offsets.push(offset);
+        }
+        assert!(offsets.iter().all(|o| *o == offsets[0]));
+        next = offsets[0].clone();
     }
 }

@@ -20,6 +20,7 @@ pub mod transport;
 
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::metrics::{LiveKind, Reason, Route};
+use crate::http::streams::poll::PollWait;
 use crate::http::{ApiError, App};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -29,7 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
-use response::{Exchange, Parked, Written};
+use response::{Exchange, Parked, Waiting, Written};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -136,8 +137,29 @@ pub async fn unpark(
     }
     .await;
     match ending {
-        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, parked),
+        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, Waiting::Sse(parked)),
         Ok(Written::Done { keep_alive }) => resume(io, app, keep_alive).await,
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}
+
+/// Answer on a connection a fan-out hub gave back: `resp`, or (`Err`) the answer of a
+/// waiting long-poll, waited for here; then go on serving the connection.
+pub async fn respond(
+    mut io: tokio::net::TcpStream,
+    app: Arc<App>,
+    resp: Result<Response<ResponseBody>, (http::response::Parts, Box<PollWait>)>,
+    mut ex: Exchange,
+) {
+    let resp = match resp {
+        Ok(resp) => resp,
+        Err((head, wait)) => crate::http::streams::poll::resolve(head, wait).await,
+    };
+    ex.keep_alive &= !app.shutdown.is_cancelled();
+    let mut out = Vec::new();
+    match response::write(&mut io, &mut out, resp, ex).await {
+        Ok(Written::Done { keep_alive }) => resume(io, app, keep_alive).await,
+        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, Waiting::Sse(parked)),
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
 }
@@ -148,8 +170,9 @@ enum Ending {
     ClientLeft,
     /// The server ends it; `linger`: the client may still be sending.
     Closed { linger: bool },
-    /// A live response, caught up: the connection goes to its stream's fan-out hub.
-    Park(Parked),
+    /// A live response caught up, or a long-poll waiting: the connection goes to its stream's
+    /// fan-out hub.
+    Park(Waiting),
 }
 
 /// End a connection from the server's side: shut down the write half (a TLS close_notify,
@@ -307,7 +330,7 @@ where
         };
         let complete = !matches!(body, RequestBody::TooLarge);
         let (resp, handled) = answer(app, &parts, body).await;
-        let ex = Exchange {
+        let mut ex = Exchange {
             head: parts.method == Method::HEAD,
             version: parts.version,
             // At shutdown the answer says the connection closes.
@@ -317,6 +340,18 @@ where
                 && !app.shutdown.is_cancelled()
                 && app.recovering.is_none(),
             park: io.can_park() && buf.is_empty(),
+        };
+        let resp = match resp.into_parts() {
+            (head, ResponseBody::Poll(wait)) => {
+                if ex.park {
+                    // The hub answers when there is an answer; nothing is held here meanwhile.
+                    return Ok(Ending::Park(Waiting::Poll { head, wait, ex }));
+                }
+                let resp = crate::http::streams::poll::resolve(head, wait).await;
+                ex.keep_alive &= !app.shutdown.is_cancelled();
+                resp
+            }
+            (head, body) => Response::from_parts(head, body),
         };
         if matches!(resp.body(), ResponseBody::Stream(_) | ResponseBody::Tail(_)) {
             // A live response may wait for hours: it keeps no read buffer meanwhile. The head
@@ -330,7 +365,7 @@ where
         match response::write(io, &mut out, resp, ex).await? {
             Written::Done { keep_alive: true } => {}
             Written::Done { keep_alive: false } => return Ok(Ending::Closed { linger: true }),
-            Written::Park(parked) => return Ok(Ending::Park(parked)),
+            Written::Park(parked) => return Ok(Ending::Park(Waiting::Sse(parked))),
         }
     }
 }
@@ -466,6 +501,8 @@ where
         async move {
             let (parts, body) = req.into_parts();
             let (resp, _) = answer(&app, &parts, RequestBody::Streamed(body)).await;
+            // A waiting long-poll is waited for on this stream's task.
+            let resp = crate::http::streams::poll::resolve_answer(resp).await;
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

@@ -5,6 +5,7 @@
 
 use super::transport::Transport;
 use crate::http::body::{Pieces, ResponseBody};
+use crate::http::streams::poll::PollWait;
 use crate::http::streams::tail::{SseTail, Step};
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode, Version, header};
@@ -46,6 +47,45 @@ pub enum Written {
 pub struct Parked {
     pub tail: Box<SseTail>,
     pub keep_alive: bool,
+}
+
+/// What a connection parked with a fan-out hub waits for.
+pub enum Waiting {
+    /// The next events of a live SSE response.
+    Sse(Parked),
+    /// The answer of a long-poll: the head of its placeholder answer (the common headers),
+    /// the wait, and how to write the answer.
+    Poll {
+        head: http::response::Parts,
+        wait: Box<PollWait>,
+        ex: Exchange,
+    },
+}
+
+impl Waiting {
+    /// The stream it waits on.
+    pub fn log_id(&self) -> u64 {
+        match self {
+            Waiting::Sse(p) => p.tail.log_id(),
+            Waiting::Poll { wait, .. } => wait.log_id(),
+        }
+    }
+
+    /// A handle on that stream.
+    pub fn handle(&self) -> riffle_engine::LogHandle {
+        match self {
+            Waiting::Sse(p) => p.tail.handle(),
+            Waiting::Poll { wait, .. } => wait.handle(),
+        }
+    }
+
+    /// When its clock is next due.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        match self {
+            Waiting::Sse(p) => p.tail.deadline(),
+            Waiting::Poll { wait, .. } => wait.deadline(),
+        }
+    }
 }
 
 /// How the body goes on the wire.

@@ -2,6 +2,7 @@
 //! the connection as they are (with an exact length), or a stream of frames for SSE.
 
 use super::ApiError;
+use super::streams::poll::PollWait;
 use super::streams::tail::SseTail;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -35,6 +36,10 @@ pub enum ResponseBody {
     /// parks it with the stream's fan-out hub once it is caught up; any other transport polls
     /// it as a stream of frames (it becomes a `Stream` on the first poll).
     Tail(Box<SseTail>),
+    /// The placeholder answer of a long-poll still waiting: the connection parks it or waits
+    /// for its answer ([`super::streams::poll`]) and sends that instead. Never polled as a
+    /// body (it has none).
+    Poll(Box<PollWait>),
 }
 
 impl Body for ResponseBody {
@@ -56,8 +61,8 @@ impl Body for ResponseBody {
         match this {
             ResponseBody::Pieces(p) => Pin::new(p).poll_frame(cx),
             ResponseBody::Stream(s) => Pin::new(s).poll_frame(cx),
-            // Turned into a stream above.
-            ResponseBody::Tail(_) => Poll::Ready(None),
+            // Turned into a stream above; a long-poll's placeholder is never sent.
+            ResponseBody::Tail(_) | ResponseBody::Poll(_) => Poll::Ready(None),
         }
     }
 
@@ -66,6 +71,7 @@ impl Body for ResponseBody {
             ResponseBody::Pieces(p) => p.is_end_stream(),
             ResponseBody::Stream(s) => s.is_end_stream(),
             ResponseBody::Tail(_) => false,
+            ResponseBody::Poll(_) => true,
         }
     }
 
@@ -74,6 +80,7 @@ impl Body for ResponseBody {
             ResponseBody::Pieces(p) => p.size_hint(),
             ResponseBody::Stream(s) => s.size_hint(),
             ResponseBody::Tail(_) => SizeHint::default(),
+            ResponseBody::Poll(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -99,14 +99,20 @@ impl App {
             .route(req, body)
             .await
             .unwrap_or_else(ApiError::into_response);
-        // The response head is ready: a live response's body streams on, unmeasured.
-        self.metrics.request(
-            metrics::Route::of(req.uri.path()),
-            &req.method,
-            resp.status(),
-            resp.extensions().get::<metrics::Reason>().copied(),
-            started.elapsed(),
-        );
+        let route = metrics::Route::of(req.uri.path());
+        if let body::ResponseBody::Poll(wait) = resp.body_mut() {
+            // A waiting long-poll is measured when it is answered.
+            wait.measure(self.metrics.clone(), route, req.method.clone(), started);
+        } else {
+            // The response head is ready: a live response's body streams on, unmeasured.
+            self.metrics.request(
+                route,
+                &req.method,
+                resp.status(),
+                resp.extensions().get::<metrics::Reason>().copied(),
+                started.elapsed(),
+            );
+        }
         let origin = req.headers.get(header::ORIGIN);
         self.common_headers(resp.headers_mut(), origin, req.method == Method::OPTIONS);
         resp
@@ -204,7 +210,7 @@ impl App {
         };
         let path = &*path;
         let cred = self.authorize(req, path)?;
-        let _inflight = cred
+        let inflight = cred
             .as_ref()
             .map(|c| self.inflight.acquire(Some(c)))
             .transpose()?;
@@ -215,7 +221,14 @@ impl App {
             ));
         }
         if path.starts_with(STREAM_PREFIX) {
-            return access::with(cred, streams::handle(self, path, req, body)).await;
+            let mut resp = access::with(cred, streams::handle(self, path, req, body)).await;
+            if let (Ok(r), Some(slot)) = (&mut resp, inflight)
+                && let body::ResponseBody::Poll(wait) = r.body_mut()
+            {
+                // A long-poll still waiting is still a request in flight.
+                wait.hold(slot);
+            }
+            return resp;
         }
         match path {
             "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {

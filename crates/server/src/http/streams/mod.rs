@@ -7,6 +7,7 @@ pub(crate) mod names;
 pub mod offset;
 mod params;
 mod payload;
+pub mod poll;
 mod read;
 mod sse;
 pub mod tail;

@@ -4,6 +4,7 @@ use super::names;
 use super::offset::offset_header;
 use super::params::{Live, ReadQuery, read_query};
 use super::payload::json_array;
+use super::poll::{PollSetup, PollWait};
 use super::{ResponseBody, sse, with_content_type};
 use crate::http::cursor::next_cursor;
 use crate::http::{ApiError, App, body};
@@ -27,8 +28,8 @@ pub async fn get(app: &App, name: &str, req: &Parts) -> Result<Response<Response
     match q.live {
         Live::No => catch_up(&handle, &q, &req.headers),
         Live::LongPoll => {
-            let _slot = app.live_slot(crate::http::metrics::LiveKind::LongPoll)?;
-            long_poll(app, handle, &q, &req.headers).await
+            let slot = app.live_slot(crate::http::metrics::LiveKind::LongPoll)?;
+            long_poll(app, handle, &q, &req.headers, slot)
         }
         Live::Sse => sse::respond(
             app,
@@ -78,67 +79,72 @@ fn respond<C: IntoBody>(
     Ok(resp)
 }
 
-async fn long_poll(
+/// A long-poll: the answer at once if there is data (or the stream is closed), else a
+/// placeholder whose body is the wait ([`super::poll`]).
+fn long_poll(
     app: &App,
-    mut handle: LogHandle,
+    handle: LogHandle,
     q: &ReadQuery,
     headers: &HeaderMap,
+    slot: crate::http::slots::Slot,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let cursor = next_cursor(SystemClock.now_ms(), q.cursor.as_deref());
-    let mut pos = match q.offset.unwrap_or(ReadFrom::Start) {
-        ReadFrom::At(p) => ReadFrom::At(p),
-        ReadFrom::Start => ReadFrom::At(0),
-        ReadFrom::Tail => ReadFrom::At(handle.info().next),
+    let pos = match q.offset.unwrap_or(ReadFrom::Start) {
+        ReadFrom::At(p) => p,
+        ReadFrom::Start => 0,
+        ReadFrom::Tail => handle.info().next,
     };
-    let deadline = tokio::time::Instant::now() + app.config.long_poll_timeout;
-    let expires = crate::http::access::expiry();
-    let deadline = expires.map_or(deadline, |e| deadline.min(e));
-    loop {
-        let batch = handle.read(pos, MAX_READ_BYTES)?;
-        if !batch.is_empty() {
-            let etag = etag(&batch);
-            if if_none_match(headers, &etag) {
-                return Ok(Response::builder()
-                    .status(StatusCode::NOT_MODIFIED)
-                    .header(header::ETAG, etag)
-                    .body(body::empty())
-                    .expect("static headers"));
-            }
-            let cache = cache_control(&batch);
-            let mut resp = data_response(StatusCode::OK, batch, Some(&cursor), cache);
-            resp.headers_mut().insert(header::ETAG, header_value(&etag));
-            return Ok(resp);
-        }
-        if batch.closed {
-            return Ok(data_response(
-                StatusCode::NO_CONTENT,
-                batch,
-                None,
-                "no-store",
-            ));
-        }
-        pos = ReadFrom::At(batch.next);
-        tokio::select! {
-            _ = handle.changed() => continue,
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = app.shutdown.cancelled() => {}
-        }
-        if expires.is_some_and(|e| tokio::time::Instant::now() >= e) {
-            return Err(crate::http::access::expired_error());
-        }
-        // Timed out (or shutting down): tell the client where to poll next.
-        let batch = handle.read(pos, 0)?;
-        if !batch.is_empty() {
-            continue;
-        }
-        let cursor = (!batch.closed).then_some(cursor.as_str());
-        return Ok(data_response(
-            StatusCode::NO_CONTENT,
-            batch,
-            cursor,
-            "no-store",
-        ));
+    let values: Vec<&str> = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let if_none_match = (!values.is_empty()).then(|| values.join(","));
+    let wait = PollWait::new(
+        handle,
+        PollSetup {
+            pos,
+            cursor: next_cursor(SystemClock.now_ms(), q.cursor.as_deref()),
+            if_none_match,
+            timeout: app.config.long_poll_timeout,
+            expires: crate::http::access::expiry(),
+            stop: app.shutdown.clone(),
+            slot,
+        },
+    );
+    match wait.ready(tokio::time::Instant::now()) {
+        Some(answer) => answer,
+        None => Ok(super::poll::placeholder(wait)),
     }
+}
+
+/// The answer of a long-poll that found data, or the stream closed, at its position.
+pub(super) fn long_poll_answer(
+    batch: ReadBatch,
+    cursor: &str,
+    if_none_match: Option<&str>,
+) -> Response<ResponseBody> {
+    if batch.is_empty() {
+        // Closed, nothing more: 204 with the final offset.
+        return data_response(StatusCode::NO_CONTENT, batch, None, "no-store");
+    }
+    let etag = etag(&batch);
+    if if_none_match.is_some_and(|v| matches_etag(v, &etag)) {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(body::empty())
+            .expect("static headers");
+    }
+    let cache = cache_control(&batch);
+    let mut resp = data_response(StatusCode::OK, batch, Some(cursor), cache);
+    resp.headers_mut().insert(header::ETAG, header_value(&etag));
+    resp
+}
+
+/// The answer of a long-poll that timed out (or was ended by shutdown) with nothing new.
+pub(super) fn timeout_answer(batch: ReadBatch, cursor: &str) -> Response<ResponseBody> {
+    let cursor = (!batch.closed).then_some(cursor);
+    data_response(StatusCode::NO_CONTENT, batch, cursor, "no-store")
 }
 
 /// How a read's chunks become a response body.
@@ -222,7 +228,13 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .any(|v| matches_etag(v, etag))
+}
+
+/// Whether an `If-None-Match` value (a comma-separated list) matches `etag`.
+fn matches_etag(value: &str, etag: &str) -> bool {
+    value
+        .split(',')
         .map(str::trim)
         .any(|t| t == etag || t.strip_prefix("W/") == Some(etag) || t == "*")
 }
