@@ -8,7 +8,7 @@
 
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
-use crate::store::{LogFiles, data_path, idx_path};
+use crate::store::LogFiles;
 use crate::topic::queue::{QueueRec, QueueState};
 use crate::topic::record;
 use crate::topic::router::Feed;
@@ -758,7 +758,9 @@ fn finish(
         }
     }
     let mut out = Vec::with_capacity(logs.len());
-    let mut keep = HashSet::new();
+    // Ids, not file names: with a million logs, two million path strings would be a few
+    // hundred MB that recovery allocates only to drop.
+    let mut keep: HashSet<u64> = HashSet::with_capacity(logs.len());
     for (id, mut log) in logs {
         // An `ephemeral` stretch at the end (the topic is `ephemeral` now, so restoring it drops
         // all its records): its records are gone, as empty records at the tail in the index.
@@ -781,8 +783,7 @@ fn finish(
         files
             .truncate(tail, records)
             .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
-        keep.insert(data_path(id));
-        keep.insert(idx_path(id));
+        keep.insert(id);
         out.push(RecoveredLog {
             topic: log.topic,
             meta: log.meta,
@@ -793,13 +794,18 @@ fn finish(
         });
     }
     for name in dir.list("streams").unwrap_or_default() {
-        let path = if name.starts_with("streams/") {
-            name
-        } else {
-            format!("streams/{name}")
-        };
-        if !keep.contains(&path) {
-            let _ = dir.remove(&path);
+        let file = name.strip_prefix("streams/").unwrap_or(&name);
+        let live = file
+            .strip_suffix(".data")
+            .or_else(|| file.strip_suffix(".idx"))
+            // Exactly the names `data_path`/`idx_path` give: 16 lower-case hex digits.
+            .filter(|hex| {
+                hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|id| keep.contains(&id));
+        if !live {
+            let _ = dir.remove(&format!("streams/{file}"));
         }
     }
     Ok(out)

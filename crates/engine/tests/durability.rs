@@ -345,3 +345,43 @@ async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
     assert_eq!(got.len(), (accepted << 20) + 3);
     assert!(got.ends_with(b"xend"));
 }
+
+#[tokio::test]
+async fn recovery_removes_stream_files_no_log_owns_and_keeps_the_rest() {
+    let d = disk();
+    let engine = open(&d, Durability::Disk);
+    engine.create("/kept", spec(None)).await.unwrap();
+    engine.append("/kept", append("kept;", None)).await.unwrap();
+    engine.close().expect("clean shutdown");
+    drop(engine);
+    // Strays: files of a log id nobody has, names that only look like a log's, and junk.
+    let dir = d.dir();
+    let live: Vec<String> = dir.list("streams").unwrap();
+    assert_eq!(live.len(), 2, "{live:?}");
+    let strays = [
+        "streams/00000000deadbeef.data",
+        "streams/00000000deadbeef.idx",
+        "streams/junk",
+        "streams/000000000000001.data",
+        "streams/0000000000000001.data.old",
+    ];
+    for s in strays {
+        dir.open(s, true).unwrap().write_all_at(b"x", 0).unwrap();
+    }
+
+    let engine = open(&d, Durability::Disk);
+    let mut left: Vec<String> = dir
+        .list("streams")
+        .unwrap()
+        .into_iter()
+        .map(|n| n.rsplit('/').next().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut want: Vec<String> = live
+        .iter()
+        .map(|n| n.rsplit('/').next().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(left, want, "only the live log's files remain");
+    assert_eq!(read_all(&engine, "/kept"), b"kept;");
+}
