@@ -25,6 +25,26 @@ async fn create(s: &Server, name: &str) -> String {
     url
 }
 
+/// An SSE subscriber of `url` from its start, on a connection of its own (reqwest would share
+/// one for sequential requests), after its first (control) event at offset zero.
+async fn subscribe(url: &str) -> (reqwest::Client, SseReader) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{url}?offset=-1&live=sse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut sse = SseReader::new(r);
+    let first = sse.expect(PROMPT).await;
+    assert_eq!(first.event, "control");
+    assert_eq!(first.json()["streamNextOffset"], ZERO);
+    (client, sse)
+}
+
 async fn append(s: &Server, url: &str, body: Vec<u8>) {
     let r = s
         .client
@@ -69,22 +89,7 @@ async fn every_parked_subscriber_gets_every_append_in_order() {
     const K: usize = 600;
     let mut readers = Vec::new();
     for _ in 0..K {
-        // Each on its own connection (reqwest would share one for sequential requests).
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let r = client
-            .get(format!("{url}?offset=-1&live=sse"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let mut sse = SseReader::new(r);
-        let first = sse.expect(PROMPT).await;
-        assert_eq!(first.event, "control");
-        assert_eq!(first.json()["streamNextOffset"], ZERO);
-        readers.push((client, sse));
+        readers.push(subscribe(&url).await);
     }
     let mut want = Vec::new();
     for i in 0..20 {
@@ -276,18 +281,7 @@ async fn deleting_the_stream_ends_parked_responses() {
     let url = create(&s, "gone").await;
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let r = client
-            .get(format!("{url}?offset=-1&live=sse"))
-            .send()
-            .await
-            .unwrap();
-        let mut sse = SseReader::new(r);
-        assert_eq!(sse.expect(PROMPT).await.event, "control");
-        readers.push((client, sse));
+        readers.push(subscribe(&url).await);
     }
     let r = s.client.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 204);
