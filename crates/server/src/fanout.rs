@@ -1,22 +1,28 @@
-//! Fan-out hubs: live SSE responses on plain HTTP/1.1 connections, parked while they wait.
+//! Fan-out hubs: live SSE responses and waiting long-polls on plain HTTP/1.1 connections,
+//! parked while they wait.
 //!
 //! A subscriber that has caught up with its stream does not keep a task of its own: its
-//! connection hands the socket and the response's state ([`SseTail`](crate::http::streams::tail::SseTail)) to the stream's hub
-//! and its task ends. A hub is one task per stream that has parked subscribers. When the
-//! stream changes it renders the new events once for all subscribers at the same position
-//! (and with the same client cursor), and writes them to each socket without waiting
-//! (`try_write_vectored`: chunk size line, the shared events, CRLF; no copy per subscriber).
-//! It also keeps their clocks: keep-alive events, the reconnect interval, the credential's
-//! expiry, shutdown.
+//! connection hands the socket and the response's state
+//! ([`SseTail`](crate::http::streams::tail::SseTail)) to a hub of the stream and its task
+//! ends; a long-poll with nothing to return yet does the same with its
+//! [`PollWait`](crate::http::streams::poll::PollWait). A hub is a task serving up to
+//! 512 parked subscribers of one stream. When the stream changes it renders the
+//! new events once for all subscribers at the same position (and with the same client
+//! cursor), frames them as one chunk once, and writes that buffer to each socket without
+//! waiting, 64 subscribers at a time. It also keeps their clocks (keep-alive events,
+//! the reconnect interval, the credential's expiry, long-poll timeouts, shutdown), and
+//! notices a client that hangs up at once (its socket turns readable).
 //!
 //! A subscriber whose socket cannot take an event whole at once is handed back to a task of
 //! its own with the rest of that event ([`conn::unpark`]): a slow client is backpressured by
 //! its own socket, holds at most one event beyond what the kernel buffers, and never delays
 //! the others; it parks again once it has caught up. A response that ends (reconnect
-//! interval, stream closed or deleted, expiry, shutdown) gets its last chunk, and the
-//! connection goes back to serving requests ([`conn::resume`]).
+//! interval, stream closed or deleted, expiry, shutdown) gets its last chunk, a long-poll its
+//! answer, and the connection goes back to serving requests ([`conn::resume`],
+//! [`conn::respond`]).
 //!
-//! A parked subscriber costs its socket and this state: no task, no timer, no buffer.
+//! A parked subscriber costs its socket's registration and its state: no task, no timer, no
+//! buffer.
 
 use crate::conn::{self, response};
 use crate::http::App;
@@ -153,7 +159,12 @@ async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
                     }
                     // Answered at once (204) now that the server is stopping.
                     Waiting::Poll { head, wait, ex } => {
-                        let task = conn::respond(sub.io, app.clone(), Err((head, wait)), ex);
+                        let task = conn::respond(
+                            sub.io,
+                            app.clone(),
+                            conn::Answer::Pending { head, wait },
+                            ex,
+                        );
                         app.fanout.tasks.spawn(task);
                     }
                 }
@@ -235,7 +246,12 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
                 }
                 // Its own task waits for the answer; the pipelined request is read after it.
                 Waiting::Poll { head, wait, ex } => {
-                    let task = conn::respond(sub.io, app.clone(), Err((head, wait)), ex);
+                    let task = conn::respond(
+                        sub.io,
+                        app.clone(),
+                        conn::Answer::Pending { head, wait },
+                        ex,
+                    );
                     app.fanout.tasks.spawn(task);
                 }
             }
@@ -292,7 +308,12 @@ impl Round {
                         Some(answer) => {
                             let sub = subs.swap_remove(i);
                             if let Waiting::Poll { ex, .. } = sub.waiting {
-                                let task = conn::respond(sub.io, app.clone(), Ok(answer), ex);
+                                let task = conn::respond(
+                                    sub.io,
+                                    app.clone(),
+                                    conn::Answer::Ready(answer),
+                                    ex,
+                                );
                                 app.fanout.tasks.spawn(task);
                             }
                         }

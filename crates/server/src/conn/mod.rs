@@ -143,17 +143,27 @@ pub async fn unpark(
     }
 }
 
-/// Answer on a connection a fan-out hub gave back: `resp`, or (`Err`) the answer of a
-/// waiting long-poll, waited for here; then go on serving the connection.
+/// A long-poll's answer as a fan-out hub hands it back.
+pub enum Answer {
+    Ready(Response<ResponseBody>),
+    /// Not decided yet: the head of the placeholder answer and the wait.
+    Pending {
+        head: http::response::Parts,
+        wait: Box<PollWait>,
+    },
+}
+
+/// Answer on a connection a fan-out hub gave back (a pending answer is waited for here), then
+/// go on serving the connection.
 pub async fn respond(
     mut io: tokio::net::TcpStream,
     app: Arc<App>,
-    resp: Result<Response<ResponseBody>, (http::response::Parts, Box<PollWait>)>,
+    answer: Answer,
     mut ex: Exchange,
 ) {
-    let resp = match resp {
-        Ok(resp) => resp,
-        Err((head, wait)) => crate::http::streams::poll::resolve(head, wait).await,
+    let resp = match answer {
+        Answer::Ready(resp) => resp,
+        Answer::Pending { head, wait } => crate::http::streams::poll::resolve(head, wait).await,
     };
     ex.keep_alive &= !app.shutdown.is_cancelled();
     let mut out = Vec::new();
