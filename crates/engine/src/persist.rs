@@ -8,7 +8,7 @@
 
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
-use crate::store::LogFiles;
+use crate::store::{LogFiles, data_path, idx_path};
 use crate::topic::queue::{QueueRec, QueueState};
 use crate::topic::record;
 use crate::topic::router::Feed;
@@ -773,6 +773,25 @@ fn finish(
             _ => None,
         };
         let (tail, records) = (log.writer.tail, log.writer.records);
+        let base = log.meta.fork.as_ref().map_or(0, |f| f.upto);
+        if log.files.is_none() && lost.is_none() {
+            // Untouched by replay: when both files already have exactly the recovered lengths
+            // there is nothing to cut, and no need to open them (with a million logs, opening
+            // and truncating two files each is most of a restart).
+            let exact = |path: String, len: u64| dir.size(&path).is_ok_and(|s| s == Some(len));
+            if exact(data_path(id), tail - base) && exact(idx_path(id), records * 8) {
+                keep.insert(id);
+                out.push(RecoveredLog {
+                    files: LogFiles::existing(cache, id, base),
+                    topic: log.topic,
+                    meta: log.meta,
+                    writer: log.writer,
+                    deleted: log.deleted,
+                    dirty: log.dirty,
+                });
+                continue;
+            }
+        }
         let files = log.files(cache).map_err(OpenError::Replay)?.clone();
         if let Some((from, to)) = lost {
             let filler = vec![tail; (to - from) as usize];

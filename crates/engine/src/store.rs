@@ -50,6 +50,16 @@ impl LogFiles {
         })
     }
 
+    /// The files of log `id`, known to exist (recovery found them at their lengths): not
+    /// opened until used.
+    pub fn existing(cache: &Arc<FileCache>, id: u64, base: u64) -> Self {
+        Self {
+            cache: cache.clone(),
+            id,
+            base,
+        }
+    }
+
     fn data(&self) -> io::Result<Arc<dyn DirFile>> {
         self.cache.open(FileKey::data(self.id), false)
     }

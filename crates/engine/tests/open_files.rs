@@ -242,3 +242,54 @@ async fn concurrent_appends_and_reads_over_a_small_cache() {
     }
     assert!(d.peak() <= MOST_OPEN);
 }
+
+#[tokio::test]
+async fn a_clean_restart_opens_no_stream_file_until_it_is_used() {
+    let d = counting();
+    let engine = open(&d);
+    for i in 0..20 {
+        let name = format!("/s{i}");
+        engine.create(&name, spec(None)).await.unwrap();
+        engine
+            .append(&name, append(format!("data {i};")))
+            .await
+            .unwrap();
+    }
+    engine.close().expect("clean shutdown");
+    drop(engine);
+
+    // Every log's files have their recorded lengths: recovery checks their sizes and opens
+    // none of them.
+    let before = d.opens();
+    let engine = open(&d);
+    assert_eq!(d.opens(), before, "recovery opened stream files");
+    for i in 0..20 {
+        assert_eq!(
+            read_all(&engine, &format!("/s{i}")),
+            format!("data {i};").as_bytes()
+        );
+    }
+    assert!(d.opens() > before, "reads open the files they need");
+    drop(engine);
+
+    // A data file longer than its log's records (bytes no record covers, as a power loss can
+    // leave) is opened and cut back.
+    let path = d
+        .mem
+        .list("streams")
+        .unwrap()
+        .into_iter()
+        .find(|p| p.ends_with(".data"))
+        .expect("a data file");
+    let f = d.mem.open(&path, false).unwrap();
+    let len = f.len().unwrap();
+    f.write_all_at(b"junk", len).unwrap();
+    let engine = open(&d);
+    assert_eq!(d.mem.open(&path, false).unwrap().len().unwrap(), len);
+    for i in 0..20 {
+        assert_eq!(
+            read_all(&engine, &format!("/s{i}")),
+            format!("data {i};").as_bytes()
+        );
+    }
+}

@@ -108,6 +108,10 @@ impl Dir for CountingDir {
     fn exists(&self, path: &str) -> bool {
         self.inner.exists(path)
     }
+    fn size(&self, path: &str) -> io::Result<Option<u64>> {
+        // No handle is left open: not counted.
+        self.inner.size(path)
+    }
     fn remove(&self, path: &str) -> io::Result<()> {
         self.inner.remove(path)
     }

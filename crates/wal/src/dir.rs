@@ -22,6 +22,15 @@ pub trait Dir: Send + Sync + 'static {
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
     /// Make creations, renames and removals inside `dir` durable.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// The length of a file, `None` if it does not exist. Without opening it where the
+    /// directory can (recovery asks this of every stream file).
+    fn size(&self, path: &str) -> io::Result<Option<u64>> {
+        match self.open(path, false) {
+            Ok(f) => f.len().map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// An open file with positional I/O.
@@ -184,6 +193,13 @@ impl Dir for FsDir {
     fn exists(&self, path: &str) -> bool {
         self.path(path).exists()
     }
+    fn size(&self, path: &str) -> io::Result<Option<u64>> {
+        match std::fs::metadata(self.path(path)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     fn remove(&self, path: &str) -> io::Result<()> {
         std::fs::remove_file(self.path(path))
     }
@@ -322,6 +338,10 @@ impl Dir for MemDir {
     }
     fn exists(&self, path: &str) -> bool {
         self.state.lock().files.contains_key(path)
+    }
+    fn size(&self, path: &str) -> io::Result<Option<u64>> {
+        let st = self.state.lock();
+        Ok(st.files.get(path).map(|f| f.lock().data.len() as u64))
     }
     fn remove(&self, path: &str) -> io::Result<()> {
         match self.state.lock().files.remove(path) {
@@ -569,6 +589,10 @@ impl Dir for FaultDir {
     }
     fn exists(&self, path: &str) -> bool {
         self.inner.exists(path)
+    }
+    fn size(&self, path: &str) -> io::Result<Option<u64>> {
+        self.plan.alive()?;
+        self.inner.size(path)
     }
     fn remove(&self, path: &str) -> io::Result<()> {
         self.plan.alive()?;
