@@ -158,15 +158,7 @@ async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
                         );
                     }
                     // Answered at once (204) now that the server is stopping.
-                    Waiting::Poll { head, wait, ex } => {
-                        let task = conn::respond(
-                            sub.io,
-                            app.clone(),
-                            conn::Answer::Pending { head, wait },
-                            ex,
-                        );
-                        app.fanout.tasks.spawn(task);
-                    }
+                    Waiting::Poll { head, wait, ex } => give_back(&app, sub.io, head, wait, ex),
                 }
             }
             continue;
@@ -245,15 +237,7 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
                     app.fanout.tasks.spawn(task);
                 }
                 // Its own task waits for the answer; the pipelined request is read after it.
-                Waiting::Poll { head, wait, ex } => {
-                    let task = conn::respond(
-                        sub.io,
-                        app.clone(),
-                        conn::Answer::Pending { head, wait },
-                        ex,
-                    );
-                    app.fanout.tasks.spawn(task);
-                }
+                Waiting::Poll { head, wait, ex } => give_back(app, sub.io, head, wait, ex),
             }
         }
     }
@@ -409,6 +393,19 @@ fn frame(events: &[u8], last: bool) -> Bytes {
         out.extend_from_slice(response::LAST_CHUNK);
     }
     out.freeze()
+}
+
+/// Give a waiting long-poll back to a task of its own, which waits for its answer, writes it
+/// and serves the connection on.
+fn give_back(
+    app: &Arc<App>,
+    io: TcpStream,
+    head: http::response::Parts,
+    wait: Box<poll::PollWait>,
+    ex: response::Exchange,
+) {
+    let task = conn::respond(io, app.clone(), conn::Answer::Pending { head, wait }, ex);
+    app.fanout.tasks.spawn(task);
 }
 
 /// End a subscriber's response (with `tail` still to write: the last chunk, when not yet
