@@ -123,10 +123,23 @@ struct Replaying {
 }
 
 impl Replaying {
+    /// The stream position its files start at (a fork's files hold only its own bytes).
+    fn base(&self) -> u64 {
+        self.meta.fork.as_ref().map_or(0, |f| f.upto)
+    }
+
+    /// Whether both its files exist with exactly its recovered lengths (checked without
+    /// opening them).
+    fn files_at_lengths(&self, dir: &dyn Dir) -> bool {
+        let id = self.meta.id;
+        let exact = |path: String, len: u64| dir.size(&path).is_ok_and(|s| s == Some(len));
+        exact(data_path(id), self.writer.tail - self.base())
+            && exact(idx_path(id), self.writer.records * 8)
+    }
+
     fn files(&mut self, cache: &Arc<FileCache>) -> Result<&LogFiles, String> {
         if self.files.is_none() {
-            let base = self.meta.fork.as_ref().map_or(0, |f| f.upto);
-            let f = LogFiles::open(cache, self.meta.id, base)
+            let f = LogFiles::open(cache, self.meta.id, self.base())
                 .map_err(|e| format!("cannot open files of log {:x}: {e}", self.meta.id))?;
             self.files = Some(f);
         }
@@ -758,9 +771,6 @@ fn finish(
         }
     }
     let mut out = Vec::with_capacity(logs.len());
-    // Ids, not file names: with a million logs, two million path strings would be a few
-    // hundred MB that recovery allocates only to drop.
-    let mut keep: HashSet<u64> = HashSet::with_capacity(logs.len());
     for (id, mut log) in logs {
         // An `ephemeral` stretch at the end (the topic is `ephemeral` now, so restoring it drops
         // all its records): its records are gone, as empty records at the tail in the index.
@@ -773,36 +783,23 @@ fn finish(
             _ => None,
         };
         let (tail, records) = (log.writer.tail, log.writer.records);
-        let base = log.meta.fork.as_ref().map_or(0, |f| f.upto);
-        if log.files.is_none() && lost.is_none() {
-            // Untouched by replay: when both files already have exactly the recovered lengths
-            // there is nothing to cut, and no need to open them (with a million logs, opening
-            // and truncating two files each is most of a restart).
-            let exact = |path: String, len: u64| dir.size(&path).is_ok_and(|s| s == Some(len));
-            if exact(data_path(id), tail - base) && exact(idx_path(id), records * 8) {
-                keep.insert(id);
-                out.push(RecoveredLog {
-                    files: LogFiles::existing(cache, id, base),
-                    topic: log.topic,
-                    meta: log.meta,
-                    writer: log.writer,
-                    deleted: log.deleted,
-                    dirty: log.dirty,
-                });
-                continue;
+        let files = if log.files.is_none() && lost.is_none() && log.files_at_lengths(dir) {
+            // Untouched by replay and nothing to cut: not opened (with a million logs,
+            // opening and truncating two files each is most of a restart).
+            LogFiles::existing(cache, id, log.base())
+        } else {
+            let files = log.files(cache).map_err(OpenError::Replay)?.clone();
+            if let Some((from, to)) = lost {
+                let filler = vec![tail; (to - from) as usize];
+                files
+                    .write_records(from - 1, tail, &[], &filler)
+                    .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
             }
-        }
-        let files = log.files(cache).map_err(OpenError::Replay)?.clone();
-        if let Some((from, to)) = lost {
-            let filler = vec![tail; (to - from) as usize];
             files
-                .write_records(from - 1, tail, &[], &filler)
+                .truncate(tail, records)
                 .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
-        }
-        files
-            .truncate(tail, records)
-            .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
-        keep.insert(id);
+            files
+        };
         out.push(RecoveredLog {
             topic: log.topic,
             meta: log.meta,
@@ -812,6 +809,9 @@ fn finish(
             dirty: log.dirty,
         });
     }
+    // Ids, not file names: with a million logs, two million path strings would be a few
+    // hundred MB that recovery allocates only to drop.
+    let keep: HashSet<u64> = out.iter().map(|l| l.meta.id).collect();
     for name in dir.list("streams").unwrap_or_default() {
         let file = name.strip_prefix("streams/").unwrap_or(&name);
         let live = file
