@@ -546,6 +546,11 @@ impl LogHandle {
         self.log.info()
     }
 
+    /// The incarnation's id ([`LogInfo::id`]), without taking the log's lock.
+    pub fn id(&self) -> u64 {
+        self.log.config.id
+    }
+
     /// Read from `from` towards the tail, gathering about `max_bytes` (whole records; at least
     /// one record if any is available).
     pub fn read(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch> {

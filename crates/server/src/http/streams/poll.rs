@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 pub struct PollWait {
     handle: LogHandle,
-    id: u64,
     pos: u64,
     /// The `Stream-Cursor` of the answer (decided when the request came).
     cursor: String,
@@ -54,7 +53,6 @@ impl PollWait {
     pub fn new(handle: LogHandle, s: PollSetup) -> Self {
         let deadline = Instant::now() + s.timeout;
         PollWait {
-            id: handle.info().id,
             handle,
             pos: s.pos,
             cursor: s.cursor,
@@ -70,7 +68,7 @@ impl PollWait {
 
     /// The stream's incarnation.
     pub fn log_id(&self) -> u64 {
-        self.id
+        self.handle.id()
     }
 
     /// A handle on the stream, for a hub to wait on.

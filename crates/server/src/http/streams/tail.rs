@@ -51,7 +51,6 @@ pub struct Shared {
 
 pub struct SseTail {
     handle: LogHandle,
-    id: u64,
     pos: u64,
     binary: bool,
     /// The cursor the client echoed, if any (the next cursor must be ahead of it).
@@ -84,7 +83,6 @@ impl SseTail {
     pub fn new(handle: LogHandle, s: TailSetup) -> Self {
         let now = Instant::now();
         SseTail {
-            id: handle.info().id,
             handle,
             pos: s.pos,
             binary: s.binary,
@@ -101,7 +99,7 @@ impl SseTail {
 
     /// The stream's incarnation (a re-created stream has another).
     pub fn log_id(&self) -> u64 {
-        self.id
+        self.handle.id()
     }
 
     /// A handle on the stream, for a hub to wait on.
