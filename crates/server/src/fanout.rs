@@ -28,7 +28,7 @@ use crate::conn::{self, response};
 use crate::http::App;
 use crate::http::streams::poll;
 use crate::http::streams::tail::{Shared, Step};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use response::{Parked, Waiting};
 use riffle_engine::LogHandle;
@@ -76,11 +76,6 @@ impl Fanout {
         }
     }
 
-    /// Hubs running now.
-    pub fn hubs(&self) -> usize {
-        self.hubs.lock().values().map(Vec::len).sum()
-    }
-
     /// A hub of `id` now holds `held` subscribers. With none, and nothing arrived, the hub is
     /// removed (true: it ends).
     fn settle(&self, id: u64, inbox: &Arc<Inbox>, held: usize) -> bool {
@@ -105,7 +100,6 @@ impl Fanout {
 /// hub.
 pub fn park(app: &Arc<App>, io: TcpStream, waiting: Waiting) {
     let id = waiting.log_id();
-    let handle = waiting.handle();
     let fanout = &app.fanout;
     let mut hubs = fanout.hubs.lock();
     let list = hubs.entry(id).or_default();
@@ -116,9 +110,8 @@ pub fn park(app: &Arc<App>, io: TcpStream, waiting: Waiting) {
         Some(inbox) => inbox.clone(),
         None => {
             let inbox = Arc::new(Inbox::default());
-            fanout
-                .tasks
-                .spawn(run(app.clone(), id, inbox.clone(), handle));
+            let hub = run(app.clone(), inbox.clone(), waiting.handle());
+            fanout.tasks.spawn(hub);
             list.push(inbox.clone());
             inbox
         }
@@ -131,7 +124,8 @@ pub fn park(app: &Arc<App>, io: TcpStream, waiting: Waiting) {
 
 /// A hub: until no subscriber is left, deliver what is due and wait for the stream to
 /// change, a subscriber to arrive, the next subscriber's clock, or shutdown.
-async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
+async fn run(app: Arc<App>, inbox: Arc<Inbox>, mut handle: LogHandle) {
+    let id = handle.id();
     let mut subs: Vec<Sub> = Vec::new();
     let mut round = Round::default();
     let mut held = usize::MAX;
@@ -150,15 +144,13 @@ async fn run(app: Arc<App>, id: u64, inbox: Arc<Inbox>, mut handle: LogHandle) {
             for sub in subs.drain(..) {
                 match sub.waiting {
                     Waiting::Sse(parked) => {
-                        end(
-                            &app,
-                            sub.io,
-                            parked,
-                            Bytes::from_static(response::LAST_CHUNK),
-                        );
+                        let last = Bytes::from_static(response::LAST_CHUNK);
+                        give_back_sse(&app, sub.io, parked, last, true, false);
                     }
                     // Answered at once (204) now that the server is stopping.
-                    Waiting::Poll { head, wait, ex } => give_back(&app, sub.io, head, wait, ex),
+                    Waiting::Poll { head, wait, ex } => {
+                        give_back_poll(&app, sub.io, head, wait, ex)
+                    }
                 }
             }
             continue;
@@ -232,12 +224,10 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
             let sub = subs.swap_remove(i);
             match sub.waiting {
                 Waiting::Sse(parked) => {
-                    let task =
-                        conn::unpark(sub.io, app.clone(), parked, Bytes::new(), false, false);
-                    app.fanout.tasks.spawn(task);
+                    give_back_sse(app, sub.io, parked, Bytes::new(), false, false);
                 }
                 // Its own task waits for the answer; the pipelined request is read after it.
-                Waiting::Poll { head, wait, ex } => give_back(app, sub.io, head, wait, ex),
+                Waiting::Poll { head, wait, ex } => give_back_poll(app, sub.io, head, wait, ex),
             }
         }
     }
@@ -342,7 +332,7 @@ impl Round {
                     if last {
                         let sub = subs.swap_remove(i);
                         if let Waiting::Sse(parked) = sub.waiting {
-                            end(app, sub.io, parked, Bytes::new());
+                            give_back_sse(app, sub.io, parked, Bytes::new(), true, false);
                         }
                     } else {
                         self.more |= more_here;
@@ -355,8 +345,7 @@ impl Round {
                     let pending = frame.slice(w..);
                     let sub = subs.swap_remove(i);
                     if let Waiting::Sse(parked) = sub.waiting {
-                        let task = conn::unpark(sub.io, app.clone(), parked, pending, last, true);
-                        app.fanout.tasks.spawn(task);
+                        give_back_sse(app, sub.io, parked, pending, last, true);
                     }
                 }
                 // The client is gone: its connection and slot go with it.
@@ -382,22 +371,17 @@ fn try_write(io: &TcpStream, frame: &[u8]) -> io::Result<usize> {
 
 /// `events` as a chunk of a chunked body, followed by the body's end if `last`.
 fn frame(events: &[u8], last: bool) -> Bytes {
-    let mut out = BytesMut::with_capacity(events.len() + 32);
-    if !events.is_empty() {
-        let (head, n) = response::chunk_head(events.len());
-        out.extend_from_slice(&head[..n]);
-        out.extend_from_slice(events);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::with_capacity(events.len() + 32);
+    response::push_chunk(&mut out, events);
     if last {
         out.extend_from_slice(response::LAST_CHUNK);
     }
-    out.freeze()
+    Bytes::from(out)
 }
 
 /// Give a waiting long-poll back to a task of its own, which waits for its answer, writes it
 /// and serves the connection on.
-fn give_back(
+fn give_back_poll(
     app: &Arc<App>,
     io: TcpStream,
     head: http::response::Parts,
@@ -408,19 +392,19 @@ fn give_back(
     app.fanout.tasks.spawn(task);
 }
 
-/// End a subscriber's response (with `tail` still to write: the last chunk, when not yet
-/// written) and give its connection back to a task of its own.
-fn end(app: &Arc<App>, io: TcpStream, parked: Parked, tail: Bytes) {
-    let keep_alive = parked.keep_alive;
-    drop(parked); // the live slot goes now
-    let app2 = app.clone();
-    app.fanout.tasks.spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let mut io = io;
-        if io.write_all(&tail).await.is_ok() {
-            conn::resume(io, app2, keep_alive).await;
-        }
-    });
+/// Give a parked SSE response back to a task of its own ([`conn::unpark`]), which writes
+/// `pending` (the rest of an event, or the body's end) and then ends the response (`last`) or
+/// goes on with it, parking it again once caught up if `repark`.
+fn give_back_sse(
+    app: &Arc<App>,
+    io: TcpStream,
+    parked: Parked,
+    pending: Bytes,
+    last: bool,
+    repark: bool,
+) {
+    let task = conn::unpark(io, app.clone(), parked, pending, last, repark);
+    app.fanout.tasks.spawn(task);
 }
 
 #[cfg(test)]

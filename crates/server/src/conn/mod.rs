@@ -108,10 +108,11 @@ pub async fn resume(mut io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bo
     finish(io, app, ending).await;
 }
 
-/// Take back a live response from a fan-out hub whose subscriber could not take an event
-/// at once: write the rest of it (`pending`, framed) on this connection's own task, so a
-/// slow client holds up only itself; then go on as the response did, parking again once it
-/// has caught up (unless not `repark`: it has a request pipelined behind it).
+/// Take back a live response from a fan-out hub: write `pending` (framed: the rest of an
+/// event its subscriber could not take at once, so a slow client holds up only itself, or
+/// the body's end) on this connection's own task; then end the response (`last`) and serve
+/// the connection on, or go on with it, parking again once it has caught up (unless not
+/// `repark`: a request is pipelined behind it).
 pub async fn unpark(
     mut io: tokio::net::TcpStream,
     app: Arc<App>,
@@ -121,12 +122,14 @@ pub async fn unpark(
     repark: bool,
 ) {
     let Parked { tail, keep_alive } = parked;
+    // A response that ends gives its live slot back at once.
+    let tail = (!last).then_some(tail);
     let ending: std::io::Result<Written> = async {
         io.write_all(&pending).await?;
         drop(pending);
-        if last {
+        let Some(tail) = tail else {
             return Ok(Written::Done { keep_alive });
-        }
+        };
         let mut out = Vec::new();
         Ok(
             match response::write_tail(&mut io, &mut out, tail, repark).await? {

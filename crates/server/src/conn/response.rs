@@ -177,7 +177,7 @@ pub async fn write<W: Transport>(
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The size line of a chunk of `len` bytes: hex digits and CRLF.
-pub fn chunk_head(len: usize) -> ([u8; 18], usize) {
+fn chunk_head(len: usize) -> ([u8; 18], usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut head = [0u8; 18];
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
@@ -189,7 +189,7 @@ pub fn chunk_head(len: usize) -> ([u8; 18], usize) {
 }
 
 /// Append `data` as one chunk (nothing for no data: an empty chunk would end the body).
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
@@ -225,15 +225,7 @@ pub async fn write_tail<W: AsyncWrite + Unpin>(
         };
         match step {
             Step::Idle => {}
-            Step::Events(b) => {
-                push_chunk(out, &b);
-                io.write_all(out).await?;
-                io.flush().await?;
-                out.clear();
-                if out.capacity() > COALESCE_BYTES * 4 {
-                    *out = Vec::new();
-                }
-            }
+            Step::Events(b) => send_frame(io, out, &b, true).await?,
             Step::Last(b) => {
                 push_chunk(out, &b);
                 out.extend_from_slice(LAST_CHUNK);
@@ -304,23 +296,35 @@ async fn write_streamed<W: AsyncWrite + Unpin>(
         if data.is_empty() {
             continue; // as a chunk, it would end the body
         }
-        if chunked {
-            push_chunk(out, &data);
-        } else {
-            out.extend_from_slice(&data);
-        }
-        io.write_all(out).await?;
-        io.flush().await?;
-        out.clear();
-        if out.capacity() > COALESCE_BYTES * 4 {
-            // A large catch-up event must not stay allocated for the life of a live response.
-            *out = Vec::new();
-        }
+        send_frame(io, out, &data, chunked).await?;
     }
     if chunked {
         out.extend_from_slice(LAST_CHUNK);
     }
     io.write_all(out).await
+}
+
+/// Send `data` now, as a chunk or raw, after what `out` holds (the head, before the first
+/// frame); `out` is left empty.
+async fn send_frame<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+    data: &[u8],
+    chunked: bool,
+) -> std::io::Result<()> {
+    if chunked {
+        push_chunk(out, data);
+    } else {
+        out.extend_from_slice(data);
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    out.clear();
+    if out.capacity() > COALESCE_BYTES * 4 {
+        // A large catch-up event must not stay allocated for the life of a live response.
+        *out = Vec::new();
+    }
+    Ok(())
 }
 
 /// Write `head` and then `chunks`, gathered into as few writes as the socket takes.
