@@ -524,48 +524,32 @@ pub async fn check_timed_writes(target: &Target, name: &str, start: u64, w: &Wri
     v
 }
 
-/// Starts one subscriber that tails topic `name` from seq `start` (records of `bytes` bytes),
-/// signals `connected` once subscribed and stops after `stop` records: an `async fn` of that
-/// shape (the SSE watch session, the WebSocket client).
+/// What one subscriber of a topic fan-out is given: tail topic `name` from seq `start`
+/// (records of `record_bytes` bytes), signal `connected` once subscribed, stop after `stop`
+/// records.
+pub struct TailStart {
+    pub target: Target,
+    pub name: String,
+    pub start: u64,
+    pub record_bytes: u64,
+    pub dec: super::live::Decoder,
+    pub stop: tokio::sync::watch::Receiver<u64>,
+    pub connected: super::live::Connected,
+}
+
+/// Starts one subscriber: an `async fn(TailStart) -> Tail` (the SSE watch session, the
+/// WebSocket client).
 pub trait Subscriber: Clone {
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        target: Target,
-        name: String,
-        start: u64,
-        bytes: u64,
-        dec: super::live::Decoder,
-        stop: tokio::sync::watch::Receiver<u64>,
-        connected: super::live::Connected,
-    ) -> JoinHandle<super::live::Tail>;
+    fn start(&self, s: TailStart) -> JoinHandle<super::live::Tail>;
 }
 
 impl<S, F> Subscriber for S
 where
-    S: Fn(
-            Target,
-            String,
-            u64,
-            u64,
-            super::live::Decoder,
-            tokio::sync::watch::Receiver<u64>,
-            super::live::Connected,
-        ) -> F
-        + Clone,
+    S: Fn(TailStart) -> F + Clone,
     F: Future<Output = super::live::Tail> + Send + 'static,
 {
-    fn start(
-        &self,
-        target: Target,
-        name: String,
-        start: u64,
-        bytes: u64,
-        dec: super::live::Decoder,
-        stop: tokio::sync::watch::Receiver<u64>,
-        connected: super::live::Connected,
-    ) -> JoinHandle<super::live::Tail> {
-        tokio::spawn(self(target, name, start, bytes, dec, stop, connected))
+    fn start(&self, s: TailStart) -> JoinHandle<super::live::Tail> {
+        tokio::spawn(self(s))
     }
 }
 
@@ -587,9 +571,15 @@ impl<S: Subscriber> super::fanout::Feed for TailFeed<S> {
         stop: tokio::sync::watch::Receiver<u64>,
         connected: super::live::Connected,
     ) -> JoinHandle<super::live::Tail> {
-        let (target, name) = (self.target.clone(), self.name.clone());
-        let bytes = self.size as u64;
-        (self.subscriber).start(target, name, self.start, bytes, dec, stop, connected)
+        self.subscriber.start(TailStart {
+            target: self.target.clone(),
+            name: self.name.clone(),
+            start: self.start,
+            record_bytes: self.size as u64,
+            dec,
+            stop,
+            connected,
+        })
     }
 
     fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {

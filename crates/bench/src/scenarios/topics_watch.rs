@@ -12,14 +12,13 @@ use anyhow::Result;
 use bytes::Bytes;
 use http::Method;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use super::Common;
 use super::fanout::FanoutArgs;
-use super::live::{Connected, Decoder, Next, Tail, Until, now_ns, sse_subscriber};
+use super::live::{Decoder, Next, Tail, Until, now_ns, sse_subscriber};
 use super::sse::SseEvent;
 use super::topics::{self, CLASSES, JSON, Rec, Timed};
-use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT, Target};
+use crate::client::{BAD_ANSWER, Conn, Failure, REQUEST_TIMEOUT};
 use crate::stats::{Errors, ScenarioResult, add_errors};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -69,15 +68,16 @@ async fn open_session(conn: &mut Conn, name: &str) -> Result<String, Failure> {
 /// One watcher: a session on `name` (whose records start after seq `start`), its stream read
 /// until `stop` records have arrived; reconnects to the same session when the stream ends
 /// (the server keeps the session's cursor).
-async fn watcher(
-    target: Target,
-    name: String,
-    start: u64,
-    record_bytes: u64,
-    dec: Decoder,
-    stop: watch::Receiver<u64>,
-    connected: Connected,
-) -> Tail {
+async fn watcher(s: topics::TailStart) -> Tail {
+    let topics::TailStart {
+        target,
+        name,
+        start,
+        record_bytes,
+        dec,
+        stop,
+        connected,
+    } = s;
     let mut conn = Conn::new(&target);
     let mut errors = Errors::new();
     let url = loop {

@@ -13,15 +13,14 @@ use std::time::Duration;
 use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::Common;
 use super::fanout::FanoutArgs;
-use super::live::{Connected, Decoder, Tail, now_ns};
+use super::live::{Tail, now_ns};
 use super::topics::{self, CLASSES, Rec, Timed};
-use crate::client::{BAD_ANSWER, REQUEST_TIMEOUT, Target};
+use crate::client::{BAD_ANSWER, REQUEST_TIMEOUT};
 use crate::stats::{Errors, ScenarioResult};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -55,15 +54,16 @@ fn ws_config() -> WebSocketConfig {
 
 /// One client of topic `name` (whose records start after seq `start`) until it has received
 /// `stop` records; signals `connected` on its first `subscribed`.
-async fn client(
-    target: Target,
-    name: String,
-    start: u64,
-    record_bytes: u64,
-    mut dec: Decoder,
-    mut stop: watch::Receiver<u64>,
-    connected: Connected,
-) -> Tail {
+async fn client(s: topics::TailStart) -> Tail {
+    let topics::TailStart {
+        target,
+        name,
+        start,
+        record_bytes,
+        mut dec,
+        mut stop,
+        connected,
+    } = s;
     let url = format!("ws://{}/v0/ws", target.addr);
     let mut errors = Errors::new();
     let mut connected = Some(connected);
