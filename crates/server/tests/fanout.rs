@@ -11,18 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PROMPT: Duration = Duration::from_secs(10);
+const TEXT: &str = "text/plain";
 
-async fn create(s: &Server, name: &str) -> String {
-    let url = format!("{}/v1/stream/{name}", s.base);
-    let r = s
-        .client
-        .put(&url)
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    url
+/// A fresh text stream: its path (for raw requests) and URL.
+async fn text_stream(s: &Server, tag: &str) -> (String, String) {
+    let path = s.path(tag);
+    let url = s.url(&path);
+    s.create(&url, TEXT).await;
+    (path, url)
 }
 
 /// An SSE subscriber of `url` from its start, on a connection of its own (reqwest would share
@@ -43,18 +39,6 @@ async fn subscribe(url: &str) -> (reqwest::Client, SseReader) {
     assert_eq!(first.event, "control");
     assert_eq!(first.json()["streamNextOffset"], ZERO);
     (client, sse)
-}
-
-async fn append(s: &Server, url: &str, body: Vec<u8>) {
-    let r = s
-        .client
-        .post(url)
-        .header("content-type", "text/plain")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204, "append");
 }
 
 /// The data of every `data` event until `want` bytes have come, checking that each data
@@ -84,7 +68,7 @@ async fn read_data(sse: &mut SseReader, base: usize, want: usize) -> Vec<u8> {
 #[tokio::test]
 async fn every_parked_subscriber_gets_every_append_in_order() {
     let s = Server::start().await;
-    let url = create(&s, "many").await;
+    let (_, url) = text_stream(&s, "many").await;
     // More subscribers than one hub holds, so the stream has several hubs.
     const K: usize = 600;
     let mut readers = Vec::new();
@@ -95,7 +79,7 @@ async fn every_parked_subscriber_gets_every_append_in_order() {
     for i in 0..20 {
         let record = format!("record {i:02};");
         want.extend_from_slice(record.as_bytes());
-        append(&s, &url, record.into_bytes()).await;
+        s.append(&url, TEXT, record).await;
     }
     let checks = readers.into_iter().map(|(_client, mut sse)| {
         let want = want.clone();
@@ -128,37 +112,41 @@ async fn raw_sse(conn: &mut TcpStream, path: &str) -> Vec<u8> {
     buf
 }
 
-/// Decode a chunked body from `raw` (after the head) until its last chunk; `None` if it is
-/// not complete yet.
-fn dechunk(raw: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let start = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let mut at = start;
+/// The data of the complete chunks of a raw chunked response so far (after its head), and,
+/// once its last chunk has come, where the response ends.
+fn dechunk(raw: &[u8]) -> (Vec<u8>, Option<usize>) {
+    let mut at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
     let mut body = Vec::new();
-    loop {
-        let line_end = raw[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).ok()?, 16).ok()?;
+    while let Some(p) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let line_end = at + p;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16)
+            .expect("a chunk size");
         let data = line_end + 2;
         if raw.len() < data + size + 2 {
-            return None;
-        }
-        if size == 0 {
-            return Some((body, data + 2));
+            break;
         }
         assert_eq!(
             &raw[data + size..data + size + 2],
             b"\r\n",
             "chunk ends in CRLF"
         );
+        if size == 0 {
+            return (body, Some(data + 2));
+        }
         body.extend_from_slice(&raw[data..data + size]);
         at = data + size + 2;
     }
+    (body, None)
 }
 
 #[tokio::test]
 async fn a_slow_subscriber_holds_up_only_itself() {
     let s = Server::start().await;
-    let url = create(&s, "slow").await;
-    let path = "/v1/stream/slow";
+    let (path, url) = text_stream(&s, "slow").await;
     // The slow one: subscribed, then reads nothing while much more than a socket holds is
     // appended.
     // A small receive buffer, so the server's socket fills within a few events.
@@ -166,7 +154,7 @@ async fn a_slow_subscriber_holds_up_only_itself() {
     socket.set_recv_buffer_size(4096).unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
     let mut slow = socket.connect(addr).await.unwrap();
-    let mut slow_raw = raw_sse(&mut slow, path).await;
+    let mut slow_raw = raw_sse(&mut slow, &path).await;
     let fast = s
         .client
         .get(format!("{url}?offset=-1&live=sse"))
@@ -180,7 +168,7 @@ async fn a_slow_subscriber_holds_up_only_itself() {
     for i in 0..64u8 {
         let record = vec![b'a' + (i % 26); 64 * 1024];
         want.extend_from_slice(&record);
-        append(&s, &url, record).await;
+        s.append(&url, TEXT, record).await;
         // The fast subscriber keeps up while the slow one's socket is full.
         let base = fast_got.len();
         fast_got.extend(read_data(&mut fast, base, want.len() - base).await);
@@ -206,20 +194,7 @@ async fn a_slow_subscriber_holds_up_only_itself() {
 
 /// The data of the complete `data` events in a raw chunked SSE response so far.
 fn partial_events(raw: &[u8]) -> Vec<u8> {
-    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut at = start;
-    let mut body = Vec::new();
-    while let Some(p) = raw[at..].windows(2).position(|w| w == b"\r\n") {
-        let line_end = at + p;
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16)
-            .expect("a chunk size");
-        if raw.len() < line_end + 2 + size + 2 {
-            break;
-        }
-        body.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
-        at = line_end + 2 + size + 2;
-    }
-    let text = String::from_utf8(body).unwrap();
+    let text = String::from_utf8(dechunk(raw).0).unwrap();
     let mut data = Vec::new();
     for block in text.split("\n\n") {
         if let Some(rest) = block.strip_prefix("event: data\n") {
@@ -236,15 +211,15 @@ async fn a_connection_serves_requests_after_the_hub_ends_its_response() {
     let s =
         Server::start_with(Options::default().env("DS_SERVER__SSE_RECONNECT_INTERVAL_SECS", "1"))
             .await;
-    let url = create(&s, "again").await;
-    append(&s, &url, b"hello".to_vec()).await;
+    let (path, url) = text_stream(&s, "again").await;
+    s.append(&url, TEXT, "hello").await;
     let mut conn = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
-    let mut raw = raw_sse(&mut conn, "/v1/stream/again").await;
+    let mut raw = raw_sse(&mut conn, &path).await;
     // Parked after the first event; the hub ends the response at the reconnect interval.
     let mut chunk = [0u8; 4096];
     let (body, used) = loop {
-        if let Some(done) = dechunk(&raw) {
-            break done;
+        if let (body, Some(used)) = dechunk(&raw) {
+            break (body, used);
         }
         let n = tokio::time::timeout(PROMPT, conn.read(&mut chunk))
             .await
@@ -260,9 +235,8 @@ async fn a_connection_serves_requests_after_the_hub_ends_its_response() {
     );
     assert_eq!(used, raw.len(), "nothing after the last chunk");
     // The same connection serves the next request.
-    conn.write_all(b"GET /v1/stream/again?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let again = format!("GET {path}?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn.write_all(again.as_bytes()).await.unwrap();
     let mut next = Vec::new();
     while !next.ends_with(b"hello") {
         let n = tokio::time::timeout(PROMPT, conn.read(&mut chunk))
@@ -278,7 +252,7 @@ async fn a_connection_serves_requests_after_the_hub_ends_its_response() {
 #[tokio::test]
 async fn deleting_the_stream_ends_parked_responses() {
     let s = Server::start().await;
-    let url = create(&s, "gone").await;
+    let (_, url) = text_stream(&s, "gone").await;
     let mut readers = Vec::new();
     for _ in 0..3 {
         readers.push(subscribe(&url).await);
@@ -300,12 +274,13 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
             .env("DS_LIMITS__MAX_LIVE_CONNECTIONS", "1"),
     )
     .await;
-    create(&s, "hangup").await;
-    let sse = "GET /v1/stream/hangup?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n";
-    let poll = "GET /v1/stream/hangup?offset=now&live=long-poll HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (path, _) = text_stream(&s, "hangup").await;
+    let sse = format!("GET {path}?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n");
+    let poll = format!("GET {path}?offset=now&live=long-poll HTTP/1.1\r\nHost: x\r\n\r\n");
     for round in 0..6 {
         // SSE and long-poll in turn: a waiting long-poll is parked too.
-        let req = if round % 2 == 0 { sse } else { poll };
+        let is_poll = round % 2 == 1;
+        let req = if is_poll { &poll } else { &sse };
         // Subscribe (retrying while the previous subscriber's slot is still held), wait for
         // the first event (the response is then parked), and hang up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -313,7 +288,7 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
             let mut conn = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
             conn.write_all(req.as_bytes()).await.unwrap();
             let mut head = [0u8; 12];
-            if req == poll {
+            if is_poll {
                 // A waiting long-poll has no answer yet; a refused one gets its 429 at once.
                 let read = conn.read_exact(&mut head);
                 if tokio::time::timeout(Duration::from_millis(500), read)
@@ -335,7 +310,7 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        if req == sse {
+        if !is_poll {
             let mut raw = Vec::new();
             let mut chunk = [0u8; 4096];
             while !raw.windows(2).any(|w| w == b"\n\n") {
@@ -351,7 +326,7 @@ async fn a_parked_subscriber_that_hangs_up_frees_its_slot_at_once() {
 #[tokio::test]
 async fn parked_long_polls_are_answered_and_their_connections_go_on() {
     let s = Server::start_with(Options::default().long_poll_secs(30)).await;
-    let url = create(&s, "polls").await;
+    let (_, url) = text_stream(&s, "polls").await;
     const K: usize = 200;
     let clients: Vec<reqwest::Client> = (0..K)
         .map(|_| reqwest::Client::builder().build().unwrap())
@@ -368,7 +343,7 @@ async fn parked_long_polls_are_answered_and_their_connections_go_on() {
         // Let them all wait (parked), then append once.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let record = format!("round {round};");
-        append(&s, &url, record.clone().into_bytes()).await;
+        s.append(&url, TEXT, record.clone()).await;
         let mut offsets = Vec::new();
         for w in waits {
             let r = tokio::time::timeout(PROMPT, w)
