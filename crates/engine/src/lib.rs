@@ -67,6 +67,7 @@ mod memstore;
 mod persist;
 mod records;
 mod store;
+pub mod subs;
 pub mod topic;
 mod types;
 

@@ -9,6 +9,7 @@
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, Snapshot, WalEntry, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
+use crate::subs::SubRec;
 use crate::topic::queue::{QueueRec, QueueState};
 use crate::topic::record;
 use crate::topic::router::Feed;
@@ -99,6 +100,19 @@ pub(crate) struct Persist {
 }
 
 /// A log as recovered, before it becomes a live `Log`.
+/// What a checkpoint covers: every durable log with its soft-deleted flag, and every
+/// subscription.
+pub(crate) type Live = (Vec<(Arc<crate::log::Log>, bool)>, Vec<SubRec>);
+
+/// An opened data directory: the WAL, the recovered logs and subscriptions, the id counter.
+pub(crate) struct Opened {
+    pub persist: Arc<Persist>,
+    pub logs: Vec<RecoveredLog>,
+    pub subs: Vec<SubRec>,
+    pub next_id: u64,
+    pub report: RecoveryReport,
+}
+
 pub(crate) struct RecoveredLog {
     pub meta: LogMeta,
     /// A topic's state (topics only).
@@ -152,9 +166,7 @@ impl Replaying {
 impl Persist {
     /// Open the data directory: read the checkpoint, replay every shard's WAL over the stream
     /// files, truncate what no record covers, collect deleted logs, and return the live ones.
-    pub fn open(
-        config: StorageConfig,
-    ) -> Result<(Arc<Persist>, Vec<RecoveredLog>, u64, RecoveryReport), OpenError> {
+    pub fn open(config: StorageConfig) -> Result<Opened, OpenError> {
         let dir = config.dir.clone();
         let files = Arc::new(FileCache::new(dir.clone(), config.max_open_files));
         let snapshot: Snapshot = match riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)? {
@@ -165,6 +177,8 @@ impl Persist {
         let mut topics: HashMap<u64, TopicRec> = snapshot.topics.into_iter().collect();
         let mut feeds: HashMap<u64, Feed> = snapshot.feeds.into_iter().collect();
         let mut queues: HashMap<u64, QueueRec> = snapshot.queues.into_iter().collect();
+        let mut subs: BTreeMap<u64, SubRec> =
+            snapshot.subs.into_iter().map(|s| (s.id, s)).collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
             .logs
             .into_iter()
@@ -221,7 +235,7 @@ impl Persist {
                 }
                 report.records_replayed += 1;
                 progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replay(&files, &mut logs, record)
+                replay(&files, &mut logs, &mut subs, record)
             })?;
             if let StopReason::TornTail {
                 path,
@@ -248,7 +262,16 @@ impl Persist {
             checkpointing: parking_lot::Mutex::new(()),
             stats: stats::PersistStats::new(report.records_replayed),
         });
-        Ok((persist, recovered, snapshot.next_id, report))
+        let next_id = snapshot
+            .next_id
+            .max(subs.keys().next_back().map_or(0, |id| id + 1));
+        Ok(Opened {
+            persist,
+            logs: recovered,
+            subs: subs.into_values().collect(),
+            next_id,
+            report,
+        })
     }
 
     fn shard(&self, log_id: u64) -> &Wal {
@@ -284,7 +307,7 @@ impl Persist {
     /// Take a checkpoint (timed by [`Persist::checkpoint`]).
     fn checkpoint_untimed(
         &self,
-        logs: impl FnOnce() -> Vec<(Arc<crate::log::Log>, bool)>,
+        live: impl FnOnce() -> Live,
         next_id: u64,
     ) -> Result<(), OpenError> {
         let _one = self.checkpointing.lock();
@@ -304,9 +327,12 @@ impl Persist {
             topics: Vec::new(),
             feeds: Vec::new(),
             queues: Vec::new(),
+            subs: Vec::new(),
         };
+        let (logs, subs) = live();
+        snap.subs = subs;
         let mut topics = Vec::new();
-        for (log, deleted) in logs() {
+        for (log, deleted) in logs {
             let (s, dirty, topic) = log
                 .snapshot(deleted)
                 .map_err(|e| OpenError::Replay(format!("flush before checkpoint: {e}")))?;
@@ -363,10 +389,27 @@ pub(crate) fn remove_log_files(files: &FileCache, id: u64) {
 fn replay(
     files: &Arc<FileCache>,
     logs: &mut BTreeMap<u64, Replaying>,
+    subs: &mut BTreeMap<u64, SubRec>,
     record: &[u8],
 ) -> Result<(), String> {
     let (entry, payload) = WalEntry::decode(record)?;
     match entry {
+        WalEntry::SubCreate { rec } => {
+            subs.entry(rec.id).or_insert(*rec);
+        }
+        WalEntry::SubChange { sub_id, seq, ops } => {
+            if let Some(sub) = subs.get_mut(&sub_id)
+                && seq > sub.seq
+            {
+                for op in &ops {
+                    sub.apply(op);
+                }
+                sub.seq = seq;
+            }
+        }
+        WalEntry::SubDelete { sub_id } => {
+            subs.remove(&sub_id);
+        }
         WalEntry::Create { meta, closed } => {
             if logs.contains_key(&meta.id) {
                 return Ok(());

@@ -6,6 +6,7 @@
 //! create's initial data) follows the header unencoded so it is copied once.
 
 use crate::durability::Durability;
+use crate::subs::{SubOp, SubRec};
 use crate::topic::TopicConfig;
 use crate::topic::queue::{QueueOp, QueueRec};
 use crate::topic::router::Feed;
@@ -189,6 +190,16 @@ pub(crate) enum WalEntry {
         log_seq: u64,
         op: QueueOp,
     },
+    /// A new subscription, with the links it starts with.
+    SubCreate { rec: Box<SubRec> },
+    /// Changes of a subscription (its `seq`-th), applied together.
+    SubChange {
+        sub_id: u64,
+        seq: u64,
+        ops: Vec<SubOp>,
+    },
+    /// A subscription was deleted.
+    SubDelete { sub_id: u64 },
 }
 
 impl WalEntry {
@@ -219,6 +230,19 @@ pub(crate) struct Snapshot {
     pub feeds: Vec<(u64, Feed)>,
     /// The lease state of each queue topic, by its log id.
     pub queues: Vec<(u64, QueueRec)>,
+    /// Every subscription.
+    pub subs: Vec<SubRec>,
+}
+
+/// A checkpoint written before subscriptions (no `subs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotV3 {
+    start_segments: Vec<u64>,
+    next_id: u64,
+    logs: Vec<LogSnapshot>,
+    topics: Vec<(u64, TopicRec)>,
+    feeds: Vec<(u64, Feed)>,
+    queues: Vec<(u64, QueueRec)>,
 }
 
 /// A checkpoint written before routers and queues (no `feeds`, no `queues`).
@@ -239,7 +263,8 @@ struct SnapshotV1 {
 }
 
 impl Snapshot {
-    /// Decode a checkpoint of this version or of the ones before routers and topics.
+    /// Decode a checkpoint of this version or of the ones before subscriptions, routers and
+    /// topics.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
         // A postcard decode of an older layout may succeed on a newer one's bytes, but not
         // consume them all: only a decode that uses every byte is taken.
@@ -247,6 +272,19 @@ impl Snapshot {
             && rest.is_empty()
         {
             return Ok(s);
+        }
+        if let Ok((v3, rest)) = postcard::take_from_bytes::<SnapshotV3>(bytes)
+            && rest.is_empty()
+        {
+            return Ok(Snapshot {
+                start_segments: v3.start_segments,
+                next_id: v3.next_id,
+                logs: v3.logs,
+                topics: v3.topics,
+                feeds: v3.feeds,
+                queues: v3.queues,
+                subs: Vec::new(),
+            });
         }
         if let Ok((v2, rest)) = postcard::take_from_bytes::<SnapshotV2>(bytes)
             && rest.is_empty()
@@ -258,6 +296,7 @@ impl Snapshot {
                 topics: v2.topics,
                 feeds: Vec::new(),
                 queues: Vec::new(),
+                subs: Vec::new(),
             });
         }
         let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
@@ -268,6 +307,7 @@ impl Snapshot {
             topics: Vec::new(),
             feeds: Vec::new(),
             queues: Vec::new(),
+            subs: Vec::new(),
         })
     }
 }

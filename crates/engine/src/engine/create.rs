@@ -9,6 +9,15 @@ impl Engine {
     /// only once its creation is durable (for its class); until then, lookups do not find it
     /// and a concurrent create of the same name waits for the outcome.
     pub async fn create(&self, name: &str, spec: CreateSpec) -> Result<Created> {
+        let created = self.create_log(name, spec).await?;
+        if created.created {
+            // Subscriptions link a new stream before its answer, so no append is missed.
+            self.subs_created(name, created.info.id).await;
+        }
+        Ok(created)
+    }
+
+    async fn create_log(&self, name: &str, spec: CreateSpec) -> Result<Created> {
         let (log, record) = loop {
             match self.create_locked(name, &spec)? {
                 Prepared::Existing(info) => {

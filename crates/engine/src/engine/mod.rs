@@ -8,6 +8,7 @@ mod create;
 mod queues;
 mod routers;
 mod stats;
+mod subscriptions;
 mod topics;
 
 pub use queues::{ClaimRequest, Claimed};
@@ -68,6 +69,10 @@ pub struct EngineConfig {
     pub max_streams: u64,
     /// Most routers; 0: no limit.
     pub max_routers: u64,
+    /// Most `__ds` subscriptions; 0: no limit.
+    pub max_subscriptions: u64,
+    /// Most streams one subscription links; 0: no limit.
+    pub max_subscription_links: u64,
     /// Most data bytes retained across all streams and topics; 0: no limit. Appends and
     /// writes past it are refused (router copies are not: they would stall their router).
     pub max_total_bytes: u64,
@@ -86,6 +91,8 @@ impl Default for EngineConfig {
             max_topics: 0,
             max_streams: 0,
             max_routers: 0,
+            max_subscriptions: 0,
+            max_subscription_links: 0,
             max_total_bytes: 0,
         }
     }
@@ -121,6 +128,8 @@ struct Inner {
     next_conn: AtomicU64,
     /// Committed appends by class, for metrics.
     appends: stats::AppendCounters,
+    /// `__ds` subscriptions.
+    subs: subscriptions::Subs,
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
@@ -174,6 +183,7 @@ impl Engine {
                 acks: combine::Combiner::new(),
                 next_conn: AtomicU64::new(1),
                 appends: Default::default(),
+                subs: Default::default(),
             }),
         }
     }
@@ -185,10 +195,17 @@ impl Engine {
         clock: Arc<dyn Clock>,
         storage: StorageConfig,
     ) -> Result<(Self, RecoveryReport), OpenError> {
-        let (persist, recovered, next_id, report) = Persist::open(storage)?;
+        let opened = Persist::open(storage)?;
+        let (recovered, report) = (opened.logs, opened.report);
         let max_id = recovered.iter().map(|l| l.meta.id + 1).max().unwrap_or(0);
-        let engine = Self::build(config, clock, Some(persist), next_id.max(max_id));
+        let engine = Self::build(
+            config,
+            clock,
+            Some(opened.persist),
+            opened.next_id.max(max_id),
+        );
         engine.restore(recovered);
+        engine.restore_subs(opened.subs);
         engine.checkpoint()?;
         let weak = Arc::downgrade(&engine.inner);
         let spawned = std::thread::Builder::new()
@@ -270,7 +287,8 @@ impl Engine {
         let next_id = self.inner.next_id.load(Ordering::Relaxed);
         persist.checkpoint(
             || {
-                self.inner
+                let logs = self
+                    .inner
                     .logs
                     .read()
                     .values()
@@ -278,7 +296,8 @@ impl Engine {
                     // after the rotation, replay of the newer segment brings it back.
                     .filter(|l| l.files.is_some() && !l.is_creating())
                     .map(|l| (l.clone(), l.lifecycle.lock().soft_deleted))
-                    .collect()
+                    .collect();
+                (logs, self.sub_recs())
             },
             next_id,
         )
@@ -375,6 +394,7 @@ impl Engine {
         // A close without data is a state change, not an append.
         if out.status == AppendStatus::Written && bytes > 0 {
             self.count_append(log.config.durability, bytes);
+            self.subs_appended(name);
         }
         Ok(out)
     }
@@ -420,6 +440,7 @@ impl Engine {
             }
             life.soft_deleted
         };
+        self.subs_removed(&log.config.name, log.config.id);
         let removed = if soft {
             log.wake_readers();
             Vec::new()

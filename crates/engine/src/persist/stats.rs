@@ -5,7 +5,6 @@ use super::{OpenError, Persist};
 use crate::engine::StorageStats;
 use riffle_wal::stats::{CHECKPOINT_US, Histogram, HistogramSnapshot};
 use riffle_wal::{WalHistograms, WalStats};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -37,11 +36,12 @@ impl Persist {
         self.shards.iter().map(|w| w.stats().syncs).sum()
     }
 
-    /// Take a checkpoint. `logs` returns every durable log with its soft-deleted flag, read
-    /// after the WAL was rotated; `next_id` is the engine's id counter.
+    /// Take a checkpoint. `logs` returns every durable log with its soft-deleted flag, and
+    /// every subscription, read after the WAL was rotated; `next_id` is the engine's id
+    /// counter.
     pub fn checkpoint(
         &self,
-        logs: impl FnOnce() -> Vec<(Arc<crate::log::Log>, bool)>,
+        logs: impl FnOnce() -> super::Live,
         next_id: u64,
     ) -> Result<(), OpenError> {
         let started = Instant::now();
