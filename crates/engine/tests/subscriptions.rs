@@ -87,7 +87,7 @@ async fn existing_streams_link_at_their_tail_and_new_ones_at_zero() {
     let e = open(&d, &clock);
     create(&e, "ev/old", "12345").await;
     create(&e, "other/x", "1").await;
-    let (created, info) = e.sub_put("s", pull("ev/*")).await.expect("put");
+    let (created, info) = e.sub_put("s", pull("ev/*"), "http://h").await.expect("put");
     assert!(created);
     assert_eq!(info.links.len(), 1, "only the matching stream is linked");
     assert_eq!(acked(&e, "s", "ev/old"), Some((5, 5)), "linked at its tail");
@@ -102,9 +102,14 @@ async fn existing_streams_link_at_their_tail_and_new_ones_at_zero() {
         "a new stream is linked at 0"
     );
     // The same configuration confirms; another one conflicts.
-    assert!(!e.sub_put("s", pull("ev/*")).await.expect("confirm").0);
+    assert!(
+        !e.sub_put("s", pull("ev/*"), "http://h")
+            .await
+            .expect("confirm")
+            .0
+    );
     assert!(matches!(
-        e.sub_put("s", pull("ev/**")).await,
+        e.sub_put("s", pull("ev/**"), "http://h").await,
         Err(SubError::Exists)
     ));
     // A removed stream's glob link goes.
@@ -124,7 +129,7 @@ async fn claims_fence_stale_wakes_and_everything_survives_a_power_loss() {
     let d = Disk::new();
     let e = open(&d, &clock);
     create(&e, "wake", "").await;
-    e.sub_put("s", pull("ev/*")).await.expect("put");
+    e.sub_put("s", pull("ev/*"), "http://h").await.expect("put");
     create(&e, "ev/a", "hello").await;
     // The delivery side makes the wake and appends its event.
     let poke = e.sub_poke("s").await.expect("poke");
@@ -238,7 +243,7 @@ async fn webhook_wakes_retry_and_done_acks_the_snapshot() {
         lease_ttl_ms: 1_000,
         description: Some("d".into()),
     };
-    e.sub_put("h", spec).await.expect("put");
+    e.sub_put("h", spec, "http://h").await.expect("put");
     create(&e, "ev/a", "hello").await;
     let poke = e.sub_poke("h").await.expect("poke");
     let Some(SubAction::Webhook { wake, .. }) = poke.action else {

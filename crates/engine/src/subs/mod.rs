@@ -105,6 +105,9 @@ pub struct SubRec {
     pub name: String,
     pub spec: SubSpec,
     pub created_ms: i64,
+    /// The base URL the subscription was created through (`scheme://host`): the delivery
+    /// side builds its callback URLs from it. Not part of the configuration.
+    pub origin: String,
     /// The last change applied (WAL records with a lower or equal one are replayed over).
     pub seq: u64,
     pub links: BTreeMap<String, Link>,
@@ -258,6 +261,7 @@ pub struct SubInfo {
     pub name: String,
     pub spec: SubSpec,
     pub created_ms: i64,
+    pub origin: String,
     /// A webhook delivery failed and a retry is scheduled.
     pub failed: bool,
     pub links: Vec<LinkInfo>,
@@ -267,6 +271,8 @@ pub struct SubInfo {
 #[derive(Debug, Clone)]
 pub struct WakeInfo {
     pub name: String,
+    /// The subscription's [`SubRec::origin`].
+    pub origin: String,
     /// The subscription's incarnation (tokens name it, so a re-created subscription of the
     /// same name refuses them).
     pub sub_id: u64,
@@ -351,6 +357,7 @@ mod tests {
                 description: None,
             },
             created_ms: 0,
+            origin: String::new(),
             seq: 0,
             links: BTreeMap::new(),
             generation: 0,

@@ -1,0 +1,194 @@
+//! The hooks that keep links current: a stream appended to (news for its subscriptions), a
+//! stream created (linked by patterns, or a new incarnation of a linked name), a stream removed
+//! (unlinked), and the reconciliation after a crash of what the hooks had not logged.
+
+use super::*;
+
+impl Engine {
+    /// The append hook: subscriptions linking `key` have news.
+    pub(in crate::engine) fn subs_appended(&self, key: &str) {
+        let subs = self.subs();
+        if subs.links.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(linked) = subs.by_stream.read().get(key).cloned() else {
+            return;
+        };
+        let Some(path) = key.strip_prefix(STREAM_ROOT) else {
+            return;
+        };
+        let mut dirty = subs.dirty.lock();
+        for s in linked {
+            s.state.lock().pending.insert(path.to_string());
+            dirty.insert(s.name.clone());
+        }
+        drop(dirty);
+        subs.notify.notify_one();
+    }
+
+    /// The create hook: stream `key` was created as log `id`. Links to an older incarnation
+    /// restart at 0, and every subscription whose pattern matches links it at 0, before its
+    /// first append can be missed.
+    pub(in crate::engine) async fn subs_created(&self, key: &str, id: u64) {
+        let Some(path) = key.strip_prefix(STREAM_ROOT) else {
+            return;
+        };
+        let mut candidates: Vec<Arc<Sub>> = {
+            let by_name = self.subs().by_name.read();
+            if by_name.is_empty() {
+                return;
+            }
+            by_name
+                .values()
+                .filter(|s| s.pattern.as_deref().is_some_and(|p| glob::matches(p, path)))
+                .cloned()
+                .collect()
+        };
+        if let Some(linked) = self.subs().by_stream.read().get(key) {
+            for s in linked {
+                if !candidates.iter().any(|c| Arc::ptr_eq(c, s)) {
+                    candidates.push(s.clone());
+                }
+            }
+        }
+        for sub in candidates {
+            let Ok(guard) = self.sub_lock(&sub).await else {
+                continue;
+            };
+            let ops = {
+                let st = sub.state.lock();
+                let mut ops = Vec::new();
+                let link = st.rec.links.get(path);
+                if link.is_some_and(|l| l.log != Some(id)) {
+                    ops.push(SubOp::StreamNew {
+                        path: path.to_string(),
+                        log: id,
+                    });
+                }
+                let matches = sub
+                    .pattern
+                    .as_deref()
+                    .is_some_and(|p| glob::matches(p, path));
+                if matches && !link.is_some_and(|l| l.glob) {
+                    ops.push(SubOp::Link {
+                        path: path.to_string(),
+                        explicit: false,
+                        acked: 0,
+                        log: Some(id),
+                    });
+                }
+                ops
+            };
+            if let Err(e) = self.sub_commit(&sub, guard, ops).await {
+                tracing::warn!(subscription = %sub.name, error = %e, "could not link a new stream; linked again at restart");
+            }
+            self.mark_dirty(&sub.name);
+        }
+    }
+
+    /// The removal hook (a delete or an expiry of log `id` named `key`): links to it go (an
+    /// explicit one waits at 0 for a stream of that name). Runs in the background.
+    pub(in crate::engine) fn subs_removed(&self, key: &str, id: u64) {
+        if self.subs().links.load(Ordering::Relaxed) == 0 || !key.starts_with(STREAM_ROOT) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // reconciled at the next start
+        };
+        let (engine, key) = (self.clone(), key.to_string());
+        rt.spawn(async move { engine.unlink_removed(&key, id).await });
+    }
+
+    async fn unlink_removed(&self, key: &str, id: u64) {
+        let Some(path) = key.strip_prefix(STREAM_ROOT) else {
+            return;
+        };
+        let linked = self.subs().by_stream.read().get(key).cloned();
+        for sub in linked.unwrap_or_default() {
+            let Ok(guard) = self.sub_lock(&sub).await else {
+                continue;
+            };
+            let gone = sub
+                .state
+                .lock()
+                .rec
+                .links
+                .get(path)
+                .is_some_and(|l| l.log == Some(id));
+            let ops = if gone {
+                vec![SubOp::StreamGone {
+                    path: path.to_string(),
+                }]
+            } else {
+                Vec::new()
+            };
+            if let Err(e) = self.sub_commit(&sub, guard, ops).await {
+                tracing::warn!(subscription = %sub.name, error = %e, "could not unlink a removed stream");
+            }
+        }
+    }
+
+    /// Restore recovered subscriptions (at recovery, before anything is served).
+    pub(in crate::engine) fn restore_subs(&self, recs: Vec<SubRec>) {
+        for rec in recs {
+            self.sub_insert(&Sub::new(rec));
+        }
+    }
+
+    /// Bring recovered links in line with the streams that exist: what the hooks did not
+    /// log before a crash (a stream created, re-created or removed) is logged now. Call once
+    /// after recovery, before serving.
+    pub async fn subs_reconcile(&self) {
+        let subs: Vec<Arc<Sub>> = self.subs().by_name.read().values().cloned().collect();
+        let streams: Vec<(String, u64)> = self
+            .inner
+            .logs
+            .read()
+            .iter()
+            .filter(|(_, l)| !l.is_topic() && !l.lifecycle.lock().soft_deleted)
+            .filter_map(|(k, l)| Some((k.strip_prefix(STREAM_ROOT)?.to_string(), l.config.id)))
+            .collect();
+        let ids: HashMap<&str, u64> = streams.iter().map(|(p, i)| (p.as_str(), *i)).collect();
+        for sub in subs {
+            let Ok(guard) = self.sub_lock(&sub).await else {
+                continue;
+            };
+            let mut ops = Vec::new();
+            {
+                let st = sub.state.lock();
+                for (path, link) in &st.rec.links {
+                    let now = ids.get(path.as_str()).copied();
+                    if link.log.is_some() && link.log != now {
+                        ops.push(SubOp::StreamGone { path: path.clone() });
+                    }
+                    if let Some(id) = now
+                        && link.log != Some(id)
+                        && (link.explicit || link.log.is_none())
+                    {
+                        ops.push(SubOp::StreamNew {
+                            path: path.clone(),
+                            log: id,
+                        });
+                    }
+                }
+                if let Some(p) = &sub.pattern {
+                    for (path, id) in &streams {
+                        let linked = st.rec.links.get(path).is_some_and(|l| l.glob);
+                        if !linked && glob::matches(p, path) {
+                            ops.push(SubOp::Link {
+                                path: path.clone(),
+                                explicit: false,
+                                acked: 0,
+                                log: Some(*id),
+                            });
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self.sub_commit(&sub, guard, ops).await {
+                tracing::warn!(subscription = %sub.name, error = %e, "could not reconcile a subscription's links");
+            }
+            self.mark_dirty(&sub.name);
+        }
+    }
+}
