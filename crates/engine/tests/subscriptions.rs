@@ -253,9 +253,11 @@ async fn webhook_wakes_retry_and_done_acks_the_snapshot() {
         e.sub_poke("h").await.expect("poke").action.is_none(),
         "one delivery at a time"
     );
-    e.sub_delivered("h", wake.generation, Delivery::Failed, 1_002_000)
-        .await
-        .expect("failed");
+    e.sub_delivered("h", wake.generation, Delivery::Failed, |n| {
+        2_000 * u64::from(n)
+    })
+    .await
+    .expect("failed");
     assert!(e.sub_get("h").expect("get").failed);
     d.process_crash(e);
 
@@ -282,9 +284,14 @@ async fn webhook_wakes_retry_and_done_acks_the_snapshot() {
         "the same wake is delivered again"
     );
     append(&e, "ev/a", "+").await;
-    e.sub_delivered("h", again.generation, Delivery::Accepted { done: true }, 0)
-        .await
-        .expect("done");
+    e.sub_delivered(
+        "h",
+        again.generation,
+        Delivery::Accepted { done: true },
+        |_| 0,
+    )
+    .await
+    .expect("done");
     let info = e.sub_get("h").expect("get");
     assert!(!info.failed);
     assert_eq!(

@@ -20,6 +20,36 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub metrics: MetricsSettings,
+    pub subscriptions: SubscriptionSettings,
+}
+
+/// The `__ds` subscriptions' webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    /// Accept `http://localhost` and `http://127.0.0.x` webhook URLs: the protocol's
+    /// development exception, never for production.
+    pub allow_localhost_webhooks: bool,
+    /// Whole-request and connect timeouts of one webhook delivery.
+    pub webhook_timeout_ms: u64,
+    pub webhook_connect_timeout_ms: u64,
+    /// Webhook deliveries in flight at once, server-wide.
+    pub webhook_concurrency: u64,
+    /// The base URL (`https://host[:port]`) of callback and JWKS URLs; empty: the scheme and
+    /// `Host` of the request that created the subscription.
+    pub public_url: String,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self {
+            allow_localhost_webhooks: false,
+            webhook_timeout_ms: 10_000,
+            webhook_connect_timeout_ms: 5_000,
+            webhook_concurrency: 64,
+            public_url: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +191,9 @@ pub struct LimitSettings {
     pub max_live_connections: u64,
     pub max_live_connections_per_key: u64,
     pub max_inflight_per_key: u64,
+    /// Most `__ds` subscriptions, and most streams one links; 0: no limit.
+    pub max_subscriptions: u64,
+    pub max_subscription_links: u64,
 }
 
 impl Default for LimitSettings {
@@ -181,6 +214,8 @@ impl Default for LimitSettings {
             max_live_connections: 10_000,
             max_live_connections_per_key: 1_000,
             max_inflight_per_key: 1_000,
+            max_subscriptions: 10_000,
+            max_subscription_links: 1_000_000,
         }
     }
 }
@@ -258,6 +293,7 @@ pub struct Config {
     pub auth: Auth,
     /// `metrics.max_series`.
     pub max_series: usize,
+    pub subscriptions: SubscriptionSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,6 +571,7 @@ impl Settings {
             probe_auth: self.auth.probe_auth,
             cookie_name: Some(self.auth.cookie_name.trim().to_string()).filter(|c| !c.is_empty()),
         };
+        let subscriptions = validate_subscriptions(self.subscriptions)?;
         let worker_threads = match self.server.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -552,8 +589,44 @@ impl Settings {
             log_filter,
             auth,
             max_series: usize::try_from(self.metrics.max_series).unwrap_or(usize::MAX),
+            subscriptions,
         })
     }
+}
+
+fn validate_subscriptions(
+    mut s: SubscriptionSettings,
+) -> Result<SubscriptionSettings, ConfigError> {
+    for (key, value) in [
+        (
+            "subscriptions.webhook_timeout_ms (DS_SUBSCRIPTIONS__WEBHOOK_TIMEOUT_MS)",
+            s.webhook_timeout_ms,
+        ),
+        (
+            "subscriptions.webhook_connect_timeout_ms (DS_SUBSCRIPTIONS__WEBHOOK_CONNECT_TIMEOUT_MS)",
+            s.webhook_connect_timeout_ms,
+        ),
+    ] {
+        if !(1..=600_000).contains(&value) {
+            return Err(err(format!("{key} must be from 1 to 600000")));
+        }
+    }
+    if !(1..=10_000).contains(&s.webhook_concurrency) {
+        return Err(err(
+            "subscriptions.webhook_concurrency (DS_SUBSCRIPTIONS__WEBHOOK_CONCURRENCY) must be from 1 to 10000",
+        ));
+    }
+    let url = s.public_url.trim().trim_end_matches('/').to_string();
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    if !url.is_empty() && (!scheme_ok || rest.is_empty() || rest.contains(['/', '?', '#'])) {
+        return Err(err(format!(
+            "subscriptions.public_url (DS_SUBSCRIPTIONS__PUBLIC_URL) {url:?} must be \
+             http(s)://host[:port], without a path"
+        )));
+    }
+    s.public_url = url;
+    Ok(s)
 }
 
 fn parse_cors(value: &str) -> Result<Cors, ConfigError> {

@@ -5,3 +5,4 @@ pub mod conn;
 pub mod fanout;
 pub mod http;
 pub mod serve;
+pub mod subscriptions;

@@ -151,6 +151,8 @@ pub fn open_storage(
         max_streams: config.limits.max_streams,
         max_total_bytes: config.limits.max_total_bytes,
         max_routers: config.limits.max_routers,
+        max_subscriptions: config.limits.max_subscriptions,
+        max_subscription_links: config.limits.max_subscription_links,
     };
     match &config.storage {
         StorageMode::Memory => Ok(Storage {
@@ -241,6 +243,14 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     // Recover on a blocking thread while the listener answers: probes say how far recovery
     // got (`/v0/ready`, `/readyz`: 503), everything else is a 503 with `Retry-After`.
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let data_dir = match &config.storage {
+        StorageMode::Files { data_dir, .. } => Some(data_dir.as_path()),
+        StorageMode::Memory => None,
+    };
+    let subs = Arc::new(
+        crate::subscriptions::Subscriptions::open(config.subscriptions.clone(), data_dir)
+            .map_err(|e| ServeError::Storage(format!("webhook signing keys: {e}")))?,
+    );
     let (live, inflight) = App::slots(&config);
     let metrics = Metrics::new(progress.clone());
     let recovering = Arc::new(App {
@@ -254,6 +264,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         inflight: inflight.clone(),
         metrics: metrics.clone(),
         fanout: crate::fanout::Fanout::new(connections.clone()),
+        subs: subs.clone(),
     });
     let mut recovery = tokio::task::spawn_blocking({
         let config = config.clone();
@@ -286,6 +297,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         inflight,
         metrics,
         fanout: crate::fanout::Fanout::new(connections.clone()),
+        subs: subs.clone(),
     });
     tracing::info!(
         %addr,
@@ -295,6 +307,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         app.scheme
     );
 
+    let delivery = tokio::spawn(crate::subscriptions::driver::run(
+        engine.clone(),
+        subs,
+        shutdown.clone(),
+    ));
     let sweeper = tokio::spawn({
         let engine = engine.clone();
         async move {
@@ -328,6 +345,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     drop(listener);
     shutdown.cancel();
     sweeper.abort();
+    delivery.abort();
     connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await

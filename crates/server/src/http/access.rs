@@ -67,6 +67,20 @@ fn need(req: &Parts, path: &str, probe_auth: bool) -> Option<Need> {
     if matches!(path, "/metrics" | "/v0/metrics") {
         return anywhere(read);
     }
+    if let Some(rest) = path.strip_prefix(super::subscriptions::PREFIX) {
+        let segs: Vec<&str> = rest.split('/').collect();
+        let sub = |id: &str| format!("__ds/subscriptions/{id}");
+        return match (m, segs.as_slice()) {
+            // Public keys, fetched by webhook receivers.
+            (_, ["jwks.json"]) => None,
+            // The wake's own token is the credential (checked by the handler).
+            (_, ["subscriptions", _, "callback" | "ack" | "release"]) => None,
+            (&Method::GET | &Method::HEAD, ["subscriptions", id]) => on(read, &sub(id)),
+            (_, ["subscriptions", id, "claim"]) => on(write, &sub(id)),
+            (_, ["subscriptions", id, ..]) => on(admin, &sub(id)),
+            _ => anywhere(admin),
+        };
+    }
     if let Some(name) = path.strip_prefix(STREAM) {
         return match *m {
             Method::GET | Method::HEAD => on(read, name),

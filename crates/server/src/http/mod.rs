@@ -1,6 +1,6 @@
 //! The HTTP side: routing, headers every response carries, and the protocol faces.
 //!
-//! - `/v1/stream/__ds/...`: reserved for the Durable Streams control APIs (not built yet: 501)
+//! - `/v1/stream/__ds/...`: the Durable Streams control APIs: subscriptions ([`subscriptions`])
 //! - `/v1/stream/...`: the Durable Streams protocol ([`streams`])
 //! - `/healthz`, `/readyz`: liveness and readiness
 //! - `/metrics`: Prometheus text format ([`metrics`])
@@ -16,6 +16,7 @@ pub mod path;
 pub mod slots;
 mod sse;
 pub mod streams;
+pub mod subscriptions;
 pub mod topics;
 
 use crate::config::{Config, Cors};
@@ -30,7 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 pub const STREAM_PREFIX: &str = "/v1/stream/";
-const RESERVED_PREFIX: &str = "/v1/stream/__ds";
 
 /// Everything a request handler needs.
 pub struct App {
@@ -54,6 +54,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Live SSE responses parked while they wait, by stream.
     pub fanout: crate::fanout::Fanout,
+    /// Subscriptions' signing keys, webhook client and settings.
+    pub subs: Arc<crate::subscriptions::Subscriptions>,
 }
 
 impl App {
@@ -123,6 +125,7 @@ impl App {
     pub fn error_response(&self, e: ApiError, path: Option<&str>) -> Response<ResponseBody> {
         let mut resp = match path {
             Some(p) if topics::owns(p) => topics::render_error(e),
+            Some(p) if subscriptions::owns(p) => subscriptions::render::error_response(e),
             _ => e.into_response(),
         };
         self.common_headers(resp.headers_mut(), None, false);
@@ -196,6 +199,23 @@ impl App {
             let face = Box::pin(topics::handle(self, req, body));
             return Ok(access::with(cred, face).await);
         }
+        if subscriptions::owns(req.uri.path()) {
+            // Routed on the raw path: a stream path inside it is percent-encoded (`%2F`),
+            // which the canonical form of stream paths refuses.
+            let allowed = self.authorize(req, req.uri.path()).and_then(|cred| {
+                let slot = cred
+                    .as_ref()
+                    .map(|c| self.inflight.acquire(Some(c)))
+                    .transpose()?;
+                Ok((cred, slot))
+            });
+            let (cred, _inflight) = match allowed {
+                Ok(c) => c,
+                Err(e) => return Ok(subscriptions::render::error_response(e)),
+            };
+            let face = Box::pin(subscriptions::handle(self, req, body));
+            return Ok(access::with(cred, face).await);
+        }
         if req.uri.path() == STREAM_PREFIX {
             return Err(ApiError::bad_request(
                 "missing stream name after /v1/stream/",
@@ -214,11 +234,9 @@ impl App {
             .as_ref()
             .map(|c| self.inflight.acquire(Some(c)))
             .transpose()?;
-        if path == RESERVED_PREFIX || path.starts_with("/v1/stream/__ds/") {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "the reserved __ds control APIs (subscriptions) are not implemented yet",
-            ));
+        if subscriptions::owns(path) {
+            // A spelling that only canonicalizes into the reserved prefix.
+            return Err(not_found());
         }
         if path.starts_with(STREAM_PREFIX) {
             let mut resp = access::with(cred, streams::handle(self, path, req, body)).await;

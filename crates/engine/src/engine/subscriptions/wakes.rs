@@ -106,13 +106,14 @@ impl Engine {
     }
 
     /// How the webhook delivery of wake `generation` went. A `done` answer acks the wake's
-    /// snapshot and ends it; a failure schedules the next attempt at `retry_at`.
+    /// snapshot and ends it; a failure schedules the next attempt `backoff(failures so far)`
+    /// milliseconds from now.
     pub async fn sub_delivered(
         &self,
         name: &str,
         generation: u64,
         outcome: Delivery,
-        retry_at: i64,
+        backoff: impl FnOnce(u32) -> u64,
     ) -> SubResult<()> {
         let sub = self.sub_named(name)?;
         let guard = self.sub_lock(&sub).await?;
@@ -132,10 +133,13 @@ impl Engine {
                             SubOp::Acks(w.snapshot.clone()),
                             SubOp::End,
                         ],
-                        Delivery::Failed => vec![SubOp::Retry {
-                            attempts: st.rec.attempts.saturating_add(1),
-                            next_at: retry_at,
-                        }],
+                        Delivery::Failed => {
+                            let attempts = st.rec.attempts.saturating_add(1);
+                            vec![SubOp::Retry {
+                                attempts,
+                                next_at: after(now, backoff(attempts)),
+                            }]
+                        }
                     }
                 }
                 _ => Vec::new(),

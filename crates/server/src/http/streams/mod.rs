@@ -6,7 +6,7 @@ mod headers;
 pub(crate) mod names;
 pub mod offset;
 mod params;
-mod payload;
+pub(crate) mod payload;
 pub mod poll;
 mod read;
 mod sse;
