@@ -310,6 +310,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     let delivery = tokio::spawn(crate::subscriptions::driver::run(
         engine.clone(),
         subs,
+        app.metrics.clone(),
         shutdown.clone(),
     ));
     let sweeper = tokio::spawn({

@@ -6,6 +6,7 @@
 //! stream. Nothing here polls streams; an idle subscription costs nothing.
 
 use super::{Subscriptions, ssrf};
+use crate::http::metrics::Metrics;
 use crate::http::streams::payload::{EmptyArray, to_payload};
 use crate::http::subscriptions::{render, token};
 use bytes::Bytes;
@@ -43,6 +44,7 @@ pub fn backoff_ms(failures: u32) -> u64 {
 struct Driver {
     engine: Engine,
     subs: Arc<Subscriptions>,
+    metrics: Arc<Metrics>,
     /// Looks in flight, and whether news arrived for one meanwhile (look again after).
     running: parking_lot::Mutex<HashMap<String, bool>>,
     looks: Semaphore,
@@ -51,12 +53,18 @@ struct Driver {
 }
 
 /// Run until `shutdown`: recover the links, then deliver.
-pub async fn run(engine: Engine, subs: Arc<Subscriptions>, shutdown: CancellationToken) {
+pub async fn run(
+    engine: Engine,
+    subs: Arc<Subscriptions>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     engine.subs_reconcile().await;
     let (due_tx, mut due_rx) = mpsc::unbounded_channel();
     let driver = Arc::new(Driver {
         engine: engine.clone(),
         subs,
+        metrics,
         running: Default::default(),
         looks: Semaphore::new(LOOKS),
         due: due_tx,
@@ -139,7 +147,10 @@ impl Driver {
                 generation,
                 event,
             }) => {
-                if let Err(e) = self.append_event(&wake_stream, event).await {
+                let appended = self.append_event(&wake_stream, event).await;
+                let outcome = if appended.is_ok() { "appended" } else { "failed" };
+                self.metrics.subscriptions.wake_event(outcome);
+                if let Err(e) = appended {
                     tracing::warn!(subscription = name, wake_stream, error = %e, "could not append a wake event; retrying");
                     self.engine.sub_event_failed(name, generation);
                     let _ = self.due.send((now_ms() + EVENT_RETRY_MS, name.to_string()));
@@ -204,6 +215,11 @@ impl Driver {
                 }
             }
         };
+        self.metrics.subscriptions.delivery(match outcome {
+            Delivery::Accepted { done: true } => "done",
+            Delivery::Accepted { done: false } => "accepted",
+            Delivery::Failed => "failed",
+        });
         let r = self
             .engine
             .sub_delivered(&wake.name, wake.generation, outcome, backoff_ms)

@@ -404,27 +404,37 @@ impl Engine {
         let Ok(sub) = self.sub_named(name) else {
             return Ok(());
         };
-        let _serial = self.sub_lock(&sub).await?;
+        let serial = self.sub_lock(&sub).await?;
         let (tx, rx) = oneshot::channel();
+        let engine = self.clone();
         self.sub_log(
             sub.id,
             WalEntry::SubDelete { sub_id: sub.id },
+            // Applied from the commit (like every change), so a dropped request cannot leave
+            // a subscription deleted on disk and alive in RAM.
             Box::new(move |r| {
+                if r.is_ok() {
+                    engine.sub_remove(&sub);
+                }
+                drop(serial);
                 let _ = tx.send(r);
             }),
         );
         rx.await
-            .unwrap_or_else(|_| Err(storage_error("the WAL shut down", false).into()))?;
+            .unwrap_or_else(|_| Err(storage_error("the WAL shut down", false).into()))
+    }
+
+    /// Forget a deleted subscription: requests of its wakes in flight fail from now on.
+    fn sub_remove(&self, sub: &Arc<Sub>) {
         let paths: Vec<String> = {
             let mut st = sub.state.lock();
             st.deleted = true;
             st.rec.links.keys().cloned().collect()
         };
         for p in &paths {
-            self.index(&sub, p, false);
+            self.index(sub, p, false);
         }
-        self.subs().by_name.write().remove(name);
-        Ok(())
+        self.subs().by_name.write().remove(&sub.name);
     }
 
     /// Link `paths` explicitly (already linked ones keep their cursor; new ones start at the
@@ -474,6 +484,11 @@ impl Engine {
             Vec::new()
         };
         self.sub_commit(&sub, guard, ops).await
+    }
+
+    /// How many subscriptions there are.
+    pub fn sub_count(&self) -> usize {
+        self.subs().by_name.read().len()
     }
 
     /// Names of every subscription.

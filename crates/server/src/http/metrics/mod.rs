@@ -9,6 +9,7 @@
 
 mod routes;
 mod storage;
+mod subscriptions;
 
 pub use routes::Route;
 
@@ -101,6 +102,8 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabel, Counter>,
     throttled: Family<LimitLabel, Counter>,
     storage: Arc<storage::StorageCollector>,
+    /// Subscription deliveries.
+    pub subscriptions: subscriptions::SubscriptionMetrics,
 }
 
 impl Metrics {
@@ -147,6 +150,7 @@ impl Metrics {
             progress,
         });
         registry.register_collector(Box::new(storage.clone()));
+        let subscriptions = subscriptions::SubscriptionMetrics::register(&mut registry);
         let slots = ROUTES * METHODS.len() * CLASSES.len();
         Arc::new(Self {
             registry,
@@ -160,6 +164,7 @@ impl Metrics {
             auth_failures,
             throttled,
             storage,
+            subscriptions,
         })
     }
 

@@ -91,6 +91,12 @@ impl Collector for StorageCollector {
         )?;
         gauge(
             &mut e,
+            "riffle_subscriptions",
+            "Durable Streams __ds subscriptions.",
+            engine.sub_count() as u64,
+        )?;
+        gauge(
+            &mut e,
             "riffle_memory_bytes",
             "RAM held for streams (counted against limits.max_memory_bytes): per-stream state, producers, ephemeral records.",
             engine.memory_used(),
