@@ -25,7 +25,8 @@ cargo test --workspace --locked
 # choose their own mode or touch only the connection layer (connections, lifecycle, crash,
 # durability, keepalive_errors, whose 507 needs memory mode, ...) ran once above.
 mode_dependent=(create_append_read forks_and_ttl live_reads producers_and_close robustness
-  stream_names topics_config topics_records topics_watch topics_routers topics_ws topics_queues)
+  stream_names topics_config topics_records topics_watch topics_routers topics_ws topics_queues
+  subscriptions subscriptions_delivery)
 test_args=()
 for t in "${mode_dependent[@]}"; do test_args+=(--test "$t"); done
 for mode in file-fast file-durable; do

@@ -305,3 +305,28 @@ async fn webhook_wakes_retry_and_done_acks_the_snapshot() {
     };
     assert!(next.generation > again.generation);
 }
+
+#[tokio::test]
+async fn an_expired_lease_is_fenced_before_anyone_ends_it() {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let d = Disk::new();
+    let e = open(&d, &clock);
+    e.sub_put("s", pull("ev/*"), "http://h").await.expect("put");
+    create(&e, "ev/a", "hello").await;
+    let w = e.sub_claim("s", "w1").await.expect("claim");
+    clock.advance_ms(1_000);
+    let acks = [("ev/a".to_string(), 5)];
+    let late = e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, &acks, true, true);
+    assert!(
+        matches!(late.await, Err(SubError::Fenced)),
+        "no poke ran, the lease is over"
+    );
+    let late = e.sub_release("s", w.sub_id, w.generation, &w.wake_id);
+    assert!(matches!(late.await, Err(SubError::Fenced)));
+    assert_eq!(acked(&e, "s", "ev/a"), Some((0, 5)));
+    let again = e
+        .sub_claim("s", "w2")
+        .await
+        .expect("the expired claim is re-offered");
+    assert!(again.generation > w.generation);
+}

@@ -146,7 +146,7 @@ pub enum SubOp {
     Extend { lease_until: i64 },
     /// Acked positions.
     Acks(Vec<(String, u64)>),
-    /// The wake ended (done, released or its lease expired).
+    /// The wake ended (done, released or its lease expired); its retry schedule goes too.
     End,
 }
 
@@ -234,7 +234,12 @@ impl SubRec {
                     }
                 }
             }
-            SubOp::End => self.wake = None,
+            SubOp::End => {
+                // No retry is scheduled for a wake that is over.
+                self.wake = None;
+                self.attempts = 0;
+                self.next_attempt = None;
+            }
         }
     }
 }

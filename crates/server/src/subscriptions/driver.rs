@@ -148,7 +148,11 @@ impl Driver {
                 event,
             }) => {
                 let appended = self.append_event(&wake_stream, event).await;
-                let outcome = if appended.is_ok() { "appended" } else { "failed" };
+                let outcome = if appended.is_ok() {
+                    "appended"
+                } else {
+                    "failed"
+                };
                 self.metrics.subscriptions.wake_event(outcome);
                 if let Err(e) = appended {
                     tracing::warn!(subscription = name, wake_stream, error = %e, "could not append a wake event; retrying");

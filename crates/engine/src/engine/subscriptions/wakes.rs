@@ -235,15 +235,19 @@ impl Engine {
     }
 
     /// Check that a request is for the current wake of incarnation `sub_id`.
+    /// A wake whose lease ran out is fenced at once, before the driver's timer ends it.
     fn fence(
         sub: &Sub,
         st: &SubState,
-        sub_id: u64,
-        generation: u64,
-        wake_id: &str,
+        (sub_id, generation, wake_id): (u64, u64, &str),
+        now: i64,
     ) -> SubResult<()> {
         match &st.rec.wake {
             Some(w) if sub.id == sub_id && w.generation == generation && w.wake_id == wake_id => {
+                let leased = w.holder.is_some() || w.delivered;
+                if leased && w.lease_until.is_some_and(|u| now >= u) {
+                    return Err(SubError::Fenced);
+                }
                 Ok(())
             }
             _ => Err(SubError::Fenced),
@@ -276,7 +280,7 @@ impl Engine {
             if !pull && is_pull {
                 return Err(SubError::NotWebhook);
             }
-            Self::fence(&sub, &st, sub_id, generation, wake_id)?;
+            Self::fence(&sub, &st, (sub_id, generation, wake_id), now)?;
             if pull && st.rec.wake.as_ref().is_some_and(|w| w.holder.is_none()) {
                 return Err(SubError::Fenced);
             }
@@ -350,12 +354,13 @@ impl Engine {
     ) -> SubResult<()> {
         let sub = self.sub_named(name)?;
         let guard = self.sub_lock(&sub).await?;
+        let now = self.now();
         {
             let st = sub.state.lock();
             if !matches!(st.rec.spec.kind, SubKind::PullWake { .. }) {
                 return Err(SubError::NotPullWake);
             }
-            Self::fence(&sub, &st, sub_id, generation, wake_id)?;
+            Self::fence(&sub, &st, (sub_id, generation, wake_id), now)?;
         }
         self.sub_commit(&sub, guard, vec![SubOp::End]).await?;
         self.next_wake(&sub).await.map(|_| ())
