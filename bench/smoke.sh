@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke of riffle-bench: builds the (debug) binaries if needed, starts Riffle in memory mode
-# on a free port, and runs every scenario briefly (`riffle-bench --quick all`), then starts a
+# on a free port, and runs every scenario briefly (`riffle-bench --quick all`) and the `__ds`
+# pull-wake subscription scenario (`riffle-bench --quick subs`: 500 streams, 2 s), then starts a
 # file-durable Riffle and runs the topics /v0 scenarios briefly (`riffle-bench --quick topics`).
 # Fails on any request error or verification mismatch; asserts nothing about speed. About 40 s
 # once built.
@@ -46,6 +47,7 @@ start() {
 
 start memory streams
 "$bench" --quick all --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid"
+"$bench" --quick subs --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid"
 # The topics scenarios write fsync and disk topics: they need a data directory.
 start file-durable topics
 "$bench" --quick --duration 1 --warmup 0.2 topics --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid"

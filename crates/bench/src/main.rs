@@ -19,6 +19,7 @@ use scenarios::append::AppendArgs;
 use scenarios::fanout::FanoutArgs;
 use scenarios::read::ReadArgs;
 use scenarios::rtt::RttArgs;
+use scenarios::subs::SubsArgs;
 use scenarios::topics_diff::TopicsDiffArgs;
 use scenarios::topics_queue::TopicsQueueArgs;
 use scenarios::topics_routers::TopicsRoutersArgs;
@@ -90,6 +91,9 @@ enum Cmd {
     Rtt(RttArgs),
     /// One writer, K SSE subscribers: delivery latency and server memory per K.
     Fanout(FanoutArgs),
+    /// `__ds` pull-wake subscription over N streams, appends at a fixed rate, W workers
+    /// claiming and acking: wake latency (append to claim) and server CPU per wake.
+    Subs(SubsArgs),
     /// The four scenarios with their default parameters (small ones with --quick).
     All,
     /// Topics /v0: one-record or batched writes over N topics from C connections.
@@ -220,6 +224,7 @@ async fn run_scenarios(g: &Global, cmd: Cmd) -> Result<(Vec<ScenarioResult>, Vec
         Cmd::Read(a) => out.extend(scenarios::read::run(&c, &a).await?),
         Cmd::Rtt(a) => out.extend(scenarios::rtt::run(&c, &a).await?),
         Cmd::Fanout(a) => out.extend(scenarios::fanout::run(&c, &a).await?),
+        Cmd::Subs(a) => out.extend(scenarios::subs::run(&c, &a, g.quick).await?),
         Cmd::TopicsWrite(a) => out.extend(scenarios::topics_write::run(&c, &a).await?),
         Cmd::TopicsDiff(a) => out.extend(scenarios::topics_diff::run(&c, &a).await?),
         Cmd::TopicsWatch(a) => out.extend(scenarios::topics_watch::run(&c, &a).await?),

@@ -1,5 +1,5 @@
 //! The scenarios and what they share: the Durable Streams ones (`append`, `read`, `rtt`,
-//! `fanout`) and the topics `/v0` ones (`topics-write`, `topics-diff`, `topics-watch`).
+//! `fanout`, `subs`) and the topics `/v0` ones (`topics-write`, `topics-diff`, `topics-watch`).
 
 pub mod append;
 pub mod fanout;
@@ -8,6 +8,9 @@ pub mod load;
 pub mod read;
 pub mod rtt;
 pub mod sse;
+pub mod subs;
+pub mod subs_check;
+pub mod subs_worker;
 pub mod topics;
 pub mod topics_diff;
 pub mod topics_queue;
