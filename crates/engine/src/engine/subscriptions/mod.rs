@@ -24,6 +24,9 @@ mod wakes;
 
 type SubResult<T> = std::result::Result<T, SubError>;
 
+/// Largest creation record (its links' paths, about): well inside one WAL record.
+const MAX_CREATE_BYTES: usize = 48 << 20;
+
 /// Every subscription, indexed for the hooks.
 #[derive(Default)]
 pub(super) struct Subs {
@@ -320,6 +323,14 @@ impl Engine {
             }
         }
         self.check_links(links.len())?;
+        // The creation is one WAL record: it must fit one (a WAL record is at most 64 MiB).
+        let bytes: usize = links.keys().map(|p| p.len() + 24).sum();
+        if bytes > MAX_CREATE_BYTES {
+            return Err(SubError::Limit {
+                limit: "subscription_create_bytes",
+                max: MAX_CREATE_BYTES as u64,
+            });
+        }
         let rec = SubRec {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),

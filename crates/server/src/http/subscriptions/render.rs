@@ -6,6 +6,7 @@ use crate::http::body::{self, ResponseBody};
 use crate::http::streams::offset::format_offset;
 use http::{Response, StatusCode, header};
 use riffle_engine::subs::{LinkInfo, SubInfo, SubKind, WakeInfo};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 pub const JWKS_PATH: &str = "/v1/stream/__ds/jwks.json";
@@ -17,8 +18,9 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-pub fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
-    let mut resp = Response::new(body::full(v.to_string()));
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Response<ResponseBody> {
+    // Plain structs, strings and numbers: serializing cannot fail.
+    let mut resp = Response::new(body::full(serde_json::to_vec(v).unwrap_or_default()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -66,28 +68,31 @@ pub fn error_response(e: ApiError) -> Response<ResponseBody> {
     resp
 }
 
-fn link_type(l: &LinkInfo) -> &'static str {
-    if l.explicit { "explicit" } else { "glob" }
+/// A link as an answer shows it: with its tail in a wake or a claim. Serialized straight from
+/// this struct: a subscription may link a million streams.
+#[derive(Serialize)]
+pub struct LinkOut<'a> {
+    path: &'a str,
+    link_type: &'static str,
+    acked_offset: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail_offset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    has_pending: Option<bool>,
 }
 
-/// A link as a subscription shows it.
-pub fn link(l: &LinkInfo) -> Value {
-    json!({
-        "path": l.path,
-        "link_type": link_type(l),
-        "acked_offset": format_offset(l.acked),
-    })
+pub fn link(l: &LinkInfo, with_tail: bool) -> LinkOut<'_> {
+    LinkOut {
+        path: &l.path,
+        link_type: if l.explicit { "explicit" } else { "glob" },
+        acked_offset: format_offset(l.acked),
+        tail_offset: with_tail.then(|| format_offset(l.tail)),
+        has_pending: with_tail.then(|| l.has_pending()),
+    }
 }
 
-/// A link as a wake shows it (with its tail).
-pub fn wake_link(l: &LinkInfo) -> Value {
-    json!({
-        "path": l.path,
-        "link_type": link_type(l),
-        "acked_offset": format_offset(l.acked),
-        "tail_offset": format_offset(l.tail),
-        "has_pending": l.has_pending(),
-    })
+fn links(list: &[LinkInfo], with_tail: bool) -> Vec<LinkOut<'_>> {
+    list.iter().map(|l| link(l, with_tail)).collect()
 }
 
 /// `created_at`: RFC 3339 in UTC with milliseconds.
@@ -107,11 +112,29 @@ fn timestamp(ms: i64) -> String {
     }
 }
 
+/// A subscription as `PUT` and `GET` answer it.
+#[derive(Serialize)]
+pub struct SubOut<'a> {
+    id: &'a str,
+    subscription_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pattern: Option<&'a str>,
+    streams: Vec<LinkOut<'a>>,
+    webhook: Value,
+    wake_stream: Option<&'a str>,
+    lease_ttl_ms: u64,
+    created_at: String,
+    status: &'static str,
+    description: Option<&'a str>,
+}
+
 /// A subscription: `origin` is the base URL its JWKS URL is built from, `kid` the active
 /// signing key.
-pub fn subscription(info: &SubInfo, origin: &str, kid: &str) -> Value {
-    let (webhook, wake_stream) = match &info.spec.kind {
+pub fn subscription<'a>(info: &'a SubInfo, origin: &str, kid: &str) -> SubOut<'a> {
+    let (kind, webhook, wake_stream) = match &info.spec.kind {
         SubKind::Webhook { url } => (
+            "webhook",
             json!({
                 "url": url,
                 "signing": {
@@ -120,26 +143,23 @@ pub fn subscription(info: &SubInfo, origin: &str, kid: &str) -> Value {
                     "jwks_url": format!("{origin}{JWKS_PATH}"),
                 },
             }),
-            Value::Null,
+            None,
         ),
-        SubKind::PullWake { wake_stream } => (Value::Null, json!(wake_stream)),
+        SubKind::PullWake { wake_stream } => ("pull-wake", Value::Null, Some(wake_stream.as_str())),
     };
-    json!({
-        "id": info.name,
-        "subscription_id": info.name,
-        "type": match info.spec.kind {
-            SubKind::Webhook { .. } => "webhook",
-            SubKind::PullWake { .. } => "pull-wake",
-        },
-        "pattern": info.spec.pattern,
-        "streams": info.links.iter().map(link).collect::<Vec<_>>(),
-        "webhook": webhook,
-        "wake_stream": wake_stream,
-        "lease_ttl_ms": info.spec.lease_ttl_ms,
-        "created_at": timestamp(info.created_ms),
-        "status": if info.failed { "failed" } else { "active" },
-        "description": info.spec.description,
-    })
+    SubOut {
+        id: &info.name,
+        subscription_id: &info.name,
+        kind,
+        pattern: info.spec.pattern.as_deref(),
+        streams: links(&info.links, false),
+        webhook,
+        wake_stream,
+        lease_ttl_ms: info.spec.lease_ttl_ms,
+        created_at: timestamp(info.created_ms),
+        status: if info.failed { "failed" } else { "active" },
+        description: info.spec.description.as_deref(),
+    }
 }
 
 /// A claim's answer.
@@ -148,7 +168,7 @@ pub fn claimed(w: &WakeInfo, token: &str) -> Value {
         "wake_id": w.wake_id,
         "generation": w.generation,
         "token": token,
-        "streams": w.streams.iter().map(wake_link).collect::<Vec<_>>(),
+        "streams": links(&w.streams, true),
         "lease_ttl_ms": w.lease_ttl_ms,
     })
 }
@@ -165,7 +185,7 @@ pub fn webhook_body(w: &WakeInfo, origin: &str, token: &str) -> Value {
         "subscription_id": w.name,
         "wake_id": w.wake_id,
         "generation": w.generation,
-        "streams": w.streams.iter().map(wake_link).collect::<Vec<_>>(),
+        "streams": links(&w.streams, true),
         "callback_url": action_url(origin, &w.name, "callback"),
         "callback_token": token,
     })
