@@ -183,14 +183,7 @@ impl App {
                 .expect("static response"));
         }
         if topics::owns(req.uri.path()) {
-            let allowed = self.authorize(req, req.uri.path()).and_then(|cred| {
-                let slot = cred
-                    .as_ref()
-                    .map(|c| self.inflight.acquire(Some(c)))
-                    .transpose()?;
-                Ok((cred, slot))
-            });
-            let (cred, _inflight) = match allowed {
+            let (cred, _inflight) = match self.admit(req, req.uri.path()) {
                 Ok(c) => c,
                 Err(e) => return Ok(topics::render_error(e)),
             };
@@ -202,14 +195,7 @@ impl App {
         if subscriptions::owns(req.uri.path()) {
             // Routed on the raw path: a stream path inside it is percent-encoded (`%2F`),
             // which the canonical form of stream paths refuses.
-            let allowed = self.authorize(req, req.uri.path()).and_then(|cred| {
-                let slot = cred
-                    .as_ref()
-                    .map(|c| self.inflight.acquire(Some(c)))
-                    .transpose()?;
-                Ok((cred, slot))
-            });
-            let (cred, _inflight) = match allowed {
+            let (cred, _inflight) = match self.admit(req, req.uri.path()) {
                 Ok(c) => c,
                 Err(e) => return Ok(subscriptions::render::error_response(e)),
             };
@@ -229,11 +215,7 @@ impl App {
             Err(e) => return Err(ApiError::bad_request(format!("invalid path: {e}"))),
         };
         let path = &*path;
-        let cred = self.authorize(req, path)?;
-        let inflight = cred
-            .as_ref()
-            .map(|c| self.inflight.acquire(Some(c)))
-            .transpose()?;
+        let (cred, inflight) = self.admit(req, path)?;
         if subscriptions::owns(path) {
             // A spelling that only canonicalizes into the reserved prefix.
             return Err(not_found());
@@ -255,6 +237,20 @@ impl App {
             "/metrics" if req.method == Method::GET => Ok(self.metrics_response(req, "")),
             _ => Err(not_found()),
         }
+    }
+
+    /// Authorize a request for `path` and take its credential's in-flight slot.
+    fn admit(
+        &self,
+        req: &Parts,
+        path: &str,
+    ) -> Result<(Option<auth::Credential>, Option<slots::Slot>), ApiError> {
+        let cred = self.authorize(req, path)?;
+        let slot = cred
+            .as_ref()
+            .map(|c| self.inflight.acquire(Some(c)))
+            .transpose()?;
+        Ok((cred, slot))
     }
 
     /// The metrics registry in the text format the request accepts, with `extra` families.
