@@ -165,8 +165,8 @@ async fn every_error_answer_keeps_the_connection_usable() {
         ),
         (
             encode("GET", "/v1/stream/__ds/subscriptions", &[], b""),
-            501,
-            "reserved API",
+            404,
+            "reserved API without a subscription id",
         ),
         (encode("POST", &full, TEXT, &big), 413, "stream full"),
         (

@@ -520,20 +520,27 @@ async fn methods_cors_and_security_headers() {
     assert_eq!(ev.expect(RAW_TIMEOUT).await.event, "control");
     drop(ev);
 
-    // The reserved control namespace: 501, whatever the method.
-    for p in [
-        "/v1/stream/__ds/subscriptions/x",
-        "/v1/stream/__ds",
-        "/v1/stream/__ds/jwks.json",
-    ] {
-        for m in [
-            reqwest::Method::GET,
-            reqwest::Method::PUT,
+    // The reserved control namespace: its own answers (JSON errors), never a stream's.
+    for (m, p, status) in [
+        (reqwest::Method::GET, "/v1/stream/__ds/subscriptions/x", 404),
+        (reqwest::Method::PUT, "/v1/stream/__ds/subscriptions/x", 400),
+        (
             reqwest::Method::DELETE,
-        ] {
-            let r = s.client.request(m.clone(), s.url(p)).send().await.unwrap();
-            assert_eq!(r.status(), 501, "{m} {p}");
-            check(&r);
+            "/v1/stream/__ds/subscriptions/x",
+            204,
+        ),
+        (reqwest::Method::GET, "/v1/stream/__ds", 404),
+        (reqwest::Method::PUT, "/v1/stream/__ds", 404),
+        (reqwest::Method::GET, "/v1/stream/__ds/jwks.json", 200),
+        (reqwest::Method::PUT, "/v1/stream/__ds/jwks.json", 405),
+        (reqwest::Method::DELETE, "/v1/stream/__ds/jwks.json", 405),
+    ] {
+        let r = s.client.request(m.clone(), s.url(p)).send().await.unwrap();
+        assert_eq!(r.status(), status, "{m} {p}");
+        check(&r);
+        if status != 204 {
+            let ct = header(&r, "content-type").unwrap_or_default();
+            assert!(ct.contains("json"), "{m} {p}: {ct}");
         }
     }
 
@@ -744,9 +751,7 @@ async fn random_requests_never_5xx() {
         .await;
     let mut seen = std::collections::BTreeMap::new();
     for (describe, code) in &results {
-        // The reserved `__ds` namespace answers 501 by design.
-        let reserved = describe.contains("/v1/stream/__ds/") && *code == 501;
-        assert!(*code < 500 || reserved, "{code} for {describe}");
+        assert!(*code < 500, "{code} for {describe}");
         *seen.entry(*code).or_insert(0) += 1;
     }
     assert_eq!(results.len(), 300);

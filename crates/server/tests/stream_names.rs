@@ -66,10 +66,14 @@ async fn equivalent_spellings_name_one_stream() {
         201
     );
     assert_eq!(read(&mut c, "/v1/stream/dir/le%61f"), (200, "n".into()));
-    // The reserved prefix cannot be reached around by escaping it.
+    // The reserved prefix cannot be reached around by escaping it: no stream by that name.
     assert_eq!(
         c.request("GET", "/v1/stream/%5F_ds/x", &[], b"").status,
-        501
+        404
+    );
+    assert_eq!(
+        c.request("PUT", "/v1/stream/%5F_ds/x", TEXT, b"1").status,
+        404
     );
 }
 
