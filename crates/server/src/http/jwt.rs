@@ -409,7 +409,11 @@ mod tests {
         // change may leave the signature's bytes equal to (the old test failed 1 run in 16).
         let good = token(ok);
         let at = good.rfind('.').map_or(0, |i| i + 1);
-        let first = if good[at..].starts_with('A') { "B" } else { "A" };
+        let first = if good[at..].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
         let forged = format!("{}{first}{}", &good[..at], &good[at + 1..]);
         assert!(matches!(
             jwt.check(&forged),
