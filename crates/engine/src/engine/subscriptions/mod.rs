@@ -24,20 +24,6 @@ mod wakes;
 
 type SubResult<T> = std::result::Result<T, SubError>;
 
-/// Whether a change may commit without a sync of its own: a new wake (after, at most, the end
-/// of a lease that ran out). Lost in a power loss, it is made again identically after the restart
-/// (the same generation and wake id: both follow from the last durable state), and nothing
-/// can have depended on it durably: a claim or an ack of that wake is a synced record later in
-/// the same WAL shard, which makes it durable first. A webhook receiver may hold a token of
-/// it, which then answers for the wake made again, over at least the same data. Saves one
-/// sync of the four or five a pull-wake cycle takes.
-fn remade_if_lost(ops: &[SubOp]) -> bool {
-    ops.iter().any(|op| matches!(op, SubOp::Wake(_)))
-        && ops
-            .iter()
-            .all(|op| matches!(op, SubOp::Wake(_) | SubOp::End))
-}
-
 /// Largest creation record (its links' paths, about): well inside one WAL record.
 const MAX_CREATE_BYTES: usize = 48 << 20;
 
@@ -164,14 +150,10 @@ impl Engine {
             return done(Ok(()));
         };
         let class = self.inner.config.default_durability.max(Durability::Memory);
-        let commit = match &entry {
-            WalEntry::SubChange { ops, .. } if remade_if_lost(ops) => riffle_wal::Commit::Lazy,
-            _ => commit_for(class),
-        };
         p.submit(
             id,
             entry.encode(&[]),
-            commit,
+            commit_for(class),
             Box::new(move |r| done(r.map(|_| ()).map_err(|e| wal_error(e).into()))),
         );
     }
