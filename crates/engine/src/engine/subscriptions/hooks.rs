@@ -17,10 +17,17 @@ impl Engine {
         let Some(path) = key.strip_prefix(STREAM_ROOT) else {
             return;
         };
+        // Hot path (every append to a linked stream): allocate only for a new hint or name.
         let mut dirty = subs.dirty.lock();
         for s in linked {
-            s.state.lock().pending.insert(path.to_string());
-            dirty.insert(s.name.clone());
+            let mut st = s.state.lock();
+            if !st.pending.contains(path) {
+                st.pending.insert(path.to_string());
+            }
+            drop(st);
+            if !dirty.contains(&s.name) {
+                dirty.insert(s.name.clone());
+            }
         }
         drop(dirty);
         subs.notify.notify_one();
