@@ -5,7 +5,7 @@
 mod common;
 
 use common::disk::Disk;
-use riffle_engine::subs::{Delivery, SubAction, SubError, SubKind, SubSpec};
+use riffle_engine::subs::{Delivery, SubAction, SubError, SubKind, SubSpec, WakeInfo};
 use riffle_engine::{
     AppendRequest, CreateSpec, Durability, Engine, EngineConfig, Framing, ManualClock, Payload,
     StorageConfig,
@@ -70,6 +70,17 @@ fn pull(pattern: &str) -> SubSpec {
         lease_ttl_ms: 1_000,
         description: None,
     }
+}
+
+/// A pull-wake worker's ack of wake `w` of subscription `s`.
+async fn pull_ack(
+    e: &Engine,
+    w: &WakeInfo,
+    acks: &[(String, u64)],
+    done: bool,
+) -> Result<bool, SubError> {
+    e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, acks, done, true)
+        .await
 }
 
 fn acked(e: &Engine, sub: &str, path: &str) -> Option<(u64, u64)> {
@@ -145,11 +156,11 @@ async fn claims_fence_stale_wakes_and_everything_survives_a_power_loss() {
     }
     // An ack beyond the tail or for an unknown stream changes nothing.
     let bad = [("ev/a".to_string(), 6)];
-    let r = e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, &bad, true, true);
+    let r = pull_ack(&e, &w, &bad, true);
     assert!(matches!(r.await, Err(SubError::InvalidOffset(_))));
     // A heartbeat ack of 3 bytes, then a power loss.
     let part = [("ev/a".to_string(), 3)];
-    let r = e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, &part, false, true);
+    let r = pull_ack(&e, &w, &part, false);
     assert!(!r.await.expect("heartbeat"));
     d.power_loss(e);
 
@@ -170,7 +181,7 @@ async fn claims_fence_stale_wakes_and_everything_survives_a_power_loss() {
     let poke = e.sub_poke("s").await.expect("poke");
     assert!(matches!(poke.action, Some(SubAction::WakeEvent { .. })));
     let rest = [("ev/a".to_string(), 5)];
-    let stale = e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, &rest, true, true);
+    let stale = pull_ack(&e, &w, &rest, true);
     assert!(matches!(stale.await, Err(SubError::Fenced)));
     assert_eq!(
         acked(&e, "s", "ev/a"),
@@ -179,26 +190,10 @@ async fn claims_fence_stale_wakes_and_everything_survives_a_power_loss() {
     );
     let w2 = e.sub_claim("s", "w2").await.expect("claim again");
     assert!(w2.generation > w.generation);
-    let r = e.sub_ack(
-        "s",
-        w2.sub_id,
-        w2.generation,
-        &w2.wake_id,
-        &rest,
-        true,
-        true,
-    );
+    let r = pull_ack(&e, &w2, &rest, true);
     assert!(!r.await.expect("ack"), "nothing else is pending");
     append(&e, "ev/a", "!").await;
-    let r = e.sub_ack(
-        "s",
-        w2.sub_id,
-        w2.generation,
-        &w2.wake_id,
-        &rest,
-        true,
-        true,
-    );
+    let r = pull_ack(&e, &w2, &rest, true);
     assert!(
         matches!(r.await, Err(SubError::Fenced)),
         "a finished wake is fenced"
@@ -222,7 +217,7 @@ async fn claims_fence_stale_wakes_and_everything_survives_a_power_loss() {
         .expect("released work is claimable");
     assert!(w4.generation > w3.generation, "generations never repeat");
     e.sub_delete("s").await.expect("delete");
-    let r = e.sub_ack("s", w4.sub_id, w4.generation, &w4.wake_id, &[], true, true);
+    let r = pull_ack(&e, &w4, &[], true);
     assert!(matches!(r.await, Err(SubError::NotFound)));
     d.power_loss(e);
     let e = open(&d, &clock);
@@ -316,7 +311,7 @@ async fn an_expired_lease_is_fenced_before_anyone_ends_it() {
     let w = e.sub_claim("s", "w1").await.expect("claim");
     clock.advance_ms(1_000);
     let acks = [("ev/a".to_string(), 5)];
-    let late = e.sub_ack("s", w.sub_id, w.generation, &w.wake_id, &acks, true, true);
+    let late = pull_ack(&e, &w, &acks, true);
     assert!(
         matches!(late.await, Err(SubError::Fenced)),
         "no poke ran, the lease is over"
