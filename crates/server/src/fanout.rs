@@ -9,7 +9,7 @@
 //! 512 parked subscribers of one stream. When the stream changes it renders the
 //! new events once for all subscribers at the same position (and with the same client
 //! cursor), frames them as one chunk once, and writes that buffer to each socket without
-//! waiting, 64 subscribers at a time. It also keeps their clocks (keep-alive events,
+//! waiting, 16 subscribers at a time. It also keeps their clocks (keep-alive events,
 //! the reconnect interval, the credential's expiry, long-poll timeouts, shutdown), and
 //! notices a client that hangs up at once (its socket turns readable).
 //!
@@ -234,7 +234,7 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
 }
 
 /// Subscribers served per slice of a round.
-const SLICE: usize = 64;
+const SLICE: usize = 16;
 
 /// A delivery round over a hub's subscribers, in slices.
 #[derive(Default)]
