@@ -12,6 +12,13 @@ pub struct Route(u8);
 const TABLE: &[(&str, &str)] = &[
     ("streams", "stream"),
     ("streams", "reserved"),
+    ("streams", "__ds/jwks.json"),
+    ("streams", "__ds/subscriptions/:id"),
+    ("streams", "__ds/subscriptions/:id/streams"),
+    ("streams", "__ds/subscriptions/:id/callback"),
+    ("streams", "__ds/subscriptions/:id/claim"),
+    ("streams", "__ds/subscriptions/:id/ack"),
+    ("streams", "__ds/subscriptions/:id/release"),
     ("topics", "health"),
     ("topics", "ready"),
     ("topics", "metrics"),
@@ -87,10 +94,10 @@ impl Route {
     /// The template of a request path (raw or canonical: only the shape matters).
     pub fn of(path: &str) -> Route {
         if let Some(name) = path.strip_prefix(super::super::STREAM_PREFIX) {
-            return if name.starts_with("__ds") {
-                at("reserved")
-            } else {
-                Route::STREAM
+            return match name.strip_prefix("__ds/") {
+                Some(rest) => Self::reserved(rest),
+                None if name == "__ds" => at("reserved"),
+                None => Route::STREAM,
             };
         }
         if let Some(rest) = path.strip_prefix("/v0") {
@@ -101,6 +108,21 @@ impl Route {
             "/readyz" => at("readyz"),
             "/metrics" => Route::OTHER_METRICS,
             _ => Route::OTHER_UNKNOWN,
+        }
+    }
+
+    /// The `__ds` control APIs (`rest` after `__ds/`).
+    fn reserved(rest: &str) -> Route {
+        let segs: Vec<&str> = rest.split('/').collect();
+        match segs.as_slice() {
+            ["jwks.json"] => at("__ds/jwks.json"),
+            ["subscriptions", _] => at("__ds/subscriptions/:id"),
+            ["subscriptions", _, "streams", ..] => at("__ds/subscriptions/:id/streams"),
+            ["subscriptions", _, "callback"] => at("__ds/subscriptions/:id/callback"),
+            ["subscriptions", _, "claim"] => at("__ds/subscriptions/:id/claim"),
+            ["subscriptions", _, "ack"] => at("__ds/subscriptions/:id/ack"),
+            ["subscriptions", _, "release"] => at("__ds/subscriptions/:id/release"),
+            _ => at("reserved"),
         }
     }
 
@@ -169,6 +191,28 @@ mod tests {
         let cases = [
             ("/v1/stream/a/b/c", "streams", "stream"),
             ("/v1/stream/__ds/x", "streams", "reserved"),
+            ("/v1/stream/__ds", "streams", "reserved"),
+            ("/v1/stream/__ds/jwks.json", "streams", "__ds/jwks.json"),
+            (
+                "/v1/stream/__ds/subscriptions/s-1",
+                "streams",
+                "__ds/subscriptions/:id",
+            ),
+            (
+                "/v1/stream/__ds/subscriptions/s-1/streams/a%2Fb",
+                "streams",
+                "__ds/subscriptions/:id/streams",
+            ),
+            (
+                "/v1/stream/__ds/subscriptions/s-1/claim",
+                "streams",
+                "__ds/subscriptions/:id/claim",
+            ),
+            (
+                "/v1/stream/__ds/subscriptions/s-1/x/y",
+                "streams",
+                "reserved",
+            ),
             ("/v0/topics", "topics", "topics"),
             ("/v0/topics/orders", "topics", "topics/:t"),
             ("/v0/topics/orders/diff", "topics", "topics/:t/diff"),
