@@ -62,30 +62,7 @@ impl Engine {
             let Ok(guard) = self.sub_lock(&sub).await else {
                 continue;
             };
-            let ops = {
-                let st = sub.state.lock();
-                let mut ops = Vec::new();
-                let link = st.rec.links.get(path);
-                if link.is_some_and(|l| l.log != Some(id)) {
-                    ops.push(SubOp::StreamNew {
-                        path: path.to_string(),
-                        log: id,
-                    });
-                }
-                let matches = sub
-                    .pattern
-                    .as_deref()
-                    .is_some_and(|p| glob::matches(p, path));
-                if matches && !link.is_some_and(|l| l.glob) {
-                    ops.push(SubOp::Link {
-                        path: path.to_string(),
-                        explicit: false,
-                        acked: 0,
-                        log: Some(id),
-                    });
-                }
-                ops
-            };
+            let ops = link_ops(&sub, &sub.state.lock(), path, Some(id));
             if let Err(e) = self.sub_commit(&sub, guard, ops).await {
                 tracing::warn!(subscription = %sub.name, error = %e, "could not link a new stream; linked again at restart");
             }
@@ -115,19 +92,15 @@ impl Engine {
             let Ok(guard) = self.sub_lock(&sub).await else {
                 continue;
             };
-            let gone = sub
-                .state
-                .lock()
-                .rec
-                .links
-                .get(path)
-                .is_some_and(|l| l.log == Some(id));
-            let ops = if gone {
-                vec![SubOp::StreamGone {
-                    path: path.to_string(),
-                }]
-            } else {
-                Vec::new()
+            let ops = {
+                let st = sub.state.lock();
+                // Only the removed incarnation's link: the name may hold a new one already.
+                let gone = st.rec.links.get(path).is_some_and(|l| l.log == Some(id));
+                if gone {
+                    link_ops(&sub, &st, path, None)
+                } else {
+                    Vec::new()
+                }
             };
             if let Err(e) = self.sub_commit(&sub, guard, ops).await {
                 tracing::warn!(subscription = %sub.name, error = %e, "could not unlink a removed stream");
@@ -160,42 +133,65 @@ impl Engine {
             let Ok(guard) = self.sub_lock(&sub).await else {
                 continue;
             };
-            let mut ops = Vec::new();
-            {
+            let ops: Vec<SubOp> = {
                 let st = sub.state.lock();
-                for (path, link) in &st.rec.links {
-                    let now = ids.get(path.as_str()).copied();
-                    if link.log.is_some() && link.log != now {
-                        ops.push(SubOp::StreamGone { path: path.clone() });
-                    }
-                    if let Some(id) = now
-                        && link.log != Some(id)
-                        && (link.explicit || link.log.is_none())
-                    {
-                        ops.push(SubOp::StreamNew {
-                            path: path.clone(),
-                            log: id,
-                        });
-                    }
-                }
-                if let Some(p) = &sub.pattern {
-                    for (path, id) in &streams {
-                        let linked = st.rec.links.get(path).is_some_and(|l| l.glob);
-                        if !linked && glob::matches(p, path) {
-                            ops.push(SubOp::Link {
-                                path: path.clone(),
-                                explicit: false,
-                                acked: 0,
-                                log: Some(*id),
-                            });
-                        }
-                    }
-                }
-            }
+                let linked = st
+                    .rec
+                    .links
+                    .keys()
+                    .map(|p| (p, ids.get(p.as_str()).copied()));
+                let matching = sub.pattern.as_deref().into_iter().flat_map(|pat| {
+                    streams
+                        .iter()
+                        .filter(|(p, _)| !st.rec.links.contains_key(p) && glob::matches(pat, p))
+                        .map(|(p, id)| (p, Some(*id)))
+                });
+                linked
+                    .chain(matching)
+                    .flat_map(|(path, now)| link_ops(&sub, &st, path, now))
+                    .collect()
+            };
             if let Err(e) = self.sub_commit(&sub, guard, ops).await {
                 tracing::warn!(subscription = %sub.name, error = %e, "could not reconcile a subscription's links");
             }
             self.mark_dirty(&sub.name);
         }
     }
+}
+
+/// The changes that bring `sub`'s link of `path` in line with what the name holds now: a
+/// stream incarnation (`Some(log id)`) or nothing. A link to another incarnation restarts at
+/// 0 on the new one; a matching pattern links the stream at 0; a link whose stream went is
+/// unlinked (an explicit one waits at 0 for a stream of that name). The create and removal
+/// hooks and the reconciliation after a crash all decide with this.
+fn link_ops(sub: &Sub, st: &SubState, path: &str, now: Option<u64>) -> Vec<SubOp> {
+    let link = st.rec.links.get(path);
+    let Some(id) = now else {
+        return match link {
+            Some(l) if l.log.is_some() => vec![SubOp::StreamGone {
+                path: path.to_string(),
+            }],
+            _ => Vec::new(),
+        };
+    };
+    let mut ops = Vec::new();
+    if link.is_some_and(|l| l.log != Some(id)) {
+        ops.push(SubOp::StreamNew {
+            path: path.to_string(),
+            log: id,
+        });
+    }
+    let matches = sub
+        .pattern
+        .as_deref()
+        .is_some_and(|p| glob::matches(p, path));
+    if matches && !link.is_some_and(|l| l.glob) {
+        ops.push(SubOp::Link {
+            path: path.to_string(),
+            explicit: false,
+            acked: 0,
+            log: Some(id),
+        });
+    }
+    ops
 }
