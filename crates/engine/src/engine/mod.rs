@@ -339,6 +339,11 @@ impl Engine {
         self.inner.clock.now_ms()
     }
 
+    /// The engine's clock, in Unix ms: the time its deadlines (leases, retries) are in.
+    pub fn now_ms(&self) -> i64 {
+        self.now()
+    }
+
     /// Look a name up, applying lazy expiry.
     fn live(&self, name: &str) -> Result<Arc<Log>> {
         let log = self

@@ -25,12 +25,6 @@ const EVENT_RETRY_MS: i64 = 5_000;
 /// When a look failed (storage trouble): try again.
 const LOOK_RETRY_MS: i64 = 1_000;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Webhook retry delay after `failures` failed deliveries in a row: exponential from 1 s up
 /// to 60 s, with 20 % jitter (the protocol's schedule).
 pub fn backoff_ms(failures: u32) -> u64 {
@@ -77,19 +71,20 @@ pub async fn run(
         }
         let sleep = timers
             .first()
-            .map(|(at, _)| Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)));
+            .map(|(at, _)| Duration::from_millis(u64::try_from(at - engine.now_ms()).unwrap_or(0)));
         tokio::select! {
             names = engine.sub_news() => news = names,
             Some((at, name)) = due_rx.recv() => {
                 timers.insert((at, name));
             }
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {
-                let now = now_ms();
+                let now = engine.now_ms();
                 while timers.first().is_some_and(|(at, _)| *at <= now) {
                     if let Some((_, name)) = timers.pop_first() {
                         news.push(name);
                     }
                 }
+                news.sort_unstable();
                 news.dedup();
             }
             _ = shutdown.cancelled() => return,
@@ -130,7 +125,9 @@ impl Driver {
             Err(SubError::NotFound) => return,
             Err(e) => {
                 tracing::warn!(subscription = name, error = %e, "could not look at a subscription; retrying");
-                let _ = self.due.send((now_ms() + LOOK_RETRY_MS, name.to_string()));
+                let _ = self
+                    .due
+                    .send((self.engine.now_ms() + LOOK_RETRY_MS, name.to_string()));
                 return;
             }
         };
@@ -157,7 +154,9 @@ impl Driver {
                 if let Err(e) = appended {
                     tracing::warn!(subscription = name, wake_stream, error = %e, "could not append a wake event; retrying");
                     self.engine.sub_event_failed(name, generation);
-                    let _ = self.due.send((now_ms() + EVENT_RETRY_MS, name.to_string()));
+                    let _ = self
+                        .due
+                        .send((self.engine.now_ms() + EVENT_RETRY_MS, name.to_string()));
                 }
             }
             None => {}
@@ -172,7 +171,7 @@ impl Driver {
         } else {
             public
         };
-        let now = now_ms();
+        let now = self.engine.now_ms();
         let secs = u64::try_from(now / 1000).unwrap_or(0);
         let secret = self.subs.keys.token_secret();
         let t = token::issue(

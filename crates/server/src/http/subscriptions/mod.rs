@@ -114,7 +114,14 @@ async fn subscription(
             let worker = parse::worker(&read(app, req, body).await?)?;
             let w = engine.sub_claim(id, &worker).await.map_err(sub_error)?;
             let secret = app.subs.keys.token_secret();
-            let t = token::issue(&secret, id, w.sub_id, w.generation, &w.wake_id, unix_now());
+            let t = token::issue(
+                &secret,
+                id,
+                w.sub_id,
+                w.generation,
+                &w.wake_id,
+                unix_now(app),
+            );
             Ok(json_response(StatusCode::OK, &render::claimed(&w, &t)))
         }
         (&Method::POST, [action @ ("callback" | "ack" | "release")]) => {
@@ -179,10 +186,9 @@ fn origin(app: &App, req: &Parts) -> String {
     format!("{}://{host}", app.scheme)
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Unix seconds by the engine's clock (the one wake deadlines are in).
+fn unix_now(app: &App) -> u64 {
+    u64::try_from(app.engine.now_ms() / 1000).unwrap_or(0)
 }
 
 /// The wake token a callback, ack or release carries.
@@ -212,7 +218,7 @@ fn wake_token(app: &App, req: &Parts, id: &str) -> Result<token::WakeClaims, Api
 }
 
 fn jwks(app: &App) -> Response<ResponseBody> {
-    let mut resp = json_response(StatusCode::OK, &app.subs.keys.jwks(unix_now()));
+    let mut resp = json_response(StatusCode::OK, &app.subs.keys.jwks(unix_now(app)));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -228,7 +234,7 @@ fn jwks(app: &App) -> Response<ResponseBody> {
 /// Rotate the webhook signing key: new deliveries are signed with a new key; the old public
 /// key stays in the JWKS for an hour.
 fn rotate(app: &App) -> Result<Response<ResponseBody>, ApiError> {
-    let kid = app.subs.keys.rotate(unix_now()).map_err(|e| {
+    let kid = app.subs.keys.rotate(unix_now(app)).map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("could not rotate the signing key: {e}"),
