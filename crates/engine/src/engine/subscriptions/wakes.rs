@@ -7,15 +7,15 @@ use super::*;
 impl Engine {
     /// New wake `generation` over `streams` (made when the subscription is idle with
     /// pending data).
-    fn new_wake(sub: &Sub, generation: u64, streams: &[LinkInfo]) -> SubOp {
-        SubOp::Wake(Wake {
+    fn new_wake(sub: &Sub, generation: u64, streams: &[LinkInfo]) -> Wake {
+        Wake {
             wake_id: format!("w_{:x}_{generation}", sub.id),
             generation,
             snapshot: streams.iter().map(|l| (l.path.clone(), l.tail)).collect(),
             holder: None,
             lease_until: None,
             delivered: false,
-        })
+        }
     }
 
     /// Look at subscription `name` now (`now`: Unix ms): end a lease that expired, make a
@@ -36,7 +36,11 @@ impl Engine {
             if st.rec.wake.is_none() || expired {
                 let pending = self.pending_links(&mut st);
                 if !pending.is_empty() {
-                    ops.push(Self::new_wake(&sub, st.rec.generation + 1, &pending));
+                    ops.push(SubOp::Wake(Self::new_wake(
+                        &sub,
+                        st.rec.generation + 1,
+                        &pending,
+                    )));
                 }
             }
             ops
@@ -205,10 +209,9 @@ impl Engine {
                     Some(id) => id,
                     None => {
                         generation += 1;
-                        let op = Self::new_wake(&sub, generation, &pending);
-                        let SubOp::Wake(w) = &op else { unreachable!() };
+                        let w = Self::new_wake(&sub, generation, &pending);
                         let id = w.wake_id.clone();
-                        ops.push(op);
+                        ops.push(SubOp::Wake(w));
                         id
                     }
                 };
@@ -337,7 +340,11 @@ impl Engine {
             if pending.is_empty() {
                 return Ok(false);
             }
-            vec![Self::new_wake(sub, st.rec.generation + 1, &pending)]
+            vec![SubOp::Wake(Self::new_wake(
+                sub,
+                st.rec.generation + 1,
+                &pending,
+            ))]
         };
         self.sub_commit(sub, guard, ops).await?;
         self.mark_dirty(&sub.name);
