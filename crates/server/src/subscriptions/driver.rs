@@ -174,14 +174,7 @@ impl Driver {
         let now = self.engine.now_ms();
         let secs = u64::try_from(now / 1000).unwrap_or(0);
         let secret = self.subs.keys.token_secret();
-        let t = token::issue(
-            &secret,
-            &wake.name,
-            wake.sub_id,
-            wake.generation,
-            &wake.wake_id,
-            secs,
-        );
+        let t = token::issue(&secret, &wake, secs);
         let body = render::webhook_body(&wake, origin, &t).to_string();
         let signature = self.subs.keys.sign(secs, body.as_bytes());
         let outcome = match ssrf::check_url(url, self.subs.settings.allow_localhost_webhooks) {

@@ -114,14 +114,7 @@ async fn subscription(
             let worker = parse::worker(&read(app, req, body).await?)?;
             let w = engine.sub_claim(id, &worker).await.map_err(sub_error)?;
             let secret = app.subs.keys.token_secret();
-            let t = token::issue(
-                &secret,
-                id,
-                w.sub_id,
-                w.generation,
-                &w.wake_id,
-                unix_now(app),
-            );
+            let t = token::issue(&secret, &w, unix_now(app));
             Ok(json_response(StatusCode::OK, &render::claimed(&w, &t)))
         }
         (&Method::POST, [action @ ("callback" | "ack" | "release")]) => {

@@ -5,6 +5,7 @@
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use riffle_engine::subs::WakeInfo;
 use serde::{Deserialize, Serialize};
 
 /// How long a token is accepted: generation fencing ends a wake's tokens long before this.
@@ -31,20 +32,13 @@ pub enum TokenError {
     Invalid,
 }
 
-/// A token for wake (`sub`, `sid`, `generation`, `wake_id`), issued at `now_unix`.
-pub fn issue(
-    secret: &[u8; 32],
-    sub: &str,
-    sid: u64,
-    generation: u64,
-    wake_id: &str,
-    now_unix: u64,
-) -> String {
+/// A token for wake `w` (a claim's or a webhook delivery's), issued at `now_unix`.
+pub fn issue(secret: &[u8; 32], w: &WakeInfo, now_unix: u64) -> String {
     let claims = WakeClaims {
-        sub: sub.to_string(),
-        sid,
-        generation,
-        wake_id: wake_id.to_string(),
+        sub: w.name.clone(),
+        sid: w.sub_id,
+        generation: w.generation,
+        wake_id: w.wake_id.clone(),
         exp: now_unix + LIFETIME_SECS,
         typ: KIND.to_string(),
     };
@@ -81,13 +75,22 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let t = issue(&secret, "s", 9, 3, "w_9_3", now);
+        let wake = |wake_id: &str| WakeInfo {
+            name: "s".into(),
+            origin: String::new(),
+            sub_id: 9,
+            wake_id: wake_id.into(),
+            generation: 3,
+            streams: Vec::new(),
+            lease_ttl_ms: 1000,
+        };
+        let t = issue(&secret, &wake("w_9_3"), now);
         let c = check(&secret, &t, "s").unwrap();
         assert_eq!((c.sid, c.generation, c.wake_id.as_str()), (9, 3, "w_9_3"));
         assert_eq!(check(&secret, &t, "other"), Err(TokenError::Invalid));
         assert_eq!(check(&[8u8; 32], &t, "s"), Err(TokenError::Invalid));
         assert_eq!(check(&secret, "not.a.token", "s"), Err(TokenError::Invalid));
-        let old = issue(&secret, "s", 9, 3, "w", now - 2 * LIFETIME_SECS);
+        let old = issue(&secret, &wake("w"), now - 2 * LIFETIME_SECS);
         assert_eq!(check(&secret, &old, "s"), Err(TokenError::Expired));
     }
 }
