@@ -117,7 +117,8 @@ impl Engine {
 
     /// Bring recovered links in line with the streams that exist: what the hooks did not
     /// log before a crash (a stream created, re-created or removed) is logged now. Call once
-    /// after recovery, before serving.
+    /// after recovery; requests may be served meanwhile (the hooks decide with the same
+    /// `link_ops`, so whichever comes first, the other finds nothing left to do).
     pub async fn subs_reconcile(&self) {
         let subs: Vec<Arc<Sub>> = self.subs().by_name.read().values().cloned().collect();
         let streams: Vec<(String, u64)> = self
