@@ -385,3 +385,57 @@ async fn recovery_removes_stream_files_no_log_owns_and_keeps_the_rest() {
     assert_eq!(left, want, "only the live log's files remain");
     assert_eq!(read_all(&engine, "/kept"), b"kept;");
 }
+
+/// A checkpoint after writes to many streams syncs their files with one call for the whole
+/// directory (`syncfs` on real disks), not two per stream; what it covers survives a power
+/// loss, and a failure of that call fails the checkpoint without losing anything.
+#[tokio::test]
+async fn a_checkpoint_over_many_written_streams_syncs_them_at_once() {
+    const STREAMS: usize = 300;
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    for i in 0..STREAMS {
+        let name = format!("/many/{i}");
+        engine.create(&name, spec(None)).await.unwrap();
+        engine
+            .append(&name, append(format!("first {i};"), None))
+            .await
+            .unwrap();
+    }
+    let before = d.plan().syncs_seen();
+    engine.checkpoint().unwrap();
+    let syncs = d.plan().syncs_seen() - before;
+    assert!(
+        syncs < 10,
+        "{syncs} syncs for {STREAMS} streams: the checkpoint synced file by file"
+    );
+    crash(&d, engine);
+
+    // Everything the checkpoint covered is in the stream files (the WAL before it is gone).
+    let engine = open(&d, Durability::Fsync);
+    for i in 0..STREAMS {
+        assert_eq!(
+            read_all(&engine, &format!("/many/{i}")),
+            format!("first {i};").as_bytes()
+        );
+    }
+
+    // The bulk sync fails: so does the checkpoint, and the WAL it would have let go stays.
+    for i in 0..STREAMS {
+        engine
+            .append(&format!("/many/{i}"), append(format!("second {i};"), None))
+            .await
+            .unwrap();
+    }
+    d.plan().fail_syncs("streams/", 1);
+    assert!(engine.checkpoint().is_err());
+    crash(&d, engine);
+    let engine = open(&d, Durability::Fsync);
+    for i in 0..STREAMS {
+        assert_eq!(
+            read_all(&engine, &format!("/many/{i}")),
+            format!("first {i};second {i};").as_bytes()
+        );
+    }
+    engine.checkpoint().unwrap();
+}

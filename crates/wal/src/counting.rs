@@ -124,4 +124,7 @@ impl Dir for CountingDir {
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         self.inner.sync_dir(dir)
     }
+    fn sync_all_data(&self) -> io::Result<bool> {
+        self.inner.sync_all_data()
+    }
 }
