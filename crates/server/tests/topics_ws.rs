@@ -1,6 +1,7 @@
 //! The topics `/v0/ws` WebSocket, black-box with a real client library (tokio-tungstenite):
 //! subscribe (topic, topics map, tail, from_seq, node, prefixes), publish and its ack,
-//! unsubscribe, ping/pong, topic deletion, errors, and the answer to a plain GET.
+//! unsubscribe, ping/pong, topic deletion, errors, the closing handshake either way, and the
+//! answer to a plain GET.
 
 mod common;
 #[macro_use]
@@ -9,7 +10,9 @@ mod topics_common;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error, Message};
 use topics_common::*;
 
 type Ws =
@@ -40,6 +43,29 @@ async fn next(ws: &mut Ws) -> Value {
             return serde_json::from_str(t.as_str()).expect("JSON");
         }
     }
+}
+
+/// The server's Close frame, within 5 s (text messages and pings before it skipped); then
+/// asserts the connection ends without an error.
+async fn closing(ws: &mut Ws) -> CloseFrame {
+    let frame = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a Close frame within 5 s");
+        match m {
+            Some(Ok(Message::Close(f))) => break f.expect("a Close frame with a code"),
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a Close frame: {other:?}"),
+        }
+    };
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the end within 5 s");
+    assert!(
+        matches!(end, None | Some(Err(Error::ConnectionClosed))),
+        "{end:?}"
+    );
+    frame
 }
 
 /// Messages until one with `op` (and `topic`, if given); returns it and those before.
@@ -211,4 +237,38 @@ async fn a_plain_get_is_426() {
     let s = start().await;
     let r = get(&s, "/v0/ws").await;
     r.err(426, "upgrade_required");
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_its_code() {
+    let s = start().await;
+    let mut ws = connect(&s).await;
+    send(&mut ws, json!({ "op": "ping", "id": 1 })).await;
+    has!(next(&mut ws).await, { "op": "pong", "id": 1 });
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.send(Message::Close(Some(bye)))
+        .await
+        .expect("send Close");
+    let frame = closing(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1000, "{frame:?}");
+}
+
+#[tokio::test]
+async fn shutdown_says_so_and_closes_going_away() {
+    let mut s = start().await;
+    write(&s, "t", json!({ "records": [{ "data": 1 }] })).await;
+    let mut ws = connect(&s).await;
+    let sub = json!({ "op": "subscribe", "id": 1, "topic": "t", "tail": true });
+    send(&mut ws, sub).await;
+    until(&mut ws, "caught_up", Some("t")).await;
+    s.sigterm();
+    let (e, _) = until(&mut ws, "error", None).await;
+    assert_eq!(e["code"], "server_shutting_down", "{e}");
+    let frame = closing(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+    let status = s.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|st| st.success()), "{status:?}");
 }

@@ -16,6 +16,7 @@ use super::watch::{ReadOpts, read};
 use crate::http::App;
 use bytes::Bytes;
 use futures_util::future::select_all;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use riffle_engine::{EngineError, TopicHandle};
 use serde::Deserialize;
@@ -25,8 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// A client that reads nothing for this long is told and closed.
 const SLOW_CLIENT: Duration = Duration::from_secs(30);
@@ -34,6 +36,8 @@ const SLOW_CLIENT: Duration = Duration::from_secs(30);
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// Largest frame a client may send.
 const MAX_FRAME: usize = 16 << 20;
+/// How long a closing handshake may take before the connection goes regardless.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// One subscribed topic.
 struct Sub {
@@ -97,6 +101,34 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(io: S, part: Vec<u8>, app:
     .await;
 }
 
+/// End a session from the server's side: `last` (an `error`), a Close frame with `why`'s
+/// code and reason, then the client's Close awaited (RFC 6455 §7.1.2), all within
+/// `CLOSE_WAIT`; the connection goes after that.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+    stream: &mut SplitStream<WebSocketStream<S>>,
+    last: Value,
+    why: (CloseCode, &'static str),
+) {
+    let handshake = async {
+        let (code, reason) = why;
+        sink.feed(Message::text(last.to_string())).await?;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        sink.send(Message::Close(Some(frame))).await?;
+        // What the client sent meanwhile is dropped: the session is over.
+        while let Some(m) = stream.next().await {
+            if let Message::Close(_) = m? {
+                break;
+            }
+        }
+        Ok::<(), tungstenite::Error>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, handshake).await;
+}
+
 struct Session<'a> {
     app: &'a App,
     subs: BTreeMap<String, Sub>,
@@ -131,12 +163,8 @@ impl Session<'_> {
                         let e = json!({ "op": "error", "code": "slow_consumer",
                             "message": "the client read nothing for 30 s; resume from cursors",
                             "cursors": cursors });
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            sink.send(Message::text(e.to_string())),
-                        )
-                        .await;
-                        return;
+                        let why = (CloseCode::Policy, "slow consumer");
+                        return close(&mut sink, &mut stream, e, why).await;
                     }
                 }
             }
@@ -160,7 +188,13 @@ impl Session<'_> {
                     Some(Ok(Message::Text(t))) => self.op(t.as_str().as_bytes()).await,
                     Some(Ok(Message::Binary(b))) => self.op(&b).await,
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(Message::Close(_))) => {
+                        // Answered (RFC 6455 §5.5.1): tungstenite has queued the Close frame
+                        // echoing the client's code; closing the sink sends it.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => return,
                 },
                 () = woken => {}
                 _ = creations.changed() => self.join_created(),
@@ -172,20 +206,14 @@ impl Session<'_> {
                 () = &mut stopping => {
                     let e = json!({ "op": "error", "code": "server_shutting_down",
                         "message": "the server is shutting down" });
-                    let _ = sink.send(Message::text(e.to_string())).await;
-                    let _ = sink.close().await;
-                    return;
+                    let why = (CloseCode::Away, "server shutting down");
+                    return close(&mut sink, &mut stream, e, why).await;
                 }
                 () = &mut expired => {
                     let e = json!({ "op": "error", "code": "credential_expired",
                         "message": crate::http::access::EXPIRED_MESSAGE });
-                    let _ = sink.send(Message::text(e.to_string())).await;
-                    let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy,
-                        reason: "credential expired".into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(close))).await;
-                    return;
+                    let why = (CloseCode::Policy, "credential expired");
+                    return close(&mut sink, &mut stream, e, why).await;
                 }
             }
         }
