@@ -77,19 +77,39 @@ async fn ready_reports_recovery_progress_then_ready() {
         assert_eq!(status, 503, "{v}");
         assert!(retry_after);
         assert_eq!(v["error"]["code"], "not_ready", "{v}");
+        // Every JSON answer has its `performance` block (§1.1), this 503 too.
+        assert!(v["performance"]["server_total_ms"].is_f64(), "{v}");
         let p = v["error"]["detail"]["replay_progress"]["wal_records_replayed"]
             .as_u64()
             .expect("replay progress");
         assert!(p >= last_progress, "progress only grows");
         last_progress = p;
         not_ready += 1;
+        // `/readyz` is the same probe (§1.3), unless recovery ended in between.
+        let (status, readyz) = get_json(&client, &format!("{base}/readyz"), None).await;
+        if status == 503 {
+            assert_eq!(readyz["error"]["code"], "not_ready", "{readyz}");
+            assert!(readyz["error"]["detail"]["replay_progress"].is_object());
+            assert!(readyz["performance"].is_object(), "{readyz}");
+        } else {
+            assert_eq!((status, &readyz["status"]), (200, &json!("ready")));
+        }
         // The rest answers too, without touching storage.
-        let h = client
-            .get(format!("{base}/v0/health"))
-            .send()
-            .await
-            .expect("health");
-        assert_eq!(h.status(), 200);
+        for health in ["/v0/health", "/healthz"] {
+            let (status, h) = get_json(&client, &format!("{base}{health}"), None).await;
+            assert_eq!((status, &h["status"]), (200, &json!("ok")), "{health}: {h}");
+        }
+        // Metrics answer during recovery, the JSON snapshot with `performance` and progress.
+        let (status, m) = get_json(
+            &client,
+            &format!("{base}/v0/metrics"),
+            Some("application/json"),
+        )
+        .await;
+        assert_eq!(status, 200, "{m}");
+        assert!(m["performance"].is_object(), "{m}");
+        assert!(m["replay_progress"]["wal_records_replayed"].is_u64(), "{m}");
+        assert!(m["ready"].is_boolean(), "{m}");
         let other = client
             .get(format!("{base}/v0/topics/big"))
             .send()
@@ -121,4 +141,17 @@ async fn ready_reports_recovery_progress_then_ready() {
     assert_eq!(v["head_seq"], BATCHES * 1000, "{v}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `GET url` (with `accept`): the status and the JSON body.
+async fn get_json(client: &reqwest::Client, url: &str, accept: Option<&str>) -> (u16, Value) {
+    let mut r = client.get(url);
+    if let Some(a) = accept {
+        r = r.header("accept", a);
+    }
+    let r = r.send().await.expect(url);
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+    (status, v)
 }

@@ -461,6 +461,20 @@ async fn health_ready_and_metrics() {
     has!(r, { "status": "ready", "wal_replay_complete": true });
     assert!(r.get("topics").is_some(), "{r}");
 
+    // `/healthz` and `/readyz` are the same probes (§1.3): the same JSON, every JSON answer
+    // with its `performance` block, and the same refusal of other methods.
+    for (alias, probe) in [("/healthz", "/v0/health"), ("/readyz", "/v0/ready")] {
+        let (a, p) = (get(&s, alias).await.ok(200), get(&s, probe).await.ok(200));
+        let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(keys(&a), keys(&p), "{alias}: {a} vs {probe}: {p}");
+        assert_eq!(a["status"], p["status"], "{alias}");
+        let r = s.client.head(s.url(alias)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "HEAD {alias}");
+        raw(&s, Method::POST, alias, None, b"")
+            .await
+            .err(405, "method_not_allowed");
+    }
+
     write_n(&s, "m", 1).await;
     put_ok(&s, "jobs", json!({ "type": "queue" }), 201).await;
     write_n(&s, "jobs", 3).await;
@@ -506,9 +520,22 @@ async fn health_ready_and_metrics() {
         assert!(named && valued, "not a Prometheus sample: {line:?}");
     }
 
+    // The JSON snapshot (§1.1: with `performance`; §1.4: live connections, recovery, WAL).
     let r = s.client.get(s.url("/v0/metrics")).header("accept", JSON);
     let m = finish("GET metrics".into(), r.send().await.unwrap()).await;
-    assert_eq!(m.status, 200);
-    assert!(m.content_type.starts_with(JSON), "{}", m.content_type);
-    assert!(m.json().is_object());
+    let m = m.ok(200);
+    has!(m, { "ready": true, "topics": 3, "routers": 1, "queue_topics": 1,
+              "leases_in_flight": 2, "sse_connections": 0 });
+    let replayed = &m["replay_progress"]["wal_records_replayed"];
+    assert!(replayed.is_u64(), "{m}");
+    for kind in ["sse", "long_poll", "watch", "work", "ws"] {
+        assert!(m["live_connections"][kind].is_i64(), "{kind}: {m}");
+    }
+    // A data directory (the `/v0` tests' default): the WAL's counters.
+    let wal = &m["wal"];
+    let frames = wal["frames"].as_u64().expect("wal.frames");
+    assert!(frames >= 4, "every write and create is a WAL frame: {m}");
+    for k in ["batches", "fsyncs", "bytes_written", "failures"] {
+        assert!(wal[k].is_u64(), "wal.{k}: {m}");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! - `/v1/stream/__ds/...`: the Durable Streams control APIs: subscriptions ([`subscriptions`])
 //! - `/v1/stream/...`: the Durable Streams protocol ([`streams`])
-//! - `/healthz`, `/readyz`: liveness and readiness
+//! - `/healthz`, `/readyz`: liveness and readiness (aliases of `/v0/health`, `/v0/ready`)
 //! - `/metrics`: Prometheus text format ([`metrics`])
 
 pub mod access;
@@ -134,24 +134,19 @@ impl App {
 
     /// The answer while storage is recovering.
     fn recovering(&self, progress: &AtomicU64, req: &Parts) -> Response<ResponseBody> {
+        let started = std::time::Instant::now();
         let replayed = progress.load(Ordering::Relaxed);
         let path = req.uri.path();
-        if req.method == Method::GET && (path == "/v0/metrics" || path == "/metrics") {
-            // Metrics answer even before the server is ready: that is when they matter (the
-            // registry's `riffle_recovery_wal_records_replayed` shows the progress).
-            let extra = if path == "/v0/metrics" {
-                "# HELP topics_ready 1 once recovery is complete.\n# TYPE topics_ready gauge\ntopics_ready 0\n"
-            } else {
-                ""
-            };
-            return self.metrics_response(req, extra);
+        // Metrics answer even before the server is ready: that is when they matter (the
+        // registry's `riffle_recovery_wal_records_replayed` shows the progress).
+        if req.method == Method::GET && path == "/metrics" {
+            return self.metrics_response(req, "");
+        }
+        if req.method == Method::GET && path == "/v0/metrics" {
+            return topics::metrics(self, req);
         }
         if matches!(path, "/healthz" | "/v0/health") {
-            return if path == "/healthz" {
-                Response::new(body::full("ok\n"))
-            } else {
-                topics::health(self)
-            };
+            return topics::health(self);
         }
         let e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -161,7 +156,8 @@ impl App {
         .detail(serde_json::json!({ "replay_progress": { "wal_records_replayed": replayed } }))
         .with_header("retry-after", 1);
         if topics::owns(path) {
-            topics::render_error(e)
+            // `/readyz` answers as `/v0/ready` does; every `/v0` answer has its `performance`.
+            topics::render_timed(e, Some(started))
         } else {
             e.into_response()
         }
@@ -231,9 +227,6 @@ impl App {
             return resp;
         }
         match path {
-            "/healthz" | "/readyz" if matches!(req.method, Method::GET | Method::HEAD) => {
-                Ok(Response::new(body::full("ok\n")))
-            }
             "/metrics" if req.method == Method::GET => Ok(self.metrics_response(req, "")),
             _ => Err(not_found()),
         }

@@ -231,6 +231,11 @@ impl Metrics {
         self.live[i].clone()
     }
 
+    /// Live connections open now, by kind (the `kind` label's values).
+    pub fn live_counts(&self) -> [(&'static str, i64); 5] {
+        std::array::from_fn(|i| (LIVE_KINDS[i].1, self.live[i].get()))
+    }
+
     /// The registry as text: OpenMetrics when `accept` asks for it (Prometheus does), else the
     /// Prometheus text format 0.0.4. `extra` (families in the text format, e.g. the `/v0`
     /// gauges) goes before OpenMetrics' `# EOF`. Returns the content type and the text.

@@ -35,12 +35,14 @@ impl Default for TopicsState {
     }
 }
 
-pub use error::render as render_error;
-pub use probes::health;
+pub use error::{render as render_error, render_timed};
+pub use probes::{health, metrics};
 
-/// Whether a request path belongs to this face.
+/// Whether a request path belongs to this face: `/v0/...`, and `/healthz` and `/readyz`, the
+/// aliases of `/v0/health` and `/v0/ready` (reference §1.3), which answer the same (JSON,
+/// statuses, errors).
 pub fn owns(path: &str) -> bool {
-    path == "/v0" || path.starts_with("/v0/")
+    path == "/v0" || path.starts_with("/v0/") || matches!(path, "/healthz" | "/readyz")
 }
 
 /// Serve a `/v0` request; errors become the JSON envelope.
@@ -145,7 +147,11 @@ async fn route(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let path = req.uri.path();
     let query = req.uri.query();
-    let rest = path.strip_prefix("/v0").unwrap_or("");
+    let rest = match path {
+        "/healthz" => "/health",
+        "/readyz" => "/ready",
+        p => p.strip_prefix("/v0").unwrap_or(""),
+    };
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let m = &req.method;
     match segs.as_slice() {
