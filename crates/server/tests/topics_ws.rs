@@ -1,7 +1,7 @@
 //! The topics `/v0/ws` WebSocket, black-box with a real client library (tokio-tungstenite):
 //! subscribe (topic, topics map, tail, from_seq, node, prefixes), publish and its ack,
-//! unsubscribe, ping/pong, topic deletion, errors, the closing handshake either way, and the
-//! answer to a plain GET.
+//! unsubscribe, ping/pong, topic deletion, errors, one reply per op, the closing handshake
+//! either way, and the answer to a plain GET.
 
 mod common;
 #[macro_use]
@@ -80,6 +80,20 @@ async fn until(ws: &mut Ws, op: &str, topic: Option<&str>) -> (Value, Vec<Value>
     }
 }
 
+/// Every message up to the answer to a ping sent now (its id `barrier`), and those with `id`.
+async fn replies_to(ws: &mut Ws, id: Value, barrier: &str) -> (Vec<Value>, Vec<Value>) {
+    send(ws, json!({ "op": "ping", "id": barrier })).await;
+    let mut all = Vec::new();
+    loop {
+        let v = next(ws).await;
+        if v["op"] == "pong" && v["id"] == barrier {
+            let mine = all.iter().filter(|m: &&Value| m["id"] == id).cloned();
+            return (mine.collect(), all);
+        }
+        all.push(v);
+    }
+}
+
 /// Records delivered in `record` messages until `n` have come, as (topic, seq, data).
 async fn records(ws: &mut Ws, n: usize) -> Vec<(String, u64, Value)> {
     let mut out = Vec::new();
@@ -144,8 +158,9 @@ async fn catch_up_from_a_cursor_with_limits_and_node_filter() {
     let sub =
         json!({ "op": "subscribe", "topics": { "t": { "from_seq": 2 } }, "limit": 3, "node": "a" });
     send(&mut ws, sub).await;
-    let (v, _) = until(&mut ws, "subscribed", Some("t")).await;
-    has!(v, { "from_seq": 2, "head_seq": 10, "earliest_seq": 1 });
+    let (v, _) = until(&mut ws, "subscribed", None).await;
+    assert!(v.get("topic").is_none(), "{v}");
+    has!(v["topics"]["t"], { "from_seq": 2, "head_seq": 10, "earliest_seq": 1 });
     // Records after seq 2 not written by node a: 4, 6, 8, 10 (as seqs, data 3, 5, 7, 9).
     let got = records(&mut ws, 4).await;
     let seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
@@ -212,7 +227,9 @@ async fn prefixes_follow_topics_created_later() {
         json!({ "op": "subscribe", "prefixes": ["orders:"], "tail": true }),
     )
     .await;
-    until(&mut ws, "subscribed", Some("orders:eu")).await;
+    let (v, _) = until(&mut ws, "subscribed", None).await;
+    has!(v, { "prefixes": ["orders:"] });
+    has!(v["topics"]["orders:eu"], { "from_seq": 1, "head_seq": 1 });
     write(
         &s,
         "orders:us",
@@ -271,4 +288,110 @@ async fn shutdown_says_so_and_closes_going_away() {
     assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
     let status = s.wait_exit(Duration::from_secs(15));
     assert!(status.is_some_and(|st| st.success()), "{status:?}");
+}
+
+#[tokio::test]
+async fn every_op_gets_exactly_one_reply() {
+    let s = start().await;
+    write(&s, "orders:eu", json!({ "records": [{ "data": 1 }] })).await;
+    write(&s, "orders:us", json!({ "records": [{ "data": 2 }] })).await;
+    let mut ws = connect(&s).await;
+    // A prefix under which nothing exists yet.
+    let sub = json!({ "op": "subscribe", "id": 1, "prefixes": ["zzz-none:"] });
+    send(&mut ws, sub).await;
+    let (r, _) = replies_to(&mut ws, json!(1), "b1").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "subscribed", "topics": {}, "prefixes": ["zzz-none:"] });
+    // A topic named and under a prefix of the same op: one reply, each topic once.
+    let sub = json!({ "op": "subscribe", "id": 2, "topics": { "orders:eu": { "from_seq": 0, "tail": false } },
+                      "prefixes": ["orders:"], "tail": true });
+    send(&mut ws, sub).await;
+    let (r, all) = replies_to(&mut ws, json!(2), "b2").await;
+    assert_eq!(r.len(), 1, "{all:?}");
+    has!(r[0], { "op": "subscribed", "prefixes": ["orders:"] });
+    has!(r[0]["topics"], { "orders:eu": { "from_seq": 0, "head_seq": 1, "earliest_seq": 1 },
+                           "orders:us": { "from_seq": 1, "head_seq": 1, "earliest_seq": 1 } });
+    // Unsubscribing a prefix: answered, and its topics stop.
+    let unsub = json!({ "op": "unsubscribe", "id": 3, "prefixes": ["orders:", "pfx:"] });
+    send(&mut ws, unsub).await;
+    let (r, _) = replies_to(&mut ws, json!(3), "b3").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "unsubscribed", "prefixes": { "orders:": true, "pfx:": false },
+                 "topics": { "orders:us": true } });
+    write(&s, "orders:us", json!({ "records": [{ "data": 3 }] })).await;
+    let (_, all) = replies_to(&mut ws, json!(null), "b4").await;
+    let us = |m: &&Value| m["op"] == "record" && m["topic"] == "orders:us";
+    assert!(!all.iter().any(|m| us(&m)), "{all:?}");
+    // Unsubscribing nothing, and malformed messages that still carry an id: an error each.
+    send(&mut ws, json!({ "op": "unsubscribe", "id": 4 })).await;
+    let (r, _) = replies_to(&mut ws, json!(4), "b5").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "error", "code": "invalid_request" });
+    send(
+        &mut ws,
+        json!({ "op": "subscribe", "id": 5, "topics": ["x"] }),
+    )
+    .await;
+    let (r, _) = replies_to(&mut ws, json!(5), "b6").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "error", "code": "invalid_request" });
+    // A subscribe naming a missing topic subscribes nothing, the others named included.
+    let sub = json!({ "op": "subscribe", "id": 6, "topics": { "t1": {}, "missing": {} } });
+    write(&s, "t1", json!({ "records": [{ "data": 1 }] })).await;
+    send(&mut ws, sub).await;
+    let (r, all) = replies_to(&mut ws, json!(6), "b7").await;
+    assert_eq!(r.len(), 1, "{all:?}");
+    has!(r[0], { "op": "error", "code": "topic_not_found", "topic": "missing" });
+    assert!(all.iter().all(|m| m["op"] != "record"), "{all:?}");
+    // The single-topic forms answer flat too.
+    send(
+        &mut ws,
+        json!({ "op": "subscribe", "id": 7, "topic": "t1" }),
+    )
+    .await;
+    let (r, _) = replies_to(&mut ws, json!(7), "b8").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "subscribed", "topic": "t1", "from_seq": 0, "head_seq": 1,
+                 "topics": { "t1": { "from_seq": 0, "head_seq": 1, "earliest_seq": 1 } } });
+    send(
+        &mut ws,
+        json!({ "op": "unsubscribe", "id": 8, "topic": "t1" }),
+    )
+    .await;
+    let (r, _) = replies_to(&mut ws, json!(8), "b9").await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    has!(r[0], { "op": "unsubscribed", "topic": "t1", "was_subscribed": true,
+                 "topics": { "t1": true } });
+}
+
+#[tokio::test]
+async fn a_topic_unsubscribed_under_a_followed_prefix_stays_away() {
+    let s = start().await;
+    write(&s, "p:a", json!({ "records": [{ "data": 1 }] })).await;
+    let mut ws = connect(&s).await;
+    let sub = json!({ "op": "subscribe", "prefixes": ["p:"], "from_seq": 0 });
+    send(&mut ws, sub).await;
+    records(&mut ws, 1).await;
+    send(&mut ws, json!({ "op": "unsubscribe", "topic": "p:a" })).await;
+    until(&mut ws, "unsubscribed", None).await;
+    // Another topic's creation lists the prefix again: p:a does not come back.
+    write(&s, "p:b", json!({ "records": [{ "data": 2 }] })).await;
+    write(&s, "p:a", json!({ "records": [{ "data": 3 }] })).await;
+    let got = records(&mut ws, 1).await;
+    assert_eq!(got, vec![("p:b".into(), 1, json!(2))]);
+    let (_, all) = replies_to(&mut ws, json!(null), "b").await;
+    assert!(all.iter().all(|m| m["topic"] != "p:a"), "{all:?}");
+}
+
+#[tokio::test]
+async fn tailing_a_topic_not_there_yet_is_caught_up_at_once() {
+    let s = start().await;
+    let mut ws = connect(&s).await;
+    let sub = json!({ "op": "subscribe", "id": 1, "topic": "later", "tail": true });
+    send(&mut ws, sub).await;
+    has!(next(&mut ws).await, { "op": "subscribed", "id": 1, "topic": "later", "head_seq": 0 });
+    has!(next(&mut ws).await, { "op": "caught_up", "topic": "later", "head_seq": 0 });
+    write(&s, "later", json!({ "records": [{ "data": 1 }] })).await;
+    let got = records(&mut ws, 1).await;
+    assert_eq!(got, vec![("later".into(), 1, json!(1))]);
 }

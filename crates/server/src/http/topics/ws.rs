@@ -4,7 +4,9 @@
 //! `prefixes`, following every topic whose name starts with one, created later too),
 //! `unsubscribe`, `publish` (a write's fields plus `topic` and `return_seqs`) and `ping`.
 //! Server ops: `subscribed`, `unsubscribed`, `record`, `caught_up`, `tombstone`,
-//! `topic_deleted`, `ack`, `error` and `pong`. A request's `id`, if any, is echoed.
+//! `topic_deleted`, `ack`, `error` and `pong`. Each client op gets exactly one reply
+//! (`subscribed`, `unsubscribed`, `ack`, `pong` or `error`), its `id`, if any, echoed; a
+//! subscribe that cannot be served whole subscribes nothing.
 //!
 //! One task per connection reads the client's frames and the subscribed topics' notifications
 //! and writes what is due; reads go through the watchers' shared renderings. Writing waits
@@ -21,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use riffle_engine::{EngineError, TopicHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -41,10 +43,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// One subscribed topic.
 struct Sub {
+    /// None: tailed before it exists (it joins when it is created).
     handle: Option<TopicHandle>,
     cursor: u64,
     opts: Arc<ReadOpts>,
     caught_up: bool,
+    /// The followed prefix it joined through; None: named by a subscribe.
+    via: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +100,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(io: S, part: Vec<u8>, app:
         app,
         subs: BTreeMap::new(),
         prefixes: Vec::new(),
+        muted: BTreeSet::new(),
         out: Vec::new(),
     }
     .run(ws)
@@ -134,6 +140,9 @@ struct Session<'a> {
     subs: BTreeMap<String, Sub>,
     /// Prefixes followed, with the options of their subscribe.
     prefixes: Vec<(String, Arc<ReadOpts>)>,
+    /// Topics under a followed prefix that were unsubscribed by name: they do not join again
+    /// when another topic is created.
+    muted: BTreeSet<String>,
     /// Messages due, written at the end of each step.
     out: Vec<String>,
 }
@@ -223,15 +232,20 @@ impl Session<'_> {
         self.out.push(v.to_string());
     }
 
+    /// The reply to a client op, its `id` echoed.
+    fn reply(&mut self, id: &Option<Value>, mut v: Value) {
+        if let Some(id) = id {
+            v["id"] = id.clone();
+        }
+        self.send(v);
+    }
+
     fn error(&mut self, id: &Option<Value>, code: &str, message: String, topic: Option<&str>) {
         let mut v = json!({ "op": "error", "code": code, "message": message });
         if let Some(t) = topic {
             v["topic"] = json!(t);
         }
-        if let Some(id) = id {
-            v["id"] = id.clone();
-        }
-        self.send(v);
+        self.reply(id, v);
     }
 
     /// Read every subscribed topic after its cursor; true if some have more right away.
@@ -241,7 +255,14 @@ impl Session<'_> {
         let mut gone = Vec::new();
         let mut msgs = Vec::new();
         for (name, sub) in self.subs.iter_mut() {
-            let Some(handle) = &sub.handle else { continue };
+            let Some(handle) = &sub.handle else {
+                // Tailed before it exists: caught up with its (empty) head, as a topic would be.
+                if !std::mem::replace(&mut sub.caught_up, true) {
+                    let v = json!({ "op": "caught_up", "topic": name, "head_seq": 0 });
+                    msgs.push(v.to_string());
+                }
+                continue;
+            };
             let d = match read(watches, &sub.opts, name, handle, sub.cursor) {
                 Ok(d) => d,
                 Err(_) => {
@@ -292,65 +313,69 @@ impl Session<'_> {
         for (prefix, opts) in self.prefixes.clone() {
             let (topics, _) = engine.topic_list(&prefix, None, 10_000);
             for t in topics {
-                if !self.subs.contains_key(&t.name)
-                    && let Ok(h) = engine.topic_open(&t.name)
-                {
-                    // Created after the subscribe: everything it holds is new.
-                    self.subs.insert(
-                        t.name.clone(),
-                        Sub {
-                            handle: Some(h),
-                            cursor: 0,
-                            opts: opts.clone(),
-                            caught_up: false,
-                        },
-                    );
+                if self.subs.contains_key(&t.name) || self.muted.contains(&t.name) {
+                    continue;
+                }
+                // Created after the subscribe: everything it holds is new.
+                if let Some((sub, _)) = self.start(&t.name, Some(0), false, &opts, Some(&prefix)) {
+                    self.subs.insert(t.name, sub);
                 }
             }
         }
+    }
+
+    /// A subscription of `name` from `from` (or its head, with `tail`), and what `subscribed`
+    /// shows of it. None: the topic does not exist (and is not tailed).
+    fn start(
+        &self,
+        name: &str,
+        from: Option<u64>,
+        tail: bool,
+        opts: &Arc<ReadOpts>,
+        via: Option<&str>,
+    ) -> Option<(Sub, Value)> {
+        let engine = &self.app.engine;
+        let (handle, info) = match (engine.topic_open(name), engine.topic_info(name, false)) {
+            (Ok(h), Ok(i)) => (Some(h), Some(i)),
+            (Err(EngineError::NotFound), _) | (_, Err(EngineError::NotFound)) if tail => {
+                (None, None)
+            }
+            _ => return None,
+        };
+        let head = info.as_ref().map_or(0, |i| i.head_seq);
+        let cursor = if tail { head } else { from.unwrap_or(0) };
+        let shown = json!({
+            "from_seq": cursor,
+            "head_seq": head,
+            "earliest_seq": info.as_ref().map_or(1, |i| i.earliest_seq),
+        });
+        let sub = Sub {
+            handle,
+            cursor,
+            opts: opts.clone(),
+            caught_up: false,
+            via: via.map(String::from),
+        };
+        Some((sub, shown))
     }
 
     async fn op(&mut self, frame: &[u8]) {
         let o: Op = match serde_json::from_slice(frame) {
             Ok(o) => o,
             Err(e) => {
-                self.error(
-                    &None,
-                    "invalid_request",
-                    format!("invalid message: {e}"),
-                    None,
-                );
+                // A message that is JSON still gets its `id` back.
+                let id = serde_json::from_slice::<Value>(frame)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                let msg = format!("invalid message: {e}");
+                self.error(&id, "invalid_request", msg, None);
                 return;
             }
         };
         match o.op.as_str() {
-            "ping" => {
-                let mut v = json!({ "op": "pong" });
-                if let Some(id) = &o.id {
-                    v["id"] = id.clone();
-                }
-                self.send(v);
-            }
+            "ping" => self.reply(&o.id, json!({ "op": "pong" })),
             "subscribe" => self.subscribe(o),
-            "unsubscribe" => {
-                let names: Vec<String> = o
-                    .topic
-                    .iter()
-                    .cloned()
-                    .chain(o.topics.iter().flat_map(|m| m.keys().cloned()))
-                    .collect();
-                if let Some(ps) = &o.prefixes {
-                    self.prefixes.retain(|(p, _)| !ps.contains(p));
-                }
-                for n in names {
-                    let was = self.subs.remove(&n).is_some();
-                    let mut v = json!({ "op": "unsubscribed", "topic": n, "was_subscribed": was });
-                    if let Some(id) = &o.id {
-                        v["id"] = id.clone();
-                    }
-                    self.send(v);
-                }
-            }
+            "unsubscribe" => self.unsubscribe(o),
             "publish" => self.publish(o, frame).await,
             other => {
                 let msg = format!("unknown op {other:?}: subscribe, unsubscribe, publish or ping");
@@ -403,76 +428,148 @@ impl Session<'_> {
                 data: o.include_data.unwrap_or(true),
             },
         });
-        let mut wanted: Vec<(String, Option<u64>, bool)> = Vec::new();
+        let prefixes = o.prefixes.clone().unwrap_or_default();
+        let named_none = o.topic.is_none() && o.topics.as_ref().is_none_or(BTreeMap::is_empty);
+        if named_none && prefixes.is_empty() {
+            let msg = "subscribe needs topic, topics or prefixes".into();
+            return self.error(&o.id, "invalid_request", msg, None);
+        }
+        if prefixes.iter().any(String::is_empty) {
+            let msg = "prefixes must be non-empty names' beginnings".into();
+            return self.error(&o.id, "invalid_request", msg, None);
+        }
+        // Named topics first (`topics` over `topic`): every one valid and existing (or tailed),
+        // or nothing is subscribed.
+        let mut named: BTreeMap<&String, (Option<u64>, bool)> = BTreeMap::new();
         if let Some(t) = &o.topic {
-            wanted.push((t.clone(), o.from_seq, o.tail.unwrap_or(false)));
+            named.insert(t, (o.from_seq, o.tail.unwrap_or(false)));
         }
         for (t, s) in o.topics.iter().flatten() {
-            wanted.push((t.clone(), s.from_seq, s.tail.or(o.tail).unwrap_or(false)));
+            named.insert(t, (s.from_seq, s.tail.or(o.tail).unwrap_or(false)));
         }
-        for p in o.prefixes.iter().flatten() {
-            // Topics under the prefix now: from their head (tail) or from `from_seq`.
+        let mut joined: BTreeMap<String, (Sub, Value)> = BTreeMap::new();
+        for (name, (from, tail)) in named {
+            if let Err(e) = super::request::check_name(name) {
+                return self.error(&o.id, "invalid_request", e.message, Some(name));
+            }
+            let Some(started) = self.start(name, from, tail, &opts, None) else {
+                let msg = format!("topic {name:?} not found");
+                return self.error(&o.id, "topic_not_found", msg, Some(name));
+            };
+            joined.insert(name.clone(), started);
+        }
+        // Topics under a prefix now, from their head (tail) or `from_seq`; those subscribed
+        // already go on as they are.
+        for p in &prefixes {
             let (topics, _) = self.app.engine.topic_list(p, None, 10_000);
             for t in topics {
-                wanted.push((t.name, o.from_seq, o.tail.unwrap_or(false)));
-            }
-            self.prefixes.push((p.clone(), opts.clone()));
-        }
-        if wanted.is_empty() && o.prefixes.is_none() {
-            self.error(
-                &o.id,
-                "invalid_request",
-                "subscribe needs topic, topics or prefixes".into(),
-                None,
-            );
-            return;
-        }
-        for (name, from, tail) in wanted {
-            if let Err(e) = super::request::check_name(&name) {
-                self.error(&o.id, "invalid_request", e.message.clone(), Some(&name));
-                continue;
-            }
-            let (handle, info) = match (
-                self.app.engine.topic_open(&name),
-                self.app.engine.topic_info(&name, false),
-            ) {
-                (Ok(h), Ok(i)) => (Some(h), Some(i)),
-                (Err(EngineError::NotFound), _) | (_, Err(EngineError::NotFound)) if tail => {
-                    (None, None)
-                }
-                _ => {
-                    self.error(
-                        &o.id,
-                        "topic_not_found",
-                        format!("topic {name:?} not found"),
-                        Some(&name),
-                    );
+                if self.subs.contains_key(&t.name) || joined.contains_key(&t.name) {
                     continue;
                 }
-            };
-            let head = info.as_ref().map_or(0, |i| i.head_seq);
-            let cursor = if tail { head } else { from.unwrap_or(0) };
-            let mut v = json!({
-                "op": "subscribed",
-                "topic": name,
-                "from_seq": cursor,
-                "head_seq": head,
-                "earliest_seq": info.as_ref().map_or(1, |i| i.earliest_seq),
-            });
-            if let Some(id) = &o.id {
-                v["id"] = id.clone();
+                let tail = o.tail.unwrap_or(false);
+                if let Some(started) = self.start(&t.name, o.from_seq, tail, &opts, Some(p)) {
+                    joined.insert(t.name, started);
+                }
             }
-            self.send(v);
-            self.subs.insert(
-                name,
-                Sub {
-                    handle,
-                    cursor,
-                    opts: opts.clone(),
-                    caught_up: false,
-                },
-            );
         }
+        for p in &prefixes {
+            // Following a prefix again: all of it, with this subscribe's options.
+            self.muted.retain(|m| !m.starts_with(p.as_str()));
+            self.prefixes.retain(|(q, _)| q != p);
+            self.prefixes.push((p.clone(), opts.clone()));
+        }
+        let mut shown = serde_json::Map::new();
+        for (name, (sub, v)) in joined {
+            self.muted.remove(&name);
+            shown.insert(name.clone(), v);
+            self.subs.insert(name, sub);
+        }
+        // The single-topic form also answers flat: `topic` and its three seqs.
+        let mut v = match &o.topic {
+            Some(t) => {
+                let mut v = shown.get(t).cloned().unwrap_or_else(|| json!({}));
+                v["topic"] = json!(t);
+                v
+            }
+            None => json!({}),
+        };
+        v["op"] = json!("subscribed");
+        v["topics"] = Value::Object(shown);
+        if o.prefixes.is_some() {
+            v["prefixes"] = json!(prefixes);
+        }
+        self.reply(&o.id, v);
+    }
+
+    /// Stop delivering the named topics and following the prefixes (with the topics that
+    /// joined through them, unless another followed prefix covers them).
+    fn unsubscribe(&mut self, o: Op) {
+        let names: BTreeSet<&String> = o
+            .topic
+            .iter()
+            .chain(o.topics.iter().flat_map(|m| m.keys()))
+            .collect();
+        let prefixes = o.prefixes.as_deref().unwrap_or_default();
+        if names.is_empty() && prefixes.is_empty() {
+            let msg = "unsubscribe needs topic, topics or prefixes".into();
+            return self.error(&o.id, "invalid_request", msg, None);
+        }
+        let mut topics = serde_json::Map::new();
+        for &name in &names {
+            let was = self.subs.remove(name).is_some();
+            if was && self.covered(name).is_some() {
+                self.muted.insert(name.clone());
+            }
+            topics.insert(name.clone(), json!(was));
+        }
+        let mut followed = serde_json::Map::new();
+        for p in prefixes {
+            let was = self.prefixes.iter().any(|(q, _)| q == p);
+            self.prefixes.retain(|(q, _)| q != p);
+            followed.insert(p.clone(), json!(was));
+        }
+        let orphans: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.via.as_ref().is_some_and(|v| prefixes.contains(v)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in orphans {
+            match self.covered(&name) {
+                Some(p) => {
+                    if let Some(sub) = self.subs.get_mut(&name) {
+                        sub.via = Some(p);
+                    }
+                }
+                None => {
+                    self.subs.remove(&name);
+                    topics.insert(name, json!(true));
+                }
+            }
+        }
+        // Only topics a followed prefix would bring back need remembering.
+        let prefixes = &self.prefixes;
+        self.muted
+            .retain(|m| prefixes.iter().any(|(q, _)| m.starts_with(q.as_str())));
+        let mut v = json!({ "op": "unsubscribed" });
+        if let Some(t) = &o.topic {
+            // The single-topic form also answers flat: `topic` and `was_subscribed`.
+            v["topic"] = json!(t);
+            v["was_subscribed"] = topics.get(t).cloned().unwrap_or(json!(false));
+        }
+        v["topics"] = Value::Object(topics);
+        if o.prefixes.is_some() {
+            v["prefixes"] = Value::Object(followed);
+        }
+        self.reply(&o.id, v);
+    }
+
+    /// A followed prefix `name` is under, if any.
+    fn covered(&self, name: &str) -> Option<String> {
+        self.prefixes
+            .iter()
+            .find(|(p, _)| name.starts_with(p.as_str()))
+            .map(|(p, _)| p.clone())
     }
 
     async fn publish(&mut self, o: Op, frame: &[u8]) {
@@ -515,10 +612,7 @@ impl Session<'_> {
                 if o.return_seqs.unwrap_or(true) {
                     v["seqs"] = json!((w.first_seq..=w.last_seq).collect::<Vec<u64>>());
                 }
-                if let Some(id) = &o.id {
-                    v["id"] = id.clone();
-                }
-                self.send(v);
+                self.reply(&o.id, v);
             }
             Err(e) => {
                 let code = e.code.unwrap_or("invalid_request");
