@@ -179,6 +179,8 @@ impl Persist {
         let mut topics: HashMap<u64, TopicRec> = snapshot.topics.into_iter().collect();
         let mut feeds: HashMap<u64, Feed> = snapshot.feeds.into_iter().collect();
         let mut queues: HashMap<u64, QueueRec> = snapshot.queues.into_iter().collect();
+        let mut source_trims: HashMap<u64, Vec<(u64, u64)>> =
+            snapshot.source_trims.into_iter().collect();
         let mut subs: BTreeMap<u64, SubRec> =
             snapshot.subs.into_iter().map(|s| (s.id, s)).collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
@@ -193,6 +195,9 @@ impl Persist {
                             t.feed = feeds.remove(&l.meta.id);
                             if let Some(q) = queues.remove(&l.meta.id) {
                                 t.queue = Some(Box::new(QueueState::from_rec(q)));
+                            }
+                            for (from, to) in source_trims.remove(&l.meta.id).unwrap_or_default() {
+                                t.note_source_trim(from, to);
                             }
                             t
                         }),
@@ -330,6 +335,7 @@ impl Persist {
             feeds: Vec::new(),
             queues: Vec::new(),
             subs: Vec::new(),
+            source_trims: Vec::new(),
         };
         let (logs, subs) = live();
         snap.subs = subs;
@@ -350,6 +356,9 @@ impl Persist {
                 }
                 if let Some(q) = t.queue {
                     snap.queues.push((s.meta.id, q));
+                }
+                if !t.source_trims.is_empty() {
+                    snap.source_trims.push((s.meta.id, t.source_trims));
                 }
             }
             snap.logs.push(s);

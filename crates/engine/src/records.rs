@@ -232,6 +232,21 @@ pub(crate) struct Snapshot {
     pub queues: Vec<(u64, QueueRec)>,
     /// Every subscription.
     pub subs: Vec<SubRec>,
+    /// Each destination topic's recent source-trimmed ranges `[from, to)` (for its
+    /// `source_trim` tombstones), by its log id.
+    pub source_trims: Vec<(u64, Vec<(u64, u64)>)>,
+}
+
+/// A checkpoint written before source-trimmed ranges were kept (no `source_trims`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotV4 {
+    start_segments: Vec<u64>,
+    next_id: u64,
+    logs: Vec<LogSnapshot>,
+    topics: Vec<(u64, TopicRec)>,
+    feeds: Vec<(u64, Feed)>,
+    queues: Vec<(u64, QueueRec)>,
+    subs: Vec<SubRec>,
 }
 
 /// A checkpoint written before subscriptions (no `subs`).
@@ -263,8 +278,8 @@ struct SnapshotV1 {
 }
 
 impl Snapshot {
-    /// Decode a checkpoint of this version or of the ones before subscriptions, routers and
-    /// topics.
+    /// Decode a checkpoint of this version or of the ones before source-trimmed ranges,
+    /// subscriptions, routers and topics.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
         // A postcard decode of an older layout may succeed on a newer one's bytes, but not
         // consume them all: only a decode that uses every byte is taken.
@@ -272,6 +287,20 @@ impl Snapshot {
             && rest.is_empty()
         {
             return Ok(s);
+        }
+        if let Ok((v4, rest)) = postcard::take_from_bytes::<SnapshotV4>(bytes)
+            && rest.is_empty()
+        {
+            return Ok(Snapshot {
+                start_segments: v4.start_segments,
+                next_id: v4.next_id,
+                logs: v4.logs,
+                topics: v4.topics,
+                feeds: v4.feeds,
+                queues: v4.queues,
+                subs: v4.subs,
+                source_trims: Vec::new(),
+            });
         }
         if let Ok((v3, rest)) = postcard::take_from_bytes::<SnapshotV3>(bytes)
             && rest.is_empty()
@@ -284,6 +313,7 @@ impl Snapshot {
                 feeds: v3.feeds,
                 queues: v3.queues,
                 subs: Vec::new(),
+                source_trims: Vec::new(),
             });
         }
         if let Ok((v2, rest)) = postcard::take_from_bytes::<SnapshotV2>(bytes)
@@ -297,6 +327,7 @@ impl Snapshot {
                 feeds: Vec::new(),
                 queues: Vec::new(),
                 subs: Vec::new(),
+                source_trims: Vec::new(),
             });
         }
         let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
@@ -308,6 +339,7 @@ impl Snapshot {
             feeds: Vec::new(),
             queues: Vec::new(),
             subs: Vec::new(),
+            source_trims: Vec::new(),
         })
     }
 }

@@ -17,6 +17,8 @@ use crate::topic::{DiffQuery, GapReason, TopicConfig, record};
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 /// How long a stalled router waits before trying again without a change of its destination.
+/// How long a source's delete waits for its routers to copy what it deletes.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 const STALL_RETRY: Duration = Duration::from_millis(250);
 
 /// A registered router.
@@ -280,6 +282,46 @@ impl Engine {
         }
     }
 
+    /// Before `source` removes records up to its head (a delete, or a configuration that
+    /// trims): let each of its routers copy up to that head (waiting at most
+    /// [`SETTLE_WAIT`] for one that lags or is stalled), then log the copies its destination
+    /// has not logged yet. Copies of records the source no longer has could not be made again
+    /// after a crash.
+    pub(super) async fn settle_copies_from(&self, source: &Arc<Log>, name: &str) -> Result<()> {
+        let dests: Vec<(String, String)> = self
+            .inner
+            .routers
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.def.source == name)
+            .map(|(n, r)| (n.clone(), r.def.dest.clone()))
+            .collect();
+        if dests.is_empty() {
+            return Ok(());
+        }
+        let head = source.view()?.head;
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        for (router, dest) in dests {
+            let Ok(dest) = self.live_topic(&dest) else {
+                continue;
+            };
+            let mut changed = dest.subscribe();
+            while dest
+                .feed()
+                .is_some_and(|f| f.name == router && f.cursor < head)
+            {
+                if tokio::time::timeout_at(deadline, changed.changed())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            drop(dest.lock_logged(self.inner.persist.as_ref()).await?);
+        }
+        Ok(())
+    }
+
     /// One forwarding step of router `name` from `source` into `dest`; `reads` shares the
     /// source's reads among the routers of one pass at the same cursor.
     async fn forward_once(
@@ -291,6 +333,27 @@ impl Engine {
         reads: &mut HashMap<u64, crate::topic::Diff>,
     ) -> Result<Step> {
         let held = dest.lock_append().await;
+        let step = self
+            .forward_copies(name, def, source, dest, reads, &held)
+            .await;
+        // Copies are derived from the source's records; a source that sheds records could not
+        // give them again after a crash, so their copies are logged now (in the dest's class).
+        if source.view().is_ok_and(|v| v.config.sheds_records()) {
+            dest.log_copies(held, self.inner.persist.as_ref()).await?;
+        }
+        step
+    }
+
+    /// [`Engine::forward_once`]'s copying, under the destination's append lock (`held`).
+    async fn forward_copies(
+        &self,
+        name: &str,
+        def: &RouterDef,
+        source: &Arc<Log>,
+        dest: &Arc<Log>,
+        reads: &mut HashMap<u64, crate::topic::Diff>,
+        held: &OwnedMutexGuard<()>,
+    ) -> Result<Step> {
         let Some(feed) = dest.feed().filter(|f| f.name == name) else {
             return Ok(Step::Gone);
         };
@@ -317,9 +380,7 @@ impl Engine {
         {
             let mut lost = Copies::new(t.gap_to);
             lost.lost = t.missed_estimate;
-            let outcome = dest
-                .topic_copy(&held, name, &mut lost, now, persist)
-                .await?;
+            let outcome = dest.topic_copy(held, name, &mut lost, now, persist).await?;
             if outcome == CopyOutcome::NotFed {
                 return Ok(Step::Gone);
             }
@@ -343,7 +404,7 @@ impl Engine {
         if c.rel_ends.is_empty() && c.cursor == feed.cursor {
             return Ok(if caught_up { Step::Idle } else { Step::More });
         }
-        match dest.topic_copy(&held, name, &mut c, now, persist).await? {
+        match dest.topic_copy(held, name, &mut c, now, persist).await? {
             CopyOutcome::Applied(_) => Ok(if caught_up { Step::Idle } else { Step::More }),
             CopyOutcome::NotFed => Ok(Step::Gone),
             CopyOutcome::Full => {
@@ -352,15 +413,14 @@ impl Engine {
                     return Ok(Step::Stalled);
                 };
                 c.keep_first(first);
-                match dest.topic_copy(&held, name, &mut c, now, persist).await? {
+                match dest.topic_copy(held, name, &mut c, now, persist).await? {
                     CopyOutcome::Applied(_) => Ok(Step::More),
                     CopyOutcome::NotFed => Ok(Step::Gone),
                     CopyOutcome::Full => {
                         // Records skipped before the first copy are passed meanwhile.
                         if first > feed.cursor + 1 {
                             let mut skip = Copies::new(first - 1);
-                            dest.topic_copy(&held, name, &mut skip, now, persist)
-                                .await?;
+                            dest.topic_copy(held, name, &mut skip, now, persist).await?;
                         }
                         Ok(Step::Stalled)
                     }

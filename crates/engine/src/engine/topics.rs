@@ -163,6 +163,9 @@ impl Engine {
         if config.durability.is_persistent() && self.inner.persist.is_none() {
             return Err(EngineError::DurabilityUnavailable(config.durability));
         }
+        if config.sheds_records() {
+            self.settle_copies_from(&log, name).await?;
+        }
         log.topic_configure(config.clone(), self.inner.persist.as_ref())
             .await?;
         Ok(TopicPut { created, config })
@@ -233,9 +236,9 @@ impl Engine {
 
     /// Delete records (permanent, point-in-time).
     pub async fn topic_delete_records(&self, name: &str, spec: &DeleteSpec) -> Result<Deleted> {
-        self.live_topic(name)?
-            .topic_delete(spec, self.inner.persist.as_ref())
-            .await
+        let log = self.live_topic(name)?;
+        self.settle_copies_from(&log, name).await?;
+        log.topic_delete(spec, self.inner.persist.as_ref()).await
     }
 
     /// Delete a topic, and the routers from or into it. `if_empty`: only if it holds no live

@@ -52,6 +52,8 @@ pub(crate) struct TopicSnap {
     pub rec: crate::topic::state::TopicRec,
     pub feed: Option<crate::topic::router::Feed>,
     pub queue: Option<crate::topic::queue::QueueRec>,
+    /// Its recent source-trimmed ranges.
+    pub source_trims: Vec<(u64, u64)>,
 }
 
 /// Inherited prefix of a fork.
@@ -473,6 +475,7 @@ impl Log {
                 rec: t.to_rec(),
                 feed: t.feed.clone(),
                 queue: t.queue.as_deref().map(|q| q.to_rec()),
+                source_trims: t.source_trims.iter().map(|(&a, &b)| (a, b)).collect(),
             }
         });
         Ok((

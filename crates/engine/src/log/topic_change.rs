@@ -230,6 +230,7 @@ impl Log {
             rec: mut topic,
             feed,
             queue,
+            ..
         }) = topic
         else {
             return Err(EngineError::NotFound);
@@ -263,7 +264,8 @@ impl Log {
             let (c, b) = self.live_after(&v, e, pos);
             (e, c, b)
         } else {
-            (v.trim.earliest, v.live_count, v.live_bytes)
+            // Past deleted records, as a diff reports it (the head + 1 when none is live).
+            (self.live_from(v.trim.earliest), v.live_count, v.live_bytes)
         };
         let (last_write_ts, last_read_ts, queue) = self.with_topic(|st| {
             let t = st.topic.as_deref_mut().expect("checked by with_topic");

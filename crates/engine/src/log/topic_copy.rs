@@ -16,7 +16,7 @@ use crate::topic::state::{TAG_ENTRY_COST, TAG_KEY_COST};
 
 /// Copies a router made of a batch of source records, ready for its destination.
 pub(crate) struct Copies {
-    /// Their stored form (`$ts` set when applied).
+    /// Their stored form (their sources' `$ts`, raised to the destination's latest when applied).
     pub buf: Vec<u8>,
     pub rel_ends: Vec<u64>,
     pub tags: Vec<Option<String>>,
@@ -75,27 +75,41 @@ impl Log {
 
     /// The append lock for a logged change: a router's copies not logged yet are logged first
     /// (so replay meets them before the change).
-    pub(super) async fn lock_logged(
+    pub(crate) async fn lock_logged(
         self: &Arc<Self>,
         persist: Option<&Arc<Persist>>,
     ) -> Result<OwnedMutexGuard<()>> {
         loop {
             let serial = self.append_lock.clone().lock_owned().await;
-            let Some(p) = persist.filter(|_| self.files.is_some()) else {
+            if let Some(serial) = self.log_copies(serial, persist).await? {
                 return Ok(serial);
-            };
-            let Some((record, log_seq)) = self.copies_record(p)? else {
-                return Ok(serial);
-            };
-            self.commit(serial, Some(record), 0, move |_, st| {
-                st.w.log_seq = log_seq;
-                if let Some(t) = st.topic.as_deref_mut() {
-                    t.unlogged = None;
-                    t.unlogged_lost.clear();
-                }
-            })
-            .await?;
+            }
         }
+    }
+
+    /// Log the unlogged copies now, in one `TopicCopies` record of the topic's class, under
+    /// the append lock the caller holds (`serial`). Gives the guard back if there was nothing
+    /// to log (or no WAL); otherwise it is released once the record is applied.
+    pub(crate) async fn log_copies(
+        self: &Arc<Self>,
+        serial: OwnedMutexGuard<()>,
+        persist: Option<&Arc<Persist>>,
+    ) -> Result<Option<OwnedMutexGuard<()>>> {
+        let Some(p) = persist.filter(|_| self.files.is_some()) else {
+            return Ok(Some(serial));
+        };
+        let Some((record, log_seq)) = self.copies_record(p)? else {
+            return Ok(Some(serial));
+        };
+        self.commit(serial, Some(record), 0, move |_, st| {
+            st.w.log_seq = log_seq;
+            if let Some(t) = st.topic.as_deref_mut() {
+                t.unlogged = None;
+                t.unlogged_lost.clear();
+            }
+        })
+        .await?;
+        Ok(None)
     }
 
     /// The `TopicCopies` record of the unlogged copies (and its `log_seq`), if any (the caller
@@ -184,8 +198,9 @@ impl Log {
                 v = self.view()?;
             }
         }
-        let ts = now.max(v.last_ts);
-        record::set_ts(&mut c.buf, ts);
+        // Copies keep their source records' timestamps (raised to the topic's latest): made
+        // again after a crash, they are the same. The source-trimmed gap takes no time.
+        let ts = record::floor_ts(&mut c.buf, v.last_ts);
         // Source-trimmed records first: empty records, skipped by readers (with a tombstone).
         if c.lost > 0 {
             self.apply_lost(c.lost, ts, logged_later);

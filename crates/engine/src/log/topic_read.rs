@@ -30,8 +30,10 @@ impl Log {
         })?;
         if from > v.head {
             // The cursor is past anything this topic ever had: it was deleted and re-created.
+            // The documented shape: `gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1
+            // (an empty range: what the old incarnation held is not known).
             tombstone = Some(Tombstone {
-                gap_from: 1,
+                gap_from: from + 1,
                 gap_to: earliest - 1,
                 reason: GapReason::Recreated,
                 missed_estimate: 0,
@@ -61,16 +63,14 @@ impl Log {
             // Records a router's source evicted before forwarding them, at the front.
             let trimmed = self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
-                let mut ranges = t.source_trims.range(from + 1..earliest).peekable();
-                ranges.peek()?;
-                Some(ranges.map(|(&a, &b)| b - a).sum::<u64>())
+                t.source_trimmed(from + 1, earliest)
             })?;
-            if let Some(missed) = trimmed {
+            if trimmed > 0 {
                 tombstone = Some(Tombstone {
                     gap_from: from + 1,
                     gap_to: earliest - 1,
                     reason: GapReason::SourceTrim,
-                    missed_estimate: missed,
+                    missed_estimate: trimmed,
                 });
             }
         }
@@ -91,14 +91,10 @@ impl Log {
                 let s = t.live_from(next + 1);
                 let end = t.deleted.next_start(s).unwrap_or(u64::MAX);
                 // Records a router's source evicted before forwarding them, on the way.
-                let trimmed = t
-                    .source_trims
-                    .range(next + 1..s)
-                    .next()
-                    .map(|(&a, &b)| (a, b));
+                let trimmed = t.source_trimmed(next + 1, s);
                 (s, end.min(v.head + 1), trimmed)
             })?;
-            if let Some((a, b)) = trimmed {
+            if trimmed > 0 {
                 if !records.is_empty() {
                     break; // the next read starts at the gap, and is told of it
                 }
@@ -107,7 +103,7 @@ impl Log {
                         gap_from: next + 1,
                         gap_to: s - 1,
                         reason: GapReason::SourceTrim,
-                        missed_estimate: b - a,
+                        missed_estimate: trimmed,
                     });
                 }
             }

@@ -349,6 +349,9 @@ fn replay_topic(
             log.writer = writer;
             let mut t = TopicState::from_rec(*topic);
             t.feed = feed;
+            if let Some(before) = log.topic.take() {
+                t.source_trims = before.source_trims;
+            }
             if let Some(q) = queue {
                 t.queue = Some(Box::new(QueueState::from_rec(q)));
             }
@@ -406,6 +409,7 @@ fn replay_copies(
             let a = a.max(t.trim.earliest);
             if a < b {
                 t.deleted.insert(a, b, 0);
+                t.note_source_trim(a, b);
             }
         }
     }

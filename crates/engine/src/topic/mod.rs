@@ -63,6 +63,20 @@ pub struct TopicConfig {
     pub leases_durable: bool,
 }
 
+impl TopicConfig {
+    /// Whether records leave the topic without a client asking for each range: by its caps,
+    /// its TTL, (a queue) by acks and dead-lettering, or (`ephemeral`) at a restart. A router's
+    /// copies of such a topic's records are logged as they are made: the records may be gone
+    /// before a crash's recovery could copy them again.
+    pub fn sheds_records(&self) -> bool {
+        self.kind == TopicKind::Queue
+            || self.ttl_ms > 0
+            || self.cap_records > 0
+            || self.cap_bytes > 0
+            || self.durability == Durability::Ephemeral
+    }
+}
+
 impl Default for TopicConfig {
     fn default() -> Self {
         Self {

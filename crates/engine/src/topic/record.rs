@@ -124,8 +124,9 @@ pub(crate) struct CopyRule<'a> {
 }
 
 /// Append to `out` a router's copy of the stored record `raw` (laid out as `l`, source seq
-/// `seq`): its tag and node kept or dropped, one hop more, `$ts` 0 (the destination's write
-/// sets it).
+/// `seq`): its tag and node kept or dropped, one hop more, the source record's `$ts` (the
+/// destination raises it to its own latest, see [`floor_ts`]): a copy made again after a
+/// crash is the same copy.
 pub(crate) fn copy(raw: &[u8], l: &Layout, seq: u64, rule: CopyRule, out: &mut Vec<u8>) {
     let tag = if rule.keep_tag { l.tag(raw) } else { None }.unwrap_or_default();
     let node = if rule.keep_node { l.node(raw) } else { None }.unwrap_or_default();
@@ -147,7 +148,7 @@ pub(crate) fn copy(raw: &[u8], l: &Layout, seq: u64, rule: CopyRule, out: &mut V
     let node_field = (u16::from(l.hops.saturating_add(1).min(15)) << 12) | node.len() as u16;
     out.reserve(total);
     out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&0i64.to_le_bytes());
+    out.extend_from_slice(&raw[4..12]);
     out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
     out.extend_from_slice(&node_field.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
@@ -184,10 +185,29 @@ pub(crate) fn with_member(meta: &[u8], member: &str) -> Vec<u8> {
 /// Set the `$ts` of every record in `buf` (a clock that went back is not allowed to make
 /// timestamps decrease within a topic).
 pub(crate) fn set_ts(buf: &mut [u8], ts: i64) {
+    map_ts(buf, |_| ts);
+}
+
+/// Raise every record's `$ts` in `buf` to at least `floor` (copies keep their source's
+/// timestamps, which must not go back within the destination); returns the latest, or `floor`
+/// if `buf` is empty.
+pub(crate) fn floor_ts(buf: &mut [u8], floor: i64) -> i64 {
+    let mut latest = floor;
+    map_ts(buf, |ts| {
+        latest = latest.max(ts);
+        ts.max(floor)
+    });
+    latest
+}
+
+/// Replace each record's `$ts` in `buf` by `f(ts)`.
+fn map_ts(buf: &mut [u8], mut f: impl FnMut(i64) -> i64) {
     let mut at = 0;
     while at + HEADER <= buf.len() {
         let total = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        buf[at + 4..at + 12].copy_from_slice(&ts.to_le_bytes());
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&buf[at + 4..at + 12]);
+        buf[at + 4..at + 12].copy_from_slice(&f(i64::from_le_bytes(ts)).to_le_bytes());
         if total == 0 {
             break;
         }
@@ -252,6 +272,10 @@ mod tests {
         assert_eq!(tag_of(&buf).as_deref(), Some("order \"7\""));
         set_ts(&mut buf, 99);
         assert_eq!(parse(&buf[total..]).unwrap().1, 99);
+        // Raised to a floor, never lowered; the latest is returned.
+        assert_eq!(floor_ts(&mut buf, 50), 99);
+        assert_eq!(floor_ts(&mut buf, 120), 120);
+        assert_eq!(parse(&buf).unwrap().1, 120);
         assert!(super::ends(&buf[..total - 1]).is_none());
     }
 
@@ -275,7 +299,7 @@ mod tests {
         let mut out = Vec::new();
         copy(&buf, &l, 7, rule, &mut out);
         let (c, ts, total) = parse(&out).unwrap();
-        assert_eq!((c.hops, ts, total), (1, 0, out.len()));
+        assert_eq!((c.hops, ts, total), (1, 5, out.len()), "the source's $ts");
         assert!(c.tag(&out).is_none());
         assert_eq!(c.node(&out).unwrap(), br#""n""#);
         assert_eq!(c.data(&out), b"[1]");

@@ -354,8 +354,8 @@ pub(crate) struct TopicState {
     /// Seq ranges `[from, to)` among the unlogged copies that stand for records the source
     /// evicted before they were forwarded (empty records).
     pub unlogged_lost: Vec<(u64, u64)>,
-    /// Recent ranges of such records, for the tombstone that tells readers (in RAM only: after
-    /// a restart they are skipped like deleted records). Bounded.
+    /// Recent ranges of such records, for the tombstone that tells readers (kept by
+    /// checkpoints and `TopicCopies` records). Bounded.
     pub source_trims: std::collections::BTreeMap<u64, u64>,
 }
 
@@ -476,6 +476,17 @@ impl TopicState {
     }
 
     /// Remember `[from, to)` as records a router's source evicted before forwarding them.
+    /// How many of the seqs `[from, to)` are in remembered source-trimmed ranges (a range
+    /// may begin before `from`: a cursor can stand inside one).
+    pub fn source_trimmed(&self, from: u64, to: u64) -> u64 {
+        let before = self.source_trims.range(..from).next_back();
+        before
+            .into_iter()
+            .chain(self.source_trims.range(from..to))
+            .map(|(&a, &b)| b.min(to).saturating_sub(a.max(from)))
+            .sum()
+    }
+
     pub fn note_source_trim(&mut self, from: u64, to: u64) {
         self.source_trims.insert(from, to);
         while self.source_trims.len() > SOURCE_TRIMS_KEPT {

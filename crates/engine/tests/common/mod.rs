@@ -7,6 +7,7 @@
 
 pub mod disk;
 pub mod requests;
+pub mod routing;
 
 use riffle_engine::{
     AppendRequest, AppendStatus, CreateSpec, Durability, EngineError, ForkSpec, Framing,

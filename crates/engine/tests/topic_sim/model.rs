@@ -426,7 +426,7 @@ impl MState {
         let mut from = from;
         let mut tomb = None;
         if from > head {
-            tomb = Some((1, v.earliest - 1, GapReason::Recreated));
+            tomb = Some((from + 1, v.earliest - 1, GapReason::Recreated));
             from = 0;
         }
         let floor = self.cap_floor.max(v.ttl_floor);
