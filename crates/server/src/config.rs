@@ -166,7 +166,8 @@ pub struct LimitSettings {
     /// Largest size of one stream; 0: no per-stream cap (file-backed streams are bounded by
     /// the disk, `ephemeral` ones by `max_memory_bytes`).
     pub max_stream_bytes: u64,
-    /// Largest request body.
+    /// Largest request body (64 MiB by default, the topics reference's `TOPICS_MAX_BODY_BYTES`:
+    /// its clients send batches that large).
     pub max_request_body_bytes: u64,
     /// Deepest fork chain.
     pub max_fork_depth: u64,
@@ -201,7 +202,7 @@ impl Default for LimitSettings {
         Self {
             max_memory_bytes: 0,
             max_stream_bytes: 0,
-            max_request_body_bytes: 10_485_760,
+            max_request_body_bytes: 64 << 20,
             max_fork_depth: 100,
             max_producer_id_bytes: 256,
             max_stream_seq_bytes: 256,

@@ -26,7 +26,7 @@ Keys (TOML section.key / environment), defaults in brackets:
   http.cors_origins                DS_HTTP__CORS_ORIGINS                [*]
   limits.max_memory_bytes          DS_LIMITS__MAX_MEMORY_BYTES          [0 = a quarter of the RAM]
   limits.max_stream_bytes          DS_LIMITS__MAX_STREAM_BYTES          [0 = no per-stream cap]
-  limits.max_request_body_bytes    DS_LIMITS__MAX_REQUEST_BODY_BYTES    [10485760]
+  limits.max_request_body_bytes    DS_LIMITS__MAX_REQUEST_BODY_BYTES    [67108864 = 64 MiB]
   limits.max_fork_depth            DS_LIMITS__MAX_FORK_DEPTH            [100]
   limits.max_producer_id_bytes     DS_LIMITS__MAX_PRODUCER_ID_BYTES     [256]
   limits.max_stream_seq_bytes      DS_LIMITS__MAX_STREAM_SEQ_BYTES      [256]

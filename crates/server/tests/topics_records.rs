@@ -58,6 +58,36 @@ async fn batches_hold_1_to_10000_records() {
     has!(v, { "count": 10_000, "last_seq": 10_000 });
 }
 
+/// A body may be up to 64 MiB (`TOPICS_MAX_BODY_BYTES`, §2): eleven ~1 MB records (11 MB) are
+/// one write, and so is a batch of 1 MiB records filling the whole 64 MiB (its WAL record is
+/// larger than the body: every record gets a header and the batch's node).
+#[tokio::test]
+async fn bodies_up_to_64_mib_are_accepted() {
+    let s = start().await;
+    let mb = "x".repeat(1_000_000);
+    let records: Vec<Value> = (0..11).map(|_| json!({ "data": mb })).collect();
+    let v = write(&s, "big", json!({ "records": records })).await;
+    has!(v, { "count": 11, "last_seq": 11 });
+
+    let (limit, n) = (64 << 20, 64);
+    let frame = |data: &str| json!({ "records": vec![json!({ "data": data }); n], "node": "n".repeat(128) });
+    let overhead = frame("").to_string().len();
+    let data = "y".repeat((limit - overhead) / n);
+    let body = frame(&data).to_string();
+    assert!(
+        body.len() <= limit && body.len() > limit - n,
+        "{}",
+        body.len()
+    );
+    let v = post_text(&s, &t("big"), &body).await.ok(200);
+    has!(v, { "count": n, "last_seq": 11 + n });
+    let v = diff(&s, "big", json!({ "from_seq": 11 + n - 1 })).await;
+    assert_eq!(
+        v["records"][0]["data"].as_str().map(str::len),
+        Some(data.len())
+    );
+}
+
 #[tokio::test]
 async fn record_size_tag_and_node_limits() {
     let s = start().await;

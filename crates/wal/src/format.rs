@@ -28,11 +28,17 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const HEADER: u64 = 32;
 pub(crate) const RECORD_HEADER: usize = 8;
 
+/// The bound on a record whatever the segment size: room for a whole request body at the
+/// server's default limit (64 MiB) plus what its record adds (framing, and a `/v0` batch's
+/// per-record headers and batch-wide node copied into every record), so a body the server
+/// accepts never fails in the WAL.
+pub const MIN_MAX_RECORD: u64 = 128 << 20;
+
 /// The largest payload a shard accepts, and the largest length recovery believes:
-/// `max(segment_bytes, 64 MiB)`, and never more than a `u32` can say. A longer "record" found
-/// at recovery is damage, not data.
+/// `max(segment_bytes, MIN_MAX_RECORD)`, and never more than a `u32` can say. A longer
+/// "record" found at recovery is damage, not data.
 pub fn max_record(segment_bytes: u64) -> u64 {
-    segment_bytes.max(64 << 20).min(u64::from(u32::MAX))
+    segment_bytes.max(MIN_MAX_RECORD).min(u64::from(u32::MAX))
 }
 
 pub(crate) fn segment_dir(shard: u32) -> String {

@@ -36,7 +36,7 @@ pub struct WalConfig {
     /// The shard's number: its segments live in `wal/<shard:02>/`.
     pub shard: u32,
     /// A segment is closed and a new one started once it passes this size. Records longer
-    /// than `max(segment_bytes, 64 MiB)` are refused.
+    /// than `max(segment_bytes, 128 MiB)` are refused ([`crate::format::max_record`]).
     pub segment_bytes: u64,
     /// Records committed with [`Commit::Write`] are synced at most this long after writing.
     pub sync_interval: Duration,
@@ -198,7 +198,7 @@ impl Wal {
     /// order, after the record's write ([`Commit::Write`]) or the covering `fdatasync`
     /// ([`Commit::Sync`]), with the record's [`Lsn`] or the error. Never blocks on I/O.
     ///
-    /// A payload longer than `max(segment_bytes, 64 MiB)` fails with an `InvalidInput`
+    /// A payload longer than `max(segment_bytes, 128 MiB)` fails with an `InvalidInput`
     /// [`WalError::Io`]. If the shard is shut down, `done` gets [`WalError::Closed`] at once.
     pub fn append(&self, payload: Vec<u8>, commit: Commit, done: Callback) {
         self.send_or_fail(Request::Append {

@@ -295,7 +295,8 @@ fn oversized_records_are_refused_in_order() {
     let dir: Arc<dyn Dir> = Arc::new(MemDir::new());
     let (wal, _, _) = open(dir.clone(), cfg(1024, 10)).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
-    for (i, len) in [10usize, (64 << 20) + 1, 10].into_iter().enumerate() {
+    let over = riffle_wal::format::MIN_MAX_RECORD as usize + 1;
+    for (i, len) in [10usize, over, 10].into_iter().enumerate() {
         let order = order.clone();
         wal.append(
             vec![7; len],

@@ -13,7 +13,7 @@ use std::sync::Arc;
 const SEGMENT_BYTES: u64 = 1 << 20;
 const HEADER: usize = 32;
 /// The longest record recovery believes for `SEGMENT_BYTES` (`format::max_record`).
-const MAX: usize = 64 << 20;
+const MAX: usize = riffle_wal::format::MIN_MAX_RECORD as usize;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")

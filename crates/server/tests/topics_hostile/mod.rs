@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 pub type Headers<'a> = &'a [(&'a str, &'a [u8])];
 pub const CT: Headers = &[("content-type", b"application/json")];
 /// `limits.max_request_body_bytes`'s default (crates/server/src/config.rs).
-pub const LIMIT: usize = 10_485_760;
+pub const LIMIT: usize = 64 << 20;
 pub const INVALID: (u16, &str) = (400, "invalid_request");
 pub const NO_TOPIC: (u16, &str) = (404, "topic_not_found");
 
