@@ -388,3 +388,65 @@ async fn kill_dash_nine_neither_loses_nor_duplicates_router_copies() {
     }
     drop(server);
 }
+
+/// The data and `$ts` of every live record of `topic`, and the diff's tombstone.
+async fn copies(srv: &Server, topic: &str) -> (Vec<(Value, Value)>, Value) {
+    let body = json!({ "from_seq": 0, "limit": 1000 });
+    let (s, v) = call(srv, Method::POST, &format!("/v0/topics/{topic}/diff"), body).await;
+    assert_eq!(s, 200, "{topic}: {v}");
+    let records = v["records"].as_array().expect("records");
+    let out = records
+        .iter()
+        .map(|r| (r["data"].clone(), r["$ts"].clone()))
+        .collect();
+    (out, v["tombstone"].clone())
+}
+
+/// Copies whose source records are gone (a `cap_records: 1` source evicted them; a plain
+/// source deleted them) survive a kill -9 exactly as they were read: same data, same `$ts`,
+/// no gap (the reference re-derives copies from the source and would lose them).
+#[tokio::test]
+async fn copies_outlive_their_evicted_or_deleted_source_records_across_kill_dash_nine() {
+    let tmp = TempDir::new("topics-routers-shed");
+    let data = tmp.path().join("data");
+    let srv = start(&data).await;
+    for (t, body) in [
+        ("capped", json!({ "cap_records": 1 })),
+        ("plain", json!({})),
+        ("dc", json!({ "durable": true })),
+        ("dp", json!({ "durability": "memory" })),
+    ] {
+        let (s, v) = call(&srv, Method::PUT, &format!("/v0/topics/{t}"), body).await;
+        assert_eq!(s, 201, "{t}: {v}");
+    }
+    for (r, source, dest) in [("rc", "capped", "dc"), ("rp", "plain", "dp")] {
+        let body = json!({ "source": source, "dest": dest });
+        let (s, v) = call(&srv, Method::PUT, &format!("/v0/routers/{r}"), body).await;
+        assert_eq!(s, 201, "{r}: {v}");
+    }
+    for (i, x) in ["a", "b", "c"].iter().enumerate() {
+        for source in ["capped", "plain"] {
+            post(&srv.client, &srv.base, source, &[json!(x)])
+                .await
+                .expect("write");
+        }
+        // Each is copied before the next write evicts it from the capped source.
+        let deadline = Instant::now() + SETTLE;
+        while head(&srv, "dc").await < i as u64 + 1 || head(&srv, "dp").await < i as u64 + 1 {
+            assert!(Instant::now() < deadline, "copy {x} did not arrive");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let body = json!({ "before_seq": 4 });
+    let (s, v) = call(&srv, Method::POST, "/v0/topics/plain/delete", body).await;
+    assert_eq!(s, 200, "{v}");
+    let before = [copies(&srv, "dc").await, copies(&srv, "dp").await];
+    for (list, tombstone) in &before {
+        assert_eq!(list.len(), 3, "{list:?}");
+        assert!(tombstone.is_null(), "{tombstone}");
+    }
+    drop(srv); // SIGKILL
+    let srv = start(&data).await;
+    let after = [copies(&srv, "dc").await, copies(&srv, "dp").await];
+    assert_eq!(after, before, "the copies as they were read, no gap");
+}
