@@ -117,6 +117,10 @@ pub async fn write<W: Transport>(
         None => Wire::UntilClose,
     };
     let keep_alive = ex.keep_alive && wire != Wire::UntilClose;
+    let events = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -157,7 +161,7 @@ pub async fn write<W: Transport>(
         Wire::Length(_) => match body {
             ResponseBody::Pieces(p) => write_pieces(io, out, p).await?,
             // A stream that knows its length: its frames as they come, unframed.
-            body => write_streamed(io, out, body, false).await?,
+            body => write_streamed(io, out, body, false, events).await?,
         },
         Wire::Chunked => match body {
             ResponseBody::Tail(tail) => {
@@ -165,9 +169,9 @@ pub async fn write<W: Transport>(
                     return Ok(Written::Park(Parked { tail, keep_alive }));
                 }
             }
-            body => write_streamed(io, out, body, true).await?,
+            body => write_streamed(io, out, body, true, events).await?,
         },
-        Wire::UntilClose => write_streamed(io, out, body, false).await?,
+        Wire::UntilClose => write_streamed(io, out, body, false, events).await?,
     }
     io.flush().await?;
     Ok(Written::Done { keep_alive })
@@ -286,13 +290,37 @@ async fn write_pieces<W: Transport>(
 
 /// A body produced over time (SSE): each frame is sent at once (the first with the head), as
 /// a chunk, or raw (HTTP/1.0, or a known length).
-async fn write_streamed<W: AsyncWrite + Unpin>(
+///
+/// An event stream (`events`) may wait long for its next frame: a client that hangs up
+/// meanwhile is noticed at once (where the transport can tell) and the body dropped, so what
+/// it holds (a `/work` stream's leases, a live slot) goes then, not at its next write.
+async fn write_streamed<W: Transport>(
     io: &mut W,
     out: &mut Vec<u8>,
     mut body: ResponseBody,
     chunked: bool,
+    events: bool,
 ) -> std::io::Result<()> {
-    while let Some(data) = next_data(&mut body).await {
+    let mut watch = events;
+    loop {
+        let data = if watch {
+            tokio::select! {
+                biased;
+                data = next_data(&mut body) => data,
+                gone = std::future::poll_fn(|cx| io.poll_hung_up(cx)) => {
+                    if gone {
+                        let e = std::io::ErrorKind::ConnectionAborted;
+                        return Err(std::io::Error::new(e, "the client hung up"));
+                    }
+                    // A pipelined request: it waits, unread, for this response's end.
+                    watch = false;
+                    continue;
+                }
+            }
+        } else {
+            next_data(&mut body).await
+        };
+        let Some(data) = data else { break };
         if data.is_empty() {
             continue; // as a chunk, it would end the body
         }

@@ -5,7 +5,8 @@
 use riffle_engine::FileRange;
 use std::future::Future;
 use std::io;
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 pub trait Transport: AsyncWrite + Unpin {
     /// Send all of `range` to the peer without copying it through user space. `Ok(false)`:
@@ -21,6 +22,13 @@ pub trait Transport: AsyncWrite + Unpin {
         false
     }
 
+    /// Whether the client hung up, learned without taking its input: `Ready(true)` once it has
+    /// (EOF or an error), `Ready(false)` once it sent bytes (a request pipelined behind the
+    /// response, read after it). Transports that cannot tell stay pending.
+    fn poll_hung_up(&self, _cx: &mut Context<'_>) -> Poll<bool> {
+        Poll::Pending
+    }
+
     /// The plain TCP socket this transport is, if it is one.
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self>
     where
@@ -33,6 +41,13 @@ pub trait Transport: AsyncWrite + Unpin {
 impl Transport for tokio::net::TcpStream {
     fn can_park(&self) -> bool {
         true
+    }
+
+    fn poll_hung_up(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut byte = [0u8; 1];
+        let mut peeked = ReadBuf::new(&mut byte);
+        self.poll_peek(cx, &mut peeked)
+            .map(|r| !matches!(r, Ok(n) if n > 0))
     }
 
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {

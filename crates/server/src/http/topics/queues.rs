@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::StreamBody;
 use riffle_engine::topic::queue::{Job, LeaseDone};
-use riffle_engine::{ClaimRequest, Engine};
+use riffle_engine::{ClaimRequest, Clock, Engine, SystemClock};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -312,11 +312,12 @@ pub fn work(app: &App, queue: &str, query: Option<&str>, req: &Parts) -> Answer 
             tokio::select! {
                 () = handle.changed() => {}
                 () = tokio::time::sleep(WORK_RECHECK) => {
-                    // A comment now and then: writing is how a client that went is noticed
-                    // (and its leases given back).
+                    // A heartbeat now and then (the watch's `: hb <ms>`): it keeps proxies
+                    // from timing the stream out, and where the connection cannot notice a
+                    // hang-up while idle (TLS), the write does.
                     idle += 1;
                     if idle.is_multiple_of(4) {
-                        sse::comment(&mut out, &format!("hb {}", idle / 4));
+                        sse::comment(&mut out, &format!("hb {}", SystemClock.now_ms()));
                         yield Ok(Frame::data(out.split().freeze()));
                     }
                 }
