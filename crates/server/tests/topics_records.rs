@@ -368,16 +368,26 @@ async fn ttl_expiry_yields_a_ttl_tombstone() {
     assert_eq!(seqs(&v), [3]);
 }
 
+/// §1.4: a cursor past the head means the topic was deleted and re-created; the tombstone has
+/// the general shape, `gap_from` = from_seq + 1 and `gap_to` = earliest_seq - 1 (an empty
+/// range: what the old topic held past the cursor is not known, so nothing counts as missed),
+/// and the read goes on from the new topic's earliest record.
 #[tokio::test]
 async fn a_cursor_past_the_head_gets_a_recreated_tombstone() {
     let s = start().await;
-    write_n(&s, "rc", 3).await;
+    write_n(&s, "rc", 5).await;
     delete(&s, &t("rc")).await.ok(200);
-    let v = post(&s, &t("rc"), json!({ "records": recs(1) })).await;
+    let v = post(&s, &t("rc"), json!({ "records": recs(2) })).await;
     let v = v.ok(201);
     has!(v, { "created": true, "first_seq": 1 });
-    let v = diff(&s, "rc", json!({ "from_seq": 3 })).await;
-    assert_eq!(v["tombstone"]["reason"], "recreated", "{v}");
+    for from in [5, 3, 100] {
+        let v = diff(&s, "rc", json!({ "from_seq": from })).await;
+        let tomb = json!({ "gap_from": from + 1, "gap_to": 0, "reason": "recreated",
+                           "missed_estimate": 0, "earliest_seq": 1, "head_seq": 2 });
+        assert_eq!(v["tombstone"], tomb, "from_seq {from}: {v}");
+        assert_eq!(seqs(&v), [1, 2], "from_seq {from}: {v}");
+        has!(v, { "next_from_seq": 2, "caught_up": true, "lag": 0 });
+    }
 }
 
 // ---- record deletes -----------------------------------------------------------------------
