@@ -383,10 +383,38 @@ async fn a_deleted_topic_ends_only_that_topic() {
     if let Some(topic) = v.get("topic") {
         assert_eq!(topic, "gone", "{f:?}");
     }
+    // A data frame carries the composite cursor (§1.4): the session's map, which no longer
+    // follows the deleted topic.
+    let id = decode_id(f.id.as_deref().expect("a topic-deleted event has an id"));
+    assert_eq!(Value::Object(id), json!({ "kept": 1 }), "{f:?}");
     write_n(&s, "kept", 1).await;
     let f = sse.record().await;
     let v = f.json();
     assert_eq!((v["topic"].clone(), seqs(&v)), (json!("kept"), vec![2]));
+    assert_eq!(
+        Value::Object(decode_id(f.id.as_deref().unwrap())),
+        json!({ "kept": 2 })
+    );
+}
+
+/// A session cursor past the head (the topic was deleted and re-created since) gets the
+/// `recreated` tombstone of §1.4 (`gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1),
+/// then the new topic's records.
+#[tokio::test]
+async fn a_cursor_past_the_head_gets_a_recreated_tombstone() {
+    let s = start().await;
+    write_n(&s, "rc", 2).await;
+    let v = watch(&s, json!({ "topics": { "rc": { "from_seq": 5 } } })).await;
+    let mut sse = open(&s, v["wid"].as_str().unwrap(), None).await;
+    let frames = sse.until(PROMPT, |f| f.name() == "caught-up").await;
+    assert_eq!(frames[0].name(), "tombstone", "{frames:?}");
+    let ts = frames[0].json();
+    has!(ts, { "topic": "rc", "gap_from": 6, "gap_to": 0, "reason": "recreated",
+               "missed_estimate": 0, "earliest_seq": 1, "head_seq": 2 });
+    assert_eq!(frames[1].name(), "record", "{frames:?}");
+    assert_eq!(seqs(&frames[1].json()), [1, 2], "{frames:?}");
+    let id = decode_id(frames[1].id.as_deref().expect("a record event has an id"));
+    assert_eq!(Value::Object(id), json!({ "rc": 2 }));
 }
 
 #[tokio::test]

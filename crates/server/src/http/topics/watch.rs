@@ -165,6 +165,24 @@ struct Session {
     generation: std::sync::atomic::AtomicU64,
 }
 
+impl Session {
+    /// Change the cursors with `change` and return the composite cursor after it, unless a
+    /// newer stream took the session over (`generation` is not the newest): then nothing
+    /// changes, and the stream of `generation` ends.
+    fn advance(
+        &self,
+        generation: u64,
+        change: impl FnOnce(&mut BTreeMap<String, u64>),
+    ) -> Option<String> {
+        let mut c = self.cursors.lock();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return None;
+        }
+        change(&mut c);
+        Some(composite(&c))
+    }
+}
+
 impl Watches {
     /// Forget sessions with no open stream for longer than the session TTL.
     fn sweep(&self) {
@@ -489,23 +507,22 @@ pub fn stream(app: &App, wid: &str, req: &Parts) -> Result<Response<ResponseBody
                 let d = match read(&watches, &s.opts, name, handle, from) {
                     Ok(d) => d,
                     Err(_) => {
-                        s.cursors.lock().remove(name.as_str());
+                        // A data frame like the others: its `id:` is the session's cursor map,
+                        // now without the topic (what a reconnect resumes from).
+                        let Some(id) = s.advance(generation, |c| {
+                            c.remove(name.as_str());
+                        }) else {
+                            break 'stream;
+                        };
                         let data = json!({ "topic": name }).to_string();
-                        sse::event(&mut out, Some("topic-deleted"), None, data.as_bytes());
+                        sse::event(&mut out, Some("topic-deleted"), Some(&id), data.as_bytes());
                         handles.remove(i);
                         continue;
                     }
                 };
-                let id = {
-                    let mut c = s.cursors.lock();
-                    if s.generation.load(Ordering::SeqCst) != generation {
-                        None // a newer stream took over the session
-                    } else {
-                        c.insert(name.clone(), d.next_from_seq);
-                        Some(composite(&c))
-                    }
-                };
-                let Some(id) = id else {
+                let Some(id) = s.advance(generation, |c| {
+                    c.insert(name.clone(), d.next_from_seq);
+                }) else {
                     break 'stream;
                 };
                 if let Some(t) = &d.tombstone {
