@@ -439,3 +439,27 @@ async fn a_checkpoint_over_many_written_streams_syncs_them_at_once() {
     }
     engine.checkpoint().unwrap();
 }
+
+/// The background flush writes a pending tail into its files without a checkpoint or another
+/// append, and a log whose write failed is tried again until it works.
+#[tokio::test]
+async fn pending_tails_reach_their_files_in_the_background_despite_failed_writes() {
+    use riffle_engine::wal::Dir;
+    let d = disk();
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/busy", spec(None)).await.unwrap();
+    let id = engine.info("/busy").unwrap().id;
+    let path = format!("streams/{id:016x}.data");
+    let size = |d: &Disk| d.mem.size(&path).unwrap().unwrap_or(0);
+    d.plan().fail_writes("streams/", Fault::Eio, 3);
+    engine.append("/busy", append("tail;", None)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while size(&d) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tail never reached {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read_all(&engine, "/busy"), b"tail;");
+}

@@ -132,7 +132,7 @@ impl Engine {
                 limit: self.inner.config.max_stream_bytes,
             });
         }
-        self.inner.budget.check_retained(len)?;
+        self.inner.shared.budget.check_retained(len)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let files = match &persist {
             None => None,
@@ -140,7 +140,7 @@ impl Engine {
                 Some(LogFiles::open(&p.files, id, start).map_err(|e| storage_error(e, false))?)
             }
         };
-        let log = Arc::new(Log::new(
+        let log = Log::new(
             LogConfig {
                 id,
                 name: name.to_string(),
@@ -154,8 +154,8 @@ impl Engine {
             },
             files,
             now,
-            self.inner.budget.clone(),
-        ));
+            &self.inner.shared,
+        );
         let registered = self.register(name, spec, &log, now, persist.is_some());
         if !matches!(registered, Ok(Prepared::New(..)))
             && let Some(p) = &persist

@@ -20,7 +20,8 @@ use crate::durability::Durability;
 use crate::error::{EngineError, Result};
 use crate::framing::{has_media_key, json_message_count, json_prefix_len, media_key};
 use crate::log::{
-    ForkBase, Log, LogConfig, MemoryBudget, RECORD_OVERHEAD, commit_for, storage_error, wal_error,
+    ForkBase, Log, LogConfig, MemoryBudget, RECORD_OVERHEAD, Shared, commit_for, storage_error,
+    wal_error,
 };
 use crate::persist::{
     OpenError, Persist, RecoveredLog, RecoveryReport, StorageConfig, remove_log_files,
@@ -108,7 +109,8 @@ struct Inner {
     logs: RwLock<Registry>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    budget: Arc<MemoryBudget>,
+    /// The memory budget and flush queue every log shares.
+    shared: Shared,
     next_id: AtomicU64,
     persist: Option<Arc<Persist>>,
     /// Bumped on every topic creation.
@@ -166,12 +168,15 @@ impl Engine {
                 logs: RwLock::new(Registry::default()),
                 clock,
                 config,
-                budget: Arc::new(MemoryBudget {
-                    used: AtomicU64::new(0),
-                    limit: config.max_memory_bytes,
-                    retained: AtomicU64::new(0),
-                    retained_limit: config.max_total_bytes,
-                }),
+                shared: Shared {
+                    budget: Arc::new(MemoryBudget {
+                        used: AtomicU64::new(0),
+                        limit: config.max_memory_bytes,
+                        retained: AtomicU64::new(0),
+                        retained_limit: config.max_total_bytes,
+                    }),
+                    flushes: Arc::default(),
+                },
                 next_id: AtomicU64::new(seed.max(min_id)),
                 persist,
                 topic_created: watch::channel(0).0,
@@ -253,15 +258,15 @@ impl Engine {
                 base,
                 name: r.meta.name,
             };
-            let log = Arc::new(Log::restore(
+            let log = Log::restore(
                 config,
                 r.files,
                 r.writer,
                 r.dirty,
                 now,
-                self.inner.budget.clone(),
+                &self.inner.shared,
                 self.inner.config.max_producers_per_log,
-            ));
+            );
             if let Some(t) = r.topic {
                 log.restore_topic(t);
                 if let Some(name) = topics::topic_name(&log.config.name) {
@@ -322,12 +327,12 @@ impl Engine {
 
     /// Data bytes retained across all logs (counted only with `max_total_bytes` set).
     pub fn retained_bytes(&self) -> u64 {
-        self.inner.budget.retained.load(Ordering::Relaxed)
+        self.inner.shared.budget.retained.load(Ordering::Relaxed)
     }
 
     /// RAM currently counted against `max_memory_bytes` (see [`crate::cost`]).
     pub fn memory_used(&self) -> u64 {
-        self.inner.budget.used.load(Ordering::Relaxed)
+        self.inner.shared.budget.used.load(Ordering::Relaxed)
     }
 
     /// Number of names in the registry (soft-deleted logs included).
@@ -541,14 +546,17 @@ fn checkpointer(engine: Weak<Inner>) {
         let Some(inner) = engine.upgrade() else {
             return;
         };
-        // Move pending tails into the stream files, so RAM holds recent appends only briefly.
-        let logs: Vec<Arc<Log>> = inner.logs.read().values().cloned().collect();
+        // Move pending tails into the stream files, so RAM holds recent appends only briefly:
+        // those of the logs that queued themselves since the last round.
         // One line per round, not one per stream: a full disk or a lack of file descriptors
         // fails them all.
         let mut failed = 0usize;
         let mut first = None;
-        for log in logs {
-            if let Err(e) = log.flush_pending() {
+        for log in inner.shared.flushes.take() {
+            let Some(log) = log.upgrade() else {
+                continue;
+            };
+            if let Err(e) = log.flush_queued() {
                 failed += 1;
                 first.get_or_insert((log.config.id, e));
             }

@@ -78,7 +78,7 @@ impl Engine {
                 (Some(_), Durability::Fsync) => Durability::Fsync,
                 (Some(_), _) => Durability::Disk,
             };
-            let log = Arc::new(Log::new(
+            let log = Log::new(
                 LogConfig {
                     id,
                     name: key.clone(),
@@ -92,8 +92,8 @@ impl Engine {
                 },
                 files,
                 now,
-                self.inner.budget.clone(),
-            ));
+                &self.inner.shared,
+            );
             log.init_topic(config.clone());
             let guard = {
                 let mut logs = self.inner.logs.write();

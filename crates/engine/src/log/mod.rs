@@ -15,6 +15,7 @@
 
 mod append;
 mod commit;
+mod flush;
 mod queue;
 mod read;
 pub(crate) use read::Sink;
@@ -23,6 +24,7 @@ mod topic_change;
 mod topic_copy;
 mod topic_read;
 
+pub(crate) use flush::FlushQueue;
 pub(crate) use queue::{AckRequest, ClaimPass, LeaseChange, Taker};
 pub(crate) use topic_copy::{Copies, CopyOutcome};
 
@@ -199,6 +201,8 @@ struct LogState {
     topic: Option<Box<TopicState>>,
     /// Data position and record number below which disk space was given back (trimmed).
     released: (u64, u64),
+    /// In the flush queue (see [`FlushQueue`]).
+    flush_queued: bool,
 }
 
 /// Shared accounting of bytes held in memory, for the server-wide limit; and of the data bytes
@@ -210,6 +214,13 @@ pub(crate) struct MemoryBudget {
     pub limit: u64,
     pub retained: AtomicU64,
     pub retained_limit: u64,
+}
+
+/// What every log of an engine shares.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub budget: Arc<MemoryBudget>,
+    pub flushes: Arc<FlushQueue>,
 }
 
 impl MemoryBudget {
@@ -258,6 +269,10 @@ pub(crate) struct Log {
     /// Bumped on every change a reader may wait for (data, close, removal).
     notify: watch::Sender<u64>,
     budget: Arc<MemoryBudget>,
+    /// Where the log queues itself when it has a pending tail to write.
+    flushes: Arc<FlushQueue>,
+    /// This log, for the flush queue (logs live in an `Arc`).
+    me: std::sync::Weak<Log>,
 }
 
 impl Drop for Log {
@@ -301,19 +316,22 @@ impl Log {
         config: LogConfig,
         files: Option<LogFiles>,
         now_ms: i64,
-        budget: Arc<MemoryBudget>,
-    ) -> Self {
+        shared: &Shared,
+    ) -> Arc<Self> {
         let tail = config.base.as_ref().map_or(0, |b| b.upto);
-        Self::with_writer(
-            config,
-            files,
-            Writer {
-                tail,
-                ..Writer::default()
-            },
-            now_ms,
-            budget,
-        )
+        Arc::new_cyclic(|me| {
+            Self::with_writer(
+                config,
+                files,
+                Writer {
+                    tail,
+                    ..Writer::default()
+                },
+                now_ms,
+                shared,
+                me.clone(),
+            )
+        })
     }
 
     fn with_writer(
@@ -321,7 +339,8 @@ impl Log {
         files: Option<LogFiles>,
         w: Writer,
         now_ms: i64,
-        budget: Arc<MemoryBudget>,
+        shared: &Shared,
+        me: std::sync::Weak<Log>,
     ) -> Self {
         Self {
             config,
@@ -341,11 +360,14 @@ impl Log {
                 retained_counted: 0,
                 topic: None,
                 released: (0, 0),
+                flush_queued: false,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
             append_lock: Arc::new(tokio::sync::Mutex::new(())),
             notify: watch::channel(0).0,
-            budget,
+            budget: shared.budget.clone(),
+            flushes: shared.flushes.clone(),
+            me,
         }
     }
 
@@ -357,9 +379,9 @@ impl Log {
         mut rec: WriterRec,
         dirty: bool,
         now_ms: i64,
-        budget: Arc<MemoryBudget>,
+        shared: &Shared,
         max_producers: usize,
-    ) -> Self {
+    ) -> Arc<Self> {
         // Producers come least recently used first: keep the newest when the limit shrank
         // (what the live log would have kept), and rank them in that order.
         let excess = rec.producers.len().saturating_sub(max_producers);
@@ -390,7 +412,9 @@ impl Log {
                 .collect(),
             log_seq: rec.log_seq,
         };
-        let log = Self::with_writer(config, Some(files), w, now_ms, budget);
+        let log = Arc::new_cyclic(|me| {
+            Self::with_writer(config, Some(files), w, now_ms, shared, me.clone())
+        });
         {
             let mut st = log.state.lock();
             if dirty {
@@ -487,12 +511,6 @@ impl Log {
             dirty,
             topic,
         ))
-    }
-
-    /// Write the pending tail to the files (no sync).
-    pub fn flush_pending(&self) -> Result<()> {
-        let mut st = self.state.lock();
-        self.flush_locked(&mut st)
     }
 
     fn flush_locked(&self, st: &mut LogState) -> Result<()> {
@@ -651,6 +669,7 @@ impl Log {
         // `st.w.tail` is where this record starts.
         let len = payload.data.len() as u64;
         if self.files.is_some() {
+            self.queue_flush(st);
             st.pending.data.extend_from_slice(&payload.data);
             st.pending.ends.push(st.w.tail + len);
             st.w.records += 1;

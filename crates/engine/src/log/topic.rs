@@ -586,6 +586,7 @@ impl Log {
     pub(super) fn push_records(&self, st: &mut LogState, buf: &[u8], rel_ends: &[u64]) {
         let tail = st.w.tail;
         if self.files.is_some() {
+            self.queue_flush(st);
             st.pending.data.extend_from_slice(buf);
             st.pending.ends.extend(rel_ends.iter().map(|e| tail + e));
             st.w.records += rel_ends.len() as u64;
