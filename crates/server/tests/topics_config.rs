@@ -278,6 +278,51 @@ async fn list_filters_by_prefix_and_pages_with_a_cursor() {
     assert_eq!(after, json!({ "after": "ls-b" }));
 }
 
+/// §1.3: the listing's `touch` (default false) bumps the read recency of the topics it lists,
+/// as a single-topic GET does: their `last_read_ts` and auto `effective_priority`.
+#[tokio::test]
+async fn list_with_touch_bumps_the_listed_topics_read_recency() {
+    let s = start().await;
+    for name in ["tc-a", "tc-b"] {
+        put_ok(&s, name, json!({}), 201).await;
+    }
+    let untouched = |name: &'static str| {
+        let s = &s;
+        async move { get(s, &format!("{}?touch=false", t(name))).await.ok(200) }
+    };
+    let fresh = untouched("tc-a").await;
+    has!(fresh, { "last_read_ts": null, "effective_priority": 0 });
+
+    let v = get(&s, "/v0/topics?prefix=tc-").await.ok(200);
+    assert_eq!(v["topics"][0]["effective_priority"], 0, "{v}");
+    has!(untouched("tc-a").await, { "last_read_ts": null, "effective_priority": 0 });
+    get(&s, "/v0/topics?prefix=tc-&touch=false").await.ok(200);
+    has!(untouched("tc-a").await, { "last_read_ts": null });
+
+    // Only the listed topics: a page of one touches tc-a, not tc-b.
+    let before = now_ms();
+    let v = get(&s, "/v0/topics?prefix=tc-&page_size=1&touch=true")
+        .await
+        .ok(200);
+    assert_eq!(names(&v), ["tc-a"]);
+    let a = untouched("tc-a").await;
+    let ts = a["last_read_ts"]
+        .as_u64()
+        .expect("last_read_ts after a touch");
+    assert!(ts + 1000 >= before && ts <= now_ms() + 1000, "{a}");
+    let p = a["effective_priority"].as_f64().expect("a number");
+    assert!((400.0..=500.0).contains(&p), "effective_priority {p}: {a}");
+    has!(untouched("tc-b").await, { "last_read_ts": null, "effective_priority": 0 });
+    let v = get(&s, "/v0/topics?prefix=tc-").await.ok(200);
+    assert!(
+        v["topics"][0]["effective_priority"].as_i64() > Some(400),
+        "{v}"
+    );
+
+    let r = get(&s, "/v0/topics?touch=maybe").await;
+    r.err(400, "invalid_request");
+}
+
 #[tokio::test]
 async fn list_rejects_a_bad_cursor() {
     let s = start().await;

@@ -89,6 +89,7 @@ pub fn get(app: &App, topic: &str, query: Option<&str>) -> Answer {
 pub fn list(app: &App, query: Option<&str>) -> Answer {
     let perf = Perf::start();
     let prefix = query_value(query, "prefix").unwrap_or_default();
+    let touch = query_flag(query, "touch", false)?;
     let (page_size, after) = super::request::page(query)?;
     let now = now();
     // Names outside the caller's grants are never shown, nor named by the cursor.
@@ -100,6 +101,13 @@ pub fn list(app: &App, query: Option<&str>) -> Answer {
         |i| cred.as_ref().is_none_or(|c| c.covers(&i.name)),
         |i| &i.name,
     );
+    if touch {
+        // `touch=true` is a read of every topic listed, as a single-topic GET's (which shows
+        // the state from before its touch, as the page does); one deleted meanwhile is skipped.
+        for i in &topics {
+            let _ = app.engine.topic_info(&i.name, true);
+        }
+    }
     let items: Vec<Value> = topics
         .iter()
         .map(|i| {
