@@ -346,25 +346,29 @@ async fn restart_keeps_what_each_class_promises() {
                     "{what}: {d}"
                 );
                 assert_eq!(tomb["gap_from"], 1, "{what}: the loss is not silent: {d}");
-                continue;
+            } else {
+                // Cap 4 evicted seqs 1 and 2 (a tombstone); the tag delete of seq 5 is silent.
+                let seqs: Vec<u64> = d["records"]
+                    .as_array()
+                    .expect("records")
+                    .iter()
+                    .map(|r| r["$seq"].as_u64().unwrap_or(0))
+                    .collect();
+                assert_eq!(seqs, vec![3, 4, 6], "{what}: {d}");
+                assert_eq!(
+                    (
+                        tomb["gap_from"].as_u64(),
+                        tomb["gap_to"].as_u64(),
+                        tomb["reason"].as_str()
+                    ),
+                    (Some(1), Some(2), Some("cap")),
+                    "{what}: {d}"
+                );
             }
-            // Cap 4 evicted seqs 1 and 2 (a tombstone); the tag delete of seq 5 is silent.
-            let seqs: Vec<u64> = d["records"]
-                .as_array()
-                .expect("records")
-                .iter()
-                .map(|r| r["$seq"].as_u64().unwrap_or(0))
-                .collect();
-            assert_eq!(seqs, vec![3, 4, 6], "{what}: {d}");
-            assert_eq!(
-                (
-                    tomb["gap_from"].as_u64(),
-                    tomb["gap_to"].as_u64(),
-                    tomb["reason"].as_str()
-                ),
-                (Some(1), Some(2), Some("cap")),
-                "{what}: {d}"
-            );
+            // The key is in the write's WAL record (memory, disk, fsync); an `ephemeral`
+            // topic's only in checkpoints: kept by a graceful restart, not by kill -9 (the
+            // retry is then a new write), as the README says.
+            let kept = class != "ephemeral" || !kill;
             let recs: Vec<Value> = (0..6).map(|i| json!({ "data": { "i": i } })).collect();
             let (_, v) = call(
                 &srv,
@@ -373,11 +377,10 @@ async fn restart_keeps_what_each_class_promises() {
                 json!({ "records": recs, "idempotency_key": "once" }),
             )
             .await;
-            assert_eq!(
-                (v["deduped"].as_bool(), v["first_seq"].as_u64()),
-                (Some(true), Some(1)),
-                "{what}: {v}"
-            );
+            assert_eq!(v["deduped"].as_bool(), Some(kept), "{what}: {v}");
+            if kept {
+                assert_eq!(v["first_seq"].as_u64(), Some(1), "{what}: {v}");
+            }
         }
         srv.stop_gracefully();
     }
