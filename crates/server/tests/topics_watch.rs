@@ -397,6 +397,32 @@ async fn a_deleted_topic_ends_only_that_topic() {
     );
 }
 
+/// An open watch stream counts in `/v0/metrics`' JSON snapshot (§1.4: SSE connections, watch
+/// sessions), and stops counting once it is closed.
+#[tokio::test]
+async fn an_open_stream_counts_as_an_sse_connection() {
+    let s = start().await;
+    write_n(&s, "m", 1).await;
+    let v = watch(&s, json!({ "topics": { "m": { "tail": true } } })).await;
+    let metrics = || async {
+        let r = s.client.get(s.url("/v0/metrics")).header("accept", JSON);
+        finish("GET metrics".into(), r.send().await.unwrap())
+            .await
+            .ok(200)
+    };
+    has!(metrics().await, { "sse_connections": 0, "watch_sessions": 1 });
+    let sse = open(&s, v["wid"].as_str().unwrap(), None).await;
+    let m = metrics().await;
+    has!(m, { "sse_connections": 1, "watch_sessions": 1 });
+    assert_eq!(m["live_connections"]["watch"], 1, "{m}");
+    drop(sse);
+    let deadline = Instant::now() + PROMPT;
+    while metrics().await["sse_connections"] != 0 {
+        assert!(Instant::now() < deadline, "the closed stream still counts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A session cursor past the head (the topic was deleted and re-created since) gets the
 /// `recreated` tombstone of §1.4 (`gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1),
 /// then the new topic's records.
