@@ -1,7 +1,8 @@
 //! `/metrics` and `/v0/metrics` over HTTP: the output is valid Prometheus text (checked line by
 //! line by a strict parser below, in both the 0.0.4 and the OpenMetrics form), and the
-//! counters move as requests are made: requests and appends by class, WAL fsyncs, auth
-//! failures by reason, 429s by limit, live connections; labels never carry names.
+//! counters move as requests are made: requests and appends by class, WAL fsyncs, rotations
+//! and queue depth, auth failures by reason, 429s by limit, live connections; labels never
+//! carry names.
 
 mod common;
 
@@ -268,6 +269,18 @@ async fn scrape(s: &Server, key: Option<&str>) -> Scrape {
     scrape_as(s, "/metrics", key, false).await
 }
 
+/// `/v0/metrics`' JSON snapshot.
+async fn metrics_json(s: &Server) -> serde_json::Value {
+    let r = s
+        .client
+        .get(s.url("/v0/metrics"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("json");
+    serde_json::from_str(&r.text().await.expect("body")).expect("JSON")
+}
+
 async fn send(
     s: &Server,
     method: reqwest::Method,
@@ -396,6 +409,55 @@ async fn requests_appends_and_wal_activity_are_counted() {
     assert_eq!(v0.get("topic_records", &[("topic", "secret-topic")]), 2.0);
     assert!(v0.has("riffle_wal_syncs_total") && v0.has("riffle_http_requests_total"));
     scrape_as(&s, "/v0/metrics", None, true).await;
+}
+
+#[tokio::test]
+async fn wal_rotations_and_queue_depth_are_exported() {
+    let dir = TempDir::new("metrics-wal-queue");
+    let s =
+        Server::start_with(Options::default().storage("file-durable", &dir.path().join("d"))).await;
+    let url = s.stream("queued");
+    s.create(&url, "text/plain").await;
+    // Concurrent fsync appends: queued together for the committer.
+    let mut appends = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let r = s.client.post(&url).header("content-type", "text/plain");
+        appends.spawn(r.body(format!("a{i}")).send());
+    }
+    while let Some(r) = appends.join_next().await {
+        assert_eq!(r.expect("task").expect("answer").status(), 204);
+    }
+    let m = scrape(&s, None).await;
+    for (name, kind) in [
+        ("riffle_wal_rotations_total", "counter"),
+        ("riffle_wal_queue_depth", "gauge"),
+        ("riffle_wal_queue_depth_peak", "gauge"),
+    ] {
+        assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    // The start-up checkpoint started a new segment in every shard.
+    assert!(m.get("riffle_wal_rotations_total", &[]) >= 1.0);
+    assert!(
+        m.get("riffle_wal_queue_depth_peak", &[]) >= 1.0,
+        "appends were queued"
+    );
+    // Idle: nothing waits for a committer (a background request may be in flight briefly).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = scrape(&s, None).await;
+        if m.get("riffle_wal_queue_depth", &[]) == 0.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the WAL queue never drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The same numbers in /v0/metrics' JSON `wal` block (only a checkpoint rotates now).
+    let wal = metrics_json(&s).await["wal"].clone();
+    let rotations = m.get("riffle_wal_rotations_total", &[]);
+    assert_eq!(wal["rotations"].as_f64(), Some(rotations), "{wal}");
+    let peak = m.get("riffle_wal_queue_depth_peak", &[]);
+    assert!(wal["queue_depth_peak"].as_f64() >= Some(peak), "{wal}");
+    assert!(wal["queue_depth"].is_u64(), "{wal}");
 }
 
 #[tokio::test]
@@ -529,14 +591,7 @@ async fn per_topic_series_are_capped_by_max_series() {
         .filter(|x| x.name == "topic_records")
         .count();
     assert_eq!(series, 2);
-    let r = s
-        .client
-        .get(s.url("/v0/metrics"))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("json");
-    let v: serde_json::Value = serde_json::from_str(&r.text().await.expect("body")).expect("JSON");
+    let v = metrics_json(&s).await;
     assert_eq!(v["per_topic"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(v["per_topic_truncated"], true);
     // `/metrics` has the registry only: no per-topic series at all.

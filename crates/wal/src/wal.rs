@@ -78,6 +78,13 @@ pub struct WalStats {
     pub failures: u64,
     /// The segment new records go to.
     pub segment: u64,
+    /// Segments started after the one opened with the shard (by size, or by [`Wal::rotate`]).
+    pub rotations: u64,
+    /// Requests (appends, barriers, rotations, flushes) queued for the committer whose
+    /// callback or reply has not been given yet.
+    pub queue_depth: u64,
+    /// The highest `queue_depth` seen.
+    pub queue_depth_peak: u64,
 }
 
 /// Distributions since the shard was opened.
@@ -96,6 +103,11 @@ struct Counters {
     syncs: AtomicU64,
     failures: AtomicU64,
     segment: AtomicU64,
+    rotations: AtomicU64,
+    /// Raised by the submitting thread before its send, lowered by the committer just before
+    /// a request's callback or reply: relaxed atomics, no lock next to the channel.
+    queued: AtomicU64,
+    queued_peak: AtomicU64,
     sync_latency_us: Histogram,
     records_per_sync: Histogram,
 }
@@ -109,6 +121,9 @@ impl Default for Counters {
             syncs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             segment: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            queued_peak: AtomicU64::new(0),
             sync_latency_us: Histogram::new(SYNC_LATENCY_US),
             records_per_sync: Histogram::new(RECORDS_PER_SYNC),
         }
@@ -211,13 +226,26 @@ impl Wal {
     /// Queue a request that carries a callback; if the shard is shut down, the callback gets
     /// [`WalError::Closed`] at once.
     fn send_or_fail(&self, req: Request) {
-        let refused = match &self.tx {
-            Some(tx) => tx.send(req).err().map(|e| e.0),
-            None => Some(req),
-        };
-        if let Some(Request::Append { done, .. } | Request::Barrier(done)) = refused {
+        if let Err(Request::Append { done, .. } | Request::Barrier(done)) = self.send(req) {
             done(Err(WalError::Closed));
         }
+    }
+
+    /// Queue a request for the committer, counted in the queue depth; gives it back if the
+    /// shard is shut down.
+    fn send(&self, req: Request) -> Result<(), Request> {
+        let Some(tx) = &self.tx else { return Err(req) };
+        let c = &self.counters;
+        // Counted before the send: the committer may finish the request before it returns.
+        let depth = c.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        // A load first: the peak's cache line is only written when it grows.
+        if depth > c.queued_peak.load(Ordering::Relaxed) {
+            c.queued_peak.fetch_max(depth, Ordering::Relaxed);
+        }
+        tx.send(req).map_err(|e| {
+            c.queued.fetch_sub(1, Ordering::Relaxed);
+            e.0
+        })
     }
 
     fn call<T>(
@@ -225,11 +253,7 @@ impl Wal {
         make: impl FnOnce(mpsc::SyncSender<Result<T, WalError>>) -> Request,
     ) -> Result<T, WalError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .as_ref()
-            .ok_or(WalError::Closed)?
-            .send(make(tx))
-            .map_err(|_| WalError::Closed)?;
+        self.send(make(tx)).map_err(|_| WalError::Closed)?;
         rx.recv().map_err(|_| WalError::Closed)?
     }
 
@@ -291,6 +315,9 @@ impl Wal {
             syncs: c.syncs.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
             segment: c.segment.load(Ordering::Relaxed),
+            rotations: c.rotations.load(Ordering::Relaxed),
+            queue_depth: c.queued.load(Ordering::Relaxed),
+            queue_depth_peak: c.queued_peak.load(Ordering::Relaxed),
         }
     }
 
@@ -427,6 +454,7 @@ impl Committer {
                             self.max
                         ),
                     );
+                    self.dequeued(1);
                     complete(done, Err(WalError::io("append to", &self.path, &e)));
                 }
                 control => {
@@ -443,10 +471,13 @@ impl Committer {
             Request::Append { .. } => {}
             Request::Rotate(reply) => {
                 let r = self.settle().and_then(|()| self.rotate());
+                self.dequeued(1);
                 let _ = reply.send(r);
             }
             Request::Flush(reply) => {
-                let _ = reply.send(self.settle());
+                let r = self.settle();
+                self.dequeued(1);
+                let _ = reply.send(r);
             }
             Request::Barrier(done) => {
                 let at = Lsn {
@@ -454,12 +485,20 @@ impl Committer {
                     offset: self.end,
                 };
                 let r = self.settle().map(|()| at);
+                self.dequeued(1);
                 complete(done, r);
             }
         }
     }
 
-    fn fail(batch: Batch, e: &WalError) {
+    /// `n` requests are about to get their callbacks or replies: they leave the queue depth
+    /// (before, so a caller that got its answer never finds itself still counted).
+    fn dequeued(&self, n: usize) {
+        self.counters.queued.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    fn fail(&self, batch: Batch, e: &WalError) {
+        self.dequeued(batch.len());
         for (_, _, done) in batch {
             complete(done, Err(e.clone()));
         }
@@ -506,7 +545,7 @@ impl Committer {
         if let Some(len) = self.cut_to
             && let Err(e) = self.cut(len)
         {
-            return Self::fail(batch, &e);
+            return self.fail(batch, &e);
         }
         let start = self.end;
         let mut buf = Vec::with_capacity(batch.iter().map(|b| b.0.len() + RECORD_HEADER).sum());
@@ -523,7 +562,7 @@ impl Committer {
         if let Err(e) = self.file.write_all_at(&buf, start) {
             let e = self.failed("write", &e);
             let _ = self.cut(start);
-            return Self::fail(batch, &e);
+            return self.fail(batch, &e);
         }
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.end = start + buf.len() as u64;
@@ -541,7 +580,7 @@ impl Committer {
         {
             // Nothing of this batch is known to be durable: take it back entirely.
             let _ = self.cut(start);
-            return Self::fail(batch, &e);
+            return self.fail(batch, &e);
         }
         self.counters
             .records
@@ -549,6 +588,7 @@ impl Committer {
         self.counters
             .bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.dequeued(batch.len());
         for ((_, _, done), lsn) in batch.into_iter().zip(lsns) {
             complete(done, Ok(lsn));
         }
@@ -596,6 +636,7 @@ impl Committer {
         self.end = HEADER;
         self.unsynced = false;
         self.counters.segment.store(next, Ordering::Relaxed);
+        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
         Ok(next)
     }
 }

@@ -276,6 +276,7 @@ fn rotation_and_removing_old_segments() {
     let e = append(&wal, &[5; 10], Commit::Sync).unwrap();
     assert_eq!(e.segment, id);
     assert_eq!(wal.stats().segment, id);
+    assert_eq!(wal.stats().rotations, 2, "one by size, one asked for");
     assert_eq!(dir.list("wal/00").unwrap().len(), 3);
 
     wal.remove_segments_before(id).unwrap();
@@ -320,8 +321,57 @@ fn oversized_records_are_refused_in_order() {
         "{e}"
     );
     assert!(!e.is_no_space());
+    assert_eq!(
+        wal.stats().queue_depth,
+        0,
+        "a refused record left the queue too"
+    );
     drop(wal);
     assert_eq!(replayed(dir, cfg(1024, 10)).unwrap().1.len(), 2);
+}
+
+#[test]
+fn queue_depth_counts_requests_until_their_callbacks() {
+    let dir: Arc<dyn Dir> = Arc::new(MemDir::new());
+    let (wal, _, _) = open(dir, cfg(1 << 20, 10)).unwrap();
+    let s = wal.stats();
+    assert_eq!((s.queue_depth, s.queue_depth_peak), (0, 0));
+    // A callback that holds the committer until released: what is queued meanwhile waits.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    wal.append(
+        b"held".to_vec(),
+        Commit::Write,
+        Box::new(move |_| {
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        }),
+    );
+    entered.recv().unwrap();
+    assert_eq!(
+        wal.stats().queue_depth,
+        0,
+        "a record leaves before its callback"
+    );
+    let (tx, rx) = mpsc::channel();
+    for i in 0..3 {
+        let tx = tx.clone();
+        wal.append(
+            payload(i),
+            Commit::Write,
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
+    }
+    let s = wal.stats();
+    assert_eq!((s.queue_depth, s.queue_depth_peak), (3, 3));
+    release.send(()).unwrap();
+    for _ in 0..3 {
+        rx.recv().unwrap().unwrap();
+    }
+    wal.flush().unwrap();
+    let s = wal.stats();
+    assert_eq!(s.queue_depth, 0, "nothing in flight once flushed");
+    assert!(s.queue_depth_peak >= 3, "the peak stays: {s:?}");
 }
 
 #[test]

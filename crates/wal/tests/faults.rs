@@ -49,6 +49,11 @@ fn failed_writes_are_reported_and_never_replayed() {
         ok.extend(append_some(&wal, "after", 3, Commit::Sync));
         assert_eq!(ok.len(), 6, "{fault:?}: the shard healed by itself");
         assert!(wal.stats().failures >= 2);
+        assert_eq!(
+            wal.stats().queue_depth,
+            0,
+            "failed requests left the queue too"
+        );
         drop(wal);
         mem.crash();
         let (rec, got) = replayed(dir, cfg(1 << 20, 10)).unwrap();

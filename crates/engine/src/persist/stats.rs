@@ -74,6 +74,11 @@ impl Persist {
             wal.syncs += w.syncs;
             wal.failures += w.failures;
             wal.segment = wal.segment.max(w.segment);
+            wal.rotations += w.rotations;
+            wal.queue_depth += w.queue_depth;
+            // The shards' peaks, summed: never below the summed depth, though the shards may
+            // have peaked at different times.
+            wal.queue_depth_peak += w.queue_depth_peak;
             let h = shard.histograms();
             histograms.sync_latency_us.merge(&h.sync_latency_us);
             histograms.records_per_sync.merge(&h.records_per_sync);

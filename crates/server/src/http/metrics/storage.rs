@@ -169,6 +169,24 @@ impl Collector for StorageCollector {
             "Failed WAL writes, syncs and truncations since start.",
             w.failures,
         )?;
+        counter(
+            &mut e,
+            "riffle_wal_rotations",
+            "WAL segments started since start (by size, and by each checkpoint).",
+            w.rotations,
+        )?;
+        gauge(
+            &mut e,
+            "riffle_wal_queue_depth",
+            "Requests queued for the WAL committers and not yet completed.",
+            w.queue_depth,
+        )?;
+        gauge(
+            &mut e,
+            "riffle_wal_queue_depth_peak",
+            "Highest WAL queue depth since start (each shard's peak, summed).",
+            w.queue_depth_peak,
+        )?;
         histogram(
             &mut e,
             "riffle_wal_fsync_duration_seconds",

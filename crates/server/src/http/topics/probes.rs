@@ -127,7 +127,9 @@ pub fn metrics(app: &App, req: &Parts) -> Response<ResponseBody> {
         if let Some(st) = &storage {
             let w = &st.wal;
             v["wal"] = json!({ "frames": w.records, "batches": w.writes, "fsyncs": w.syncs,
-                "bytes_written": w.bytes, "failures": w.failures, "checkpoints": st.checkpoints });
+                "bytes_written": w.bytes, "failures": w.failures, "checkpoints": st.checkpoints,
+                "rotations": w.rotations, "queue_depth": w.queue_depth,
+                "queue_depth_peak": w.queue_depth_peak });
             // Riffle's first names of two of them, kept for existing readers.
             v["wal_bytes"] = json!(w.bytes);
             v["wal_syncs"] = json!(w.syncs);
