@@ -425,7 +425,8 @@ async fn an_open_stream_counts_as_an_sse_connection() {
 
 /// A session cursor past the head (the topic was deleted and re-created since) gets the
 /// `recreated` tombstone of §1.4 (`gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1),
-/// then the new topic's records.
+/// then the new topic's records in a frame whose `from_seq` is the cursor they follow (the
+/// tombstone's `gap_to`), not the stale one.
 #[tokio::test]
 async fn a_cursor_past_the_head_gets_a_recreated_tombstone() {
     let s = start().await;
@@ -437,10 +438,15 @@ async fn a_cursor_past_the_head_gets_a_recreated_tombstone() {
     let ts = frames[0].json();
     has!(ts, { "topic": "rc", "gap_from": 6, "gap_to": 0, "reason": "recreated",
                "missed_estimate": 0, "earliest_seq": 1, "head_seq": 2 });
-    assert_eq!(frames[1].name(), "record", "{frames:?}");
-    assert_eq!(seqs(&frames[1].json()), [1, 2], "{frames:?}");
-    let id = decode_id(frames[1].id.as_deref().expect("a record event has an id"));
+    let (_, got, id) = record_event(&frames[1], &["rc"]);
+    assert_eq!(got, [1, 2], "{frames:?}");
+    has!(frames[1].json(), { "topic": "rc", "from_seq": 0, "to_seq": 2, "head_seq": 2 });
     assert_eq!(Value::Object(id), json!({ "rc": 2 }));
+    // The next frame chains from the first one's to_seq.
+    write_n(&s, "rc", 1).await;
+    let frames = sse.until(PROMPT, |f| f.name() == "record").await;
+    let last = frames.last().expect("a record frame");
+    has!(last.json(), { "topic": "rc", "from_seq": 2, "to_seq": 3 });
 }
 
 #[tokio::test]

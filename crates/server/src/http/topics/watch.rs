@@ -20,7 +20,7 @@ use http::{Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::StreamBody;
 use parking_lot::Mutex;
-use riffle_engine::topic::DiffQuery;
+use riffle_engine::topic::{DiffQuery, GapReason};
 use riffle_engine::{Clock, EngineError, SystemClock, TopicHandle};
 use serde::Deserialize;
 use serde_json::json;
@@ -112,6 +112,12 @@ pub(super) fn read(
         v["topic"] = json!(name);
         v
     });
+    // The cursor the records follow: a cursor past a re-created topic's head is stale (the
+    // old incarnation's), and the records after its tombstone start over from `gap_to`.
+    let after = match &d.tombstone {
+        Some(t) if t.reason == GapReason::Recreated => t.gap_to,
+        _ => from,
+    };
     let records = (!d.records.is_empty()).then(|| {
         let mut data =
             Vec::with_capacity(128 + d.records.iter().map(|r| r.stored_len()).sum::<usize>());
@@ -120,7 +126,7 @@ pub(super) fn read(
         data.extend_from_slice(b",\"records\":");
         render::records(&mut data, &d.records, s.include);
         data.push(b',');
-        render::field(&mut data, "from_seq", &json!(from));
+        render::field(&mut data, "from_seq", &json!(after));
         data.push(b',');
         render::field(&mut data, "to_seq", &json!(d.next_from_seq));
         data.push(b',');
