@@ -223,6 +223,8 @@ pub fn open_storage(
 
 /// Serve until `signal` completes.
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+    // Uptime counts from here, through recovery and after it.
+    let started = std::time::Instant::now();
     let tls = config
         .tls
         .as_ref()
@@ -258,7 +260,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         config: config.clone(),
         shutdown: CancellationToken::new(),
         scheme,
-        topics: Default::default(),
+        topics: crate::http::topics::TopicsState::new(started),
         recovering: Some(progress.clone()),
         live: live.clone(),
         inflight: inflight.clone(),
@@ -291,7 +293,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         config,
         shutdown: shutdown.clone(),
         scheme,
-        topics: Default::default(),
+        topics: crate::http::topics::TopicsState::new(started),
         recovering: None,
         live,
         inflight,

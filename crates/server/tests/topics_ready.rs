@@ -1,6 +1,7 @@
 //! Readiness while the data directory is recovered: the listener is up at once, `/v0/ready`
 //! and `/readyz` answer `503` (`not_ready`, with the replay progress) until recovery is done,
-//! probes of liveness answer `200`, and every other request is a `503` with `Retry-After`.
+//! probes of liveness answer `200` (their uptime counting from start-up, through recovery),
+//! and every other request is a `503` with `Retry-After`.
 
 mod common;
 
@@ -61,6 +62,8 @@ async fn ready_reports_recovery_progress_then_ready() {
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut not_ready, mut last_progress) = (0, 0);
+    // The highest `uptime_ms` a probe saw during recovery.
+    let mut uptime = 0;
     loop {
         assert!(Instant::now() < deadline, "not ready within 60 s");
         let Ok(r) = client.get(format!("{base}/v0/ready")).send().await else {
@@ -98,6 +101,9 @@ async fn ready_reports_recovery_progress_then_ready() {
         for health in ["/v0/health", "/healthz"] {
             let (status, h) = get_json(&client, &format!("{base}{health}"), None).await;
             assert_eq!((status, &h["status"]), (200, &json!("ok")), "{health}: {h}");
+            let up = h["uptime_ms"].as_u64().expect("uptime_ms");
+            assert!(up >= uptime, "uptime went back from {uptime} to {up} ms");
+            uptime = up;
         }
         // Metrics answer during recovery, the JSON snapshot with `performance` and progress.
         let (status, m) = get_json(
@@ -132,6 +138,29 @@ async fn ready_reports_recovery_progress_then_ready() {
             "recovery took {elapsed} ms and no probe saw it"
         );
     }
+    // Uptime counts from the server's start, not from the end of recovery: on across the
+    // transition, and at least as long as the recovery it includes.
+    let (_, h) = get_json(&client, &format!("{base}/v0/health"), None).await;
+    let up = h["uptime_ms"].as_u64().expect("uptime_ms");
+    assert!(
+        up >= uptime,
+        "uptime restarted at readiness: {uptime} then {up} ms"
+    );
+    assert!(
+        up >= elapsed,
+        "uptime {up} ms, though recovery alone took {elapsed} ms"
+    );
+    let (_, m) = get_json(
+        &client,
+        &format!("{base}/v0/metrics"),
+        Some("application/json"),
+    )
+    .await;
+    let up_metrics = m["uptime_ms"].as_u64().expect("uptime_ms");
+    assert!(
+        up_metrics >= up,
+        "metrics' uptime {up_metrics} ms, health's {up} ms"
+    );
     let r = client
         .get(format!("{base}/v0/topics/big"))
         .send()

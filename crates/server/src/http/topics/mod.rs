@@ -23,14 +23,17 @@ pub use watch::Watches;
 /// State of the `/v0` face beyond the engine.
 pub struct TopicsState {
     pub watches: Watches,
+    /// When the server started: `uptime_ms` counts from it.
     pub started: Instant,
 }
 
-impl Default for TopicsState {
-    fn default() -> Self {
+impl TopicsState {
+    /// `started` is the server's start, not this state's: the state answering during
+    /// recovery and the one after it share it, so uptime does not restart at readiness.
+    pub fn new(started: Instant) -> Self {
         Self {
             watches: Watches::default(),
-            started: Instant::now(),
+            started,
         }
     }
 }
