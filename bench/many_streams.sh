@@ -38,3 +38,5 @@ echo "graceful stop: $(echo "$(date +%s.%N) - $t0" | bc) s; data dir $(du -sh "$
 start 2
 sleep 2
 echo "2 s after the restart: $(rss)"
+sleep 8
+echo "10 s after the restart: $(rss)"

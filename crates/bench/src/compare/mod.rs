@@ -50,6 +50,11 @@ pub struct CompareArgs {
     /// Measured seconds per fanout step.
     #[arg(long, default_value_t = 3.0)]
     pub fanout_secs: f64,
+    /// Appends per second of the fanout scenario's writer (default: the scenario's, 20). At
+    /// K = 10,000 the default makes 200,000 deliveries a second, which saturates one core of
+    /// the load generator as well as the server's.
+    #[arg(long)]
+    pub fanout_rate: Option<f64>,
     /// CPU pinning: auto (load generator on CPU 0, servers on the others, when taskset exists
     /// and there are 2+ CPUs), off, or LOADGEN_CPUS:SERVER_CPUS (taskset lists, e.g. 0:1).
     #[arg(long = "pinning", default_value = "auto")]
@@ -158,6 +163,9 @@ pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> 
         (defaults(), defaults(), defaults(), f)
     };
     f.step_secs = Some(fanout_secs);
+    if let Some(rate) = c.fanout_rate {
+        f.rate = rate;
+    }
     if !env.installed(Kind::Riffle) {
         bail!(
             "no riffle binary at {} (cargo build --release)",
@@ -280,11 +288,12 @@ pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> 
             sh("uname", &["-sr"])
         ),
         format!(
-            "parameters: {rounds} rounds, {}s measured + {}s warm-up per scenario, fanout K={:?} {}s each",
+            "parameters: {rounds} rounds, {}s measured + {}s warm-up per scenario, fanout K={:?} {}s each at {} appends/s",
             g.duration.unwrap_or(if g.quick { 2.0 } else { 10.0 }),
             g.warmup.unwrap_or(if g.quick { 0.5 } else { 1.0 }),
             f.subscribers,
-            fanout_secs
+            fanout_secs,
+            f.rate
         ),
         format!("total time: {:.0}s", t0.elapsed().as_secs_f64()),
     ];

@@ -15,20 +15,28 @@ pub struct SseEvent {
 }
 
 impl SseParser {
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
-        for &b in chunk {
-            if b == b'\n' {
-                self.end_line(out);
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) {
+        // Whole lines at a time, reusing one line buffer: at 10,000 subscribers the load
+        // generator parses hundreds of thousands of events a second.
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let line = if self.line.is_empty() {
+                &chunk[..nl]
             } else {
-                self.line.push(b);
-            }
+                self.line.extend_from_slice(&chunk[..nl]);
+                &[][..]
+            };
+            let held = std::mem::take(&mut self.line);
+            self.end_line(if held.is_empty() { line } else { &held }, out);
+            self.line = held;
+            self.line.clear();
+            chunk = &chunk[nl + 1..];
         }
+        self.line.extend_from_slice(chunk);
     }
 
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
-        let mut line = std::mem::take(&mut self.line);
+    fn end_line(&mut self, mut line: &[u8], out: &mut Vec<SseEvent>) {
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
         if line.is_empty() {
             if self.has_data || !self.event.is_empty() {
@@ -49,7 +57,10 @@ impl SseParser {
             value = &value[1..];
         }
         match &line[..colon] {
-            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(&String::from_utf8_lossy(value));
+            }
             b"data" => {
                 if self.has_data {
                     self.data.push(b'\n');
