@@ -359,6 +359,9 @@ impl Settings {
             .collect();
         // A topics deployment's variables name the same keys.
         let aliases: Vec<(String, String)> = [
+            ("TOPICS_HOST", "DS_SERVER__HOST"),
+            ("TOPICS_PORT", "DS_SERVER__PORT"),
+            ("TOPICS_WAL_SHARDS", "DS_STORAGE__WAL_SHARDS"),
             ("TOPICS_API_KEYS", "DS_AUTH__API_KEYS"),
             (
                 "TOPICS_ALLOW_INSECURE_NO_AUTH",
@@ -690,6 +693,22 @@ mod tests {
         assert!(c.tls.is_none());
         // 0, the default, is one thread per usable CPU.
         assert!(c.worker_threads >= 1);
+    }
+
+    #[test]
+    fn a_topics_deployments_variables_name_the_same_keys() {
+        let c = load(&[
+            ("TOPICS_HOST", "127.0.0.2"),
+            ("TOPICS_PORT", "7001"),
+            ("TOPICS_MAX_BODY_BYTES", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.2:7001");
+        assert_eq!(c.limits.max_request_body_bytes, 1000);
+        // Both names, the same value: fine; different values: refused, naming both.
+        assert!(load(&[("TOPICS_PORT", "7001"), ("DS_SERVER__PORT", "7001")]).is_ok());
+        let e = load(&[("TOPICS_PORT", "7001"), ("DS_SERVER__PORT", "7002")]).unwrap_err();
+        assert!(e.to_string().contains("TOPICS_PORT"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,12 @@ Keys (TOML section.key / environment), defaults in brackets:
   storage.max_open_files           DS_STORAGE__MAX_OPEN_FILES           [0 = half the open-files limit]
   tls.cert_path, tls.key_path      DS_TLS__CERT_PATH, DS_TLS__KEY_PATH  [unset: plain HTTP]
   log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]
-  metrics.max_series               DS_METRICS__MAX_SERIES               [1000]";
+  metrics.max_series               DS_METRICS__MAX_SERIES               [1000]
+
+A topics deployment's variables are read as aliases: TOPICS_HOST, TOPICS_PORT, TOPICS_WAL_SHARDS,
+TOPICS_API_KEYS, TOPICS_ALLOW_INSECURE_NO_AUTH, TOPICS_PROBE_AUTH, TOPICS_MAX_BODY_BYTES,
+TOPICS_MAX_TOPICS, _ROUTERS, _WATCH_SESSIONS, _TOTAL_BYTES, _SSE_CONNECTIONS(_PER_KEY),
+_INFLIGHT_PER_KEY (set with a different DS_ value, the start is refused).";
 
 /// Riffle: durable, append-only streams over HTTP (the Durable Streams protocol).
 #[derive(Parser)]
