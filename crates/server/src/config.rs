@@ -127,6 +127,9 @@ pub struct ServerSettings {
     /// Each connection's socket send buffer (`SO_SNDBUF`; the kernel doubles it); 0 leaves
     /// the kernel's autotuning.
     pub send_buffer_bytes: usize,
+    /// Write the port listened on to this file once bound (with `port = 0`, the one the system
+    /// chose); empty: none. Alias `TOPICS_PORT_FILE`.
+    pub port_file: String,
 }
 
 impl Default for ServerSettings {
@@ -138,6 +141,7 @@ impl Default for ServerSettings {
             sse_reconnect_interval_secs: 60,
             worker_threads: 0,
             send_buffer_bytes: 256 * 1024,
+            port_file: String::new(),
         }
     }
 }
@@ -284,6 +288,8 @@ pub struct Config {
     pub worker_threads: usize,
     /// `server.send_buffer_bytes` (0: the kernel's autotuning).
     pub send_buffer_bytes: usize,
+    /// `server.port_file`: where to write the bound port.
+    pub port_file: Option<PathBuf>,
     pub long_poll_timeout: Duration,
     pub sse_reconnect_interval: Duration,
     pub cors: Cors,
@@ -362,6 +368,7 @@ impl Settings {
             ("TOPICS_HOST", "DS_SERVER__HOST"),
             ("TOPICS_PORT", "DS_SERVER__PORT"),
             ("TOPICS_WAL_SHARDS", "DS_STORAGE__WAL_SHARDS"),
+            ("TOPICS_PORT_FILE", "DS_SERVER__PORT_FILE"),
             ("TOPICS_API_KEYS", "DS_AUTH__API_KEYS"),
             (
                 "TOPICS_ALLOW_INSECURE_NO_AUTH",
@@ -584,6 +591,9 @@ impl Settings {
             addr: SocketAddr::new(host, self.server.port),
             worker_threads,
             send_buffer_bytes: self.server.send_buffer_bytes,
+            port_file: Some(self.server.port_file.trim())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             long_poll_timeout: Duration::from_secs(self.server.long_poll_timeout_secs),
             sse_reconnect_interval: Duration::from_secs(self.server.sse_reconnect_interval_secs),
             cors,

@@ -23,6 +23,7 @@ Keys (TOML section.key / environment), defaults in brackets:
   server.sse_reconnect_interval_secs DS_SERVER__SSE_RECONNECT_INTERVAL_SECS [60]
   server.worker_threads            DS_SERVER__WORKER_THREADS            [0 = one per CPU]
   server.send_buffer_bytes         DS_SERVER__SEND_BUFFER_BYTES         [262144, 0 = kernel autotuning]
+  server.port_file                 DS_SERVER__PORT_FILE                 [unset; with port 0, learn the port]
   http.cors_origins                DS_HTTP__CORS_ORIGINS                [*]
   limits.max_memory_bytes          DS_LIMITS__MAX_MEMORY_BYTES          [0 = a quarter of the RAM]
   limits.max_stream_bytes          DS_LIMITS__MAX_STREAM_BYTES          [0 = no per-stream cap]
@@ -65,7 +66,8 @@ Keys (TOML section.key / environment), defaults in brackets:
   log.rust_log                     DS_LOG__RUST_LOG (or RUST_LOG)       [info]
   metrics.max_series               DS_METRICS__MAX_SERIES               [1000]
 
-A topics deployment's variables are read as aliases: TOPICS_HOST, TOPICS_PORT, TOPICS_WAL_SHARDS,
+A topics deployment's variables are read as aliases: TOPICS_HOST, TOPICS_PORT, TOPICS_PORT_FILE,
+TOPICS_WAL_SHARDS,
 TOPICS_API_KEYS, TOPICS_ALLOW_INSECURE_NO_AUTH, TOPICS_PROBE_AUTH, TOPICS_MAX_BODY_BYTES,
 TOPICS_MAX_TOPICS, _ROUTERS, _WATCH_SESSIONS, _TOTAL_BYTES, _SSE_CONNECTIONS(_PER_KEY),
 _INFLIGHT_PER_KEY (set with a different DS_ value, the start is refused).";

@@ -99,6 +99,20 @@ pub enum ServeError {
     Tls(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("cannot write the port file {path}: {source}")]
+    PortFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Write `port` to `path` whole or not at all (a reader polling for the file never sees half
+/// of it): a temporary file beside it, then a rename.
+fn write_port_file(path: &std::path::Path, port: u16) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{port}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// `limits.max_memory_bytes`, where 0 (the default) is sized from the machine: a quarter of
@@ -237,6 +251,12 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.addr);
+    if let Some(path) = &config.port_file {
+        write_port_file(path, addr.port()).map_err(|source| ServeError::PortFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let connections = TaskTracker::new();
     let mut quiet_until = None;

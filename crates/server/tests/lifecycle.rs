@@ -414,3 +414,34 @@ async fn serves_https_when_given_a_certificate() {
     assert_eq!(v[1][0], 200);
     assert_eq!(v[1][2], "hello");
 }
+
+/// A topics deployment's test harness way of starting a server: `TOPICS_PORT=0` lets the
+/// system pick the port, and `TOPICS_PORT_FILE` says where to read which one it picked.
+#[tokio::test]
+async fn the_port_file_names_the_port_the_system_picked() {
+    let dir = TempDir::new("port-file");
+    let file = dir.path().join("port");
+    let mut child = common::riffle_command(dir.path())
+        .env("TOPICS_PORT", "0")
+        .env("TOPICS_PORT_FILE", &file)
+        .spawn()
+        .expect("start riffle");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        if let Some(p) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no port file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(port, 0);
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/v0/health"))
+        .await
+        .expect("the server answers on that port");
+    assert_eq!(health.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
