@@ -68,7 +68,10 @@ async fn live_connections_are_capped_and_given_back() {
 
 #[tokio::test]
 async fn per_key_caps_apply_with_auth() {
+    // The long-poll below must still be waiting when the test looks (a loaded CI machine
+    // took longer than the 1 s default once).
     let opts = Options::default()
+        .long_poll_secs(60)
         .env("DS_AUTH__API_KEYS", "one, two, three")
         .env("DS_LIMITS__MAX_LIVE_CONNECTIONS_PER_KEY", "1")
         .env("DS_LIMITS__MAX_INFLIGHT_PER_KEY", "1");
