@@ -33,7 +33,7 @@ impl Log {
             // The documented shape: `gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1
             // (an empty range: what the old incarnation held is not known).
             tombstone = Some(Tombstone {
-                gap_from: from + 1,
+                gap_from: from.saturating_add(1),
                 gap_to: earliest - 1,
                 reason: GapReason::Recreated,
                 missed_estimate: 0,
