@@ -5,8 +5,9 @@ mod common;
 
 use bytes::Bytes;
 use common::disk::Disk;
+use common::routing::{q, read};
 use riffle_engine::topic::{
-    DeleteSpec, DiffQuery, Discard, GapReason, NewRecord, TagMatch, TopicConfig, TopicWrite,
+    DeleteSpec, Discard, GapReason, NewRecord, TagMatch, TopicConfig, TopicWrite,
 };
 use riffle_engine::{Durability, Engine, EngineConfig, EngineError, ManualClock, StorageConfig};
 use std::sync::Arc;
@@ -50,32 +51,6 @@ async fn write(e: &Engine, t: &str, recs: Vec<NewRecord>, class: Durability) -> 
         .await
         .expect("write");
     (w.first_seq, w.last_seq)
-}
-
-fn q(from: u64) -> DiffQuery {
-    DiffQuery {
-        from_seq: from,
-        limit: 1000,
-        nodes: Vec::new(),
-        max_bytes: 1 << 20,
-    }
-}
-
-/// `(seq, data)` of every record after `from` (paging through diffs).
-fn read(e: &Engine, t: &str, mut from: u64) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    loop {
-        let d = e.topic_diff(t, &q(from)).expect("diff");
-        out.extend(
-            d.records
-                .iter()
-                .map(|r| (r.seq, String::from_utf8_lossy(r.data_json()).into_owned())),
-        );
-        if d.next_from_seq >= d.head_seq || d.next_from_seq == from {
-            return out;
-        }
-        from = d.next_from_seq;
-    }
 }
 
 const CLASSES: [Durability; 4] = [
