@@ -176,6 +176,7 @@ impl Engine {
                         retained_limit: config.max_total_bytes,
                     }),
                     flushes: Arc::default(),
+                    expiring: Arc::default(),
                 },
                 next_id: AtomicU64::new(seed.max(min_id)),
                 persist,
@@ -490,16 +491,20 @@ impl Engine {
     }
 
     /// Apply expiry to every log now (lazy expiry on access covers correctness; this frees
-    /// memory of logs nobody touches again).
+    /// memory of logs nobody touches again). Visits only the logs created with an expiry.
     pub fn sweep_expired(&self) -> usize {
         let now = self.now();
-        let expired: Vec<Arc<Log>> = self
-            .inner
-            .logs
-            .read()
-            .values()
-            .filter(|l| !l.lifecycle.lock().soft_deleted && l.is_expired(now))
-            .cloned()
+        let candidates: Vec<Arc<Log>> = {
+            let mut expiring = self.inner.shared.expiring.lock();
+            expiring.retain(|l| l.strong_count() > 0);
+            expiring
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect()
+        };
+        let expired: Vec<Arc<Log>> = candidates
+            .into_iter()
+            .filter(|l| !l.is_removed() && !l.lifecycle.lock().soft_deleted && l.is_expired(now))
             .collect();
         if expired.is_empty() {
             return 0;

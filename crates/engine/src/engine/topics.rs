@@ -321,13 +321,12 @@ impl Engine {
 
     /// Persist TTL trims of topics whose oldest records expired (called by the sweeper).
     pub async fn sweep_topics(&self) {
-        let topics: Vec<Arc<Log>> = self
-            .inner
-            .logs
-            .read()
-            .values()
-            .filter(|l| l.is_topic() && l.topic_ttl_ms() > 0)
-            .cloned()
+        // The topics only (by their names), not every log.
+        let names: Vec<String> = self.inner.topic_names.lock().iter().cloned().collect();
+        let topics: Vec<Arc<Log>> = names
+            .iter()
+            .filter_map(|n| self.live_topic(n).ok())
+            .filter(|l| l.topic_ttl_ms() > 0)
             .collect();
         for log in topics {
             if let Err(e) = log

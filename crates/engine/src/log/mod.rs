@@ -221,6 +221,9 @@ pub(crate) struct MemoryBudget {
 pub(crate) struct Shared {
     pub budget: Arc<MemoryBudget>,
     pub flushes: Arc<FlushQueue>,
+    /// The logs created with an expiry (TTL or time), for the expiry sweep: it visits these,
+    /// not every log. Entries of logs since dropped are pruned by the sweep.
+    pub expiring: Arc<Mutex<Vec<std::sync::Weak<Log>>>>,
 }
 
 impl MemoryBudget {
@@ -319,7 +322,7 @@ impl Log {
         shared: &Shared,
     ) -> Arc<Self> {
         let tail = config.base.as_ref().map_or(0, |b| b.upto);
-        Arc::new_cyclic(|me| {
+        let log = Arc::new_cyclic(|me| {
             Self::with_writer(
                 config,
                 files,
@@ -331,7 +334,16 @@ impl Log {
                 shared,
                 me.clone(),
             )
-        })
+        });
+        log.note_expiry(shared);
+        log
+    }
+
+    /// Put a log with an expiry on the sweep's list.
+    fn note_expiry(self: &Arc<Self>, shared: &Shared) {
+        if self.config.expiry.is_some() {
+            shared.expiring.lock().push(Arc::downgrade(self));
+        }
     }
 
     fn with_writer(
@@ -415,6 +427,7 @@ impl Log {
         let log = Arc::new_cyclic(|me| {
             Self::with_writer(config, Some(files), w, now_ms, shared, me.clone())
         });
+        log.note_expiry(shared);
         {
             let mut st = log.state.lock();
             if dirty {
