@@ -423,36 +423,6 @@ pub(crate) fn remove_log_files(files: &FileCache, id: u64) {
     }
 }
 
-/// The logs untouched by replay whose files already have their recovered lengths, checked on
-/// a few threads: a `stat` per file, and with a million logs their two million `stat`s were
-/// the largest part of a restart. A thread that fails leaves its logs out (they are then
-/// opened and cut to length, which is always correct).
-fn at_lengths(dir: &dyn Dir, logs: &BTreeMap<u64, Replaying>) -> HashSet<u64> {
-    let candidates: Vec<&Replaying> = logs
-        .values()
-        .filter(|l| l.files.is_none() && l.lost_from.is_none())
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
-    let chunk = candidates.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = candidates
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .filter(|l| l.files_at_lengths(dir))
-                        .map(|l| l.meta.id)
-                        .collect::<Vec<u64>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_default())
-            .collect()
-    })
-}
-
 /// After replay: collect deleted logs no fork needs (cascading), cut every file to its
 /// recovered length, and remove files that belong to no log.
 fn finish(
@@ -480,7 +450,6 @@ fn finish(
             }
         }
     }
-    let at_lengths = at_lengths(dir, &logs);
     let mut out = Vec::with_capacity(logs.len());
     for (id, mut log) in logs {
         // An `ephemeral` stretch at the end (the topic is `ephemeral` now, so restoring it drops
@@ -494,7 +463,7 @@ fn finish(
             _ => None,
         };
         let (tail, records) = (log.writer.tail, log.writer.records);
-        let files = if log.files.is_none() && lost.is_none() && at_lengths.contains(&id) {
+        let files = if log.files.is_none() && lost.is_none() && log.files_at_lengths(dir) {
             // Untouched by replay and nothing to cut: not opened (with a million logs,
             // opening and truncating two files each is most of a restart).
             LogFiles::existing(cache, id, log.base())
