@@ -229,3 +229,51 @@ async fn records_evicted_before_forwarding_leave_a_source_trim_tombstone() {
         );
     }
 }
+
+/// A source-trimmed gap at the end of the destination (its router stalled on a full `reject`
+/// destination) is not passed silently by a reader before it: the read stops at the gap and
+/// the next one reports it.
+#[tokio::test]
+async fn a_source_trimmed_gap_at_the_head_is_reported_not_skipped() {
+    let d = Disk::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let e = open(&d, &clock);
+    let src = TopicConfig {
+        cap_records: 3,
+        ..cfg(Durability::Disk)
+    };
+    let dst = TopicConfig {
+        cap_records: 2,
+        discard: Discard::Reject,
+        ..cfg(Durability::Disk)
+    };
+    e.topic_put("src", src).await.unwrap();
+    e.topic_put("dst", dst).await.unwrap();
+    e.router_put("r", def("src", "dst", Guarantee::AtLeastOnce))
+        .await
+        .unwrap();
+    for i in 1..=2 {
+        write(&e, "src", &datas("c", i, 1)).await;
+    }
+    wait_for(|| e.topic_info("dst", false).unwrap().head_seq == 2).await;
+    // The destination is full: the source evicts 3 to 5 under the writes of 6 to 8.
+    for i in 3..=8 {
+        write(&e, "src", &datas("c", i, 1)).await;
+    }
+    wait_for(|| e.topic_info("dst", false).unwrap().head_seq == 5).await;
+    let first = e.topic_diff("dst", &q(0)).unwrap();
+    let seqs: Vec<u64> = first.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(
+        first.next_from_seq, 2,
+        "stops before the gap: {:?}",
+        first.tombstone
+    );
+    let next = e.topic_diff("dst", &q(first.next_from_seq)).unwrap();
+    let t = next.tombstone.expect("the gap is reported");
+    assert_eq!(
+        (t.reason, t.gap_from, t.gap_to),
+        (GapReason::SourceTrim, 3, 5)
+    );
+    assert_eq!(next.next_from_seq, 5);
+}

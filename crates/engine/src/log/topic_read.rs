@@ -160,9 +160,14 @@ impl Log {
             }
         }
         if records.len() < limit && next < v.head {
-            // Only deleted records left before the head: the cursor passes them silently.
+            // Only deleted records left before the head: the cursor passes them silently,
+            // unless some stand for source-trimmed ones, which the next read reports.
             let s = self.live_from(next + 1);
-            if s > v.head {
+            let silent = self.with_topic(|st| {
+                let t = st.topic.as_deref().expect("checked by with_topic");
+                t.source_trimmed(next + 1, s) == 0
+            })?;
+            if s > v.head && silent {
                 next = v.head;
             }
         }
