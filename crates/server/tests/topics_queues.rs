@@ -494,6 +494,28 @@ async fn dead_letter_after_max_deliveries() {
     assert_eq!(v["count"], 0, "dead-lettered jobs never come back");
 }
 
+/// A claim that dead-letters one job and delivers another answers the counts as of after the
+/// dead job left (it was counted ready).
+#[tokio::test]
+async fn a_claim_that_dead_letters_answers_the_counts_after_it() {
+    let s = start().await;
+    let cfg = json!({ "lease_ms": 1000, "max_deliveries": 1, "dead_letter": "q:dead" });
+    queue(&s, "q", cfg).await;
+    write(
+        &s,
+        "q",
+        json!({ "records": [{ "data": 1 }, { "data": 2 }] }),
+    )
+    .await;
+    let v = claim(&s, "q", json!({ "node": "w", "max": 1 })).await;
+    assert_eq!(cseqs(&v), [1]);
+    op(&s, "q", "nack", json!({ "node": "w", "seqs": [1] })).await;
+    let v = claim(&s, "q", json!({ "node": "w", "max": 2 })).await;
+    assert_eq!(cseqs(&v), [2], "job 1 went to q:dead: {v}");
+    has!(v, { "count": 1, "ready": 0 });
+    has!(counts(&s, "q").await, { "ready": 0, "in_flight": 1, "dead_lettered": 1 });
+}
+
 #[tokio::test]
 async fn queue_counts_through_the_lifecycle_without_a_dead_letter_topic() {
     let s = start().await;

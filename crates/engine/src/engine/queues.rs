@@ -112,8 +112,10 @@ impl Engine {
             }
             self.dead_letter(name, log, pass.dead).await?;
             if pass.jobs.iter().any(|j| !j.is_empty()) {
+                // The counts as of after the dead jobs left (the pass counted them ready).
                 return Ok(ClaimPass {
                     dead: Vec::new(),
+                    counts: log.queue_counts(self.now())?,
                     ..pass
                 });
             }
