@@ -113,6 +113,8 @@ pub(crate) struct Opened {
     pub subs: Vec<SubRec>,
     pub next_id: u64,
     pub report: RecoveryReport,
+    /// The checkpoint found describes everything: no WAL record after it, no torn tail.
+    pub current: bool,
 }
 
 pub(crate) struct RecoveredLog {
@@ -171,7 +173,9 @@ impl Persist {
     pub fn open(config: StorageConfig) -> Result<Opened, OpenError> {
         let dir = config.dir.clone();
         let files = Arc::new(FileCache::new(dir.clone(), config.max_open_files));
-        let snapshot: Snapshot = match riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)? {
+        let found = riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)?;
+        let checkpointed = found.is_some();
+        let snapshot: Snapshot = match found {
             None => Snapshot::default(),
             Some(bytes) => Snapshot::decode(&bytes)
                 .map_err(|e| OpenError::Checkpoint(format!("{CHECKPOINT}: {e}")))?,
@@ -272,12 +276,14 @@ impl Persist {
         let next_id = snapshot
             .next_id
             .max(subs.keys().next_back().map_or(0, |id| id + 1));
+        let current = checkpointed && report.records_replayed == 0 && report.torn_tails.is_empty();
         Ok(Opened {
             persist,
             logs: recovered,
             subs: subs.into_values().collect(),
             next_id,
             report,
+            current,
         })
     }
 

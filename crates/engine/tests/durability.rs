@@ -463,3 +463,36 @@ async fn pending_tails_reach_their_files_in_the_background_despite_failed_writes
     }
     assert_eq!(read_all(&engine, "/busy"), b"tail;");
 }
+
+/// A restart takes a checkpoint only when recovery replayed something: after a graceful stop
+/// (nothing written since its final checkpoint) the one found is current and kept as it is.
+#[tokio::test]
+async fn a_restart_checkpoints_only_what_it_replayed() {
+    let d = disk();
+    let checkpoint = |d: &Disk| {
+        use riffle_engine::wal::Dir;
+        let f = d.mem.open("checkpoint", false).expect("a checkpoint");
+        let mut buf = vec![0u8; f.len().unwrap() as usize];
+        f.read_at(&mut buf, 0).unwrap();
+        buf
+    };
+    let engine = open(&d, Durability::Fsync);
+    engine.create("/c", spec(None)).await.unwrap();
+    engine.append("/c", append("one;", None)).await.unwrap();
+    engine.close().unwrap();
+    let closed = checkpoint(&d);
+    d.process_crash(engine);
+
+    let engine = open(&d, Durability::Fsync);
+    assert_eq!(
+        checkpoint(&d),
+        closed,
+        "nothing replayed: the checkpoint stays"
+    );
+    engine.append("/c", append("two;", None)).await.unwrap();
+    d.process_crash(engine);
+
+    let engine = open(&d, Durability::Fsync);
+    assert_ne!(checkpoint(&d), closed, "a replay is checkpointed");
+    assert_eq!(read_all(&engine, "/c"), b"one;two;");
+}

@@ -195,7 +195,8 @@ impl Engine {
     }
 
     /// Open an engine on storage: recover every durable log (checkpoint, then WAL replay over
-    /// the stream files), take a fresh checkpoint, and start the background checkpointer.
+    /// the stream files), take a fresh checkpoint unless the one found is current, and start the
+    /// background checkpointer.
     pub fn recover(
         config: EngineConfig,
         clock: Arc<dyn Clock>,
@@ -212,7 +213,11 @@ impl Engine {
         );
         engine.restore(recovered);
         engine.restore_subs(opened.subs);
-        engine.checkpoint()?;
+        // A checkpoint that already says it all (a graceful stop, nothing written since) is not
+        // taken again: with a million logs that was a second or two of every restart.
+        if !opened.current {
+            engine.checkpoint()?;
+        }
         let weak = Arc::downgrade(&engine.inner);
         let spawned = std::thread::Builder::new()
             .name("riffle-checkpoint".into())
