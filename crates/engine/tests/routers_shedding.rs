@@ -145,20 +145,7 @@ async fn records_evicted_before_forwarding_leave_a_source_trim_tombstone() {
     let d = Disk::new();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let mut e = open(&d, &clock);
-    let src = TopicConfig {
-        cap_records: 3,
-        ..cfg(Durability::Disk)
-    };
-    let dst = TopicConfig {
-        cap_records: 1,
-        discard: Discard::Reject,
-        ..cfg(Durability::Disk)
-    };
-    e.topic_put("src", src).await.unwrap();
-    e.topic_put("dst", dst).await.unwrap();
-    e.router_put("r", def("src", "dst", Guarantee::AtLeastOnce))
-        .await
-        .unwrap();
+    stall_setup(&e, 1).await;
     // The first record fills the destination; the router then stalls on the second while the
     // source (cap 3) evicts records 2 to 5 under the writes of 6 to 8.
     write(&e, "src", &datas("a", 1, 1)).await;
@@ -238,20 +225,7 @@ async fn a_source_trimmed_gap_at_the_head_is_reported_not_skipped() {
     let d = Disk::new();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let e = open(&d, &clock);
-    let src = TopicConfig {
-        cap_records: 3,
-        ..cfg(Durability::Disk)
-    };
-    let dst = TopicConfig {
-        cap_records: 2,
-        discard: Discard::Reject,
-        ..cfg(Durability::Disk)
-    };
-    e.topic_put("src", src).await.unwrap();
-    e.topic_put("dst", dst).await.unwrap();
-    e.router_put("r", def("src", "dst", Guarantee::AtLeastOnce))
-        .await
-        .unwrap();
+    stall_setup(&e, 2).await;
     for i in 1..=2 {
         write(&e, "src", &datas("c", i, 1)).await;
     }
@@ -276,4 +250,23 @@ async fn a_source_trimmed_gap_at_the_head_is_reported_not_skipped() {
         (GapReason::SourceTrim, 3, 5)
     );
     assert_eq!(next.next_from_seq, 5);
+}
+
+/// Router `r` from `src` (cap 3: it evicts what is not forwarded fast enough) into `dst`, a
+/// `discard: reject` topic of `dst_cap` records (it stalls the router once full).
+async fn stall_setup(e: &Engine, dst_cap: u64) {
+    let src = TopicConfig {
+        cap_records: 3,
+        ..cfg(Durability::Disk)
+    };
+    let dst = TopicConfig {
+        cap_records: dst_cap,
+        discard: Discard::Reject,
+        ..cfg(Durability::Disk)
+    };
+    e.topic_put("src", src).await.unwrap();
+    e.topic_put("dst", dst).await.unwrap();
+    e.router_put("r", def("src", "dst", Guarantee::AtLeastOnce))
+        .await
+        .unwrap();
 }
