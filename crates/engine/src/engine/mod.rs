@@ -109,7 +109,7 @@ struct Inner {
     logs: RwLock<Registry>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    /// The memory budget and flush queue every log shares.
+    /// What every log shares: the memory budget, the flush queue, the expiry sweep's list.
     shared: Shared,
     next_id: AtomicU64,
     persist: Option<Arc<Persist>>,

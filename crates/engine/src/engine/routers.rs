@@ -16,9 +16,9 @@ use crate::topic::{DiffQuery, GapReason, TopicConfig, record};
 /// Most source records one forwarding step reads.
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
-/// How long a stalled router waits before trying again without a change of its destination.
 /// How long a source's delete waits for its routers to copy what it deletes.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
+/// How long a stalled router waits before trying again without a change of its destination.
 const STALL_RETRY: Duration = Duration::from_millis(250);
 
 /// A registered router.
