@@ -285,7 +285,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live: live.clone(),
         inflight: inflight.clone(),
         metrics: metrics.clone(),
-        fanout: crate::fanout::Fanout::new(connections.clone()),
+        fanout: crate::fanout::Fanout::new(connections.clone(), config.worker_threads),
         subs: subs.clone(),
     });
     let mut recovery = tokio::task::spawn_blocking({
@@ -308,6 +308,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     // Recovered routers forward again (their tasks run on this runtime).
     engine.start_routers();
     let shutdown = CancellationToken::new();
+    let fanout_threads = config.worker_threads;
     let app = Arc::new(App {
         engine: engine.clone(),
         config,
@@ -318,7 +319,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live,
         inflight,
         metrics,
-        fanout: crate::fanout::Fanout::new(connections.clone()),
+        fanout: crate::fanout::Fanout::new(connections.clone(), fanout_threads),
         subs: subs.clone(),
     });
     tracing::info!(
