@@ -88,7 +88,7 @@ impl Feed for StreamFeed {
     }
 
     fn write(&self, clock: Clock, counters: Arc<Counters>) -> JoinHandle<Writer> {
-        tokio::spawn(writer(
+        Writer::spawn(writer(
             self.target.clone(),
             Ledger::new(self.path.clone(), self.start.clone()),
             self.size,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::task::JoinHandle;
 
 use super::Clock;
 use super::load::{Done, Load, Op, run_worker};
@@ -396,6 +397,27 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Runs `fut` (a writer) on a thread and runtime of its own. Latency is measured from a
+    /// write's scheduled time, so a writer that shared this process's runtime with thousands
+    /// of busy readers would count their backlog as the server's; on its own thread the
+    /// kernel wakes it on time.
+    pub fn spawn<F>(fut: F) -> JoinHandle<Writer>
+    where
+        F: Future<Output = Writer> + Send + 'static,
+    {
+        let shared = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(own) => own.block_on(fut),
+                // No runtime of its own (out of threads or descriptors): the shared one.
+                Err(_) => shared.block_on(fut),
+            }
+        })
+    }
+
     /// Runs `op`, which keeps its acknowledgements in a ledger, at `rate` per second on
     /// `clock`'s schedule on one connection.
     pub async fn run<O: Op>(

@@ -466,7 +466,7 @@ impl TimedWrites {
         clock: Clock,
         counters: Arc<Counters>,
     ) -> JoinHandle<Writer> {
-        tokio::spawn(Writer::run(target, self, rate, clock, counters, |op| {
+        Writer::spawn(Writer::run(target, self, rate, clock, counters, |op| {
             op.ledger
         }))
     }
