@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use super::Clock;
 use super::load::{Done, Load, Op, run_worker};
 use super::sse::{SseEvent, SseParser};
+use super::sse_conn;
 use crate::client::{Conn, Failure, REQUEST_TIMEOUT, Target, header, query_escape};
 use crate::stats::{Counters, Errors, Lat};
 use crate::verify::Ledger;
@@ -170,28 +171,13 @@ pub async fn sse_subscriber<S>(
         mut stop,
         mut connected,
     } = until;
-    let mut conn = Conn::new(&target);
     let mut errors = Errors::new();
     let mut reconnects = 0;
     let mut events = Vec::new();
+    let mut data = Vec::new();
     'outer: while dec.next_seq < *stop.borrow() {
-        let resp = match conn
-            .send(
-                Method::GET,
-                &url(&state),
-                headers,
-                Bytes::new(),
-                REQUEST_TIMEOUT,
-            )
-            .await
-        {
-            Ok(r) if r.status() == 200 => r,
-            Ok(r) => {
-                count(&mut errors, r.status().as_u16().to_string());
-                conn.reset();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let mut body = match sse_conn::open(&target, &url(&state), headers, REQUEST_TIMEOUT).await {
+            Ok(body) => body,
             Err(f) => {
                 count(&mut errors, f.key());
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -204,27 +190,24 @@ pub async fn sse_subscriber<S>(
         } else {
             reconnects += 1;
         }
-        let mut body = resp.into_body();
         let mut parser = SseParser::default();
         loop {
             if dec.next_seq >= *stop.borrow() {
                 break 'outer;
             }
-            let frame = tokio::select! {
-                f = body.frame() => f,
+            data.clear();
+            let read = tokio::select! {
+                r = body.read(&mut data) => r,
                 _ = stop.changed() => continue,
             };
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => {
-                    count(&mut errors, format!("sse-{}", e.kind_word()));
+            match read {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(f) => {
+                    count(&mut errors, format!("sse-{}", f.key()));
                     break;
                 }
-                Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
-            };
+            }
             parser.feed(&data, &mut events);
             for ev in events.drain(..) {
                 if let Next::Stop = on_event(&mut state, ev, &mut dec, &mut errors) {
@@ -232,7 +215,6 @@ pub async fn sse_subscriber<S>(
                 }
             }
         }
-        conn.reset();
     }
     Tail {
         dec,

@@ -8,6 +8,7 @@ pub mod load;
 pub mod read;
 pub mod rtt;
 pub mod sse;
+pub mod sse_conn;
 pub mod subs;
 pub mod subs_check;
 pub mod subs_worker;
