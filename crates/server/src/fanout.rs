@@ -304,7 +304,8 @@ struct Round {
     next: usize,
     /// Renderings of the current slice, and their chunk framing.
     cache: Vec<Shared>,
-    framed: HashMap<usize, Bytes>,
+    /// The chunk of `cache[i]`, once framed (indexed as `cache`: one lookup per socket).
+    framed: Vec<Option<Bytes>>,
     /// Some subscriber has more data ready.
     more: bool,
     /// When the first subscriber's clock is due.
@@ -317,7 +318,7 @@ impl Round {
             slice,
             next: 0,
             cache: Vec::new(),
-            framed: HashMap::new(),
+            framed: Vec::new(),
             more: false,
             next_due: None,
         }
@@ -387,7 +388,10 @@ impl Round {
                 // Framed once per rendering, for all who get it.
                 step => {
                     let last = matches!(step, Step::Last(_));
-                    let framed = framed.entry(shared).or_insert_with(|| match step {
+                    if framed.len() <= shared {
+                        framed.resize(shared + 1, None);
+                    }
+                    let framed = framed[shared].get_or_insert_with(|| match step {
                         Step::Events(b) | Step::Last(b) => frame(b, last),
                         Step::Idle => Bytes::new(),
                     });
