@@ -343,7 +343,11 @@ impl Persist {
             subs: Vec::new(),
             source_trims: Vec::new(),
         };
-        let (logs, subs) = live();
+        let (mut logs, subs) = live();
+        // In id order: recovery builds its map of logs from this list, which is then a single
+        // sorted run (in registry order, sorting a million recovered logs was an eighth of a
+        // restart).
+        logs.sort_unstable_by_key(|(l, _)| l.config.id);
         snap.subs = subs;
         let mut topics = Vec::new();
         let mut dirty_logs = Vec::new();
