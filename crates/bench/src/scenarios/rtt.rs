@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::live::{Connected, Decoder, Tail, long_poll_reader, sse_reader, writer};
+use super::live::{Connected, Decoder, Tail, Writer, long_poll_reader, sse_reader, writer};
 use super::{Clock, Common, cleanup};
 use crate::client::{Conn, create_stream, head_tail};
 use crate::procstat::Window;
@@ -94,7 +94,7 @@ pub async fn run(c: &Common, a: &RttArgs) -> Result<Vec<ScenarioResult>> {
 
     let clock = Clock::start(c);
     let counters = Arc::new(Counters::default());
-    let w = tokio::spawn(writer(
+    let w = Writer::spawn(writer(
         c.target.clone(),
         Ledger::new(path.clone(), start),
         a.size,
