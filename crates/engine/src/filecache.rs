@@ -24,6 +24,7 @@ use riffle_wal::{Dir, DirFile};
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One of a log's two files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,6 +157,25 @@ pub(crate) struct FileCache {
     shards: Box<[Mutex<Shard>]>,
     /// Capacity of each shard.
     per_shard: usize,
+    /// Files opened (misses) and closed to make room, since start: with more stream files in
+    /// use than the cache holds, every miss is an `open` and an eviction a `close`.
+    opens: AtomicU64,
+    evictions: AtomicU64,
+    /// Files the cache holds now.
+    held: AtomicU64,
+}
+
+/// What the cache has done, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCacheStats {
+    /// Most files the cache holds open.
+    pub capacity: u64,
+    /// Files it holds open now.
+    pub open: u64,
+    /// Files opened on a miss, and closed to make room (or shed when out of descriptors),
+    /// since start.
+    pub opens: u64,
+    pub evictions: u64,
 }
 
 impl FileCache {
@@ -174,6 +194,18 @@ impl FileCache {
             dir,
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity / shards,
+            opens: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> FileCacheStats {
+        FileCacheStats {
+            capacity: (self.per_shard * self.shards.len()) as u64,
+            open: self.held.load(Ordering::Relaxed),
+            opens: self.opens.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 
@@ -205,6 +237,7 @@ impl FileCache {
             Err(e) if out_of_descriptors(&e) && self.shed() > 0 => self.dir.open(&path, create)?,
             r => r?,
         };
+        self.opens.fetch_add(1, Ordering::Relaxed);
         let evicted = {
             let mut s = shard.lock();
             if s.removals != removals {
@@ -215,7 +248,13 @@ impl FileCache {
             if let Some(f) = s.get(key) {
                 return Ok(f); // another thread opened it meanwhile; ours closes on return
             }
-            s.insert(key, file.clone(), self.per_shard)
+            let evicted = s.insert(key, file.clone(), self.per_shard);
+            // Counted under the shard's lock, as the slots change: `held` never dips below 0.
+            match evicted {
+                Some(_) => self.evictions.fetch_add(1, Ordering::Relaxed),
+                None => self.held.fetch_add(1, Ordering::Relaxed),
+            };
+            evicted
         };
         drop(evicted);
         Ok(file)
@@ -230,7 +269,11 @@ impl FileCache {
         for shard in self.shards.iter() {
             let evicted: Vec<_> = {
                 let mut s = shard.lock();
-                (0..per_shard).map_while(|_| s.evict()).collect()
+                let evicted: Vec<_> = (0..per_shard).map_while(|_| s.evict()).collect();
+                self.evictions
+                    .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+                self.held.fetch_sub(evicted.len() as u64, Ordering::Relaxed);
+                evicted
             };
             shed += evicted.len();
         }
@@ -244,7 +287,14 @@ impl FileCache {
     /// Remove the file `key` from the directory and close the cache's handle.
     pub fn remove(&self, key: FileKey) -> io::Result<()> {
         let result = self.dir.remove(&key.path());
-        let evicted = self.shard(key).lock().remove(key);
+        let evicted = {
+            let mut s = self.shard(key).lock();
+            let evicted = s.remove(key);
+            if evicted.is_some() {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            evicted
+        };
         drop(evicted);
         result
     }

@@ -89,6 +89,7 @@ pub use engine::{
     TopicHandle,
 };
 pub use error::{EngineError, Result};
+pub use filecache::FileCacheStats;
 pub use framing::{has_media_key, media_key, media_type};
 pub use types::{
     AppendRequest, AppendStatus, Appended, CreateSpec, Created, Expiry, FileRange, ForkSpec,

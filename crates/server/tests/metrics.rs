@@ -461,6 +461,48 @@ async fn wal_rotations_and_queue_depth_are_exported() {
 }
 
 #[tokio::test]
+async fn the_cache_of_open_files_is_exported() {
+    let dir = TempDir::new("metrics-open-files");
+    let s = Server::start_with(
+        Options::default()
+            .storage("file-durable", &dir.path().join("d"))
+            .env("DS_STORAGE__MAX_OPEN_FILES", "8"),
+    )
+    .await;
+    // 20 streams of two files each, written twice over: more files than the cache holds.
+    let urls: Vec<String> = (0..20).map(|i| s.stream(&format!("f{i}"))).collect();
+    for url in &urls {
+        s.create(url, "text/plain").await;
+    }
+    for round in 0..2 {
+        for url in &urls {
+            let r = s.client.post(url).header("content-type", "text/plain");
+            let r = r.body(format!("r{round}")).send().await.expect("append");
+            assert_eq!(r.status(), 204);
+        }
+    }
+    let m = scrape(&s, None).await;
+    for (name, kind) in [
+        ("riffle_open_files", "gauge"),
+        ("riffle_open_files_capacity", "gauge"),
+        ("riffle_file_opens_total", "counter"),
+        ("riffle_file_evictions_total", "counter"),
+    ] {
+        assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    let capacity = m.get("riffle_open_files_capacity", &[]);
+    assert!((1.0..=8.0).contains(&capacity), "capacity {capacity}");
+    let open = m.get("riffle_open_files", &[]);
+    assert!(open >= 1.0 && open <= capacity, "{open} open of {capacity}");
+    // Each stream's two files were created through the cache, and most did not stay.
+    let opens = m.get("riffle_file_opens_total", &[]);
+    assert!(opens >= 40.0, "opens {opens}");
+    let evictions = m.get("riffle_file_evictions_total", &[]);
+    assert!(evictions >= 40.0 - capacity, "evictions {evictions}");
+    assert_eq!(opens - evictions, open, "every open is held or was evicted");
+}
+
+#[tokio::test]
 async fn auth_failures_are_counted_by_reason() {
     let s =
         Server::start_with(Options::default().env("DS_AUTH__API_KEYS", "ops, reader:r:allowed"))

@@ -55,6 +55,8 @@ pub struct StorageStats {
     pub checkpoint_us: HistogramSnapshot,
     /// WAL records replayed by the recovery at start-up.
     pub records_replayed: u64,
+    /// The cache of open stream files.
+    pub files: crate::filecache::FileCacheStats,
 }
 
 impl Engine {

@@ -91,6 +91,7 @@ impl Persist {
             checkpoint_failures: s.checkpoint_failures.load(Ordering::Relaxed),
             checkpoint_us: s.checkpoint_us.snapshot(),
             records_replayed: s.records_replayed,
+            files: self.files.stats(),
         }
     }
 }

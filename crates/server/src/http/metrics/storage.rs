@@ -207,6 +207,31 @@ impl Collector for StorageCollector {
             "Checkpoints taken since start.",
             s.checkpoints,
         )?;
+        let f = &s.files;
+        gauge(
+            &mut e,
+            "riffle_open_files",
+            "Stream files the cache of open files holds now.",
+            f.open,
+        )?;
+        gauge(
+            &mut e,
+            "riffle_open_files_capacity",
+            "Most stream files the cache holds open (storage.max_open_files as in effect).",
+            f.capacity,
+        )?;
+        counter(
+            &mut e,
+            "riffle_file_opens",
+            "Stream files opened by the cache on a miss since start; a rate near the append rate means the streams in use do not fit storage.max_open_files.",
+            f.opens,
+        )?;
+        counter(
+            &mut e,
+            "riffle_file_evictions",
+            "Stream files the cache closed to make room (or because the process ran out of descriptors) since start.",
+            f.evictions,
+        )?;
         counter(
             &mut e,
             "riffle_checkpoint_failures",
