@@ -464,6 +464,48 @@ async fn pending_tails_reach_their_files_in_the_background_despite_failed_writes
     assert_eq!(read_all(&engine, "/busy"), b"tail;");
 }
 
+/// With more logs to write than the cache of open files holds, the background flush lets
+/// small tails wait some rounds instead of reopening two files per log each round; they still
+/// reach their files without a checkpoint, and read back whole meanwhile.
+#[tokio::test]
+async fn deferred_tails_of_a_crowded_cache_still_reach_their_files() {
+    use riffle_engine::wal::Dir;
+    let d = disk();
+    let mut storage = StorageConfig::new(d.dir().clone());
+    storage.max_open_files = 4;
+    let config = EngineConfig {
+        default_durability: Durability::Fsync,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::recover(config, Arc::new(ManualClock::new(1_000_000)), storage)
+        .expect("recover")
+        .0;
+    let mut paths = Vec::new();
+    for i in 0..10 {
+        let name = format!("/crowd-{i}");
+        engine.create(&name, spec(None)).await.unwrap();
+        engine.append(&name, append("tail;", None)).await.unwrap();
+        let id = engine.info(&name).unwrap().id;
+        paths.push((name, format!("streams/{id:016x}.data")));
+    }
+    for (name, _) in &paths {
+        assert_eq!(read_all(&engine, name), b"tail;");
+    }
+    // At two rounds a second a deferred tail waits about 5 s; allow four times that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (name, path) in &paths {
+        while d.mem.size(path).unwrap().unwrap_or(0) < 5 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the tail of {name} never reached {path}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let files = engine.storage_stats().expect("storage").files;
+    assert!(files.open <= files.capacity, "{files:?}");
+}
+
 /// A restart takes a checkpoint only when recovery replayed something: after a graceful stop
 /// (nothing written since its final checkpoint) the one found is current and kept as it is.
 #[tokio::test]

@@ -562,15 +562,35 @@ fn checkpointer(engine: Weak<Inner>) {
         // fails them all.
         let mut failed = 0usize;
         let mut first = None;
-        for log in inner.shared.flushes.take() {
-            let Some(log) = log.upgrade() else {
+        let (round, queued) = inner.shared.flushes.take();
+        // Two files per log: when the logs to write do not fit the cache of open files, writing
+        // every small tail each round would open and close both files of each log each round
+        // (15,000 busy streams under a 10,000-file cache: an open per append). Small tails
+        // then wait a few rounds, or for the checkpoint, which writes them all.
+        let crowded = inner
+            .persist
+            .as_ref()
+            .is_some_and(|p| queued.len() * 2 > p.files.stats().capacity as usize);
+        let mut deferred = Vec::new();
+        for weak in queued {
+            let Some(log) = weak.upgrade() else {
                 continue;
             };
-            if let Err(e) = log.flush_queued() {
-                failed += 1;
-                first.get_or_insert((log.config.id, e));
+            let visited = if crowded {
+                log.flush_if_due(round)
+            } else {
+                log.flush_queued().map(|()| true)
+            };
+            match visited {
+                Ok(true) => {}
+                Ok(false) => deferred.push(weak),
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert((log.config.id, e));
+                }
             }
         }
+        inner.shared.flushes.requeue(deferred);
         if let Some((log, error)) = first {
             tracing::warn!(log, %error, failed, "writing stream files failed; will retry");
         }

@@ -163,7 +163,9 @@ struct Writer {
 
 /// The tail of a file-backed log that is committed (in the WAL) but not yet written to its
 /// stream files: appends land here with one memcpy, and reach the files in large writes
-/// (when it passes [`PENDING_FLUSH_BYTES`], every second, and before a checkpoint syncs).
+/// (when it passes [`PENDING_FLUSH_BYTES`], at the background flush's next round (twice a
+/// second; a small tail waits up to 5 s when the logs to write do not fit the cache of open
+/// files, see `flush.rs`), and before a checkpoint syncs).
 #[derive(Debug, Default)]
 struct Pending {
     /// Position of the first pending byte (everything before it is in the files).
@@ -201,8 +203,9 @@ struct LogState {
     topic: Option<Box<TopicState>>,
     /// Data position and record number below which disk space was given back (trimmed).
     released: (u64, u64),
-    /// In the flush queue (see [`FlushQueue`]).
+    /// In the flush queue (see [`FlushQueue`]), since its round `flush_round`.
     flush_queued: bool,
+    flush_round: u64,
 }
 
 /// Shared accounting of bytes held in memory, for the server-wide limit; and of the data bytes
@@ -373,6 +376,7 @@ impl Log {
                 topic: None,
                 released: (0, 0),
                 flush_queued: false,
+                flush_round: 0,
             }),
             lifecycle: Mutex::new(Lifecycle::default()),
             append_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -543,11 +547,16 @@ impl Log {
             )
             .map_err(io_error)?;
         let p = &mut st.pending;
-        p.start += p.data.len() as u64;
+        let flushed = p.data.len();
+        p.start += flushed as u64;
         p.data.clear();
         p.ends.clear();
-        if p.data.capacity() > PENDING_FLUSH_BYTES * 2 {
+        // A tail written before it filled (the background flush or a checkpoint: a quiet
+        // log) gives its buffers back; with many streams, each keeping what its busiest
+        // second needed would add up. A busy log keeps them, up to twice the flush size.
+        if flushed < PENDING_FLUSH_BYTES || p.data.capacity() > PENDING_FLUSH_BYTES * 2 {
             p.data = Vec::new();
+            p.ends = Vec::new();
         }
         Ok(())
     }
