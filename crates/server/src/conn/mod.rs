@@ -409,7 +409,7 @@ fn websocket_key(parts: &Parts) -> Option<Vec<u8>> {
 /// must never be left to guess whether its request was served.
 async fn answer(app: &App, parts: &Parts, body: RequestBody) -> (Response<ResponseBody>, bool) {
     let started = std::time::Instant::now();
-    match AssertUnwindSafe(app.handle(parts, body))
+    match AssertUnwindSafe(app.handle(parts, body, started))
         .catch_unwind()
         .await
     {

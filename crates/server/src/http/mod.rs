@@ -95,8 +95,13 @@ impl App {
     ///
     /// The head is borrowed and only the body moves: requests pass through several layers of
     /// handlers, and moving a whole `Request` at each would copy it each time.
-    pub async fn handle(&self, req: &Parts, body: RequestBody) -> Response<ResponseBody> {
-        let started = std::time::Instant::now();
+    /// `started` is when the request was taken up (its latency is measured from there).
+    pub async fn handle(
+        &self,
+        req: &Parts,
+        body: RequestBody,
+        started: std::time::Instant,
+    ) -> Response<ResponseBody> {
         let mut resp = self
             .route(req, body)
             .await
