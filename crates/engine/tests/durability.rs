@@ -491,7 +491,7 @@ async fn deferred_tails_of_a_crowded_cache_still_reach_their_files() {
     for (name, _) in &paths {
         assert_eq!(read_all(&engine, name), b"tail;");
     }
-    // At two rounds a second a deferred tail waits about 5 s; allow four times that.
+    // At two rounds a second a deferred tail waits about 2 s; allow ten times that.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for (name, path) in &paths {
         while d.mem.size(path).unwrap().unwrap_or(0) < 5 {

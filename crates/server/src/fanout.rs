@@ -39,7 +39,6 @@ use riffle_engine::LogHandle;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
 use tokio::runtime::{Handle, Runtime};
@@ -60,12 +59,19 @@ pub struct Fanout {
     tasks: TaskTracker,
     /// The runtime that serves connections: a subscriber a hub gives back goes on there.
     main: Handle,
-    /// The hubs' own threads, started with the first hub (`None`: they could not be, and hubs
-    /// run on `main`). A delivery round then runs whole, beside the connections' threads
-    /// rather than between their tasks: the kernel's scheduler lets an append be acknowledged
-    /// in the middle of a round, and the round pays no yields.
-    runtime: OnceLock<Option<Runtime>>,
+    /// The hubs' own threads, started with the first hub. A delivery round then runs whole,
+    /// beside the connections' threads rather than between their tasks: the kernel's
+    /// scheduler lets an append be acknowledged in the middle of a round, and the round pays
+    /// no yields.
+    runtime: Mutex<HubThreads>,
     threads: usize,
+}
+
+enum HubThreads {
+    NotStarted,
+    Running(Runtime),
+    /// They could not be started, or were shut down: hubs run on `main`.
+    Unavailable,
 }
 
 /// Subscribers handed to a hub, not yet taken up by it.
@@ -83,39 +89,57 @@ struct Sub {
 }
 
 impl Fanout {
-    /// Hubs of a server whose connections run on the current runtime; they get `threads`
-    /// threads of their own once there is one.
-    pub fn new(tasks: TaskTracker, threads: usize) -> Self {
+    /// Hubs of a server whose connections run on `main`; they get `threads` threads of their
+    /// own once there is one.
+    pub fn new(tasks: TaskTracker, main: Handle, threads: usize) -> Self {
         Fanout {
             hubs: Mutex::new(HashMap::new()),
             tasks,
-            main: Handle::current(),
-            runtime: OnceLock::new(),
+            main,
+            runtime: Mutex::new(HubThreads::NotStarted),
             threads: threads.max(1),
         }
     }
 
-    /// Where hubs run.
-    fn hub_runtime(&self) -> &Handle {
-        let rt = self.runtime.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
+    /// Where hubs run (their threads are started with the first).
+    fn hub_runtime(&self) -> Handle {
+        let mut rt = self.runtime.lock();
+        if matches!(*rt, HubThreads::NotStarted) {
+            *rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(self.threads)
                 .thread_name("riffle-fanout")
                 .enable_time()
                 .build()
-                .inspect_err(|e| {
+            {
+                Ok(r) => HubThreads::Running(r),
+                Err(e) => {
                     tracing::warn!(error = %e, "cannot start the fan-out threads; hubs share the connections' threads");
-                })
-                .ok()
-        });
-        rt.as_ref().map_or(&self.main, Runtime::handle)
+                    HubThreads::Unavailable
+                }
+            };
+        }
+        match &*rt {
+            HubThreads::Running(r) => r.handle().clone(),
+            _ => self.main.clone(),
+        }
     }
 
     /// Subscribers a hub serves between yields: all of them on threads of its own.
     fn slice(&self) -> usize {
-        match self.runtime.get() {
-            Some(Some(_)) => HUB_CAPACITY,
+        match *self.runtime.lock() {
+            HubThreads::Running(_) => HUB_CAPACITY,
             _ => SHARED_SLICE,
+        }
+    }
+
+    /// Stop the hubs' threads, dropping any hub still there (the server's end: hubs hold the
+    /// server's state, so waiting for `Drop` would wait for them).
+    pub fn shutdown(&self) {
+        let rt = std::mem::replace(&mut *self.runtime.lock(), HubThreads::Unavailable);
+        if let HubThreads::Running(rt) = rt {
+            // Without waiting: dropping a runtime waits for its threads, which async code
+            // (and a hub's own thread) must not do.
+            rt.shutdown_background();
         }
     }
 
@@ -149,10 +173,7 @@ impl Fanout {
 
 impl Drop for Fanout {
     fn drop(&mut self) {
-        // Dropping a runtime waits for its threads, which async code must not do.
-        if let Some(Some(rt)) = self.runtime.take() {
-            rt.shutdown_background();
-        }
+        self.shutdown();
     }
 }
 
@@ -171,7 +192,7 @@ pub fn park(app: &Arc<App>, io: TcpStream, waiting: Waiting) {
         None => {
             let inbox = Arc::new(Inbox::default());
             let hub = run(app.clone(), inbox.clone(), waiting.handle());
-            fanout.tasks.spawn_on(hub, fanout.hub_runtime());
+            fanout.tasks.spawn_on(hub, &fanout.hub_runtime());
             list.push(inbox.clone());
             inbox
         }

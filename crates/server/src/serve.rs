@@ -285,7 +285,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live: live.clone(),
         inflight: inflight.clone(),
         metrics: metrics.clone(),
-        fanout: crate::fanout::Fanout::new(connections.clone(), config.worker_threads),
+        fanout: crate::fanout::Fanout::new(
+            connections.clone(),
+            tokio::runtime::Handle::current(),
+            config.worker_threads,
+        ),
         subs: subs.clone(),
     });
     let mut recovery = tokio::task::spawn_blocking({
@@ -319,7 +323,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         live,
         inflight,
         metrics,
-        fanout: crate::fanout::Fanout::new(connections.clone(), fanout_threads),
+        fanout: crate::fanout::Fanout::new(
+            connections.clone(),
+            tokio::runtime::Handle::current(),
+            fanout_threads,
+        ),
         subs: subs.clone(),
     });
     tracing::info!(
@@ -377,6 +385,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
+    // Hubs left by a drain that timed out go with their threads, and their hold on the engine.
+    app.fanout.shutdown();
     if let Err(e) = engine.close() {
         tracing::error!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
     }

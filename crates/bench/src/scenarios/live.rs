@@ -200,19 +200,22 @@ pub async fn sse_subscriber<S>(
                 r = body.read(&mut data) => r,
                 _ = stop.changed() => continue,
             };
-            match read {
-                Ok(true) => {}
-                Ok(false) => break,
+            let ended = match read {
+                Ok(more) => !more,
                 Err(f) => {
                     count(&mut errors, format!("sse-{}", f.key()));
                     break;
                 }
-            }
+            };
+            // The body's end may come in the same read as its last events: they count.
             parser.feed(&data, &mut events);
             for ev in events.drain(..) {
                 if let Next::Stop = on_event(&mut state, ev, &mut dec, &mut errors) {
                     break 'outer;
                 }
+            }
+            if ended {
+                break;
             }
         }
     }

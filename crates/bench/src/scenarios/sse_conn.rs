@@ -125,7 +125,8 @@ impl SseConn {
             .map_err(|e| Failure::Transport(e.to_string()))
     }
 
-    /// Append the next body bytes to `out`: false when the body is over.
+    /// Append the next body bytes to `out`: false when the body is over (`out` may still
+    /// have received its last bytes).
     pub async fn read(&mut self, out: &mut Vec<u8>) -> Result<bool, Failure> {
         loop {
             let before = out.len();

@@ -10,7 +10,7 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Rounds a small pending tail may wait when the logs to write do not fit the cache of open
-/// files (at the background flush's two rounds a second: 5 s). Writing each at every round
+/// files (at the background flush's two rounds a second: about 2 s). Writing each at every round
 /// would open and close two files per log per round; a checkpoint writes them all anyway.
 pub(crate) const DEFER_ROUNDS: u64 = 4;
 /// A pending tail this large is written at the next round however crowded the cache is: the

@@ -164,7 +164,7 @@ struct Writer {
 /// The tail of a file-backed log that is committed (in the WAL) but not yet written to its
 /// stream files: appends land here with one memcpy, and reach the files in large writes
 /// (when it passes [`PENDING_FLUSH_BYTES`], at the background flush's next round (twice a
-/// second; a small tail waits up to 5 s when the logs to write do not fit the cache of open
+/// second; a small tail waits about 2 s when the logs to write do not fit the cache of open
 /// files, see `flush.rs`), and before a checkpoint syncs).
 #[derive(Debug, Default)]
 struct Pending {
