@@ -161,8 +161,6 @@ pub(crate) struct FileCache {
     /// use than the cache holds, every miss is an `open` and an eviction a `close`.
     opens: AtomicU64,
     evictions: AtomicU64,
-    /// Files the cache holds now.
-    held: AtomicU64,
 }
 
 /// What the cache has done, for metrics.
@@ -196,21 +194,19 @@ impl FileCache {
             per_shard: capacity / shards,
             opens: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
-            held: AtomicU64::new(0),
         }
     }
 
     pub fn stats(&self) -> FileCacheStats {
         FileCacheStats {
-            capacity: (self.per_shard * self.shards.len()) as u64,
-            open: self.held.load(Ordering::Relaxed),
+            capacity: self.capacity() as u64,
+            open: self.len() as u64,
             opens: self.opens.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 
     /// Most files held open by the cache itself.
-    #[cfg(test)]
     fn capacity(&self) -> usize {
         self.per_shard * self.shards.len()
     }
@@ -249,11 +245,9 @@ impl FileCache {
                 return Ok(f); // another thread opened it meanwhile; ours closes on return
             }
             let evicted = s.insert(key, file.clone(), self.per_shard);
-            // Counted under the shard's lock, as the slots change: `held` never dips below 0.
-            match evicted {
-                Some(_) => self.evictions.fetch_add(1, Ordering::Relaxed),
-                None => self.held.fetch_add(1, Ordering::Relaxed),
-            };
+            if evicted.is_some() {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
             evicted
         };
         drop(evicted);
@@ -269,13 +263,11 @@ impl FileCache {
         for shard in self.shards.iter() {
             let evicted: Vec<_> = {
                 let mut s = shard.lock();
-                let evicted: Vec<_> = (0..per_shard).map_while(|_| s.evict()).collect();
-                self.evictions
-                    .fetch_add(evicted.len() as u64, Ordering::Relaxed);
-                self.held.fetch_sub(evicted.len() as u64, Ordering::Relaxed);
-                evicted
+                (0..per_shard).map_while(|_| s.evict()).collect()
             };
             shed += evicted.len();
+            self.evictions
+                .fetch_add(evicted.len() as u64, Ordering::Relaxed);
         }
         tracing::debug!(
             closed = shed,
@@ -287,20 +279,12 @@ impl FileCache {
     /// Remove the file `key` from the directory and close the cache's handle.
     pub fn remove(&self, key: FileKey) -> io::Result<()> {
         let result = self.dir.remove(&key.path());
-        let evicted = {
-            let mut s = self.shard(key).lock();
-            let evicted = s.remove(key);
-            if evicted.is_some() {
-                self.held.fetch_sub(1, Ordering::Relaxed);
-            }
-            evicted
-        };
+        let evicted = self.shard(key).lock().remove(key);
         drop(evicted);
         result
     }
 
-    /// Files the cache holds open now.
-    #[cfg(test)]
+    /// Files the cache holds open now (a lock per shard: for tests and metrics scrapes).
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().slots.len()).sum()
     }

@@ -25,7 +25,12 @@ fn open(d: &Disk, default: Durability) -> Engine {
         default_durability: default,
         ..EngineConfig::default()
     };
-    Engine::recover(config, Arc::new(ManualClock::new(1_000_000)), storage)
+    recover(config, storage, 1_000_000)
+}
+
+/// An engine on `storage`, its clock at `now_ms`.
+fn recover(config: EngineConfig, storage: StorageConfig, now_ms: i64) -> Engine {
+    Engine::recover(config, Arc::new(ManualClock::new(now_ms)), storage)
         .expect("recover")
         .0
 }
@@ -304,9 +309,7 @@ async fn unwritable_stream_files_keep_data_readable_and_bound_ram() {
         max_stream_bytes: 64 << 20,
         ..EngineConfig::default()
     };
-    let engine = Engine::recover(config, Arc::new(ManualClock::new(0)), storage)
-        .expect("recover")
-        .0;
+    let engine = recover(config, storage, 0);
     engine.create("/p", spec(None)).await.unwrap();
     d.plan().fail_writes("streams/", Fault::Eio, usize::MAX);
     let chunk = "x".repeat(1 << 20);
@@ -477,9 +480,7 @@ async fn deferred_tails_of_a_crowded_cache_still_reach_their_files() {
         default_durability: Durability::Fsync,
         ..EngineConfig::default()
     };
-    let engine = Engine::recover(config, Arc::new(ManualClock::new(1_000_000)), storage)
-        .expect("recover")
-        .0;
+    let engine = recover(config, storage, 1_000_000);
     let mut paths = Vec::new();
     for i in 0..10 {
         let name = format!("/crowd-{i}");

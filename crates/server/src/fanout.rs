@@ -323,7 +323,8 @@ struct Round {
     slice: usize,
     /// The next subscriber to serve.
     next: usize,
-    /// Renderings of the current slice, and their chunk framing.
+    /// Renderings of the current slice (the whole round on the hubs' own threads), and their
+    /// chunk framing.
     cache: Vec<Shared>,
     /// The chunk of `cache[i]`, once framed (indexed as `cache`: one lookup per socket).
     framed: Vec<Option<Bytes>>,
