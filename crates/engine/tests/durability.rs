@@ -467,6 +467,17 @@ async fn pending_tails_reach_their_files_in_the_background_despite_failed_writes
     assert_eq!(read_all(&engine, "/busy"), b"tail;");
 }
 
+/// An engine whose cache holds 4 open files: a few streams written at once crowd it.
+fn crowded(d: &Disk) -> Engine {
+    let mut storage = StorageConfig::new(d.dir().clone());
+    storage.max_open_files = 4;
+    let config = EngineConfig {
+        default_durability: Durability::Fsync,
+        ..EngineConfig::default()
+    };
+    recover(config, storage, 1_000_000)
+}
+
 /// With more logs to write than the cache of open files holds, the background flush lets
 /// small tails wait some rounds instead of reopening two files per log each round; they still
 /// reach their files without a checkpoint, and read back whole meanwhile.
@@ -474,13 +485,7 @@ async fn pending_tails_reach_their_files_in_the_background_despite_failed_writes
 async fn deferred_tails_of_a_crowded_cache_still_reach_their_files() {
     use riffle_engine::wal::Dir;
     let d = disk();
-    let mut storage = StorageConfig::new(d.dir().clone());
-    storage.max_open_files = 4;
-    let config = EngineConfig {
-        default_durability: Durability::Fsync,
-        ..EngineConfig::default()
-    };
-    let engine = recover(config, storage, 1_000_000);
+    let engine = crowded(&d);
     let mut paths = Vec::new();
     for i in 0..10 {
         let name = format!("/crowd-{i}");
@@ -505,6 +510,24 @@ async fn deferred_tails_of_a_crowded_cache_still_reach_their_files() {
     }
     let files = engine.storage_stats().expect("storage").files;
     assert!(files.open <= files.capacity, "{files:?}");
+}
+
+/// Tails a crowded cache left waiting are in the WAL: a power loss before any of them reached
+/// its file loses none.
+#[tokio::test]
+async fn deferred_tails_survive_a_power_loss() {
+    let d = disk();
+    let engine = crowded(&d);
+    for i in 0..10 {
+        let name = format!("/crowd-{i}");
+        engine.create(&name, spec(None)).await.unwrap();
+        engine.append(&name, append("tail;", None)).await.unwrap();
+    }
+    crash(&d, engine);
+    let engine = crowded(&d);
+    for i in 0..10 {
+        assert_eq!(read_all(&engine, &format!("/crowd-{i}")), b"tail;");
+    }
 }
 
 /// A restart takes a checkpoint only when recovery replayed something: after a graceful stop
