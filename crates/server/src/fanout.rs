@@ -34,7 +34,7 @@ use crate::http::streams::poll;
 use crate::http::streams::tail::{Shared, Step};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use response::{Parked, Waiting};
+use response::{Parked, ParkedPoll, Waiting};
 use riffle_engine::LogHandle;
 use std::collections::HashMap;
 use std::io;
@@ -229,9 +229,7 @@ async fn run(app: Arc<App>, inbox: Arc<Inbox>, mut handle: LogHandle) {
                         give_back_sse(&app, sub.io, parked, last, true, false);
                     }
                     // Answered at once (204) now that the server is stopping.
-                    Waiting::Poll { head, wait, ex } => {
-                        give_back_poll(&app, sub.io, head, wait, ex)
-                    }
+                    Waiting::Poll(p) => give_back_poll(&app, sub.io, *p),
                 }
             }
             continue;
@@ -308,7 +306,7 @@ fn check_input(app: &Arc<App>, subs: &mut Vec<Sub>, i: usize) {
                     give_back_sse(app, sub.io, parked, Bytes::new(), false, false);
                 }
                 // Its own task waits for the answer; the pipelined request is read after it.
-                Waiting::Poll { head, wait, ex } => give_back_poll(app, sub.io, head, wait, ex),
+                Waiting::Poll(p) => give_back_poll(app, sub.io, *p),
             }
         }
     }
@@ -372,22 +370,22 @@ impl Round {
             budget -= 1;
             let tail = match &mut subs[i].waiting {
                 Waiting::Sse(parked) => &mut parked.tail,
-                Waiting::Poll { head, wait, .. } => {
-                    match poll::try_resolve(head, wait, now) {
+                Waiting::Poll(p) => {
+                    match poll::try_resolve(&p.head, &p.wait, now) {
                         Some(answer) => {
                             let sub = subs.swap_remove(i);
-                            if let Waiting::Poll { ex, .. } = sub.waiting {
+                            if let Waiting::Poll(p) = sub.waiting {
                                 let task = conn::respond(
                                     sub.io,
                                     app.clone(),
                                     conn::Answer::Ready(answer),
-                                    ex,
+                                    p.ex,
                                 );
                                 app.fanout.spawn_conn(task);
                             }
                         }
                         None => {
-                            self.due(wait.deadline());
+                            self.due(p.wait.deadline());
                             i += 1;
                         }
                     }
@@ -479,13 +477,8 @@ fn frame(events: &[u8], last: bool) -> Bytes {
 
 /// Give a waiting long-poll back to a task of its own, which waits for its answer, writes it
 /// and serves the connection on.
-fn give_back_poll(
-    app: &Arc<App>,
-    io: TcpStream,
-    head: http::response::Parts,
-    wait: Box<poll::PollWait>,
-    ex: response::Exchange,
-) {
+fn give_back_poll(app: &Arc<App>, io: TcpStream, parked: ParkedPoll) {
+    let ParkedPoll { head, wait, ex } = parked;
     let task = conn::respond(io, app.clone(), conn::Answer::Pending { head, wait }, ex);
     app.fanout.spawn_conn(task);
 }

@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
-use response::{Exchange, Parked, Waiting, Written};
+use response::{Exchange, Parked, ParkedPoll, Waiting, Written};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -358,7 +358,11 @@ where
             (head, ResponseBody::Poll(wait)) => {
                 if ex.park {
                     // The hub answers when there is an answer; nothing is held here meanwhile.
-                    return Ok(Ending::Park(Waiting::Poll { head, wait, ex }));
+                    return Ok(Ending::Park(Waiting::Poll(Box::new(ParkedPoll {
+                        head,
+                        wait,
+                        ex,
+                    }))));
                 }
                 let resp = crate::http::streams::poll::resolve(head, wait).await;
                 ex.keep_alive &= !app.shutdown.is_cancelled();

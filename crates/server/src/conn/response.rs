@@ -49,17 +49,21 @@ pub struct Parked {
     pub keep_alive: bool,
 }
 
-/// What a connection parked with a fan-out hub waits for.
+/// What a connection parked with a fan-out hub waits for. Small (two words): a hub holds
+/// one per subscriber in a vector.
 pub enum Waiting {
     /// The next events of a live SSE response.
     Sse(Parked),
-    /// The answer of a long-poll: the head of its placeholder answer (the common headers),
-    /// the wait, and how to write the answer.
-    Poll {
-        head: http::response::Parts,
-        wait: Box<PollWait>,
-        ex: Exchange,
-    },
+    /// The answer of a long-poll.
+    Poll(Box<ParkedPoll>),
+}
+
+/// A long-poll waiting for its answer: the head of its placeholder answer (the common
+/// headers), the wait, and how to write the answer.
+pub struct ParkedPoll {
+    pub head: http::response::Parts,
+    pub wait: Box<PollWait>,
+    pub ex: Exchange,
 }
 
 impl Waiting {
@@ -67,7 +71,7 @@ impl Waiting {
     pub fn log_id(&self) -> u64 {
         match self {
             Waiting::Sse(p) => p.tail.log_id(),
-            Waiting::Poll { wait, .. } => wait.log_id(),
+            Waiting::Poll(p) => p.wait.log_id(),
         }
     }
 
@@ -75,7 +79,7 @@ impl Waiting {
     pub fn handle(&self) -> riffle_engine::LogHandle {
         match self {
             Waiting::Sse(p) => p.tail.handle(),
-            Waiting::Poll { wait, .. } => wait.handle(),
+            Waiting::Poll(p) => p.wait.handle(),
         }
     }
 
@@ -83,7 +87,7 @@ impl Waiting {
     pub fn deadline(&self) -> tokio::time::Instant {
         match self {
             Waiting::Sse(p) => p.tail.deadline(),
-            Waiting::Poll { wait, .. } => wait.deadline(),
+            Waiting::Poll(p) => p.wait.deadline(),
         }
     }
 }
