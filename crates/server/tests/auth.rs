@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Options, Server, run_to_exit};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -382,7 +382,6 @@ async fn websocket_needs_a_credential_and_its_scopes() {
     ))
     .await
     .unwrap();
-    use futures_util::StreamExt;
     let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .unwrap()
@@ -394,6 +393,71 @@ async fn websocket_needs_a_credential_and_its_scopes() {
         (Some("error"), Some("forbidden")),
         "{v}"
     );
+
+    // Scopes are checked per op: a write-only key opens the socket and publishes, and its
+    // subscribe is refused.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{base}/v0/ws?token=writer"))
+        .await
+        .expect("any valid key upgrades");
+    let subscribe = json!({ "op": "subscribe", "id": 2, "topic": "p" });
+    for m in [publish, subscribe] {
+        let m = tokio_tungstenite::tungstenite::Message::text(m.to_string());
+        ws.send(m).await.unwrap();
+    }
+    let mut ops = Vec::new();
+    while ops.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        ops.push((
+            v["op"].as_str().map(String::from),
+            v["code"].as_str().map(String::from),
+        ));
+    }
+    let want = [
+        (Some("ack".into()), None),
+        (Some("error".into()), Some("forbidden".into())),
+    ];
+    assert_eq!(ops, want);
+}
+
+/// Routers are configuration: `admin` alone creates one (prefixes permitting), and refusals
+/// carry the `/v0` answer's `performance` block like every other JSON answer.
+#[tokio::test]
+async fn routers_need_admin_and_refusals_are_timed() {
+    let s = start().await;
+    for t in ["src", "dst"] {
+        let (st, _, body) = call(
+            &s,
+            M::PUT,
+            &format!("/v0/topics/{t}"),
+            Some("root"),
+            &[JSON],
+            "{}",
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let router = r#"{"source":"src","dest":"dst"}"#;
+    for key in ["reader", "writer", "del"] {
+        let (st, _, body) = call(&s, M::PUT, "/v0/routers/r", Some(key), &[JSON], router).await;
+        assert_eq!(st, 403, "{key}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["performance"]["server_total_ms"].is_number(), "{body}");
+    }
+    let (st, _, body) = call(&s, M::PUT, "/v0/routers/r", None, &[JSON], router).await;
+    assert_eq!(st, 401, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["performance"]["server_total_ms"].is_number(), "{body}");
+    let (st, _, body) = call(&s, M::PUT, "/v0/routers/r", Some("admin"), &[JSON], router).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, _, body) = call(&s, M::DELETE, "/v0/routers/r", Some("admin"), &[], "").await;
+    assert_eq!(st, 403, "deleting needs `delete`: {body}");
+    let (st, _, body) = call(&s, M::DELETE, "/v0/routers/r", Some("del"), &[], "").await;
+    assert_eq!(st, 200, "{body}");
 }
 
 #[test]

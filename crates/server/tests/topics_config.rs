@@ -404,3 +404,71 @@ async fn caps_answer_429_at_their_limit_and_free_their_slots() {
     let v = post(&s, "/v0/watch", w).await.err(429, "throttled");
     has!(v["error"]["detail"], { "limit": "max_watch_sessions", "max": 1 });
 }
+
+/// A server without storage (`storage.mode = memory`) has only the `ephemeral` class: topics
+/// it creates on its own (a write's, a router's dest, a queue's dead-letter topic) are
+/// ephemeral too, never a class it cannot keep.
+#[tokio::test]
+async fn without_storage_implicit_topics_are_ephemeral() {
+    let opts = common::Options::default().env("DS_STORAGE__MODE", "memory");
+    let s = common::Server::start_with(opts).await;
+    write(&s, "w", json!({ "records": [{ "data": 1 }] })).await;
+    assert_eq!(state(&s, "w").await["config"]["durability"], "ephemeral");
+
+    put_ok(&s, "src", json!({}), 201).await;
+    let r = post_router(&s, "r", json!({ "source": "src", "dest": "src:copy" })).await;
+    assert_eq!(r.ok(201)["created"], true);
+    assert_eq!(
+        state(&s, "src:copy").await["config"]["durability"],
+        "ephemeral"
+    );
+    write(&s, "src", json!({ "records": [{ "data": "x" }] })).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state(&s, "src:copy").await["head_seq"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let q =
+        json!({ "type": "queue", "max_deliveries": 1, "dead_letter": "q:dead", "lease_ms": 100 });
+    put_ok(&s, "q", q, 201).await;
+    write(
+        &s,
+        "q",
+        json!({ "records": [{ "data": 1 }, { "data": 2 }] }),
+    )
+    .await;
+    let claim = json!({ "node": "w", "max": 2 });
+    assert_eq!(
+        post(&s, "/v0/topics/q/claim", claim.clone()).await.ok(200)["count"],
+        2
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    // The second delivery is past max_deliveries: both jobs go to the dead-letter topic.
+    assert_eq!(
+        post(&s, "/v0/topics/q/claim", claim).await.ok(200)["count"],
+        0
+    );
+    let dead = state(&s, "q:dead").await;
+    assert_eq!(dead["count"], 2, "{dead}");
+    assert_eq!(dead["config"]["durability"], "ephemeral", "{dead}");
+    let queue = &state(&s, "q").await["queue"];
+    assert_has(
+        queue,
+        json!({ "dead_lettered": 2, "ready": 0, "in_flight": 0 }),
+    );
+}
+
+async fn post_router(s: &common::Server, name: &str, body: Value) -> Resp {
+    raw(
+        s,
+        Method::PUT,
+        &format!("/v0/routers/{name}"),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+    .await
+}

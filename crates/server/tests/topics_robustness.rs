@@ -372,3 +372,93 @@ async fn hostile_watch_bodies_and_stream_paths() {
 }
 
 // ---- paths, methods, content types, degenerate bodies -----------------------------------
+
+// ---- unknown fields ---------------------------------------------------------------------------
+
+/// A field the API does not define is refused with a 400 that names it, on every body:
+/// ignored, a misspelt `before_seq` would widen a permanent delete to the whole topic.
+#[tokio::test]
+async fn unknown_or_misspelt_fields_are_400_and_change_nothing() {
+    let mut s = start().await;
+    seed(&s, "x").await;
+    let q = r#"{"type":"queue"}"#;
+    let r = send(
+        &s,
+        &Method::PUT,
+        "/v0/topics/q",
+        &[("content-type", b"application/json")],
+        q.as_bytes(),
+    )
+    .await;
+    r.ok(201);
+    post(&s, "/v0/topics/q", r#"{"records":[{"data":1}]}"#)
+        .await
+        .ok(200);
+    let cases = vec![
+        bad("/v0/topics/x/delete", r#"{"match":"a","befor_seq":3}"#),
+        bad("/v0/topics/x/delete", r#"{"before_seq":3,"tag":"a"}"#),
+        bad("/v0/topics/x/diff", r#"{"from_sq":1}"#),
+        bad("/v0/topics/x", r#"{"records":[{"data":1}],"bogus":2}"#),
+        bad("/v0/topics/x", r#"{"records":[{"data":1,"tga":"a"}]}"#),
+        bad("/v0/topics/x", r#"{"records":[{"data":1,"$seq":9}]}"#),
+        bad("/v0/topics/x", r#"{"records":[{"data":1}],"op":"publish"}"#),
+        bad(
+            "/v0/topics/x",
+            r#"{"records":[{"data":1}],"return_seqs":false}"#,
+        ),
+        bad(
+            "/v0/topics/new",
+            r#"{"records":[{"data":1}],"creat":false}"#,
+        ),
+        bad("/v0/watch", r#"{"topics":{"x":{"tail":true}},"limt":5}"#),
+        bad("/v0/watch", r#"{"topics":{"x":{"from":1}}}"#),
+        bad("/v0/topics/q/claim", r#"{"node":"w","maxx":2}"#),
+        bad(
+            "/v0/topics/q/ack",
+            r#"{"node":"w","seqs":[1],"lease_id":["x"]}"#,
+        ),
+        bad("/v0/topics/q/nack", r#"{"node":"w","seqs":[1],"delay":5}"#),
+        bad(
+            "/v0/topics/q/extend",
+            r#"{"node":"w","seqs":[1],"lease":5}"#,
+        ),
+    ];
+    refuse_all(&s, cases).await;
+    let r = post(&s, "/v0/topics/x/delete", r#"{"match":"a","befor_seq":3}"#).await;
+    assert!(
+        r.text.contains("befor_seq"),
+        "the answer names the field: {}",
+        r.text
+    );
+
+    // Over the WebSocket too: the op is refused and nothing is written.
+    let base = s.base.replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{base}/v0/ws"))
+        .await
+        .unwrap();
+    let frames = [
+        json!({ "op": "publish", "id": 1, "topic": "x", "records": [{ "data": 1 }], "nod": "n" }),
+        json!({ "op": "publish", "id": 2, "topic": "x", "records": [{ "data": 1, "tags": "a" }] }),
+        json!({ "op": "subscribe", "id": 3, "topic": "x", "from": 0 }),
+    ];
+    use futures_util::SinkExt;
+    for f in &frames {
+        let m = tokio_tungstenite::tungstenite::Message::text(f.to_string());
+        ws.send(m).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        assert_eq!(
+            (v["op"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("invalid_request")),
+            "{f}: {v}"
+        );
+        assert_eq!(v["id"], f["id"], "{v}");
+    }
+    let st = get(&s, "/v0/topics/x").await.ok(200);
+    assert_eq!([&st["head_seq"], &st["count"]], [3, 3], "{st}");
+    alive(&mut s).await;
+}

@@ -327,6 +327,19 @@ impl Engine {
         self.inner.persist.is_some()
     }
 
+    /// The configuration of a topic created without one (a write's, a router's dest, a
+    /// queue's dead-letter topic): the defaults, in `Disk`, or `Ephemeral` without storage.
+    pub fn default_topic_config(&self) -> crate::topic::TopicConfig {
+        crate::topic::TopicConfig {
+            durability: if self.has_storage() {
+                Durability::Disk
+            } else {
+                Durability::Ephemeral
+            },
+            ..Default::default()
+        }
+    }
+
     pub fn config(&self) -> EngineConfig {
         self.inner.config
     }

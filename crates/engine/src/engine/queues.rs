@@ -151,7 +151,7 @@ impl Engine {
                         meta: Some(Bytes::from(meta)),
                     }],
                     idempotency_key: Some(format!("$dead_letter:{}:{}", log.config.id, r.seq)),
-                    create: Some(TopicConfig::default()),
+                    create: Some(self.default_topic_config()),
                 };
                 self.topic_write(dlq, w).await?;
             }

@@ -11,7 +11,7 @@
 use super::*;
 use crate::log::{Copies, CopyOutcome};
 use crate::topic::router::{Feed, Guarantee, HOP_CAP, RouterDef, RouterInfo, RouterPut, cycle};
-use crate::topic::{DiffQuery, GapReason, TopicConfig, record};
+use crate::topic::{DiffQuery, GapReason, record};
 
 /// Most source records one forwarding step reads.
 const BATCH_RECORDS: usize = 1024;
@@ -87,7 +87,8 @@ impl Engine {
         let dest = match self.live_topic(&def.dest) {
             Ok(d) => d,
             Err(EngineError::NotFound) if def.create_dest => {
-                self.topic_put(&def.dest, TopicConfig::default()).await?;
+                self.topic_put(&def.dest, self.default_topic_config())
+                    .await?;
                 self.live_topic(&def.dest)?
             }
             Err(e) => return Err(e),

@@ -289,7 +289,7 @@ where
                 Ok(c) => c,
                 Err(e) => {
                     // Refused before the upgrade: an ordinary answer, then the connection ends.
-                    let resp = crate::http::topics::render_error(e);
+                    let resp = crate::http::topics::render_timed(e, started);
                     let reason = resp.extensions().get::<Reason>().copied();
                     let elapsed = started.elapsed();
                     app.metrics

@@ -118,7 +118,10 @@ fn need(req: &Parts, path: &str, probe_auth: bool) -> Option<Need> {
         (&Method::PUT, ["routers", _]) => anywhere(admin),
         (&Method::DELETE, ["routers", _]) => anywhere(delete),
         (_, ["routers", _]) => anywhere(read),
-        (_, ["watch", ..]) | (_, ["ws"]) => anywhere(read),
+        (_, ["watch", ..]) => anywhere(read),
+        // Any valid credential opens a WebSocket: its scopes are checked per op (`subscribe`
+        // reads, `publish` writes).
+        (_, ["ws"]) => anywhere(Scopes::NONE),
         _ => anywhere(read),
     }
 }

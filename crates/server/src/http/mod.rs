@@ -103,7 +103,7 @@ impl App {
         started: std::time::Instant,
     ) -> Response<ResponseBody> {
         let mut resp = self
-            .route(req, body)
+            .route(req, body, started)
             .await
             .unwrap_or_else(ApiError::into_response);
         let route = metrics::Route::of(req.uri.path());
@@ -162,7 +162,7 @@ impl App {
         .with_header("retry-after", 1);
         if topics::owns(path) {
             // `/readyz` answers as `/v0/ready` does; every `/v0` answer has its `performance`.
-            topics::render_timed(e, Some(started))
+            topics::render_timed(e, started)
         } else {
             e.into_response()
         }
@@ -172,6 +172,7 @@ impl App {
         &self,
         req: &Parts,
         body: RequestBody,
+        started: std::time::Instant,
     ) -> Result<Response<ResponseBody>, ApiError> {
         if let Some(progress) = &self.recovering {
             return Ok(self.recovering(progress, req));
@@ -186,7 +187,7 @@ impl App {
         if topics::owns(req.uri.path()) {
             let (cred, _inflight) = match self.admit(req, req.uri.path()) {
                 Ok(c) => c,
-                Err(e) => return Ok(topics::render_error(e)),
+                Err(e) => return Ok(topics::render_timed(e, started)),
             };
             // Boxed: the topics face's future is large, and inline it would size every
             // connection's task (an idle SSE subscriber's included) to it.

@@ -36,24 +36,22 @@ fn default_code(status: StatusCode) -> &'static str {
     }
 }
 
-/// Render an error as the `/v0` envelope.
+/// Render an error as the `/v0` envelope, for a request refused before a handler ran (its
+/// `performance` time is the rendering's own).
 pub fn render(e: ApiError) -> Response<ResponseBody> {
-    render_timed(e, None)
+    render_timed(e, std::time::Instant::now())
 }
 
-/// Render an error as the `/v0` envelope, with the `performance` block when the handler's
-/// start is known (every JSON answer carries it; errors refused before routing cannot).
-pub fn render_timed(e: ApiError, started: Option<std::time::Instant>) -> Response<ResponseBody> {
+/// Render an error as the `/v0` envelope, with the `performance` block (every JSON answer
+/// carries it) timed from `started`.
+pub fn render_timed(e: ApiError, started: std::time::Instant) -> Response<ResponseBody> {
     let code = e.code.unwrap_or_else(|| default_code(e.status));
     let mut err = serde_json::json!({ "code": code, "message": e.message });
     if let Some(d) = e.detail {
         err["detail"] = *d;
     }
-    let mut v = serde_json::json!({ "error": err });
-    if let Some(t) = started {
-        let ms = (t.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
-        v["performance"] = serde_json::json!({ "server_total_ms": ms });
-    }
+    let ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let v = serde_json::json!({ "error": err, "performance": { "server_total_ms": ms } });
     let text = v.to_string();
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = e.status;

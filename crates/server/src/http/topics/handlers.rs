@@ -150,8 +150,12 @@ pub(super) async fn write_records(
     topic: &str,
     body: &Bytes,
     header_key: Option<String>,
+    websocket: bool,
 ) -> Result<riffle_engine::topic::TopicWritten, ApiError> {
     let mut w: WriteBody = parse_borrowed(body)?;
+    if !websocket {
+        w.http_only()?;
+    }
     let records = w.records(body)?;
     let idempotency_key = w.idempotency_key.take().or(header_key);
     // The body's key or, failing that, the header's: checked once, whichever it is.
@@ -165,14 +169,7 @@ pub(super) async fn write_records(
     }
     let create = match (w.create, &w.config) {
         (Some(false), _) => None,
-        (_, None) => Some(TopicConfig {
-            durability: if app.engine.has_storage() {
-                riffle_engine::Durability::Disk
-            } else {
-                riffle_engine::Durability::Ephemeral
-            },
-            ..TopicConfig::default()
-        }),
+        (_, None) => Some(app.engine.default_topic_config()),
         (_, Some(super::request::Object(c))) => {
             let cfg = c.apply(
                 topic,
@@ -207,7 +204,7 @@ pub async fn write(
 ) -> Answer {
     let mut perf = Perf::start();
     let return_seqs = query_flag(query, "return_seqs", true)?;
-    let out = write_records(app, topic, &body, header_key).await?;
+    let out = write_records(app, topic, &body, header_key, false).await?;
     perf.timing = out.timing;
     let status = if out.created {
         StatusCode::CREATED

@@ -53,7 +53,7 @@ pub async fn handle(app: &App, req: &Parts, body: RequestBody) -> Response<Respo
     let started = Instant::now();
     route(app, req, body)
         .await
-        .unwrap_or_else(|e| error::render_timed(e, Some(started)))
+        .unwrap_or_else(|e| error::render_timed(e, started))
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {

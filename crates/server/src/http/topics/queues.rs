@@ -73,6 +73,7 @@ fn job(out: &mut Vec<u8>, j: &Job) {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ClaimBody {
     node: Option<String>,
     max: Option<u64>,
@@ -119,6 +120,7 @@ pub async fn claim(app: &App, queue: &str, body: Bytes) -> Answer {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LeaseBody {
     node: Option<String>,
     seqs: Option<Vec<u64>>,

@@ -9,7 +9,7 @@ use http::StatusCode;
 use riffle_engine::Durability;
 use riffle_engine::topic::{DiffQuery, Discard, NewRecord, TagMatch, TopicConfig, TopicKind};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 
 pub const MAX_BATCH_RECORDS: usize = 10_000;
@@ -225,7 +225,9 @@ impl ConfigBody {
 }
 
 /// One record of a write: `data` and `meta` borrowed from the request body as JSON text.
+/// Unknown fields are refused (a misspelt `tag` would store the record untagged).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecordBody<'a> {
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
@@ -235,8 +237,10 @@ struct RecordBody<'a> {
     meta: Option<&'a RawValue>,
 }
 
-/// `POST /v0/topics/:t`.
+/// `POST /v0/topics/:t`, or a WebSocket `publish` (whose frame also holds the op's own
+/// fields). Unknown fields are refused: a misspelt field is an error, never a silent default.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WriteBody<'a> {
     #[serde(borrow)]
     records: Option<Vec<Object<RecordBody<'a>>>>,
@@ -247,6 +251,15 @@ pub struct WriteBody<'a> {
     #[serde(default)]
     #[allow(dead_code)] // accepted for compatibility; there is no backpressure to disable
     disable_backpressure: Option<bool>,
+    /// The fields of a WebSocket `publish` frame around the write; refused over HTTP.
+    #[serde(default)]
+    op: Option<IgnoredAny>,
+    #[serde(default)]
+    id: Option<IgnoredAny>,
+    #[serde(default)]
+    topic: Option<IgnoredAny>,
+    #[serde(default)]
+    return_seqs: Option<IgnoredAny>,
 }
 
 pub fn check_chars(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
@@ -270,6 +283,24 @@ fn check_str(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
 }
 
 impl WriteBody<'_> {
+    /// Refuse the WebSocket frame's own fields in an HTTP write's body.
+    pub fn http_only(&self) -> Result<(), ApiError> {
+        let ws = [
+            ("op", self.op.is_some()),
+            ("id", self.id.is_some()),
+            ("topic", self.topic.is_some()),
+            ("return_seqs", self.return_seqs.is_some()),
+        ];
+        match ws.iter().find(|(_, present)| *present) {
+            Some((name, _)) => Err(invalid(format!(
+                "invalid JSON body: unknown field `{name}` (a write's body holds records, node, \
+                 idempotency_key, create, config and disable_backpressure; return_seqs is a \
+                 query parameter)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The records to write, validated; their JSON text shares `body`'s memory.
     pub fn records(&mut self, body: &Bytes) -> Result<Vec<NewRecord>, ApiError> {
         let records = self.records.take().unwrap_or_default();
@@ -380,6 +411,7 @@ impl Nodes {
 
 /// `POST /v0/topics/:t/diff`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiffBody {
     #[serde(default)]
     pub from_seq: u64,
@@ -411,8 +443,10 @@ pub fn clamp_limit(limit: Option<u64>, default: usize) -> usize {
     limit.map_or(default, |l| (l as usize).clamp(1, MAX_LIMIT))
 }
 
-/// `POST /v0/topics/:t/delete`.
+/// `POST /v0/topics/:t/delete`. Unknown fields are refused: a misspelt `before_seq` would
+/// otherwise widen a permanent delete.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteBody {
     pub before_seq: Option<u64>,
     #[serde(rename = "match")]

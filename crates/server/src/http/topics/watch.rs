@@ -205,6 +205,7 @@ impl Watches {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TopicStart {
     #[serde(default)]
     from_seq: u64,
@@ -213,6 +214,7 @@ struct TopicStart {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WatchBody {
     node: Option<Nodes>,
     #[serde(default)]

@@ -22,6 +22,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use riffle_engine::{EngineError, TopicHandle};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,12 +54,16 @@ struct Sub {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TopicStart {
     from_seq: Option<u64>,
     tail: Option<bool>,
 }
 
+/// A client's message. Unknown fields are refused; a `publish` also holds a write's fields,
+/// which its write parses.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Op {
     op: String,
     id: Option<Value>,
@@ -74,6 +79,16 @@ struct Op {
     include_tags: Option<bool>,
     include_data: Option<bool>,
     return_seqs: Option<bool>,
+    #[serde(default, rename = "records")]
+    _records: Option<IgnoredAny>,
+    #[serde(default, rename = "idempotency_key")]
+    _idempotency_key: Option<IgnoredAny>,
+    #[serde(default, rename = "create")]
+    _create: Option<IgnoredAny>,
+    #[serde(default, rename = "config")]
+    _config: Option<IgnoredAny>,
+    #[serde(default, rename = "disable_backpressure")]
+    _disable_backpressure: Option<IgnoredAny>,
 }
 
 /// The 101 answer to a WebSocket upgrade request with `key`.
@@ -597,7 +612,7 @@ impl Session<'_> {
             return;
         }
         let body = Bytes::copy_from_slice(frame);
-        match super::handlers::write_records(self.app, &topic, &body, None).await {
+        match super::handlers::write_records(self.app, &topic, &body, None, true).await {
             Ok(w) => {
                 let mut v = json!({
                     "op": "ack",
