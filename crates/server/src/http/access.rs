@@ -149,7 +149,11 @@ fn token<'a>(
     {
         return Ok(Some(std::borrow::Cow::Owned(t.into_owned())));
     }
-    if let Some(name) = cookie {
+    // Only a GET's: browsers send cookies with cross-site form posts too, so a cookie that
+    // authorized a write would let any page write with its visitor's token.
+    if let Some(name) = cookie
+        && req.method == Method::GET
+    {
         for h in req.headers.get_all(header::COOKIE) {
             let Ok(v) = h.to_str() else { continue };
             for c in v.split(';') {

@@ -1,7 +1,8 @@
 //! API keys (the topics reference's format, for both APIs): a comma-separated list of `key`,
 //! `key:scopes` or `key:scopes:prefixes`. Scopes are `+`-separated from `read|r`, `write|w`,
 //! `delete|del|d`, `admin|a` and `rw`; an empty scopes field means all of them. Prefixes are
-//! `|`-separated name prefixes (stream paths or topic names) the key may touch; none means
+//! `|`-separated name prefixes (stream or topic names; a stream's path `/v1/stream/x` stands
+//! for its name `x`) the key may touch; none means
 //! every name. JWT gatekeeper tokens (`super::jwt`) give the same [`Credential`], with grants
 //! per name or prefix. Keys are kept only as SHA-256 digests and a presented token is compared with
 //! every one in constant time; neither appears in a log line or an error.
@@ -96,6 +97,22 @@ pub enum Names {
     Exact(String),
 }
 
+impl Names {
+    /// Names starting with `p`. A stream's path (`/v1/stream/orders`) stands for its name
+    /// (`orders`): names are what requests are checked against.
+    pub fn prefix(p: &str) -> Names {
+        Names::Prefix(p.strip_prefix(STREAM_PATH).unwrap_or(p).to_string())
+    }
+
+    /// Exactly the name `n` (or the stream at the path `n`).
+    pub fn exact(n: &str) -> Names {
+        Names::Exact(n.strip_prefix(STREAM_PATH).unwrap_or(n).to_string())
+    }
+}
+
+/// Where stream paths start.
+const STREAM_PATH: &str = "/v1/stream/";
+
 /// What a credential may do on some names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -183,7 +200,7 @@ impl Keys {
                         .split('|')
                         .filter(|x| !x.is_empty())
                         .map(|x| Grant {
-                            names: Names::Prefix(x.to_string()),
+                            names: Names::prefix(x),
                             scopes,
                         })
                         .collect();
@@ -239,12 +256,16 @@ mod tests {
         assert!(r.scopes.contains(Scopes::READ) && !r.scopes.contains(Scopes::WRITE));
         let rw = k.check("rw").unwrap();
         assert!(rw.scopes.contains(Scopes::READ.with(Scopes::WRITE)));
-        assert!(rw.covers("orders:eu") && rw.covers("/v1/stream/abc") && !rw.covers("other"));
+        assert!(rw.covers("orders:eu") && rw.covers("abc") && !rw.covers("other"));
         assert!(rw.allows("orders:eu", Scopes::WRITE) && !rw.allows("orders:eu", Scopes::DELETE));
         assert!(rw.allows_prefix("orders:e", Scopes::READ) && !rw.allows_prefix("o", Scopes::READ));
         let ad = k.check("admin").unwrap();
         assert!(ad.scopes.contains(Scopes::ADMIN.with(Scopes::DELETE)));
         assert!(k.check("nope").is_none() && k.check("").is_none());
+        // A stream's path stands for its name.
+        let k = Keys::parse("s:r:/v1/stream/orders").unwrap();
+        let s = k.check("s").unwrap();
+        assert!(s.covers("orders") && s.covers("orders/eu") && !s.covers("other"));
         assert!(!Keys::parse("").unwrap().enabled());
     }
 
