@@ -177,7 +177,12 @@ impl Engine {
             None => (self.live_topic(name)?, false),
             Some(config) => match self.live_topic(name) {
                 Ok(l) => (l, false),
-                Err(EngineError::NotFound) => self.topic_create(name, config).await?,
+                Err(EngineError::NotFound) => {
+                    // A write the quota refuses creates nothing: checked before the topic is.
+                    let len: usize = w.records.iter().map(crate::topic::record::encoded_len).sum();
+                    self.inner.shared.budget.check_retained(len as u64)?;
+                    self.topic_create(name, config).await?
+                }
                 Err(e) => return Err(e),
             },
         };

@@ -83,6 +83,16 @@ pub(crate) fn literal(s: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct TooLarge;
 
+/// The length of `rec`'s stored form.
+pub(crate) fn encoded_len(rec: &NewRecord) -> usize {
+    let literal_len = |s: &Option<String>| s.as_deref().map_or(0, |s| literal(s).len());
+    HEADER
+        + literal_len(&rec.tag)
+        + literal_len(&rec.node)
+        + rec.meta.as_ref().map_or(0, |m| m.len())
+        + rec.data.len()
+}
+
 /// Append the stored form of `rec` to `out`.
 pub(crate) fn encode(rec: &NewRecord, ts: i64, out: &mut Vec<u8>) -> Result<(), TooLarge> {
     let tag = rec.tag.as_deref().map(literal).unwrap_or_default();
