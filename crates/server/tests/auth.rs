@@ -165,10 +165,21 @@ async fn durable_streams_routes_need_the_right_scope_and_prefix() {
     assert_eq!(call(&s, M::GET, q, None, &cookie, "").await.0, 200);
     // A cookie never authorizes a write or a delete (a cross-site form would carry it).
     let root = [("cookie", "riffle_token=root"), TEXT];
-    assert_eq!(call(&s, M::POST, "/v1/stream/f", None, &root, "x").await.0, 401);
-    assert_eq!(call(&s, M::DELETE, "/v1/stream/f", None, &root, "").await.0, 401);
+    assert_eq!(
+        call(&s, M::POST, "/v1/stream/f", None, &root, "x").await.0,
+        401
+    );
+    assert_eq!(
+        call(&s, M::DELETE, "/v1/stream/f", None, &root, "").await.0,
+        401
+    );
     let root_json = [("cookie", "riffle_token=root"), JSON];
-    assert_eq!(call(&s, M::PUT, "/v0/topics/c", None, &root_json, "{}").await.0, 401);
+    assert_eq!(
+        call(&s, M::PUT, "/v0/topics/c", None, &root_json, "{}")
+            .await
+            .0,
+        401
+    );
     // Probes are open; metrics need read.
     assert_eq!(call(&s, M::GET, "/healthz", None, &[], "").await.0, 200);
     assert_eq!(call(&s, M::GET, "/v0/health", None, &[], "").await.0, 200);

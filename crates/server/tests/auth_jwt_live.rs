@@ -122,6 +122,8 @@ async fn live_responses_end_when_their_token_expires() {
     ok(&s, M::POST, "/v1/stream/live", &[TEXT], "first").await;
     ok(&s, M::PUT, "/v0/topics/t", &[JSON], "{}").await;
     ok(&s, M::PUT, "/v0/topics/q", &[JSON], r#"{"type":"queue"}"#).await;
+    ok(&s, M::PUT, "/v0/topics/q2", &[JSON], r#"{"type":"queue"}"#).await;
+    ok(&s, M::PUT, "/v0/topics/empty", &[JSON], "{}").await;
     ok(
         &s,
         M::POST,
@@ -216,7 +218,40 @@ async fn live_responses_end_when_their_token_expires() {
         let close = close.expect("a close code");
         assert_eq!(u16::from(close.code), 1008, "{close:?}");
     };
-    tokio::join!(sse, watch, work, long_poll, ws);
+    // The `/v0` long-polls too: a diff and a claim waiting at expiry answer 401, not what
+    // arrives later (a record, a job leased to an expired credential).
+    let v0_poll = |path: &'static str, body: &'static str| {
+        let s = &s;
+        async move {
+            let r = tokio::time::timeout(BOUND, send(s, M::POST, path, t, &[JSON], body))
+                .await
+                .expect("the long-poll answers within the bound");
+            let st = r.status();
+            let body = r.text().await.unwrap_or_default();
+            assert_eq!(st, 401, "{path} waiting at expiry: {body}");
+            assert!(now() + 1 >= exp, "{path} answered before the expiry {exp}");
+        }
+    };
+    let v0_polls = async {
+        tokio::join!(
+            v0_poll("/v0/topics/empty/diff", r#"{"from_seq":0,"wait_ms":20000}"#),
+            v0_poll("/v0/topics/q2/claim", r#"{"node":"late","wait_ms":20000}"#),
+        )
+    };
+    let late_writes = async {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        for path in ["/v0/topics/empty", "/v0/topics/q2"] {
+            ok(
+                &s,
+                M::POST,
+                path,
+                &[JSON],
+                r#"{"records":[{"data":"late"}]}"#,
+            )
+            .await;
+        }
+    };
+    tokio::join!(sse, watch, work, long_poll, ws, v0_polls, late_writes);
     assert!(started.elapsed() < BOUND + Duration::from_secs(2));
 
     // The token is refused from now on, everywhere: right away (RFC 7519 4.1.4: not accepted

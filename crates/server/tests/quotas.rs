@@ -91,8 +91,17 @@ async fn the_retained_bytes_quota_covers_streams_and_topics_and_survives_a_resta
     assert_eq!(v["error"]["code"], "throttled");
     assert_eq!(v["error"]["detail"]["limit"], "max_total_bytes");
     assert_eq!(v["error"]["detail"]["max"], 100);
-    let r = s.client.get(s.url("/v0/topics/t")).send().await.expect("answer");
-    assert_eq!(r.status(), 404, "the refused write did not create its topic");
+    let r = s
+        .client
+        .get(s.url("/v0/topics/t"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        r.status(),
+        404,
+        "the refused write did not create its topic"
+    );
     // An empty append (a close) adds nothing and is not refused.
     let close = s
         .client

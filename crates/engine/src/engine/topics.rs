@@ -179,7 +179,11 @@ impl Engine {
                 Ok(l) => (l, false),
                 Err(EngineError::NotFound) => {
                     // A write the quota refuses creates nothing: checked before the topic is.
-                    let len: usize = w.records.iter().map(crate::topic::record::encoded_len).sum();
+                    let len: usize = w
+                        .records
+                        .iter()
+                        .map(crate::topic::record::encoded_len)
+                        .sum();
                     self.inner.shared.budget.check_retained(len as u64)?;
                     self.topic_create(name, config).await?
                 }

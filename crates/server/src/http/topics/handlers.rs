@@ -275,6 +275,8 @@ pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {
     };
     let mut handle = app.engine.topic_open(topic).map_err(|e| engine(topic, e))?;
     let deadline = tokio::time::Instant::now() + wait;
+    // A wait ends at the credential's expiry, with a 401: what arrives later is not its to read.
+    let expiry = crate::http::access::expiry();
     let d = loop {
         let d = handle.diff(&q).map_err(|e| engine(topic, e))?;
         let nothing =
@@ -286,6 +288,9 @@ pub async fn diff(app: &App, topic: &str, body: Bytes) -> Answer {
             () = handle.changed() => {}
             () = tokio::time::sleep_until(deadline) => break handle.diff(&q).map_err(|e| engine(topic, e))?,
             () = app.shutdown.cancelled() => break d,
+            () = crate::http::access::expired(expiry) => {
+                return Err(crate::http::access::expired_error());
+            }
         }
         if handle.is_removed() {
             return Err(topic_not_found(topic));

@@ -84,13 +84,23 @@ struct ClaimBody {
 pub async fn claim(app: &App, queue: &str, body: Bytes) -> Answer {
     let perf = Perf::start();
     let b: ClaimBody = parse(&body)?;
-    let req = ClaimRequest {
+    let mut req = ClaimRequest {
         node: check_node(b.node.as_deref())?,
         max: b.max.unwrap_or(1).clamp(1, 1000) as usize,
         lease_ms: b.lease_ms,
         wait_ms: b.wait_ms.unwrap_or(0).min(MAX_WAIT_MS),
         conn: None,
     };
+    // A wait ends at the credential's expiry, and then with a 401 rather than an empty answer:
+    // jobs are not leased to an expired credential.
+    let left = crate::http::access::expiry().map(|at| {
+        at.saturating_duration_since(tokio::time::Instant::now())
+            .as_millis() as u64
+    });
+    let cut_short = left.is_some_and(|left| left < req.wait_ms);
+    if let Some(left) = left {
+        req.wait_ms = req.wait_ms.min(left);
+    }
     let _slot = if req.wait_ms > 0 {
         Some(app.live_slot(crate::http::metrics::LiveKind::LongPoll)?)
     } else {
@@ -101,6 +111,9 @@ pub async fn claim(app: &App, queue: &str, body: Bytes) -> Answer {
         .queue_claim(queue, req)
         .await
         .map_err(|e| engine(queue, e))?;
+    if cut_short && claimed.jobs.is_empty() {
+        return Err(crate::http::access::expired_error());
+    }
     let mut out = Vec::with_capacity(256 * claimed.jobs.len() + 64);
     out.extend_from_slice(b"{\"claimed\":[");
     for (i, j) in claimed.jobs.iter().enumerate() {
