@@ -327,9 +327,56 @@ async fn append_and_close_then_closed_conflicts() {
     assert_header(&r, "stream-closed", "true");
     assert_header(&r, "stream-next-offset", &offset(4));
 
+    // Closed wins over a body that could not be appended anyway (invalid JSON for its declared
+    // type, an empty JSON array, no body and no Content-Type).
+    for (ct, body) in [
+        (Some(JSON), "nope"),
+        (Some(JSON), "[]"),
+        (Some(JSON), "{"),
+        (None, "x"),
+    ] {
+        let mut b = s.client.post(&url).body(body);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        let r = b.send().await.unwrap();
+        assert_eq!(r.status(), 409, "{ct:?} {body:?}");
+        assert_header(&r, "stream-closed", "true");
+        assert_header(&r, "stream-next-offset", &offset(4));
+    }
+    let r = s.client.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 409, "an empty append");
+    assert_header(&r, "stream-closed", "true");
+
     assert_eq!(s.read_all(&url).await, b"abcd");
     let h = s.head(&url).await;
     assert_header(&h, "stream-closed", "true");
+
+    // On an open stream, a type other than the stream's is the 409 whatever the body, and on
+    // a JSON stream an invalid body is a 400.
+    let open = s.stream("open-text");
+    s.create(&open, TEXT).await;
+    let r = s
+        .client
+        .post(&open)
+        .header("content-type", JSON)
+        .body("more")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_no_header(&r, "stream-closed");
+    let json = s.stream("open-json");
+    s.create(&json, JSON).await;
+    let r = s
+        .client
+        .post(&json)
+        .header("content-type", JSON)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]

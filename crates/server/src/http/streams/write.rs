@@ -158,22 +158,22 @@ pub async fn append(
         .filter(|c| !c.is_empty())
         .map(str::to_string);
     let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
+    let refused = |e: ApiError| refused_body(app, name, content_type.as_deref(), e);
     if body.is_empty() && !close {
-        return Err(ApiError::bad_request(
+        return Err(refused(ApiError::bad_request(
             "empty body: an append needs data unless Stream-Closed: true closes the stream",
-        ));
+        )));
     }
     let payload = if body.is_empty() {
         Default::default()
     } else {
         let Some(ct) = &content_type else {
-            return Err(ApiError::bad_request(
+            return Err(refused(ApiError::bad_request(
                 "Content-Type is required with a body",
-            ));
+            )));
         };
-        // The body is framed by its declared type; a type that differs from the stream's is
-        // the engine's 409 (after its closed check), and a body declared JSON must be JSON.
-        to_payload(body, framing_of(ct), EmptyArray::Rejected)?
+        // The body is framed by its declared type, and a body declared JSON must be JSON.
+        to_payload(body, framing_of(ct), EmptyArray::Rejected).map_err(refused)?
     };
     let had_data = !payload.is_empty();
     let out = app
@@ -207,6 +207,27 @@ pub async fn append(
             .header(&names::PRODUCER_SEQ, p.seq);
     }
     Ok(resp.body(body::empty()).expect("static headers"))
+}
+
+/// A body that cannot be appended (`e`, a 400) is refused by the checks that come before it
+/// (the protocol's precedence): a missing stream's 404, a closed stream's 409 with
+/// `Stream-Closed`, and a content type other than the stream's 409.
+fn refused_body(app: &App, name: &str, content_type: Option<&str>, e: ApiError) -> ApiError {
+    match app.engine.info(name) {
+        Err(not_there) => not_there.into(),
+        Ok(info) if info.closed => EngineError::Closed { next: info.next }.into(),
+        Ok(info)
+            if content_type.is_some_and(|ct| {
+                !riffle_engine::has_media_key(ct, &riffle_engine::media_key(&info.content_type))
+            }) =>
+        {
+            EngineError::ContentTypeMismatch {
+                expected: info.content_type.to_string(),
+            }
+            .into()
+        }
+        Ok(_) => e,
+    }
 }
 
 pub async fn delete(app: &App, name: &str) -> Result<Response<ResponseBody>, ApiError> {
