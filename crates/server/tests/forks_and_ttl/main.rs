@@ -355,6 +355,9 @@ async fn deleting_a_source_with_forks_soft_deletes_it() {
         409
     );
 
+    // A retried fork PUT (the same request) still answers 200: the fork exists.
+    assert_eq!(fork(&s, &f1, &src_path, None, None).await.status(), 200);
+
     // The forks still read the inherited data.
     assert_eq!(text(&s, &f1).await, "shared");
     assert_eq!(text(&s, &f2).await, "shared");

@@ -42,11 +42,14 @@ pub async fn create(
     // A fork without a content type takes its source's, which decides how to read the body.
     let framing = match (&content_type, &fork) {
         (Some(ct), _) => framing_of(ct),
-        (None, Some(f)) => match app.engine.info(&f.source) {
-            Ok(info) => info.framing,
-            Err(EngineError::NotFound) => return Err(EngineError::ForkSourceNotFound.into()),
-            Err(EngineError::Gone) => return Err(EngineError::ForkSourceGone.into()),
-            Err(e) => return Err(e.into()),
+        (None, Some(f)) => match (app.engine.info(&f.source), app.engine.info(name)) {
+            (Ok(info), _) => info.framing,
+            // A retried fork whose source has gone since: the fork itself answers (200 if the
+            // same request created it).
+            (Err(_), Ok(existing)) => existing.framing,
+            (Err(EngineError::NotFound), _) => return Err(EngineError::ForkSourceNotFound.into()),
+            (Err(EngineError::Gone), _) => return Err(EngineError::ForkSourceGone.into()),
+            (Err(e), _) => return Err(e.into()),
         },
         (None, None) => riffle_engine::Framing::Bytes,
     };
