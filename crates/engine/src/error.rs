@@ -17,6 +17,11 @@ pub enum EngineError {
     ForkSourceNotFound,
     #[error("fork source was deleted")]
     ForkSourceGone,
+    #[error(
+        "a fork of an ephemeral stream is ephemeral too: the data it inherits is not stored, so \
+         no other class could keep its promise (omit Stream-Durability, or ask for ephemeral)"
+    )]
+    ForkOfEphemeral,
     #[error("content type {given} does not match the fork source's {source_type}")]
     ForkContentTypeMismatch { given: String, source_type: String },
     #[error("fork offset {offset} is beyond the source's tail {tail}")]

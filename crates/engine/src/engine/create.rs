@@ -115,9 +115,7 @@ impl Engine {
             && durability.is_persistent()
             && !b.source.config.durability.is_persistent()
         {
-            return Err(EngineError::ConfigMismatch(
-                "a fork of an ephemeral stream must be ephemeral too",
-            ));
+            return Err(EngineError::ForkOfEphemeral);
         }
         let persist = match (durability.is_persistent(), &self.inner.persist) {
             (false, _) => None,

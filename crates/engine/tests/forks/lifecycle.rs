@@ -24,7 +24,7 @@ async fn soft_delete_keeps_a_referenced_source() {
         EngineError::Gone
     );
     let err = e.create("src", bytes_spec()).await.unwrap_err();
-    assert!(matches!(err, EngineError::ConfigMismatch(_)), "{err:?}");
+    assert!(matches!(err, EngineError::ForkOfEphemeral), "{err:?}");
     let err = e.create("g", fork_spec("src", None, 0)).await.unwrap_err();
     assert_eq!(err, EngineError::ForkSourceGone);
     assert_eq!(e.log_count(), 2);

@@ -95,6 +95,7 @@ impl From<EngineError> for ApiError {
             E::ConfigMismatch(_)
             | E::ForkSourceGone
             | E::ForkContentTypeMismatch { .. }
+            | E::ForkOfEphemeral
             | E::Closed { .. }
             | E::ContentTypeMismatch { .. }
             | E::SeqRegression { .. }
