@@ -492,3 +492,65 @@ async fn append_answers_204_with_next_offset() {
 }
 
 mod reads;
+
+/// A `Content-Type` that is not a media type is a 400 on create and append, and a protocol
+/// header sent twice with different values is a 400 (which to obey would be a guess); neither
+/// changes anything.
+#[tokio::test]
+async fn malformed_media_types_and_conflicting_headers_are_400() {
+    let s = Server::start().await;
+    for ct in ["garbage", "text/pla in", "a/b/c", "text/", "/plain"] {
+        let url = s.stream("bad-ct");
+        let r = s
+            .client
+            .put(&url)
+            .header("content-type", ct)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{ct}");
+        assert_eq!(s.head(&url).await.status(), 404, "{ct}: nothing created");
+    }
+    let url = s.stream("ct-ok");
+    s.create(&url, TEXT).await;
+    let r = s
+        .client
+        .post(&url)
+        .header("content-type", "garbage")
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let ttl = s.stream("two-ttls");
+    let put = s.client.put(&ttl).header("content-type", TEXT);
+    let r = put
+        .header("stream-ttl", "60")
+        .header("stream-ttl", "70")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(s.head(&ttl).await.status(), 404);
+    let post = s.client.post(&url).header("content-type", TEXT);
+    let post = post
+        .header("producer-id", "p")
+        .header("producer-epoch", "0");
+    let r = post
+        .header("producer-seq", "0")
+        .header("producer-seq", "5")
+        .body("z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let post = s
+        .client
+        .post(&url)
+        .header("content-type", TEXT)
+        .header("content-type", JSON);
+    assert_eq!(post.body("z").send().await.unwrap().status(), 400);
+    assert!(s.read_all(&url).await.is_empty(), "nothing appended");
+}

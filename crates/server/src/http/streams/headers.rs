@@ -59,19 +59,36 @@ fields! {
 const FIELDS: usize = Field::ALL.len();
 
 /// The protocol's request headers, each the first value the request sent (as
-/// [`HeaderMap::get`] would answer).
+/// [`HeaderMap::get`] would answer), and the first that was sent again with another value.
 #[derive(Debug, Default)]
-pub struct ReqHeaders<'a>([Option<&'a HeaderValue>; FIELDS]);
+pub struct ReqHeaders<'a>([Option<&'a HeaderValue>; FIELDS], Option<Field>);
 
 impl<'a> ReqHeaders<'a> {
     pub fn scan(map: &'a HeaderMap) -> Self {
         let mut found = Self::default();
         for (name, value) in map {
             if let Some(f) = Field::of(name) {
-                found.0[f as usize].get_or_insert(value);
+                let first = found.0[f as usize].get_or_insert(value);
+                if *first != value && found.1.is_none() {
+                    found.1 = Some(f);
+                }
             }
         }
         found
+    }
+
+    /// A 400 if a protocol header came twice with different values (which to obey would be
+    /// a guess; Host and Content-Length are the connection layer's to judge).
+    pub fn no_conflicts(&self) -> Result<(), ApiError> {
+        match self.1 {
+            Some(f) if !matches!(f, Field::Host | Field::ContentLength) => {
+                Err(ApiError::bad_request(format!(
+                    "header {} is sent twice with different values",
+                    f.name()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn get(&self, f: Field) -> Option<&'a HeaderValue> {
@@ -109,6 +126,20 @@ mod tests {
         for &f in all {
             assert_eq!(h.text(f).unwrap(), Some("first"), "{}", f.name());
         }
+        let err = h.no_conflicts().unwrap_err();
+        assert!(err.message.contains("Content-Type"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_same_value_twice_is_no_conflict() {
+        let mut map = HeaderMap::new();
+        map.append("stream-ttl", HeaderValue::from_static("60"));
+        map.append("stream-ttl", HeaderValue::from_static("60"));
+        map.append("host", HeaderValue::from_static("a"));
+        map.append("host", HeaderValue::from_static("b"));
+        assert!(ReqHeaders::scan(&map).no_conflicts().is_ok());
+        map.append("stream-ttl", HeaderValue::from_static("70"));
+        assert!(ReqHeaders::scan(&map).no_conflicts().is_err());
     }
 
     #[test]

@@ -16,6 +16,34 @@ pub fn closed_flag(h: &ReqHeaders) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// A 400 unless `ct` is a media type: `type/subtype` of tokens, then `; name=value`
+/// parameters (RFC 9110 §8.3.1). A malformed one would be stored and echoed as the stream's.
+pub fn check_media_type(ct: &str) -> Result<(), ApiError> {
+    fn token(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    let mut parts = ct.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    let media = essence
+        .split_once('/')
+        .is_some_and(|(t, sub)| token(t) && token(sub));
+    let params = parts.all(|p| {
+        let p = p.trim();
+        p.is_empty()
+            || p.split_once('=')
+                .is_some_and(|(k, v)| token(k.trim()) && !v.trim().is_empty())
+    });
+    if media && params {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Content-Type {ct:?} is not a media type (type/subtype, then ; name=value parameters)"
+        )))
+    }
+}
+
 /// A non-negative decimal integer without sign, leading zeros, point or exponent.
 fn canonical_uint(s: &str) -> Option<u64> {
     let ok =
@@ -162,6 +190,29 @@ pub fn read_query(query: Option<&str>) -> Result<ReadQuery, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_are_type_slash_subtype_with_parameters() {
+        for ok in [
+            "text/plain",
+            "application/json; charset=utf-8",
+            "a/b;x=1;y=\"2\"",
+            "Text/Plain ;",
+        ] {
+            assert!(check_media_type(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "garbage",
+            "text/pla in",
+            "a/b/c",
+            "text/",
+            "/plain",
+            "text/plain; x",
+            "t(x)/y",
+        ] {
+            assert!(check_media_type(bad).is_err(), "{bad}");
+        }
+    }
     use http::{HeaderMap, HeaderValue};
 
     /// `f` applied to a request that sent `pairs`.

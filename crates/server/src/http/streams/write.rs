@@ -23,6 +23,7 @@ pub async fn create(
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let hs = &ReqHeaders::scan(&req.headers);
+    hs.no_conflicts()?;
     let closed = params::closed_flag(hs);
     let expiry = params::expiry(hs)?;
     let fork = fork_spec(hs)?;
@@ -35,7 +36,10 @@ pub async fn create(
         })?),
     };
     let content_type = match hs.text(Field::ContentType)? {
-        Some(ct) if !ct.is_empty() => Some(ct.to_string()),
+        Some(ct) if !ct.is_empty() => {
+            params::check_media_type(ct)?;
+            Some(ct.to_string())
+        }
         _ if fork.is_some() => None,
         _ => Some("application/octet-stream".to_string()),
     };
@@ -153,6 +157,7 @@ pub async fn append(
     body: RequestBody,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let hs = &ReqHeaders::scan(&req.headers);
+    hs.no_conflicts()?;
     let close = params::closed_flag(hs);
     let producer = params::producer(hs)?;
     let stream_seq = hs.text(Field::StreamSeq)?.map(str::to_string);
@@ -161,6 +166,14 @@ pub async fn append(
         .filter(|c| !c.is_empty())
         .map(str::to_string);
     let body = read_body(hs, body, app.config.limits.max_request_body_bytes).await?;
+    if !body.is_empty()
+        && let Some(ct) = &content_type
+        && let Err(e) = params::check_media_type(ct)
+    {
+        // Not a type at all, so no type mismatch: a closed stream's 409, or this 400. (A
+        // close without a body ignores its type.)
+        return Err(refused_body(app, name, None, e));
+    }
     let refused = |e: ApiError| refused_body(app, name, content_type.as_deref(), e);
     if body.is_empty() && !close {
         return Err(refused(ApiError::bad_request(
