@@ -68,7 +68,12 @@ pub async fn create(
         durability,
     };
     // Everything that can reject the request is checked before the create takes effect.
-    let host = hs.text(Field::Host)?.unwrap_or("localhost").to_string();
+    // HTTP/2 names the host in `:authority` (the URI's), HTTP/1.1 in `Host`.
+    let host = match (hs.text(Field::Host)?, req.uri.authority()) {
+        (Some(h), _) => h.to_string(),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => "localhost".to_string(),
+    };
     let created = app.engine.create(name, spec).await?;
     let info = created.info;
     let mut resp = with_content_type(
