@@ -24,6 +24,9 @@ mod stats;
 use replay::replay;
 
 const CHECKPOINT: &str = "checkpoint";
+/// Present while a server runs on the directory; removed after the final checkpoint of a
+/// graceful stop. Found at start-up, it says the last run did not stop that way.
+const RUNNING: &str = "running";
 /// Most shard directories probed at recovery (a previous run may have used more shards).
 const MAX_SHARDS: u32 = 64;
 
@@ -115,6 +118,11 @@ pub(crate) struct Opened {
     pub report: RecoveryReport,
     /// The checkpoint found describes everything: no WAL record after it, no torn tail.
     pub current: bool,
+    /// The last run stopped gracefully: the checkpoint's last accesses are the last there
+    /// were (after a crash, reads since the checkpoint are not in it).
+    pub clean_stop: bool,
+    /// The checkpoint's last accesses of logs with an idle TTL, by log id.
+    pub accessed: HashMap<u64, i64>,
 }
 
 pub(crate) struct RecoveredLog {
@@ -187,6 +195,7 @@ impl Persist {
             snapshot.source_trims.into_iter().collect();
         let mut subs: BTreeMap<u64, SubRec> =
             snapshot.subs.into_iter().map(|s| (s.id, s)).collect();
+        let accessed: HashMap<u64, i64> = snapshot.accessed.into_iter().collect();
         let mut logs: BTreeMap<u64, Replaying> = snapshot
             .logs
             .into_iter()
@@ -277,6 +286,8 @@ impl Persist {
             .next_id
             .max(subs.keys().next_back().map_or(0, |id| id + 1));
         let current = checkpointed && report.records_replayed == 0 && report.torn_tails.is_empty();
+        let clean_stop = checkpointed && !persist.dir.exists(RUNNING);
+        persist.mark_running()?;
         Ok(Opened {
             persist,
             logs: recovered,
@@ -284,7 +295,25 @@ impl Persist {
             next_id,
             report,
             current,
+            clean_stop,
+            accessed,
         })
+    }
+
+    /// Mark the directory as in use until [`Persist::mark_stopped`] (durably: a crash after
+    /// this must find the mark).
+    fn mark_running(&self) -> Result<(), OpenError> {
+        let io = |e: std::io::Error| OpenError::Replay(format!("{RUNNING} mark: {e}"));
+        self.dir.open(RUNNING, true).map_err(io)?;
+        self.dir.sync_dir("").map_err(io)
+    }
+
+    /// After the final checkpoint of a graceful stop: the next start may trust its last
+    /// accesses.
+    pub fn mark_stopped(&self) -> Result<(), OpenError> {
+        let io = |e: std::io::Error| OpenError::Replay(format!("{RUNNING} mark: {e}"));
+        self.dir.remove(RUNNING).map_err(io)?;
+        self.dir.sync_dir("").map_err(io)
     }
 
     fn shard(&self, log_id: u64) -> &Wal {
@@ -342,6 +371,7 @@ impl Persist {
             queues: Vec::new(),
             subs: Vec::new(),
             source_trims: Vec::new(),
+            accessed: Vec::new(),
         };
         let (mut logs, subs) = live();
         // In id order: recovery builds its map of logs from this list, which is then a single
@@ -370,6 +400,9 @@ impl Persist {
                 if !t.source_trims.is_empty() {
                     snap.source_trims.push((s.meta.id, t.source_trims));
                 }
+            }
+            if let Some(ms) = log.ttl_last_access() {
+                snap.accessed.push((s.meta.id, ms));
             }
             snap.logs.push(s);
         }

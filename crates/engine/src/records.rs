@@ -235,6 +235,22 @@ pub(crate) struct Snapshot {
     /// Each destination topic's recent source-trimmed ranges `[from, to)` (for its
     /// `source_trim` tombstones), by its log id.
     pub source_trims: Vec<(u64, Vec<(u64, u64)>)>,
+    /// When each log with an idle TTL was last read or written (Unix ms), by its log id:
+    /// after a graceful stop its idle clock goes on from there, not from the restart.
+    pub accessed: Vec<(u64, i64)>,
+}
+
+/// A checkpoint written before last accesses were kept (no `accessed`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotV5 {
+    start_segments: Vec<u64>,
+    next_id: u64,
+    logs: Vec<LogSnapshot>,
+    topics: Vec<(u64, TopicRec)>,
+    feeds: Vec<(u64, Feed)>,
+    queues: Vec<(u64, QueueRec)>,
+    subs: Vec<SubRec>,
+    source_trims: Vec<(u64, Vec<(u64, u64)>)>,
 }
 
 /// A checkpoint written before source-trimmed ranges were kept (no `source_trims`).
@@ -288,6 +304,21 @@ impl Snapshot {
         {
             return Ok(s);
         }
+        if let Ok((v5, rest)) = postcard::take_from_bytes::<SnapshotV5>(bytes)
+            && rest.is_empty()
+        {
+            return Ok(Snapshot {
+                start_segments: v5.start_segments,
+                next_id: v5.next_id,
+                logs: v5.logs,
+                topics: v5.topics,
+                feeds: v5.feeds,
+                queues: v5.queues,
+                subs: v5.subs,
+                source_trims: v5.source_trims,
+                accessed: Vec::new(),
+            });
+        }
         if let Ok((v4, rest)) = postcard::take_from_bytes::<SnapshotV4>(bytes)
             && rest.is_empty()
         {
@@ -300,6 +331,7 @@ impl Snapshot {
                 queues: v4.queues,
                 subs: v4.subs,
                 source_trims: Vec::new(),
+                accessed: Vec::new(),
             });
         }
         if let Ok((v3, rest)) = postcard::take_from_bytes::<SnapshotV3>(bytes)
@@ -314,6 +346,7 @@ impl Snapshot {
                 queues: v3.queues,
                 subs: Vec::new(),
                 source_trims: Vec::new(),
+                accessed: Vec::new(),
             });
         }
         if let Ok((v2, rest)) = postcard::take_from_bytes::<SnapshotV2>(bytes)
@@ -328,6 +361,7 @@ impl Snapshot {
                 queues: Vec::new(),
                 subs: Vec::new(),
                 source_trims: Vec::new(),
+                accessed: Vec::new(),
             });
         }
         let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
@@ -340,6 +374,7 @@ impl Snapshot {
             queues: Vec::new(),
             subs: Vec::new(),
             source_trims: Vec::new(),
+            accessed: Vec::new(),
         })
     }
 }

@@ -2,9 +2,10 @@
 //! the read path's chunking and bounds.
 
 use bytes::Bytes;
+use riffle_engine::wal::{Dir, MemDir};
 use riffle_engine::{
-    AppendRequest, AppendStatus, CreateSpec, Engine, EngineConfig, EngineError, Expiry, ForkSpec,
-    Framing, LogHandle, ManualClock, Payload, ProducerClaim, ReadFrom,
+    AppendRequest, AppendStatus, CreateSpec, Durability, Engine, EngineConfig, EngineError, Expiry,
+    ForkSpec, Framing, LogHandle, ManualClock, Payload, ProducerClaim, ReadFrom, StorageConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,44 @@ async fn ttl_slides_on_open_and_append_but_not_on_info() {
         EngineError::NotFound
     );
     assert_eq!(e.log_count(), 0);
+}
+
+/// A graceful stop keeps each idle clock: the downtime counts as idle, so a stream whose TTL
+/// ran out while the server was down is gone after the restart. After a crash the clock
+/// starts again at the restart (reads since the last checkpoint are not in it, and a stream
+/// must never expire early).
+#[tokio::test]
+async fn idle_clocks_go_on_across_a_graceful_stop_and_restart_after_a_crash() {
+    let dir: Arc<dyn Dir> = Arc::new(MemDir::new());
+    let config = EngineConfig {
+        default_durability: Durability::Fsync,
+        ..EngineConfig::default()
+    };
+    let open = |now_ms: i64| {
+        let storage = StorageConfig::new(dir.clone());
+        Engine::recover(config, Arc::new(ManualClock::new(now_ms)), storage)
+            .unwrap()
+            .0
+    };
+    let e = open(1_000_000);
+    e.create("idle", spec(ttl(10))).await.unwrap();
+    e.create("busy", spec(ttl(10))).await.unwrap();
+    e.append("busy", data(b"x")).await.unwrap();
+    e.close().unwrap();
+    drop(e);
+
+    // 20 s later: down for longer than the TTL.
+    let e = open(1_020_000);
+    assert_eq!(e.info("idle").unwrap_err(), EngineError::NotFound);
+    assert_eq!(e.info("busy").unwrap_err(), EngineError::NotFound);
+    e.create("c", spec(ttl(10))).await.unwrap();
+    drop(e); // no graceful stop
+
+    let e = open(1_040_000);
+    assert!(
+        e.info("c").is_ok(),
+        "after a crash the idle clock starts again"
+    );
 }
 
 #[tokio::test]

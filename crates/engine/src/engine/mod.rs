@@ -211,7 +211,15 @@ impl Engine {
             Some(opened.persist),
             opened.next_id.max(max_id),
         );
-        engine.restore(recovered);
+        // After a graceful stop, idle clocks go on from the last accesses (the downtime counts
+        // as idle); after a crash they start again now (reads since the checkpoint are not in
+        // it, and a stream must not expire early).
+        let accessed = if opened.clean_stop {
+            opened.accessed
+        } else {
+            Default::default()
+        };
+        engine.restore(recovered, &accessed);
         engine.restore_subs(opened.subs);
         // A checkpoint that already says it all (a graceful stop, nothing written since) is not
         // taken again: with a million logs that was a second or two of every restart.
@@ -228,7 +236,11 @@ impl Engine {
         Ok((engine, report))
     }
 
-    fn restore(&self, recovered: Vec<RecoveredLog>) {
+    fn restore(
+        &self,
+        recovered: Vec<RecoveredLog>,
+        accessed: &std::collections::HashMap<u64, i64>,
+    ) {
         let now = self.now();
         let mut by_id: HashMap<u64, Arc<Log>> = HashMap::new();
         let mut logs = self.inner.logs.write();
@@ -280,6 +292,9 @@ impl Engine {
                 }
             }
             log.lifecycle.lock().soft_deleted = r.deleted;
+            if let Some(&ms) = accessed.get(&log.config.id) {
+                log.restore_last_access(ms);
+            }
             log.recount_retained();
             by_id.insert(log.config.id, log.clone());
             logs.insert(log.config.name.clone(), log);
@@ -556,7 +571,11 @@ impl Engine {
 
     /// Flush the WAL and take a final checkpoint (graceful shutdown).
     pub fn close(&self) -> Result<(), OpenError> {
-        self.checkpoint()
+        self.checkpoint()?;
+        match &self.inner.persist {
+            Some(p) => p.mark_stopped(),
+            None => Ok(()),
+        }
     }
 }
 

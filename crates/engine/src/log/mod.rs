@@ -662,6 +662,18 @@ impl Log {
         self.config.expiry.is_some() && self.is_expired(clock.now_ms())
     }
 
+    /// When a log with an idle TTL was last read or written (for checkpoints).
+    pub(crate) fn ttl_last_access(&self) -> Option<i64> {
+        matches!(self.config.expiry, Some(Expiry::Ttl { .. }))
+            .then(|| self.state.lock().last_access_ms)
+    }
+
+    /// Start the idle clock of a restored log at `ms` (its last access before a graceful
+    /// stop) rather than at the restart.
+    pub(crate) fn restore_last_access(&self, ms: i64) {
+        self.state.lock().last_access_ms = ms;
+    }
+
     /// Slide the TTL window (every read and write except metadata lookups).
     pub fn touch(&self, clock: &dyn Clock) {
         self.slide(&mut self.state.lock(), clock);

@@ -260,7 +260,7 @@ impl Model {
             && log.durability.is_persistent()
             && !self.logs[s].durability.is_persistent()
         {
-            return Err(EngineError::ConfigMismatch(""));
+            return Err(EngineError::ForkOfEphemeral);
         }
         if log.durability.is_persistent() && !self.storage {
             return Err(EngineError::DurabilityUnavailable(log.durability));
