@@ -97,6 +97,9 @@ pub enum ServeError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    /// A setting that cannot work here (beyond what the configuration's own checks see).
+    #[error("{0}")]
+    Setting(String),
     #[error("storage: {0}")]
     Storage(String),
     #[error("cannot write the port file {path}: {source}")]
@@ -104,6 +107,17 @@ pub enum ServeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+impl ServeError {
+    /// The exit status: 2 for a setting that cannot work (as for any invalid configuration),
+    /// 1 for a failure of the environment.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Tls(_) | ServeError::Setting(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Write `port` to `path` whole or not at all (a reader polling for the file never sees half
@@ -269,6 +283,15 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         StorageMode::Files { data_dir, .. } => Some(data_dir.as_path()),
         StorageMode::Memory => None,
     };
+    if let Some(dir) = data_dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        return Err(ServeError::Setting(format!(
+            "storage.data_dir (DS_STORAGE__DATA_DIR) {} is not a directory",
+            dir.display()
+        )));
+    }
     let subs = Arc::new(
         crate::subscriptions::Subscriptions::open(config.subscriptions.clone(), data_dir)
             .map_err(|e| ServeError::Storage(format!("webhook signing keys: {e}")))?,
@@ -438,20 +461,21 @@ fn spawn_conn(
 
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, ServeError> {
     use rustls_pemfile::Item;
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", p.display())))
+    let read = |p: &std::path::Path, key: &str| {
+        std::fs::read(p)
+            .map_err(|e| ServeError::Tls(format!("{key}: cannot read {}: {e}", p.display())))
     };
-    let cert_pem = read(cert)?;
+    let cert_pem = read(cert, "tls.cert_path (DS_TLS__CERT_PATH)")?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| ServeError::Tls(format!("tls.cert_path: {}: {e}", cert.display())))?;
     if certs.is_empty() {
         return Err(ServeError::Tls(format!(
             "{} (tls.cert_path) holds no PEM certificate",
             cert.display()
         )));
     }
-    let key_pem = read(key)?;
+    let key_pem = read(key, "tls.key_path (DS_TLS__KEY_PATH)")?;
     let key_der = rustls_pemfile::read_all(&mut key_pem.as_slice())
         .filter_map(Result::ok)
         .find_map(|item| match item {
@@ -469,7 +493,13 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcce
     let mut cfg = tokio_rustls::rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .map_err(|e| {
+            ServeError::Tls(format!(
+                "tls.cert_path and tls.key_path do not make a usable pair ({} and {}): {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }

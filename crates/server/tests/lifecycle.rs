@@ -205,7 +205,7 @@ async fn a_single_worker_thread_serves_durable_appends_and_live_reads() {
 fn refused(env: &[(&str, &str)], args: &[&str], mentions: &[&str]) {
     let started = Instant::now();
     let (status, stderr) = run_to_exit(args, env, QUICK);
-    assert!(!status.success(), "{env:?} {args:?} was accepted");
+    assert_eq!(status.code(), Some(2), "{env:?} {args:?}: {stderr}");
     assert!(started.elapsed() < QUICK);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{env:?}: expected one line, got:\n{stderr}");
@@ -261,6 +261,24 @@ fn bad_configuration_is_refused_with_one_line_naming_the_key() {
         &["--config", "/nonexistent/riffle.toml"],
         &["--config"],
     );
+    // Settings found unusable only when the server starts: the same exit status, and a line
+    // that names the setting.
+    let dir = TempDir::new("bad-settings");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let file = file.to_str().unwrap();
+    let tls = [
+        ("DS_TLS__CERT_PATH", "/nonexistent/cert.pem"),
+        ("DS_TLS__KEY_PATH", file),
+    ];
+    refused(&tls, &[], &["tls.cert_path", "/nonexistent/cert.pem"]);
+    let tls = [("DS_TLS__CERT_PATH", file), ("DS_TLS__KEY_PATH", file)];
+    refused(&tls, &[], &["tls.cert_path"]);
+    let data = [
+        ("DS_STORAGE__MODE", "file-durable"),
+        ("DS_STORAGE__DATA_DIR", file),
+    ];
+    refused(&data, &[], &["storage.data_dir", "not a directory"]);
 }
 
 #[test]

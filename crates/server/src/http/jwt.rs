@@ -88,7 +88,10 @@ impl Refusal {
             Refusal::BadSignature => "the token's signature does not verify",
             Refusal::Expired => "the token has expired",
             Refusal::NotYetValid => "the token is not valid yet (nbf)",
-            Refusal::InvalidClaims => "the token's claims are not accepted (iss, aud or grants)",
+            Refusal::InvalidClaims => {
+                "the token's claims are not accepted: exp and grants are required, and iss and aud \
+                 must match the server's settings when set"
+            }
         }
     }
 }
