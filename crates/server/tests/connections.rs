@@ -385,3 +385,199 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     );
     assert!(idle.closed());
 }
+
+// ---- timeouts ------------------------------------------------------------------------------
+
+/// The connection timeouts, shortened for a test through the server's test-only variables
+/// (by default 60 s idle, 30 s per head, 60 s of writes without progress).
+const QUICK: Duration = Duration::from_millis(800);
+
+fn quick_timeouts() -> Options {
+    let ms = QUICK.as_millis().to_string();
+    Options::default()
+        .env("RIFFLE_TEST_IDLE_TIMEOUT_MS", &ms)
+        .env("RIFFLE_TEST_HEAD_TIMEOUT_MS", &ms)
+        .env("RIFFLE_TEST_WRITE_STALL_TIMEOUT_MS", &ms)
+}
+
+/// Assert the server closes `c` (sending nothing more) about `QUICK` after `since`.
+#[track_caller]
+fn closed_after_timeout(c: &mut Raw, since: Instant, what: &str) {
+    assert!(c.closed(), "{what}: the server sent something");
+    let took = since.elapsed();
+    assert!(
+        took >= QUICK * 3 / 4 && took < Duration::from_secs(5),
+        "{what}: closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_after_the_idle_timeout() {
+    let s = Server::start_with(quick_timeouts()).await;
+    // Not a byte sent, ever.
+    let started = Instant::now();
+    let mut silent = Raw::connect(s.port);
+    closed_after_timeout(&mut silent, started, "a silent connection");
+
+    // Requests spaced under the timeout keep the connection; idle past it, it is closed.
+    let mut c = Raw::connect(s.port);
+    for _ in 0..3 {
+        std::thread::sleep(QUICK / 2);
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response().expect("answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), None);
+    }
+    let answered = Instant::now();
+    closed_after_timeout(&mut c, answered, "an idle keep-alive connection");
+}
+
+#[tokio::test]
+async fn a_head_must_arrive_whole_within_the_head_timeout() {
+    let s = Server::start_with(quick_timeouts()).await;
+    // Heads that take half the timeout each are served: the deadline runs from each
+    // request's first byte, not from the connection's.
+    let mut c = Raw::connect(s.port);
+    for _ in 0..3 {
+        let (first, rest) = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".split_at(10);
+        c.send(first);
+        std::thread::sleep(QUICK / 2);
+        c.send(rest);
+        assert_eq!(c.response().expect("answer").status, 200);
+    }
+
+    // A slowloris: every read brings a byte, but the head never ends. Each read used to
+    // restart a 30 s timer; now the head's deadline ends it with a 408.
+    let mut c = Raw::connect(s.port);
+    let started = Instant::now();
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut trickle = c.s.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || {
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(50));
+            if trickle.write_all(b"X").is_err() {
+                return;
+            }
+        }
+    });
+    let r = c.response().expect("a 408 answer");
+    let took = started.elapsed();
+    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        took >= QUICK * 3 / 4 && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    assert!(c.closed());
+    writer.join().expect("writer");
+}
+
+/// Connections waiting on a live response (parked with the stream's fan-out hub, or writing
+/// SSE events) are not idle: the idle timeout does not touch them.
+#[tokio::test]
+async fn live_responses_and_long_polls_outlive_the_idle_timeout() {
+    let s = Server::start_with(quick_timeouts().long_poll_secs(10)).await;
+    let (url, path) = s.text_stream("live-idle").await;
+    let mut sse = Raw::connect(s.port);
+    sse.send(format!("GET {path}?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    sse.fill_until(|b| b.windows(4).position(|w| w == b"\r\n\r\n"))
+        .expect("the SSE head");
+    let mut poll = Raw::connect(s.port);
+    poll.send(
+        format!("GET {path}?offset={ZERO}&live=long-poll HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    );
+
+    tokio::time::sleep(QUICK * 2).await;
+    s.append(&url, TEXT, "late-event").await;
+    let seen = sse.fill_until(|b| {
+        String::from_utf8_lossy(b)
+            .contains("late-event")
+            .then_some(())
+    });
+    assert!(seen.is_some(), "the SSE response was still open");
+    let r = poll.response().expect("the long-poll's answer");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"late-event"[..]));
+}
+
+/// A client that asks for responses and never reads them is dropped once the server's writes
+/// make no progress for the write-stall timeout, from memory and from files (`sendfile`).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let data = TempDir::new("write-stall");
+    let modes = [
+        ("memory", quick_timeouts()),
+        (
+            "file",
+            quick_timeouts().storage("file-durable", data.path()),
+        ),
+    ];
+    for (mode, opts) in modes {
+        let mut s = Server::start_with(opts).await;
+        let (url, path) = s.text_stream("stall").await;
+        const LEN: usize = 16 << 20;
+        s.append(&url, TEXT, vec![b'x'; LEN]).await;
+        let mut c = Raw::connect(s.port);
+        // Four whole copies, pipelined: more than any socket buffers hold.
+        let get = format!("GET {path}?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.send(get.repeat(4).as_bytes());
+        tokio::time::sleep(QUICK * 3).await;
+        // What the buffers held, then the end: a read that times out means it is still open.
+        let mut got = 0;
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            match c.s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("{mode}: the connection stayed open ({got} bytes read)")
+                }
+                Err(_) => break, // reset: ended too
+            }
+        }
+        assert!(got < 4 * LEN, "{mode}: all {got} bytes arrived");
+        s.assert_healthy().await;
+    }
+}
+
+// ---- HTTP/2 HEAD ---------------------------------------------------------------------------
+
+/// A HEAD answer over HTTP/2 has no DATA (the client's h2 library resets a HEAD stream that
+/// gets some, with PROTOCOL_ERROR), and keeps the length the GET's body has.
+#[tokio::test]
+async fn http2_head_answers_carry_no_body() {
+    let s = Server::start().await;
+    let (url, path) = s.text_stream("h2-head").await;
+    s.append(&url, TEXT, "hello").await;
+    let mut h2 = H2::connect(s.port).await.expect("HTTP/2 connection");
+    for (p, status) in [
+        ("/healthz", 200),
+        ("/v1/stream/no-such-stream", 404),
+        (path.as_str(), 200),
+    ] {
+        let get = h2.request("GET", p, &[], b"").await.expect("GET");
+        let head = h2
+            .request("HEAD", p, &[], b"")
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {p}: {e}"));
+        assert_eq!((get.status, head.status), (status, status), "{p}");
+        assert!(head.body.is_empty(), "{p}");
+        let length = head.header("content-length").map(str::parse::<usize>);
+        match p {
+            // Its body says the uptime, whose length changes: a length is all to check.
+            "/healthz" => assert!(matches!(length, Some(Ok(n)) if n > 0), "{p}: {length:?}"),
+            // A stream's HEAD is headers only, GET or not.
+            p if p == path => {}
+            _ => assert_eq!(length, Some(Ok(get.body.len())), "{p}"),
+        }
+    }
+    // The connection is still good after them.
+    let get = h2
+        .request("GET", &format!("{path}?offset=-1"), &[], b"")
+        .await;
+    assert_eq!(get.expect("GET").body, b"hello");
+}

@@ -327,6 +327,155 @@ async fn errors_that_end_the_connection_say_so() {
     probe(&mut c, &ok, "hello", "the closing errors");
 }
 
+// ---- the wire's own rules ------------------------------------------------------------------
+
+/// Requests refused by the HTTP/1.1 layer itself (RFC 9112): the answer says
+/// `Connection: close` and the connection then ends; nothing of the request took effect.
+#[tokio::test]
+async fn protocol_errors_end_the_connection_and_take_no_effect() {
+    let s = Server::start_with(limited()).await;
+    let ok = s.path("ok");
+    let mut c = Conn::open(s.port);
+    expect(&c.request("PUT", &ok, TEXT, b"hello"), 201, "create");
+    let created = s.path("created");
+    let long = format!("/{}", "a".repeat(70_000));
+    let huge = format!("/{}", "b".repeat(200 * 1024));
+    // An append of "abc" whose chunked body ends with `tail`.
+    let chunked = |tail: &str| {
+        format!(
+            "POST {ok} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+             Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n{tail}"
+        )
+    };
+    // About 150 KiB of well-formed trailer fields; 40 chunk extensions of 4000 bytes.
+    let many_trailers: String = (0..2000).map(|i| format!("T{i}: {:064}\r\n", 0)).collect();
+    let extensions: String = (0..40)
+        .map(|_| format!("1;{}\r\nx\r\n", "e".repeat(4000)))
+        .collect();
+    let cases: Vec<(String, u16, &str)> = vec![
+        (format!("GET {ok} HTTP/1.1\r\n\r\n"), 400, "no Host"),
+        (
+            format!("GET {ok} HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            400,
+            "two Hosts",
+        ),
+        (
+            format!("GET {ok} HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            400,
+            "Host with a space",
+        ),
+        (
+            format!("GET {ok} HTTP/1.1\r\nHost: evil.example/x?\r\n\r\n"),
+            400,
+            "Host with a path",
+        ),
+        (
+            format!("GET {ok} HTTP/1.1\r\nHost:\r\n\r\n"),
+            400,
+            "empty Host",
+        ),
+        (
+            format!(
+                "PUT {created} HTTP/1.1\r\nHost: a b\r\nContent-Type: text/plain\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ),
+            400,
+            "a create with an invalid Host",
+        ),
+        (
+            format!("GET {long} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            414,
+            "target over 64 KiB",
+        ),
+        (
+            format!("GET {huge} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            414,
+            "target over the head's size limit",
+        ),
+        (
+            format!("GET {ok} HTTP/2.0\r\nHost: x\r\n\r\n"),
+            505,
+            "HTTP/2.0 in a text request line",
+        ),
+        (
+            format!("GET {ok} HTTP/3.0\r\nHost: x\r\n\r\n"),
+            505,
+            "HTTP/3.0",
+        ),
+        (
+            chunked(&format!("0\r\nDELETE {ok} HTTP/1.1\r\n\r\n")),
+            400,
+            "a request line as a trailer",
+        ),
+        (
+            chunked("0\r\nNoColon\r\n\r\n"),
+            400,
+            "a trailer without a colon",
+        ),
+        (
+            chunked(&format!("0\r\n{many_trailers}\r\n")),
+            431,
+            "trailers past the head's size limit",
+        ),
+        (
+            chunked(&format!("{extensions}0\r\n\r\n")),
+            400,
+            "chunk extensions past the head's size limit",
+        ),
+    ];
+    for (req, status, what) in cases {
+        let mut c = Conn::open(s.port);
+        c.send(req.as_bytes());
+        let r = c.response(false);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert!(r.closes(), "{what}: the answer must say Connection: close");
+        c.expect_closed();
+    }
+    // Nothing took effect: no append, no delete, no create.
+    let mut c = Conn::open(s.port);
+    probe(&mut c, &ok, "hello", "the refused requests");
+    let r = c.request("HEAD", &created, &[], b"");
+    assert_eq!(r.status, 404, "a create refused for its Host made nothing");
+}
+
+/// HTTP/1.x past 1.1 is served as HTTP/1.1 (RFC 9110 §2.5), HTTP/1.0 needs no Host, and an
+/// absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2), down to a create's
+/// `Location`.
+#[tokio::test]
+async fn later_minor_versions_and_absolute_targets_are_served() {
+    let s = Server::start_with(limited()).await;
+    let ok = s.path("ok");
+    let mut c = Conn::open(s.port);
+    expect(&c.request("PUT", &ok, TEXT, b"hello"), 201, "create");
+    for v in ["1.2", "1.9"] {
+        c.send(format!("GET {ok}?offset=-1 HTTP/{v}\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c.response(false);
+        expect(&r, 200, &format!("HTTP/{v}"));
+        assert_eq!(r.text(), "hello");
+    }
+    c.send(format!("GET {ok}?offset=-1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes());
+    let r = c.response(false);
+    expect(&r, 200, "HTTP/1.0 without Host");
+    assert_eq!(r.text(), "hello");
+
+    let created = s.path("absolute");
+    c.send(
+        format!(
+            "PUT http://right.example:8080{created} HTTP/1.1\r\nHost: wrong.example\r\n\
+             Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.response(false);
+    expect(&r, 201, "an absolute-form create");
+    let location = r.header("location").expect("Location");
+    assert!(
+        location.starts_with("http://right.example:8080/") && location.ends_with(&created),
+        "{location}"
+    );
+    probe(&mut c, &created, "", "the absolute-form create");
+}
+
 // ---- full disk ---------------------------------------------------------------------------
 
 fn running_as_root() -> bool {

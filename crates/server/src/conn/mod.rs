@@ -8,7 +8,8 @@
 //! byte is read), run the handler, write the response with one `write` for small answers. It
 //! keeps the connection across requests (pipelined ones included), answers
 //! `Expect: 100-continue`, decodes chunked bodies, streams SSE bodies chunk-encoded, and
-//! refuses ambiguous framing with 400.
+//! refuses ambiguous framing with 400. Clients that idle, trickle a head or stop reading are
+//! dropped after bounded times ([`timeouts`]).
 //!
 //! A connection whose first bytes are the HTTP/2 preface (cleartext prior knowledge, or TLS
 //! with ALPN `h2`) is served by hyper's HTTP/2 server instead.
@@ -16,6 +17,7 @@
 mod prefixed;
 pub mod request;
 pub mod response;
+pub mod timeouts;
 pub mod transport;
 
 use crate::http::body::{RequestBody, ResponseBody};
@@ -36,8 +38,11 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use timeouts::{StallGuard, timeouts};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
+use transport::Transport as _;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -45,10 +50,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_CHUNK: usize = 16 * 1024;
 /// Bodies declared up to this size get their whole buffer at once.
 const RESERVE_WHOLE_BODY: u64 = 1024 * 1024;
-/// A client that has started a request and then sends nothing for this long is dropped, so a
-/// trickle of half-sent heads or bodies cannot hold connections open forever. (An idle
-/// connection between requests has no limit: it costs a socket and nothing else.)
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the server ends a connection whose client may still be sending (a refused or
 /// oversized request, `Connection: close` with requests pipelined behind it), its input is
 /// read and dropped for up to this long, and this much: closing with unread input would reset
@@ -58,30 +59,38 @@ const LINGER_BYTES: usize = 4 << 20;
 
 /// Serve one accepted connection until the client leaves, an error ends it, or the server
 /// shuts down (between requests: in-flight requests finish first).
-pub async fn serve<IO>(mut io: IO, app: Arc<App>)
+pub async fn serve<IO>(io: IO, app: Arc<App>)
 where
     IO: AsyncRead + transport::Transport + Send + 'static,
 {
+    let mut io = StallGuard::new(io);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // The first request's head deadline, from its first byte.
+    let mut deadline = None;
     {
         let stop = app.shutdown.cancelled();
-        tokio::pin!(stop);
+        let timer = tokio::time::sleep(timeouts().idle);
+        tokio::pin!(stop, timer);
         // Enough bytes to tell an HTTP/2 preface from an HTTP/1 request line.
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            if !read_more(&mut io, &mut buf, Some(stop.as_mut())).await {
-                return;
+            let wait = head_wait(&buf, &mut deadline, stop.as_mut(), timer.as_mut());
+            match read_more(&mut io, &mut buf, wait).await {
+                Read::More => {}
+                Read::Ended => return,
+                // Silent from the start, or a few bytes and then silence: nothing to answer.
+                Read::TimedOut => return close(&mut io, false).await,
             }
         }
     }
     if buf.starts_with(H2_PREFACE) {
         return http2(Prefixed::new(buf.freeze(), io), app).await;
     }
-    let ending = http1(&mut io, buf, &app).await;
+    let ending = http1(&mut io, buf, &app, deadline).await;
     finish(io, app, ending).await;
 }
 
 /// Go on with a connection after `ending`: close it, or hand it to a fan-out hub.
-async fn finish<IO>(mut io: IO, app: Arc<App>, ending: std::io::Result<Ending>)
+async fn finish<IO>(mut io: StallGuard<IO>, app: Arc<App>, ending: std::io::Result<Ending>)
 where
     IO: AsyncRead + transport::Transport,
 {
@@ -99,9 +108,10 @@ where
 
 /// Serve a connection again after a fan-out hub ended its live response (the chunked body's
 /// end is written): the next request, or the close.
-pub async fn resume(mut io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bool) {
+pub async fn resume(io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bool) {
+    let mut io = StallGuard::new(io);
     let ending = if keep_alive && !app.shutdown.is_cancelled() {
-        http1(&mut io, BytesMut::new(), &app).await
+        http1(&mut io, BytesMut::new(), &app, None).await
     } else {
         Ok(Ending::Closed { linger: false })
     };
@@ -114,7 +124,7 @@ pub async fn resume(mut io: tokio::net::TcpStream, app: Arc<App>, keep_alive: bo
 /// the connection on, or go on with it, parking again once it has caught up (unless not
 /// `repark`: a request is pipelined behind it).
 pub async fn unpark(
-    mut io: tokio::net::TcpStream,
+    io: tokio::net::TcpStream,
     app: Arc<App>,
     parked: Parked,
     pending: Bytes,
@@ -122,6 +132,8 @@ pub async fn unpark(
     repark: bool,
 ) {
     let Parked { tail, keep_alive } = parked;
+    // A subscriber that stopped reading is dropped, not written to forever.
+    let mut io = StallGuard::new(io);
     // A response that ends gives its live slot back at once.
     let tail = (!last).then_some(tail);
     let ending: std::io::Result<Written> = async {
@@ -140,8 +152,10 @@ pub async fn unpark(
     }
     .await;
     match ending {
-        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, Waiting::Sse(parked)),
-        Ok(Written::Done { keep_alive }) => resume(io, app, keep_alive).await,
+        Ok(Written::Park(parked)) => {
+            crate::fanout::park(&app, io.into_inner(), Waiting::Sse(parked))
+        }
+        Ok(Written::Done { keep_alive }) => resume(io.into_inner(), app, keep_alive).await,
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
 }
@@ -158,21 +172,19 @@ pub enum Answer {
 
 /// Answer on a connection a fan-out hub gave back (a pending answer is waited for here), then
 /// go on serving the connection.
-pub async fn respond(
-    mut io: tokio::net::TcpStream,
-    app: Arc<App>,
-    answer: Answer,
-    mut ex: Exchange,
-) {
+pub async fn respond(io: tokio::net::TcpStream, app: Arc<App>, answer: Answer, mut ex: Exchange) {
     let resp = match answer {
         Answer::Ready(resp) => resp,
         Answer::Pending { head, wait } => crate::http::streams::poll::resolve(head, wait).await,
     };
     ex.keep_alive &= !app.shutdown.is_cancelled();
     let mut out = Vec::new();
+    let mut io = StallGuard::new(io);
     match response::write(&mut io, &mut out, resp, ex).await {
-        Ok(Written::Done { keep_alive }) => resume(io, app, keep_alive).await,
-        Ok(Written::Park(parked)) => crate::fanout::park(&app, io, Waiting::Sse(parked)),
+        Ok(Written::Done { keep_alive }) => resume(io.into_inner(), app, keep_alive).await,
+        Ok(Written::Park(parked)) => {
+            crate::fanout::park(&app, io.into_inner(), Waiting::Sse(parked))
+        }
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
 }
@@ -208,41 +220,106 @@ async fn close<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO, linger: bool) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// Read more into `buf`. False on EOF, a read error, a stall mid-request, or (when idle
-/// between requests, given the connection's `stop` future) shutdown.
-///
-/// `stop` lives as long as the connection: registering a fresh shutdown waiter for every
-/// request (and unregistering it) would cost two lock round trips per request.
+/// What a read is allowed to wait for.
+enum Wait<'a, 'b> {
+    /// The first byte of a request, on an idle connection: up to the idle timeout (the
+    /// connection's timer), and not past the server's shutdown (its `stop` future).
+    ///
+    /// Both live as long as the connection: registering a fresh shutdown waiter and timer for
+    /// every request (and unregistering them) would cost lock round trips per request, while
+    /// pushing a registered timer's deadline later costs none.
+    Idle(
+        Pin<&'a mut WaitForCancellationFuture<'b>>,
+        Pin<&'a mut Sleep>,
+    ),
+    /// The rest of a request head: until its deadline.
+    Head(Instant),
+    /// More of a body: up to the body-stall timeout for each read.
+    Body,
+}
+
+/// How a read went.
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    More,
+    /// EOF, a read error, or shutdown while idle.
+    Ended,
+    /// What it waited for did not come in time.
+    TimedOut,
+}
+
+/// How long the next read of a request head may wait: an empty buffer is an idle connection;
+/// bytes started a head, whose deadline is set from then.
+fn head_wait<'a, 'b>(
+    buf: &BytesMut,
+    deadline: &mut Option<Instant>,
+    stop: Pin<&'a mut WaitForCancellationFuture<'b>>,
+    timer: Pin<&'a mut Sleep>,
+) -> Wait<'a, 'b> {
+    if buf.is_empty() {
+        Wait::Idle(stop, timer)
+    } else {
+        Wait::Head(*deadline.get_or_insert_with(|| Instant::now() + timeouts().head))
+    }
+}
+
+/// Read more into `buf`, waiting as `wait` allows.
 async fn read_more<IO: AsyncRead + Unpin>(
     io: &mut IO,
     buf: &mut BytesMut,
-    stop: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
-) -> bool {
+    wait: Wait<'_, '_>,
+) -> Read {
     buf.reserve(READ_CHUNK);
-    let read = match stop {
-        Some(stop) if buf.is_empty() => tokio::select! {
-            biased; // a request already waiting is read without touching the waiter
-            r = io.read_buf(buf) => r,
-            () = stop => return false,
-        },
-        _ => match tokio::time::timeout(STALL_TIMEOUT, io.read_buf(buf)).await {
+    let read = match wait {
+        Wait::Idle(stop, mut timer) => {
+            timer.as_mut().reset(Instant::now() + timeouts().idle);
+            tokio::select! {
+                biased; // a request already waiting is read without touching the waiter or timer
+                r = io.read_buf(buf) => r,
+                () = stop => return Read::Ended,
+                () = timer => {
+                    tracing::debug!("keep-alive connection idle too long; closing it");
+                    return Read::TimedOut;
+                }
+            }
+        }
+        Wait::Head(deadline) => match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::debug!("client stalled mid-request; closing the connection");
-                return false;
+                tracing::debug!("request head not received in time; closing the connection");
+                return Read::TimedOut;
+            }
+        },
+        Wait::Body => match tokio::time::timeout(timeouts().body_stall, io.read_buf(buf)).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::debug!("client stalled mid-body; closing the connection");
+                return Read::TimedOut;
             }
         },
     };
-    matches!(read, Ok(n) if n > 0)
+    if matches!(read, Ok(n) if n > 0) {
+        Read::More
+    } else {
+        Read::Ended
+    }
 }
 
-async fn http1<IO>(io: &mut IO, mut buf: BytesMut, app: &App) -> std::io::Result<Ending>
+/// Serve HTTP/1 requests on a connection. `deadline`: the first request's head deadline, if
+/// its first bytes are in `buf` already.
+async fn http1<IO>(
+    io: &mut IO,
+    mut buf: BytesMut,
+    app: &App,
+    mut deadline: Option<Instant>,
+) -> std::io::Result<Ending>
 where
     IO: AsyncRead + transport::Transport,
 {
     let mut out = Vec::with_capacity(1024);
     let stop = app.shutdown.cancelled();
-    tokio::pin!(stop);
+    let timer = tokio::time::sleep(timeouts().idle);
+    tokio::pin!(stop, timer);
     loop {
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             // An idle connection does not keep the buffer a large request grew.
@@ -258,19 +335,29 @@ where
                     Ok(None) => {}
                     Err(refused) => return refuse(io, &mut out, app, refused, None).await,
                 }
-            } else if buf.len() > request::MAX_HEAD_BYTES {
-                return refuse(io, &mut out, app, Refused::head_too_large(), None).await;
+            } else if let Some(refused) = request::refuse_partial(&buf) {
+                return refuse(io, &mut out, app, refused, None).await;
             }
             scanned = buf.len();
-            if !read_more(io, &mut buf, Some(stop.as_mut())).await {
+            let wait = head_wait(&buf, &mut deadline, stop.as_mut(), timer.as_mut());
+            match read_more(io, &mut buf, wait).await {
+                Read::More => {}
                 // EOF (mid-head: nothing is owed), or shutdown while idle.
-                return Ok(if app.shutdown.is_cancelled() {
-                    Ending::Closed { linger: false }
-                } else {
-                    Ending::ClientLeft
-                });
+                Read::Ended if app.shutdown.is_cancelled() => {
+                    return Ok(Ending::Closed { linger: false });
+                }
+                Read::Ended => return Ok(Ending::ClientLeft),
+                // Idle too long: closed without a word (an answer could cross a request the
+                // client sends meanwhile, and be taken for its answer).
+                Read::TimedOut if buf.is_empty() => return Ok(Ending::Closed { linger: false }),
+                Read::TimedOut => {
+                    let refused = Refused::head_timeout(timeouts().head);
+                    return refuse(io, &mut out, app, refused, None).await;
+                }
             }
         };
+        // The next request's deadline starts at its own first byte.
+        deadline = None;
         let Head {
             parts,
             framing,
@@ -458,7 +545,7 @@ async fn read_sized<IO: AsyncRead + Unpin>(
         buf.reserve(want.saturating_sub(buf.len()));
     }
     while buf.len() < want {
-        if !read_more(io, buf, None).await {
+        if read_more(io, buf, Wait::Body).await != Read::More {
             return Ok(None);
         }
     }
@@ -482,7 +569,7 @@ async fn read_chunked<IO: AsyncRead + Unpin>(
         if done {
             return Ok(Some(RequestBody::Full(data.freeze())));
         }
-        if !read_more(io, buf, None).await {
+        if read_more(io, buf, Wait::Body).await != Read::More {
             return Ok(None);
         }
     }
@@ -520,6 +607,11 @@ where
             let (resp, _) = answer(&app, &parts, RequestBody::Streamed(body)).await;
             // A waiting long-poll is waited for on this stream's task.
             let resp = crate::http::streams::poll::resolve_answer(resp).await;
+            let resp = if parts.method == Method::HEAD {
+                without_body(resp)
+            } else {
+                resp
+            };
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -537,21 +629,114 @@ where
     }
 }
 
+/// A HEAD answer over HTTP/2: hyper sends whatever body it is given, and DATA on a HEAD
+/// stream is a protocol error to the client (RFC 9113 §8.1.1). The body is dropped; its
+/// length stays in `Content-Length`, as the GET's would be (RFC 9110 §9.3.2).
+fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let (mut head, body) = resp.into_parts();
+    if !body.is_end_stream()
+        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(n) = body.size_hint().exact()
+    {
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    }
+    Response::from_parts(head, crate::http::body::empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_that_stalls_is_dropped() {
+    async fn a_body_that_stalls_is_dropped() {
         let (mut client, mut server) = tokio::io::duplex(1024);
-        // Mid-request (bytes already buffered): given up after the stall timeout.
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
-        let started = tokio::time::Instant::now();
-        assert!(!read_more(&mut server, &mut buf, None).await);
-        assert!(started.elapsed() >= STALL_TIMEOUT);
+        let mut buf = BytesMut::from(&b"ab"[..]);
+        let started = Instant::now();
+        assert_eq!(
+            read_more(&mut server, &mut buf, Wait::Body).await,
+            Read::TimedOut
+        );
+        assert!(started.elapsed() >= timeouts().body_stall);
         // A read that makes progress returns at once.
-        client.write_all(b"Host: x\r\n").await.unwrap();
-        assert!(read_more(&mut server, &mut buf, None).await);
-        assert!(buf.ends_with(b"Host: x\r\n"));
+        client.write_all(b"cd").await.unwrap();
+        assert_eq!(
+            read_more(&mut server, &mut buf, Wait::Body).await,
+            Read::More
+        );
+        assert!(buf.ends_with(b"abcd"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_must_arrive_whole_by_its_deadline_however_it_trickles() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let token = tokio_util::sync::CancellationToken::new();
+        let stop = token.cancelled();
+        let timer = tokio::time::sleep(timeouts().idle);
+        tokio::pin!(stop, timer);
+        let started = Instant::now();
+        let step = timeouts().head / 10;
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(step).await;
+                if client.write_all(b"X").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        let mut deadline = None;
+        let ended = loop {
+            let wait = head_wait(&buf, &mut deadline, stop.as_mut(), timer.as_mut());
+            match read_more(&mut server, &mut buf, wait).await {
+                Read::More => {}
+                other => break other,
+            }
+        };
+        assert_eq!(ended, Read::TimedOut);
+        // Every read made progress, yet the head's time ran out.
+        assert!(buf.len() > 20, "{buf:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= timeouts().head && took < timeouts().head + step,
+            "{took:?}"
+        );
+        drop(server);
+        trickle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_times_out_or_ends_at_shutdown() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let token = tokio_util::sync::CancellationToken::new();
+        let stop = token.cancelled();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(stop, timer);
+        let mut buf = BytesMut::new();
+        // The timer, run out by an earlier wait, is set again for each.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..2 {
+            let started = Instant::now();
+            let wait = Wait::Idle(stop.as_mut(), timer.as_mut());
+            assert_eq!(read_more(&mut server, &mut buf, wait).await, Read::TimedOut);
+            assert!(started.elapsed() >= timeouts().idle);
+        }
+        token.cancel();
+        let wait = Wait::Idle(stop.as_mut(), timer.as_mut());
+        assert_eq!(read_more(&mut server, &mut buf, wait).await, Read::Ended);
+    }
+
+    #[test]
+    fn a_head_answer_over_http2_keeps_the_length_and_drops_the_body() {
+        use http_body::Body as _;
+        let resp = without_body(Response::new(crate::http::body::full("hello")));
+        assert_eq!(resp.headers()["content-length"], "5");
+        assert!(resp.body().is_end_stream());
+        // A length the handler set is kept as it is.
+        let mut resp = Response::new(crate::http::body::empty());
+        resp.headers_mut()
+            .insert("content-length", http::HeaderValue::from(9u64));
+        assert_eq!(without_body(resp).headers()["content-length"], "9");
     }
 }

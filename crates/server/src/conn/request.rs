@@ -3,7 +3,9 @@
 //! Heads are parsed by `httparse`; names, values and the target become `http` types that share
 //! the buffer's memory (no copies). Framing follows RFC 9112 §6: `Transfer-Encoding: chunked`
 //! or one `Content-Length`; anything ambiguous (both, conflicting lengths, an encoding other
-//! than chunked) is refused, since a server that guesses invites request smuggling.
+//! than chunked) is refused, since a server that guesses invites request smuggling. So is a
+//! request without exactly one valid `Host` (RFC 9112 §3.2), and a chunked body's trailer
+//! lines must be field lines: a request smuggled in as a "trailer" is refused, not swallowed.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
@@ -13,7 +15,11 @@ use std::mem::MaybeUninit;
 pub const MAX_HEADERS: usize = 100;
 /// Largest request head (request line and headers).
 pub const MAX_HEAD_BYTES: usize = 128 * 1024;
-/// Longest chunk-size or trailer line of a chunked body.
+/// Longest request target: the most the `http` crate's `Uri` holds. Longer ones are 414.
+const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
+/// Longest request line: the target, and room for the method and version.
+const MAX_REQUEST_LINE: usize = MAX_TARGET_BYTES + 1024;
+/// Longest chunk-size line of a chunked body.
 const MAX_LINE: usize = 4096;
 
 /// How a request's body is delimited.
@@ -50,7 +56,7 @@ impl Refused {
         }
     }
 
-    pub fn head_too_large() -> Self {
+    fn head_too_large() -> Self {
         Self {
             status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             message: format!(
@@ -59,6 +65,218 @@ impl Refused {
             ),
         }
     }
+
+    fn uri_too_long() -> Self {
+        Self {
+            status: StatusCode::URI_TOO_LONG,
+            message: format!("request target is longer than {MAX_TARGET_BYTES} bytes"),
+        }
+    }
+
+    /// A head not received whole in time (the connection loop's head deadline).
+    pub fn head_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "request head not received within {} ms of its first byte",
+                limit.as_millis()
+            ),
+        }
+    }
+
+    fn trailers_too_large() -> Self {
+        Self {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            message: format!(
+                "a chunked body's trailer section is larger than {MAX_HEAD_BYTES} bytes or \
+                 has more than {MAX_HEADERS} fields"
+            ),
+        }
+    }
+}
+
+/// The refusal of an incomplete head in `buf` that can no longer be served: past the size
+/// limit, or with a target already too long.
+pub fn refuse_partial(buf: &[u8]) -> Option<Refused> {
+    if buf.len() > MAX_HEAD_BYTES {
+        Some(oversized(buf))
+    } else if buf.len() > MAX_TARGET_BYTES && target_too_long(buf) {
+        Some(Refused::uri_too_long())
+    } else {
+        None
+    }
+}
+
+/// What to answer a head past the size limit: 414 when its target is what is too long.
+fn oversized(buf: &[u8]) -> Refused {
+    if target_too_long(buf) {
+        Refused::uri_too_long()
+    } else {
+        Refused::head_too_large()
+    }
+}
+
+/// Whether the request line at the front of `buf` (after the empty lines a client may send
+/// first) has a target longer than we take, or goes on past any such line without ending.
+fn target_too_long(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    match line.iter().position(|&b| b == b'\n') {
+        Some(end) => line[..end]
+            .split(|&b| b == b' ')
+            .nth(1)
+            .is_some_and(|t| t.len() > MAX_TARGET_BYTES),
+        None => line.len() > MAX_REQUEST_LINE,
+    }
+}
+
+/// What [`fix_version`] made of a version `httparse` refused.
+enum VersionFix {
+    /// Rewritten to HTTP/1.1: parse again.
+    Rewritten,
+    /// The request line has not ended yet (`httparse` refuses a version as soon as it sees it).
+    Incomplete,
+    Malformed,
+}
+
+/// A request line whose version `httparse` refused: HTTP/1.x with x > 1 is rewritten in place
+/// to HTTP/1.1, the highest minor version we implement, and served as such (RFC 9110 §2.5).
+/// HTTP/2 and HTTP/3, real versions this syntax cannot carry, are 505. Majors that name no
+/// HTTP version (0: HTTP/0.9 had no version token; 4 to 9) are a malformed request line, 400.
+fn fix_version(buf: &mut [u8]) -> Result<VersionFix, Refused> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(len) = buf[start..].iter().position(|&b| b == b'\n') else {
+        return Ok(VersionFix::Incomplete);
+    };
+    let mut end = start + len;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    let Some(space) = buf[start..end].iter().rposition(|&b| b == b' ') else {
+        return Ok(VersionFix::Malformed);
+    };
+    let at = start + space + 1;
+    match buf[at..end] {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            if major != b'1' && major != b'2' && major != b'3' {
+                return Ok(VersionFix::Malformed);
+            }
+            if major != b'1' {
+                return Err(Refused {
+                    status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                    message: format!(
+                        "HTTP/{}.{} is not supported: this server speaks HTTP/1.1 (and HTTP/2 \
+                         with prior knowledge or ALPN)",
+                        char::from(major),
+                        char::from(minor)
+                    ),
+                });
+            }
+            if minor <= b'1' {
+                // `httparse` refused something else where it wanted the version (a space in
+                // the target, say): rewriting would change nothing.
+                return Ok(VersionFix::Malformed);
+            }
+            buf[at + 7] = b'1';
+            Ok(VersionFix::Rewritten)
+        }
+        _ => Ok(VersionFix::Malformed),
+    }
+}
+
+/// Whether `v` is a valid `Host` value: `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2).
+/// An empty host is refused too: nothing here has a target URI without an authority.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        // A colon past an IP literal's `]` (a reg-name or IPv4 address holds none) starts the port.
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], &v[i + 1..]),
+        _ => (v, &[][..]),
+    };
+    let host_ok = match host {
+        [] => false,
+        [b'[', literal @ .., b']'] => ip_literal(literal),
+        name => pct_encoded_ok(name, |b| is_unreserved(b) || is_sub_delim(b)),
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
+}
+
+/// An IP-literal's inside: an IPv6 address or an IPvFuture (`v` HEXDIG+ "." ...).
+fn ip_literal(lit: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = lit {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':');
+    }
+    std::str::from_utf8(lit).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// All of `s` is `allowed` bytes or `%` HEXDIG HEXDIG.
+fn pct_encoded_ok(s: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            if !s
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if allowed(s[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// A `tchar` of a token such as a field name (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// Offset of `part` (a slice of `buf`) within `buf`.
@@ -79,17 +297,29 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let head_len = match parse {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refused::head_too_large());
+            return Err(oversized(buf));
         }
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(Refused::head_too_large());
+        // A target too long is refused as soon as it is seen, not once the head is complete.
+        Ok(httparse::Status::Partial) => return refuse_partial(buf).map_or(Ok(None), Err),
+        // `httparse` knows only 1.0 and 1.1; the (rare) others are looked at only then, so
+        // the common path scans nothing twice.
+        Err(httparse::Error::Version) => {
+            return match fix_version(buf)? {
+                VersionFix::Rewritten => parse_head(buf),
+                VersionFix::Incomplete => Ok(None),
+                VersionFix::Malformed => {
+                    Err(Refused::bad("malformed request head: invalid HTTP version"))
+                }
+            };
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Refused::bad(format!("malformed request head: {e}"))),
     };
     let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
         return Err(Refused::bad("malformed request line"));
     };
+    if target.len() > MAX_TARGET_BYTES {
+        return Err(Refused::uri_too_long());
+    }
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Refused::bad(format!("invalid method {method:?}")))?;
     let version = match parsed.version {
@@ -108,6 +338,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
     let mut chunked_seen = false;
     let mut close = version == Version::HTTP_10;
     let mut expect_continue = false;
+    let mut hosts = 0;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| Refused::bad(format!("invalid header name {:?}", h.name)))?;
@@ -141,8 +372,19 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
             }
         } else if name == http::header::EXPECT {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == http::header::HOST {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(Refused::bad("more than one Host header"));
+            }
+            if !valid_host(h.value) {
+                return Err(Refused::bad("invalid Host header: not a host[:port]"));
+            }
         }
         names.push((name, at..at + h.value.len()));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(Refused::bad("an HTTP/1.1 request needs a Host header"));
     }
     let framing = match (encodings, length) {
         (true, Some(_)) => {
@@ -171,6 +413,18 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Refused> {
             .map_err(|_| Refused::bad(format!("invalid value of header {name}")))?;
         headers.append(name, value);
     }
+    if let Some(authority) = uri.authority() {
+        // An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2), and code
+        // that reads `Host` (a create's `Location`) must see it, not what `Host` said.
+        if !valid_host(authority.as_str().as_bytes()) {
+            return Err(Refused::bad(
+                "invalid authority in the request target: not a host[:port]",
+            ));
+        }
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| Refused::bad("invalid authority in the request target"))?;
+        headers.insert(http::header::HOST, value);
+    }
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -193,15 +447,37 @@ pub fn head_may_end(buf: &[u8], scanned: usize) -> bool {
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// Incremental decoder of a chunked body (RFC 9112 §7.1); trailers are read and dropped.
-#[derive(Debug, Default)]
+/// Incremental decoder of a chunked body (RFC 9112 §7.1). Trailer fields are checked to be
+/// field lines and dropped. Chunk extensions and the trailer section are bounded like a
+/// request head (`MAX_HEAD_BYTES` of each, `MAX_HEADERS` trailer fields): the body's size
+/// limit counts data only, and endless metadata around a small body must not pass.
+#[derive(Debug)]
 pub struct Chunked {
     state: ChunkState,
+    /// Bytes of chunk extensions still allowed.
+    extensions_left: usize,
+    /// Bytes of trailer section still allowed, and fields.
+    trailers_left: usize,
+    fields_left: usize,
+    /// Bytes at the front of the buffer known to hold no line end: a line that trickles in
+    /// is not searched again from its start for every byte.
+    scanned: usize,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+impl Default for Chunked {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::Size,
+            extensions_left: MAX_HEAD_BYTES,
+            trailers_left: MAX_HEAD_BYTES,
+            fields_left: MAX_HEADERS,
+            scanned: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 enum ChunkState {
-    #[default]
     Size,
     Data(u64),
     DataEnd,
@@ -215,13 +491,23 @@ impl Chunked {
         loop {
             match self.state {
                 ChunkState::Size => {
-                    let Some(line) = take_line(buf)? else {
+                    let too_long = || Refused::bad("line too long in a chunked body");
+                    let Some(line) = self.take_line(buf, MAX_LINE, too_long)? else {
                         return Ok(false);
                     };
                     // chunk-size [BWS ";" extension]: hex digits first, then only blanks
-                    // before an extension (which is ignored).
+                    // before an extension (which is ignored, but counted).
                     // At most 15 digits: the size cannot overflow.
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                    self.extensions_left = self
+                        .extensions_left
+                        .checked_sub(line.len() - size.len())
+                        .ok_or_else(|| {
+                            Refused::bad(format!(
+                                "a chunked body's chunk extensions are larger than \
+                                 {MAX_HEAD_BYTES} bytes in all"
+                            ))
+                        })?;
                     let digits = size.trim_ascii_end();
                     let size = (!digits.is_empty() && digits.len() <= 15)
                         .then(|| {
@@ -262,162 +548,73 @@ impl Chunked {
                     self.state = ChunkState::Size;
                 }
                 ChunkState::Trailers => {
-                    let Some(line) = take_line(buf)? else {
+                    let max = self.trailers_left.saturating_sub(2);
+                    let Some(line) = self.take_line(buf, max, Refused::trailers_too_large)? else {
                         return Ok(false);
                     };
                     if line.is_empty() {
                         self.state = ChunkState::Done;
+                        continue;
                     }
+                    self.trailers_left -= line.len() + 2;
+                    self.fields_left = self
+                        .fields_left
+                        .checked_sub(1)
+                        .ok_or_else(Refused::trailers_too_large)?;
+                    check_field_line(&line)?;
                 }
                 ChunkState::Done => return Ok(true),
             }
         }
     }
+
+    /// Take one CRLF-terminated line of at most `max` bytes off the front of `buf` (without
+    /// the CRLF); `too_long` refuses a longer one. A line holding a control character (a bare
+    /// CR or LF included) is refused: an intermediary that reads it differently must not be
+    /// able to disagree with us about where the body ends.
+    fn take_line(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+        too_long: impl FnOnce() -> Refused,
+    ) -> Result<Option<Bytes>, Refused> {
+        // Back one byte: a CR at the end of what was scanned may begin the CRLF.
+        let from = self.scanned.saturating_sub(1).min(buf.len());
+        match buf[from..].windows(2).position(|w| w == b"\r\n") {
+            Some(i) if from + i <= max => {
+                self.scanned = 0;
+                let line = buf.split_to(from + i).freeze();
+                buf.advance(2);
+                if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                    return Err(Refused::bad("control character in a chunked body's line"));
+                }
+                Ok(Some(line))
+            }
+            Some(_) => Err(too_long()),
+            // `max` bytes and the CR of the line end may be here, and still be a line.
+            None if buf.len() > max + 1 => Err(too_long()),
+            None => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+        }
+    }
 }
 
-/// Take one CRLF-terminated line off the front of `buf` (without the CRLF). A line holding
-/// a control character (a bare CR or LF included) is refused: an intermediary that reads it
-/// differently must not be able to disagree with us about where the body ends.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, Refused> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= MAX_LINE => {
-            let line = buf.split_to(i).freeze();
-            buf.advance(2);
-            if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(Refused::bad("control character in a chunked body's line"));
-            }
-            Ok(Some(line))
-        }
-        Some(_) => Err(Refused::bad("line too long in a chunked body")),
-        None if buf.len() > MAX_LINE => Err(Refused::bad("line too long in a chunked body")),
-        None => Ok(None),
+/// A trailer line must be a field line, `name ":" value` with a token name and no blank
+/// before the colon (RFC 9112 §5): anything else, a request line above all, is refused rather
+/// than dropped as if it were a field.
+fn check_field_line(line: &[u8]) -> Result<(), Refused> {
+    let name = line.split(|&b| b == b':').next().unwrap_or_default();
+    if name.len() == line.len() || name.is_empty() || !name.iter().copied().all(is_tchar) {
+        let shown = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();
+        return Err(Refused::bad(format!(
+            "malformed trailer field in a chunked body: {shown:?}"
+        )));
     }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(raw: &str) -> Result<Option<Head>, Refused> {
-        parse_head(&mut BytesMut::from(raw))
-    }
-
-    #[test]
-    fn parses_a_head_and_leaves_the_body() {
-        let mut buf = BytesMut::from(
-            "POST /v1/stream/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
-        );
-        let h = parse_head(&mut buf).unwrap().unwrap();
-        assert_eq!(h.parts.method, Method::POST);
-        assert_eq!(h.parts.uri.path(), "/v1/stream/a");
-        assert_eq!(h.parts.uri.query(), Some("x=1"));
-        assert_eq!(h.parts.headers["host"], "h");
-        assert_eq!(h.framing, Some(Framing::Length(3)));
-        assert!(h.keep_alive && !h.expect_continue);
-        assert_eq!(&buf[..], b"abc");
-    }
-
-    #[test]
-    fn incomplete_heads_wait_for_more() {
-        assert!(head("GET / HTTP/1.1\r\nHost: h\r\n").unwrap().is_none());
-        assert!(head("GE").unwrap().is_none());
-    }
-
-    #[test]
-    fn connection_semantics_follow_the_version() {
-        assert!(!head("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().keep_alive);
-        let h = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(h.keep_alive);
-        let h = head("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(!h.keep_alive);
-        let h = head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n");
-        assert!(h.unwrap().unwrap().expect_continue);
-    }
-
-    #[test]
-    fn ambiguous_or_unsupported_framing_is_refused() {
-        for raw in [
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/9.9\r\n\r\n",
-            "GET /a b HTTP/1.1\r\n\r\n",
-            "GET http://[::1 HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-        ] {
-            let e = head(raw).expect_err(raw);
-            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{raw}");
-        }
-        let equal = head("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!(equal.unwrap().unwrap().framing, Some(Framing::Length(2)));
-        let chunked = head("POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n");
-        assert_eq!(chunked.unwrap().unwrap().framing, Some(Framing::Chunked));
-    }
-
-    #[test]
-    fn a_head_end_is_looked_for_only_in_new_bytes() {
-        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(!head_may_end(&head[..20], 0));
-        assert!(head_may_end(head, 20));
-        assert!(head_may_end(head, head.len() - 1));
-        assert!(head_may_end(b"GET / HTTP/1.0\n\n", 15));
-        assert!(!head_may_end(head, head.len() + 10));
-    }
-
-    #[test]
-    fn oversized_heads_are_431() {
-        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        let e = head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err();
-        assert_eq!(e.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        let big = "v".repeat(MAX_HEAD_BYTES);
-        let e = head(&format!("GET / HTTP/1.1\r\nX: {big}")).unwrap_err();
-        assert_eq!(e.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    }
-
-    #[test]
-    fn chunked_bodies_decode_across_reads() {
-        let wire = b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        // Fed one byte at a time, the decoder gives the same body and stops at its end.
-        let mut dec = Chunked::default();
-        let mut buf = BytesMut::new();
-        let mut out = BytesMut::new();
-        let mut done_at = None;
-        for (i, b) in wire.iter().enumerate() {
-            buf.extend_from_slice(&[*b]);
-            if dec.decode(&mut buf, &mut out).unwrap() {
-                done_at = Some(i);
-                break;
-            }
-        }
-        assert_eq!(&out[..], b"hello world");
-        assert_eq!(done_at, Some(wire.len() - 5));
-        for bad in [
-            &b"zz\r\nhello\r\n"[..],
-            b"5\r\nhelloXX",
-            b"\r\n",
-            b" 5\r\nhello\r\n",
-            b"\n5\r\nhello\r\n",
-            b"5;a\nb\r\nhello\r\n",
-            b"0\r\nX: y\nGET / HTTP/1.1\r\n\r\n",
-        ] {
-            let mut buf = BytesMut::from(bad);
-            assert!(
-                Chunked::default()
-                    .decode(&mut buf, &mut BytesMut::new())
-                    .is_err()
-            );
-        }
-    }
-}
+#[path = "request_tests.rs"]
+mod tests;

@@ -63,7 +63,8 @@ impl Transport for tokio::net::TcpStream {
         while offset < end {
             let count = usize::try_from(end - offset).unwrap_or(usize::MAX);
             let sent = loop {
-                self.writable().await?;
+                // A client that stops reading must not hold the connection forever.
+                super::timeouts::writable_within(self.writable()).await?;
                 // `try_io` clears the socket's readiness when the call would block, so the
                 // next `writable` waits for room again.
                 match self.try_io(Interest::WRITABLE, || {
