@@ -77,12 +77,9 @@ mod tests {
         assert!(next.len() == big.len() && next.as_str() > big, "{next}");
         assert_eq!(add("999", 1), "1000");
         assert_eq!(add("", 5), "5");
-        assert_eq!(
-            next_cursor(EPOCH_MS + 45_000, Some("0002"))
-                .parse::<u64>()
-                .unwrap()
-                > 2,
-            true
-        );
+        let next: u64 = next_cursor(EPOCH_MS + 45_000, Some("0002"))
+            .parse()
+            .unwrap();
+        assert!(next > 2, "{next}");
     }
 }
