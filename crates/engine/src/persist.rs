@@ -312,7 +312,11 @@ impl Persist {
     /// accesses.
     pub fn mark_stopped(&self) -> Result<(), OpenError> {
         let io = |e: std::io::Error| OpenError::Replay(format!("{RUNNING} mark: {e}"));
-        self.dir.remove(RUNNING).map_err(io)?;
+        match self.dir.remove(RUNNING) {
+            // Already gone (removed by hand): stopped all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            r => r.map_err(io)?,
+        }
         self.dir.sync_dir("").map_err(io)
     }
 

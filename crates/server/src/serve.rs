@@ -402,16 +402,21 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     sweeper.abort();
     delivery.abort();
     connections.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !drained {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     // Hubs left by a drain that timed out go with their threads, and their hold on the engine.
     app.fanout.shutdown();
-    if let Err(e) = engine.close() {
+    if let Err(e) = engine.checkpoint() {
         tracing::error!(error = %e, "final checkpoint failed; the WAL will be replayed at start-up");
+    } else if drained {
+        // Nothing can read or write after the checkpoint: its last accesses are the last.
+        if let Err(e) = engine.mark_stopped() {
+            tracing::warn!(error = %e, "cannot mark the data directory as stopped; idle TTL clocks will restart at the next start");
+        }
     }
     drop(storage);
     tracing::info!("stopped");

@@ -163,6 +163,7 @@ async fn durable_streams_routes_need_the_right_scope_and_prefix() {
     let cookie = [("cookie", "a=b; riffle_token=reader")];
     let q = "/v1/stream/f?offset=-1";
     assert_eq!(call(&s, M::GET, q, None, &cookie, "").await.0, 200);
+    assert_eq!(call(&s, M::HEAD, q, None, &cookie, "").await.0, 200);
     // A cookie never authorizes a write or a delete (a cross-site form would carry it).
     let root = [("cookie", "riffle_token=root"), TEXT];
     assert_eq!(

@@ -572,6 +572,13 @@ impl Engine {
     /// Flush the WAL and take a final checkpoint (graceful shutdown).
     pub fn close(&self) -> Result<(), OpenError> {
         self.checkpoint()?;
+        self.mark_stopped()
+    }
+
+    /// Say the server stopped gracefully, after [`Engine::close`]'s checkpoint: the next start
+    /// trusts the checkpoint's last accesses. Not called when requests may have gone on after
+    /// that checkpoint (the next start then restarts idle clocks, as after a crash).
+    pub fn mark_stopped(&self) -> Result<(), OpenError> {
         match &self.inner.persist {
             Some(p) => p.mark_stopped(),
             None => Ok(()),

@@ -149,10 +149,10 @@ fn token<'a>(
     {
         return Ok(Some(std::borrow::Cow::Owned(t.into_owned())));
     }
-    // Only a GET's: browsers send cookies with cross-site form posts too, so a cookie that
-    // authorized a write would let any page write with its visitor's token.
+    // Only a read's (GET, HEAD): browsers send cookies with cross-site form posts too, so a
+    // cookie that authorized a write would let any page write with its visitor's token.
     if let Some(name) = cookie
-        && req.method == Method::GET
+        && matches!(req.method, Method::GET | Method::HEAD)
     {
         for h in req.headers.get_all(header::COOKIE) {
             let Ok(v) = h.to_str() else { continue };

@@ -99,14 +99,24 @@ pub enum Names {
 
 impl Names {
     /// Names starting with `p`. A stream's path (`/v1/stream/orders`) stands for its name
-    /// (`orders`): names are what requests are checked against.
-    pub fn prefix(p: &str) -> Names {
-        Names::Prefix(p.strip_prefix(STREAM_PATH).unwrap_or(p).to_string())
+    /// (`orders`): names are what requests are checked against. `None` for the bare path
+    /// `/v1/stream/`, which names no stream (as a prefix of every name it would grant topics
+    /// and subscriptions too).
+    pub fn prefix(p: &str) -> Option<Names> {
+        match p.strip_prefix(STREAM_PATH) {
+            Some("") => None,
+            Some(name) => Some(Names::Prefix(name.to_string())),
+            None => Some(Names::Prefix(p.to_string())),
+        }
     }
 
-    /// Exactly the name `n` (or the stream at the path `n`).
-    pub fn exact(n: &str) -> Names {
-        Names::Exact(n.strip_prefix(STREAM_PATH).unwrap_or(n).to_string())
+    /// Exactly the name `n` (or the stream at the path `n`); `None` for the bare path.
+    pub fn exact(n: &str) -> Option<Names> {
+        match n.strip_prefix(STREAM_PATH) {
+            Some("") => None,
+            Some(name) => Some(Names::Exact(name.to_string())),
+            None => Some(Names::Exact(n.to_string())),
+        }
     }
 }
 
@@ -199,11 +209,13 @@ impl Keys {
                     let list: Vec<Grant> = p
                         .split('|')
                         .filter(|x| !x.is_empty())
-                        .map(|x| Grant {
-                            names: Names::prefix(x),
-                            scopes,
+                        .map(|x| {
+                            let names = Names::prefix(x).ok_or_else(|| {
+                                bad("the prefix /v1/stream/ names no stream (give a name after it)")
+                            })?;
+                            Ok(Grant { names, scopes })
                         })
-                        .collect();
+                        .collect::<Result<_, String>>()?;
                     if list.is_empty() {
                         return Err(bad("the prefixes field is empty"));
                     }
@@ -266,6 +278,12 @@ mod tests {
         let k = Keys::parse("s:r:/v1/stream/orders").unwrap();
         let s = k.check("s").unwrap();
         assert!(s.covers("orders") && s.covers("orders/eu") && !s.covers("other"));
+        // The bare stream path is no prefix of everything.
+        assert!(
+            Keys::parse("s:rw:/v1/stream/")
+                .unwrap_err()
+                .contains("names no stream")
+        );
         assert!(!Keys::parse("").unwrap().enabled());
     }
 

@@ -316,8 +316,8 @@ fn parse_grants(v: &Value) -> Option<Vec<Grant>> {
         .map(|g| {
             let g = g.as_object()?;
             let names = match (g.get("prefix"), g.get("name")) {
-                (Some(Value::String(p)), None) => Names::prefix(p),
-                (None, Some(Value::String(n))) if !n.is_empty() => Names::exact(n),
+                (Some(Value::String(p)), None) => Names::prefix(p)?,
+                (None, Some(Value::String(n))) if !n.is_empty() => Names::exact(n)?,
                 _ => return None,
             };
             let scopes = match g.get("scopes")? {
