@@ -163,6 +163,13 @@ pub(crate) fn recover(
                 }
             }
         }
+        // What was replayed becomes durable before anything is written after it: a process
+        // crash leaves unsynced bytes in the page cache, where replay reads them, and the
+        // segments this run writes next could otherwise outlive them in a later power loss
+        // (a hole in the middle of the log, which recovery would then refuse). Already synced
+        // data makes this cheap.
+        f.sync_data()
+            .map_err(|e| WalError::io("sync replayed segment", path, &e))?;
     }
     let next = match segments.last() {
         None => 1,
