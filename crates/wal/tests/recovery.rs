@@ -303,3 +303,32 @@ fn a_segment_that_reads_short_is_an_error_not_a_torn_tail() {
     );
     assert_eq!(read_file(&mem, &seg(1)), bytes);
 }
+
+/// Records a process crash left unsynced (still in the page cache) are replayed, then made
+/// durable before the reopened WAL writes on: a later power loss must not keep the new
+/// segment's records and lose the replayed ones (a hole the next recovery would refuse).
+#[test]
+fn replayed_unsynced_records_are_synced_before_the_wal_writes_on() {
+    use riffle_wal::FaultDir;
+    let mem = MemDir::new();
+    let boot = || {
+        let (fault, plan) = FaultDir::new(Arc::new(mem.clone()));
+        (Arc::new(fault) as Arc<dyn Dir>, plan)
+    };
+    let (dir, plan) = boot();
+    let (wal, _, _) = open(dir, cfg(CFG.0, CFG.1)).unwrap();
+    append(&wal, &payload(0), Commit::Lazy).unwrap();
+    plan.halt(); // kill -9: nothing more reaches the disk; what was written stays cached
+    drop(wal);
+
+    let (dir, _plan) = boot();
+    let (wal, _, got) = open(dir, cfg(CFG.0, CFG.1)).unwrap();
+    assert_eq!(got.len(), 1, "the unsynced record is replayed");
+    append(&wal, &payload(1), Commit::Sync).unwrap();
+    drop(wal);
+    mem.crash(); // then a power loss
+
+    let (dir, _plan) = boot();
+    let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
+    assert_eq!(got, vec![payload(0), payload(1)], "{rec:?}");
+}
