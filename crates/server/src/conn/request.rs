@@ -257,8 +257,8 @@ fn is_sub_delim(b: u8) -> bool {
     )
 }
 
-/// A `tchar` of a token such as a field name (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
+/// A `tchar` of a token such as a field name or a media type (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

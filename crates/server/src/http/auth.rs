@@ -103,20 +103,22 @@ impl Names {
     /// `/v1/stream/`, which names no stream (as a prefix of every name it would grant topics
     /// and subscriptions too).
     pub fn prefix(p: &str) -> Option<Names> {
-        match p.strip_prefix(STREAM_PATH) {
-            Some("") => None,
-            Some(name) => Some(Names::Prefix(name.to_string())),
-            None => Some(Names::Prefix(p.to_string())),
-        }
+        name_of(p).map(|n| Names::Prefix(n.to_string()))
     }
 
     /// Exactly the name `n` (or the stream at the path `n`); `None` for the bare path.
     pub fn exact(n: &str) -> Option<Names> {
-        match n.strip_prefix(STREAM_PATH) {
-            Some("") => None,
-            Some(name) => Some(Names::Exact(name.to_string())),
-            None => Some(Names::Exact(n.to_string())),
-        }
+        name_of(n).map(|n| Names::Exact(n.to_string()))
+    }
+}
+
+/// The name `s` stands for: itself, or the stream's name after `/v1/stream/` (`None` when
+/// nothing follows it).
+fn name_of(s: &str) -> Option<&str> {
+    match s.strip_prefix(STREAM_PATH) {
+        Some("") => None,
+        Some(name) => Some(name),
+        None => Some(s),
     }
 }
 

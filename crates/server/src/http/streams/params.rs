@@ -20,9 +20,7 @@ pub fn closed_flag(h: &ReqHeaders) -> bool {
 /// parameters (RFC 9110 §8.3.1). A malformed one would be stored and echoed as the stream's.
 pub fn check_media_type(ct: &str) -> Result<(), ApiError> {
     fn token(s: &str) -> bool {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        !s.is_empty() && s.bytes().all(crate::conn::request::is_tchar)
     }
     let mut parts = ct.split(';');
     let essence = parts.next().unwrap_or_default().trim();
