@@ -68,9 +68,11 @@ impl<'a> ReqHeaders<'a> {
         let mut found = Self::default();
         for (name, value) in map {
             if let Some(f) = Field::of(name) {
-                let first = found.0[f as usize].get_or_insert(value);
-                if *first != value && found.1.is_none() {
-                    found.1 = Some(f);
+                match found.0[f as usize] {
+                    None => found.0[f as usize] = Some(value),
+                    // Only a repeat is compared: the common request pays nothing for it.
+                    Some(first) if first != value && found.1.is_none() => found.1 = Some(f),
+                    Some(_) => {}
                 }
             }
         }
