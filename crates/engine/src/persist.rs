@@ -7,7 +7,7 @@
 //! - `checkpoint`: the state of every durable log as of the WAL segments it names.
 
 use crate::filecache::{FileCache, FileKey};
-use crate::records::{LogMeta, Snapshot, WriterRec};
+use crate::records::{LogMeta, WriterRec};
 use crate::store::{LogFiles, data_path, idx_path};
 use crate::subs::SubRec;
 use crate::topic::queue::{QueueRec, QueueState};
@@ -19,9 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod replay;
+mod snapshot;
 mod stats;
 
 use replay::replay;
+use snapshot::Snapshot;
 
 const CHECKPOINT: &str = "checkpoint";
 /// Present while a server runs on the directory; removed after the final checkpoint of a
@@ -415,8 +417,7 @@ impl Persist {
             .sync_dir("streams")
             .map_err(|e| OpenError::Replay(format!("sync of streams/: {e}")))?;
         // 3. Publish it, then 4. let the covered segments go.
-        let bytes = postcard::to_stdvec(&snap).map_err(|e| OpenError::Checkpoint(e.to_string()))?;
-        riffle_wal::write_checkpoint(self.dir.as_ref(), CHECKPOINT, &bytes)?;
+        riffle_wal::write_checkpoint(self.dir.as_ref(), CHECKPOINT, &snap.encode())?;
         for (wal, seg) in self.shards.iter().zip(start_segments) {
             wal.remove_segments_before(seg)?;
         }
