@@ -581,3 +581,54 @@ async fn http2_head_answers_carry_no_body() {
         .await;
     assert_eq!(get.expect("GET").body, b"hello");
 }
+
+/// An HTTP/2 connection with no open stream is closed after the idle timeout, as an HTTP/1.1
+/// one is; one with a live response open is not idle.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_live_ones_kept() {
+    let s = Server::start_with(quick_timeouts()).await;
+    let mut h2 = H2::connect(s.port).await.expect("HTTP/2 connection");
+    for _ in 0..3 {
+        tokio::time::sleep(QUICK / 2).await;
+        let r = h2.request("GET", "/healthz", &[], b"").await.expect("GET");
+        assert_eq!(r.status, 200);
+    }
+    let answered = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), h2.ended())
+        .await
+        .expect("the idle connection was closed");
+    let took = answered.elapsed();
+    assert!(took >= QUICK * 3 / 4, "closed after {took:?}");
+
+    let (url, path) = s.text_stream("h2-live").await;
+    let mut h2 = H2::connect(s.port).await.expect("HTTP/2 connection");
+    let (resp, _stream) = h2
+        .start("GET", &format!("{path}?offset=-1&live=sse"), &[], b"")
+        .await
+        .expect("SSE request");
+    let resp = resp.await.expect("SSE head");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    tokio::time::sleep(QUICK * 2).await;
+    assert!(
+        !h2.has_ended(),
+        "a connection with an open SSE stream is not idle"
+    );
+    s.append(&url, TEXT, "late-event").await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("late-event") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.data())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open")
+            .expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        seen.extend_from_slice(&chunk);
+    }
+    // Once the live stream ends, the idle timer starts.
+    drop(body);
+    drop(_stream);
+    tokio::time::timeout(Duration::from_secs(5), h2.ended())
+        .await
+        .expect("closed once idle");
+}

@@ -14,6 +14,7 @@
 //! A connection whose first bytes are the HTTP/2 preface (cleartext prior knowledge, or TLS
 //! with ALPN `h2`) is served by hyper's HTTP/2 server instead.
 
+mod h2;
 mod prefixed;
 pub mod request;
 pub mod response;
@@ -27,9 +28,7 @@ use crate::http::{ApiError, App};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Version};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Method, Response, StatusCode, Version};
 use prefixed::Prefixed;
 use request::{Chunked, Framing, Head, Refused};
 use response::{Exchange, Parked, ParkedPoll, Waiting, Written};
@@ -83,7 +82,7 @@ where
         }
     }
     if buf.starts_with(H2_PREFACE) {
-        return http2(Prefixed::new(buf.freeze(), io), app).await;
+        return h2::serve(Prefixed::new(buf.freeze(), io), app).await;
     }
     let ending = http1(&mut io, buf, &app, deadline).await;
     finish(io, app, ending).await;
@@ -498,7 +497,11 @@ fn websocket_key(parts: &Parts) -> Option<Vec<u8>> {
 /// Run the handler. A panic in it (a bug) is answered with a 500 and `false` (the connection
 /// then closes, saying so) instead of ending the connection without any answer: a client
 /// must never be left to guess whether its request was served.
-async fn answer(app: &App, parts: &Parts, body: RequestBody) -> (Response<ResponseBody>, bool) {
+pub(super) async fn answer(
+    app: &App,
+    parts: &Parts,
+    body: RequestBody,
+) -> (Response<ResponseBody>, bool) {
     let started = std::time::Instant::now();
     match AssertUnwindSafe(app.handle(parts, body, started))
         .catch_unwind()
@@ -594,57 +597,6 @@ async fn refuse<IO: transport::Transport>(
     Ok(Ending::Closed { linger: true })
 }
 
-/// Serve an HTTP/2 connection with hyper, until it ends or the server shuts down.
-async fn http2<IO>(io: IO, app: Arc<App>)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let token = app.shutdown.clone();
-    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let app = app.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let (resp, _) = answer(&app, &parts, RequestBody::Streamed(body)).await;
-            // A waiting long-poll is waited for on this stream's task.
-            let resp = crate::http::streams::poll::resolve_answer(resp).await;
-            let resp = if parts.method == Method::HEAD {
-                without_body(resp)
-            } else {
-                resp
-            };
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r {
-            tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
-        },
-        () = token.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
-
-/// A HEAD answer over HTTP/2: hyper sends whatever body it is given, and DATA on a HEAD
-/// stream is a protocol error to the client (RFC 9113 §8.1.1). The body is dropped; its
-/// length stays in `Content-Length`, as the GET's would be (RFC 9110 §9.3.2).
-fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
-    use http_body::Body as _;
-    let (mut head, body) = resp.into_parts();
-    if !body.is_end_stream()
-        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
-        && let Some(n) = body.size_hint().exact()
-    {
-        head.headers
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
-    }
-    Response::from_parts(head, crate::http::body::empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,18 +677,5 @@ mod tests {
         token.cancel();
         let wait = Wait::Idle(stop.as_mut(), timer.as_mut());
         assert_eq!(read_more(&mut server, &mut buf, wait).await, Read::Ended);
-    }
-
-    #[test]
-    fn a_head_answer_over_http2_keeps_the_length_and_drops_the_body() {
-        use http_body::Body as _;
-        let resp = without_body(Response::new(crate::http::body::full("hello")));
-        assert_eq!(resp.headers()["content-length"], "5");
-        assert!(resp.body().is_end_stream());
-        // A length the handler set is kept as it is.
-        let mut resp = Response::new(crate::http::body::empty());
-        resp.headers_mut()
-            .insert("content-length", http::HeaderValue::from(9u64));
-        assert_eq!(without_body(resp).headers()["content-length"], "9");
     }
 }

@@ -20,6 +20,8 @@ impl H2Response {
 pub struct H2 {
     send: h2::client::SendRequest<bytes::Bytes>,
     authority: String,
+    /// Becomes true when the connection has ended (the server closed it, or it failed).
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl H2 {
@@ -33,13 +35,27 @@ impl H2 {
         let (send, conn) = h2::client::handshake(tcp)
             .await
             .map_err(|e| format!("h2 handshake: {e}"))?;
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let _ = conn.await;
+            let _ = ended_tx.send(true);
         });
         Ok(Self {
             send,
             authority: format!("127.0.0.1:{port}"),
+            ended,
         })
+    }
+
+    /// Wait until the connection has ended.
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+    }
+
+    /// Whether the connection has ended.
+    pub fn has_ended(&self) -> bool {
+        *self.ended.borrow()
     }
 
     /// Open a request stream and send `body` whole (ending the stream). Returns the response

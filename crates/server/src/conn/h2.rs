@@ -1,0 +1,185 @@
+//! HTTP/2 connections, served by hyper. Timeouts as HTTP/1.1's where they apply: a connection
+//! with no open stream for the idle timeout is closed with GOAWAY, and a peer that stops
+//! answering PINGs is dropped (a dead peer of a quiet live stream would otherwise be held
+//! forever). Writes that make no progress are the transport's [`StallGuard`] timeout.
+//!
+//! [`StallGuard`]: super::timeouts::StallGuard
+
+use super::timeouts::timeouts;
+use crate::http::App;
+use crate::http::body::{RequestBody, ResponseBody};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// With no frame from the peer for this long, a PING is sent...
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ... and a peer that does not acknowledge it within this long is gone.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serve an HTTP/2 connection until it ends, idles out, or the server shuts down.
+pub(super) async fn serve<IO>(io: IO, app: Arc<App>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let token = app.shutdown.clone();
+    // How many streams are open: from a request's arrival to the end of its response body.
+    let (open, mut open_rx) = watch::channel(0usize);
+    let open = Arc::new(open);
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        let stream = OpenStream::new(open.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let (resp, _) = super::answer(&app, &parts, RequestBody::Streamed(body)).await;
+            // A waiting long-poll is waited for on this stream's task.
+            let resp = crate::http::streams::poll::resolve_answer(resp).await;
+            let resp = if parts.method == Method::HEAD {
+                without_body(resp)
+            } else {
+                resp
+            };
+            Ok::<_, Infallible>(resp.map(|body| Tracked {
+                body,
+                _stream: stream,
+            }))
+        }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = idle(&mut open_rx, timeouts().idle);
+    tokio::pin!(idle);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+            }
+            return;
+        }
+        () = token.cancelled() => {}
+        () = &mut idle => {}
+    }
+    // GOAWAY; streams already open finish first.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// Resolves once no stream has been open for `timeout`.
+async fn idle(open: &mut watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        if *open.borrow_and_update() == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => return,
+                r = open.changed() => if r.is_err() { return },
+            }
+        } else if open.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts one open stream while it lives.
+struct OpenStream(Arc<watch::Sender<usize>>);
+
+impl OpenStream {
+    fn new(open: Arc<watch::Sender<usize>>) -> Self {
+        open.send_modify(|n| *n += 1);
+        OpenStream(open)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A response body that keeps its stream counted as open until hyper is done with it.
+struct Tracked {
+    body: ResponseBody,
+    _stream: OpenStream,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A HEAD answer over HTTP/2: hyper sends whatever body it is given, and DATA on a HEAD
+/// stream is a protocol error to the client (RFC 9113 §8.1.1). The body is dropped; its
+/// length stays in `Content-Length`, as the GET's would be (RFC 9110 §9.3.2).
+fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut head, body) = resp.into_parts();
+    if !body.is_end_stream()
+        && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(n) = body.size_hint().exact()
+    {
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    }
+    Response::from_parts(head, crate::http::body::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_answer_over_http2_keeps_the_length_and_drops_the_body() {
+        let resp = without_body(Response::new(crate::http::body::full("hello")));
+        assert_eq!(resp.headers()["content-length"], "5");
+        assert!(resp.body().is_end_stream());
+        // A length the handler set is kept as it is.
+        let mut resp = Response::new(crate::http::body::empty());
+        resp.headers_mut()
+            .insert("content-length", http::HeaderValue::from(9u64));
+        assert_eq!(without_body(resp).headers()["content-length"], "9");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_only_time_with_no_open_stream() {
+        let (tx, mut rx) = watch::channel(0usize);
+        let tx = Arc::new(tx);
+        let timeout = Duration::from_secs(60);
+        let started = tokio::time::Instant::now();
+        let stream = OpenStream::new(tx.clone());
+        let ended = tokio::spawn(async move {
+            idle(&mut rx, timeout).await;
+            tokio::time::Instant::now()
+        });
+        // Open for 100 s: not idle however long that is.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert!(!ended.is_finished());
+        drop(stream);
+        let at = ended.await.unwrap();
+        assert_eq!(at - started, Duration::from_secs(160));
+    }
+}
