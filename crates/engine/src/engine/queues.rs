@@ -12,6 +12,8 @@ use bytes::Bytes;
 
 /// Lease bounds (the reference's clamp).
 const LEASE_MS: (u64, u64) = (100, 86_400_000);
+/// How long a job its dead-letter topic refused waits before it is tried there again.
+const DEAD_LETTER_RETRY_MS: i64 = 5_000;
 
 /// A claim request.
 #[derive(Debug, Clone)]
@@ -127,8 +129,14 @@ impl Engine {
     /// are only dropped): each a write with `meta.$dead_letter_from`, `_deliveries` and
     /// `_src_seq`, under an idempotency key of its own, so a retry after a crash writes it
     /// once; then they are deleted from the queue.
+    ///
+    /// A job the dead-letter topic refuses (full with `discard: "reject"`, or any failure)
+    /// stays in the queue, out of claims, and is tried again after [`DEAD_LETTER_RETRY_MS`]: it
+    /// must not be lost, delivered again past its limit, or hold back the jobs behind it.
     async fn dead_letter(&self, name: &str, log: &Arc<Log>, dead: Vec<Job>) -> Result<()> {
         let config = log.topic_info(self.now(), false)?.config;
+        let mut moved = Vec::with_capacity(dead.len());
+        let mut refused = Vec::new();
         if let Some(dlq) = &config.dead_letter {
             for job in &dead {
                 let r = &job.record;
@@ -153,11 +161,29 @@ impl Engine {
                     idempotency_key: Some(format!("$dead_letter:{}:{}", log.config.id, r.seq)),
                     create: Some(self.default_topic_config()),
                 };
-                self.topic_write(dlq, w).await?;
+                match self.topic_write(dlq, w).await {
+                    Ok(_) => moved.push(r.seq),
+                    Err(e) => {
+                        tracing::warn!(queue = name, dead_letter = %dlq, seq = r.seq, error = %e,
+                            "a job past max_deliveries could not be dead-lettered; it waits in the queue and is tried again");
+                        refused.push(r.seq);
+                    }
+                }
             }
+        } else {
+            moved.extend(dead.iter().map(|j| j.record.seq));
         }
-        let seqs = dead.iter().map(|j| j.record.seq).collect();
-        log.queue_drop(seqs, self.inner.persist.as_ref()).await
+        let persist = self.inner.persist.as_ref();
+        if !refused.is_empty() {
+            let retry_at = self.now().saturating_add(DEAD_LETTER_RETRY_MS);
+            let change = LeaseChange::Postpone { until: retry_at };
+            log.queue_lease_change("", &refused, None, change, self.now(), persist)
+                .await?;
+        }
+        if moved.is_empty() {
+            return Ok(());
+        }
+        log.queue_drop(moved, persist).await
     }
 
     /// Ack jobs: deleted for good. Acks waiting together share one delete (one WAL record).

@@ -35,6 +35,20 @@ pub(crate) struct ClaimPass {
     pub counts: QueueCounts,
 }
 
+/// A lease id: unique within the topic (the claim's log seq and the job's place in it), and
+/// salted with the log's id, so a topic deleted and created again under its name never hands
+/// out one of its predecessor's ids (a stale worker's `lease_ids` would fence nothing) and no
+/// two queues start from the same id. Logged with the claim, so replay never derives it.
+fn lease_id(log_id: u64, log_seq: u64, i: usize) -> u64 {
+    // splitmix64's finalizer: distinct ids get unrelated salts. XOR with one salt is a
+    // bijection, so ids stay unique within the topic.
+    let mut z = log_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let salt = z ^ (z >> 31);
+    ((log_seq << 20) | (i as u64 & 0xf_ffff)) ^ salt
+}
+
 fn not_a_queue() -> EngineError {
     EngineError::NotAQueue
 }
@@ -113,13 +127,15 @@ impl Log {
         let v = self.view()?;
         let want: usize = takers.iter().map(|t| t.max).sum();
         let max_deliveries = v.config.max_deliveries;
+        // Jobs past the topic's `ttl_ms` are expired, as for every read: never claimed.
+        let unexpired = self.ttl_cut(&v, v.trim.earliest, now)?;
         let picked = self.with_topic(|st| {
             let t = st.topic.as_deref_mut().expect("checked by with_topic");
-            let (earliest, head) = (t.trim.earliest, t.head);
+            let (earliest, head) = (t.trim.earliest.max(unexpired), t.head);
             let mut q = t.queue.take()?;
             q.sweep(now);
             let mut out: Vec<(u64, u32)> = Vec::new();
-            let ready: Vec<u64> = q.reclaimable().take(want * 2 + 16).collect();
+            let ready: Vec<u64> = q.reclaimable(earliest).take(want * 2 + 16).collect();
             let deliveries = |q: &crate::topic::queue::QueueState, s: u64| {
                 q.deliveries.get(&s).copied().unwrap_or(0) + 1
             };
@@ -134,7 +150,7 @@ impl Log {
             let before = q.cursor;
             let mut cursor = before;
             while out.len() < want {
-                let s = t.live_from(cursor + 1);
+                let s = t.live_from((cursor + 1).max(earliest));
                 if s > head {
                     break;
                 }
@@ -156,7 +172,7 @@ impl Log {
         let mut claims = Vec::new();
         let mut turn = 0;
         for (i, (record, (seq, deliveries))) in records.into_iter().zip(picked).enumerate() {
-            let lease_id = ((v.log_seq + 1) << 20) | (i as u64 & 0xf_ffff);
+            let lease_id = lease_id(self.config.id, v.log_seq + 1, i);
             if max_deliveries > 0 && u64::from(deliveries) > max_deliveries {
                 pass.dead.push(Job {
                     record,
@@ -354,6 +370,15 @@ impl Log {
                 })?;
                 (held.ok_or_else(not_a_queue)?, Vec::new())
             }
+            // Jobs no one holds (the dead-letter topic refused them): the live ones.
+            LeaseChange::Postpone { .. } => {
+                let live = seqs
+                    .iter()
+                    .copied()
+                    .filter(|&s| s >= v.trim.earliest && s <= v.head && self.live_from(s) == s)
+                    .collect();
+                (live, Vec::new())
+            }
             _ => self.held(node, seqs, lease_ids)?,
         };
         let ms = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
@@ -365,6 +390,10 @@ impl Log {
             LeaseChange::Nack { .. } | LeaseChange::ReleaseConn(_) => QueueOp::Release {
                 seqs: held.clone(),
                 ready_at: 0,
+            },
+            LeaseChange::Postpone { until } => QueueOp::Release {
+                seqs: held.clone(),
+                ready_at: until,
             },
             LeaseChange::Extend { lease_ms } => QueueOp::Extend {
                 seqs: held.clone(),
@@ -429,4 +458,8 @@ pub(crate) enum LeaseChange {
     },
     /// Every lease of a `/work` stream, released at once.
     ReleaseConn(u64),
+    /// Jobs held by no one, out of claims until `until` (ms).
+    Postpone {
+        until: i64,
+    },
 }

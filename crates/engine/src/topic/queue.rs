@@ -193,9 +193,9 @@ impl QueueState {
         a.into_iter().chain(b).min()
     }
 
-    /// Jobs ready again, lowest first (the caller skips deleted ones).
-    pub fn reclaimable(&self) -> impl Iterator<Item = u64> + '_ {
-        self.reclaim.iter().copied()
+    /// Jobs ready again from `from` on, lowest first (the caller skips deleted ones).
+    pub fn reclaimable(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        self.reclaim.range(from..).copied()
     }
 
     /// The counts, for a queue of `live` jobs.

@@ -3,9 +3,13 @@
 //! `wait_ms` long-polls and the coalescing window. Built from `topics-v0-api.md`,
 //! `topics-README.md` and Riffle's documented decisions only, never from the implementation.
 
+#[path = "../common/mod.rs"]
 mod common;
 #[macro_use]
+#[path = "../topics_common/mod.rs"]
 mod topics_common;
+
+mod edges;
 
 use common::Server;
 use reqwest::Method;
