@@ -155,9 +155,22 @@ async fn durable_streams_routes_need_the_right_scope_and_prefix() {
     );
     assert_eq!(call(&s, M::DELETE, p, Some("writer"), &[], "").await.0, 403);
     assert_eq!(call(&s, M::DELETE, p, Some("del"), &[], "").await.0, 204);
-    // Live GETs may carry the token in the query or a cookie; other requests may not.
-    let q = format!("{}?offset=-1&token=reader", "/v1/stream/f");
-    assert_eq!(call(&s, M::GET, &q, None, &[], "").await.0, 200);
+    // SSE GETs may carry the token in the query (an EventSource cannot set headers); other
+    // requests may not (a query string ends up in logs).
+    let sse = s
+        .client
+        .get(s.url("/v1/stream/f?offset=-1&live=sse&token=reader"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    drop(sse);
+    for q in [
+        "/v1/stream/f?offset=-1&token=reader",
+        "/v1/stream/f?offset=-1&live=long-poll&token=reader",
+    ] {
+        assert_eq!(call(&s, M::GET, q, None, &[], "").await.0, 401, "{q}");
+    }
     let q = "/v1/stream/f?token=writer";
     assert_eq!(call(&s, M::POST, q, None, &[TEXT], "x").await.0, 401);
     let cookie = [("cookie", "a=b; riffle_token=reader")];
@@ -391,9 +404,15 @@ async fn websocket_needs_a_credential_and_its_scopes() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected a 401, got {other:?}"),
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{base}/v0/ws?token=reader"))
+    // A query token is for SSE GETs only: the upgrade needs the header (or the cookie).
+    let refused = tokio_tungstenite::connect_async(format!("{base}/v0/ws?token=reader")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    let mut ws = common::ws_with_bearer(&format!("{base}/v0/ws"), "reader")
         .await
-        .expect("upgrade with a query token");
+        .expect("upgrade with a bearer token");
     let publish = json!({ "op": "publish", "topic": "p", "records": [{ "data": 1 }] });
     ws.send(tokio_tungstenite::tungstenite::Message::text(
         publish.to_string(),
@@ -414,7 +433,7 @@ async fn websocket_needs_a_credential_and_its_scopes() {
 
     // Scopes are checked per op: a write-only key opens the socket and publishes, and its
     // subscribe is refused.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{base}/v0/ws?token=writer"))
+    let mut ws = common::ws_with_bearer(&format!("{base}/v0/ws"), "writer")
         .await
         .expect("any valid key upgrades");
     let subscribe = json!({ "op": "subscribe", "id": 2, "topic": "p" });

@@ -1,5 +1,6 @@
-//! Who may do what: the credential a request presents (`Authorization: Bearer`, or on a GET
-//! the `token` query parameter or the configured cookie, for browsers' EventSource), and the
+//! Who may do what: the credential a request presents (`Authorization: Bearer`, the `token`
+//! query parameter of an SSE stream GET, or on a GET or HEAD the configured cookie, for
+//! browsers' EventSource and WebSocket), and the
 //! scopes and names each route needs, the same rule in both APIs:
 //!
 //! - `read`: catch-up and live reads, HEAD, diff, watch, listings, metrics;
@@ -143,8 +144,8 @@ fn token<'a>(
         }
         return Ok(Some(t.trim().into()));
     }
-    if req.method == Method::GET
-        && let Some(q) = req.uri.query()
+    if let Some(q) = req.uri.query()
+        && is_sse_get(req, q)
         && let Some((_, t)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token")
     {
         return Ok(Some(std::borrow::Cow::Owned(t.into_owned())));
@@ -166,6 +167,24 @@ fn token<'a>(
         }
     }
     Ok(None)
+}
+
+/// Whether a request with query `q` is an SSE stream GET, the only kind whose token may ride in
+/// the query (an `EventSource` cannot set headers; a query string ends up in logs, so nothing
+/// else may): a Durable Streams `live=sse` read, a `/v0/watch/:wid` stream or a `/work` stream.
+fn is_sse_get(req: &Parts, q: &str) -> bool {
+    if req.method != Method::GET {
+        return false;
+    }
+    let path = req.uri.path();
+    if path.starts_with(STREAM) {
+        return form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "live" && v == "sse");
+    }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    matches!(
+        segments.as_slice(),
+        ["v0", "watch", wid] if !wid.is_empty()
+    ) || matches!(segments.as_slice(), ["v0", "topics", t, "work"] if !t.is_empty())
 }
 
 fn unauthorized(why: &str) -> ApiError {
