@@ -36,6 +36,14 @@ fn ttl(secs: u64) -> Option<Expiry> {
     Some(Expiry::Ttl { secs })
 }
 
+/// Expires at `unix_ms` (the manual clock starts at 1,000,000).
+fn at(unix_ms: i64) -> Option<Expiry> {
+    Some(Expiry::At {
+        unix_ms,
+        text: unix_ms.to_string(),
+    })
+}
+
 fn data(d: &[u8]) -> AppendRequest {
     AppendRequest {
         payload: Payload {
@@ -87,6 +95,7 @@ async fn ttl_slides_on_open_and_append_but_not_on_info() {
     let touch = e.open("touch").unwrap();
     clock.advance_ms(999);
     touch.touch();
+    drop(touch);
     clock.advance_ms(1);
     // 10 s after creation: only the log that was merely looked at is gone.
     assert_eq!(e.info("info").unwrap_err(), EngineError::NotFound);
@@ -100,21 +109,48 @@ async fn ttl_slides_on_open_and_append_but_not_on_info() {
         e.info(name).unwrap();
     }
     clock.advance_ms(1);
-    for name in ["open", "append"] {
-        assert_eq!(e.info(name).unwrap_err(), EngineError::NotFound, "{name}");
-    }
+    assert_eq!(e.info("append").unwrap_err(), EngineError::NotFound);
     // The touched one was used 999 ms later.
     e.info("touch").unwrap();
     clock.advance_ms(998);
     e.info("touch").unwrap();
     clock.advance_ms(1);
     assert_eq!(e.info("touch").unwrap_err(), EngineError::NotFound);
-    // A handle opened before expiry reads nothing of an expired log.
+    // A handle still held is a live reader still there: that log does not expire...
+    clock.advance_ms(60_000);
+    e.info("open").unwrap();
+    assert_eq!(held.read(ReadFrom::Start, 100).unwrap().next, 0);
+    // ... and its idle clock starts when the reader goes.
+    drop(held);
+    clock.advance_ms(9_999);
+    e.info("open").unwrap();
+    clock.advance_ms(1);
+    assert_eq!(e.info("open").unwrap_err(), EngineError::NotFound);
+    assert_eq!(e.log_count(), 0);
+}
+
+/// A handle opened before expiry reads nothing of a log that expired meanwhile (an absolute
+/// deadline: held handles do not stop it).
+#[tokio::test]
+async fn a_held_handle_reads_nothing_of_an_expired_log() {
+    let (e, clock) = engine();
+    let at = 1_000_000 + 10_000;
+    e.create(
+        "at",
+        spec(Some(Expiry::At {
+            unix_ms: at,
+            text: "t".into(),
+        })),
+    )
+    .await
+    .unwrap();
+    let held = e.open("at").unwrap();
+    clock.advance_ms(10_000);
+    assert_eq!(e.info("at").unwrap_err(), EngineError::NotFound);
     assert_eq!(
         held.read(ReadFrom::Start, 100).unwrap_err(),
         EngineError::NotFound
     );
-    assert_eq!(e.log_count(), 0);
 }
 
 /// A graceful stop keeps each idle clock: the downtime counts as idle, so a stream whose TTL
@@ -199,7 +235,8 @@ async fn recreate_after_expiry_is_a_fresh_log() {
                     data: "abc".into(),
                     messages: 1,
                 },
-                ..spec(ttl(5))
+                // An absolute deadline: a held handle (`old`) would keep a TTL alive.
+                ..spec(at(1_005_000))
             },
         )
         .await
@@ -222,8 +259,8 @@ async fn recreate_after_expiry_is_a_fresh_log() {
     let old = e.open("s").unwrap();
     clock.advance_ms(5_000);
 
-    // An identical create after expiry creates anew.
-    let second = e.create("s", spec(ttl(5))).await.unwrap();
+    // A create after expiry creates anew.
+    let second = e.create("s", spec(at(1_010_000))).await.unwrap();
     assert!(second.created);
     assert_ne!(second.info.id, first.info.id);
     assert_eq!(second.info.next, 0);
@@ -449,7 +486,8 @@ async fn changed_wakes_on_soft_delete_and_expiry() {
     )
     .await
     .unwrap();
-    e.create("other", spec(ttl(10))).await.unwrap();
+    // An absolute deadline: the waiting handle would keep a TTL alive.
+    e.create("other", spec(at(1_010_000))).await.unwrap();
 
     let mut src = e.open("src").unwrap();
     e.delete("src").await.unwrap();

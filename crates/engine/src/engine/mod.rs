@@ -135,7 +135,8 @@ struct Inner {
 }
 
 /// A live log, held for a read or a wait. It keeps answering for the incarnation it was opened
-/// on, even if the name is deleted and re-created meanwhile. A clone waits on its own.
+/// on, even if the name is deleted and re-created meanwhile. A clone waits on its own. While
+/// any handle of a log is held (a live reader waits), its idle TTL does not run out.
 #[derive(Clone)]
 pub struct LogHandle {
     log: Arc<Log>,
@@ -640,6 +641,14 @@ fn checkpointer(engine: Weak<Inner>) {
                 tracing::error!(error = %e, "checkpoint failed; will retry");
             }
         }
+    }
+}
+
+/// A handle held is a reader still there: its log's idle clock (`Stream-TTL`) starts again
+/// when the last one goes (see [`Log::is_expired`]).
+impl Drop for LogHandle {
+    fn drop(&mut self) {
+        self.log.touch(self.engine.inner.clock.as_ref());
     }
 }
 

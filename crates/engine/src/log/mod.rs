@@ -650,6 +650,11 @@ impl Log {
             None => false,
             Some(Expiry::At { unix_ms, .. }) => now_ms >= *unix_ms,
             Some(Expiry::Ttl { secs }) => {
+                // A stream with live readers (each waits on a handle, which subscribes) does
+                // not expire (PROTOCOL.md §5.1, `Stream-TTL`): its idle clock starts when the last goes.
+                if self.notify.receiver_count() > 0 {
+                    return false;
+                }
                 let last = self.state.lock().last_access_ms;
                 let window = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
                 now_ms >= last.saturating_add(window)
