@@ -318,8 +318,18 @@ async fn a_jwt_in_the_query_or_the_cookie_opens_live_gets() {
         assert_eq!(send(&s, M::GET, &path, None, &[], "").await.status(), 401);
     }
     // Scopes and expiry hold for a query token too.
-    assert_eq!(send(&s, M::GET, &sse(&writer), None, &[], "").await.status(), 403);
-    assert_eq!(send(&s, M::GET, &sse(&expired), None, &[], "").await.status(), 401);
+    assert_eq!(
+        send(&s, M::GET, &sse(&writer), None, &[], "")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(&s, M::GET, &sse(&expired), None, &[], "")
+            .await
+            .status(),
+        401
+    );
     // Not on a write.
     let path = format!("/v1/stream/c/x?token={writer}");
     assert_eq!(

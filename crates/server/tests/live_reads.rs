@@ -345,6 +345,31 @@ async fn sse_catch_up_then_live_text() {
     assert_control(&ev.expect(PROMPT).await, &offset(23), true);
 }
 
+/// Text events carry whole characters (a character split across appends waits for its
+/// rest) and keep a line's leading spaces through a parser that drops the one after `data:`.
+#[tokio::test]
+async fn sse_text_events_carry_whole_characters_and_leading_spaces() {
+    let s = Server::start_with(Options::default().long_poll_secs(30)).await;
+    let url = s.stream("sse-utf8");
+    s.create(&url, TEXT).await;
+    let mut ev = open_sse(&s, &url, "offset=-1", false).await;
+    assert_control(&ev.expect(PROMPT).await, &offset(0), true);
+    let party = "🎉".as_bytes();
+    // The first two bytes alone: no event can carry them (the parser would panic on them).
+    s.append(&url, TEXT, party[..2].to_vec()).await;
+    let mut rest = party[2..].to_vec();
+    rest.extend_from_slice(b"!\n  indented");
+    s.append(&url, TEXT, rest).await;
+    let e = ev.expect(PROMPT).await;
+    assert_data(&e);
+    assert_eq!(e.data(), "🎉!\n  indented");
+    assert_control(&ev.expect(PROMPT).await, &offset(16), true);
+
+    // Read from the start again: the same text, in one event.
+    let mut again = open_sse(&s, &url, "offset=-1", false).await;
+    assert_eq!(again.expect(PROMPT).await.data(), "🎉!\n  indented");
+}
+
 #[tokio::test]
 async fn sse_binary_is_base64() {
     let s = Server::start_with(Options::default().long_poll_secs(30)).await;

@@ -40,7 +40,13 @@ pub fn event(out: &mut BytesMut, name: Option<&str>, id: Option<&str>, data: &[u
                 (&rest[..i], Some(&rest[i + skip..]))
             }
         };
-        out.put_slice(b"data:");
+        // `data:<line>`, but a line that starts with a space gets one more: every SSE parser
+        // (WHATWG's, the official clients') drops one space after the colon.
+        if line.first() == Some(&b' ') {
+            out.put_slice(b"data: ");
+        } else {
+            out.put_slice(b"data:");
+        }
         out.put_slice(line);
         out.put_u8(b'\n');
         match next {
@@ -86,5 +92,12 @@ mod tests {
             &out[..],
             b"event: data\nid: 7\ndata:a\ndata:event: x\ndata:b\ndata:c\n\n"
         );
+    }
+
+    #[test]
+    fn a_leading_space_survives_the_parsers_strip() {
+        let mut out = BytesMut::new();
+        event(&mut out, None, None, b" one\n  two\nthree ");
+        assert_eq!(&out[..], b"data:  one\ndata:   two\ndata:three \n\n");
     }
 }

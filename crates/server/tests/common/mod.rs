@@ -780,7 +780,8 @@ fn parse_event(block: &[u8]) -> Event {
         if let Some(v) = line.strip_prefix("event:") {
             event = v.trim_start().to_string();
         } else if let Some(v) = line.strip_prefix("data:") {
-            data_lines.push(v.to_string());
+            // As every SSE parser does (WHATWG's, the official clients'): one space goes.
+            data_lines.push(v.strip_prefix(' ').unwrap_or(v).to_string());
         } else if line.starts_with(':') || line.is_empty() {
             // comment
         } else {
@@ -806,5 +807,7 @@ pub async fn ws_with_bearer(
         .parse()
         .expect("a token fits a header value");
     req.headers_mut().insert("authorization", value);
-    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
 }

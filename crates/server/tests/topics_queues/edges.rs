@@ -9,7 +9,13 @@ use super::*;
 #[tokio::test]
 async fn a_full_dead_letter_topic_does_not_stop_the_queue() {
     let s = start().await;
-    put_ok(&s, "q-dl", json!({ "cap_records": 1, "discard": "reject" }), 201).await;
+    put_ok(
+        &s,
+        "q-dl",
+        json!({ "cap_records": 1, "discard": "reject" }),
+        201,
+    )
+    .await;
     write(&s, "q-dl", json!({ "records": [{ "data": 0 }] })).await;
     let cfg = json!({ "lease_ms": 1000, "max_deliveries": 1, "dead_letter": "q-dl" });
     queue(&s, "q", cfg).await;
@@ -22,13 +28,23 @@ async fn a_full_dead_letter_topic_does_not_stop_the_queue() {
     let v = claim(&s, "q", json!({ "node": "w", "max": 5 })).await;
     assert_eq!(cseqs(&v), [2], "{v}");
     let again = claim(&s, "q", json!({ "node": "w2", "max": 5 })).await;
-    assert_eq!(cseqs(&again), Vec::<u64>::new(), "never delivered again: {again}");
+    assert_eq!(
+        cseqs(&again),
+        Vec::<u64>::new(),
+        "never delivered again: {again}"
+    );
     has!(state(&s, "q").await, { "count": 2 });
     has!(counts(&s, "q").await, { "in_flight": 1, "dead_lettered": 0 });
     op(&s, "q", "ack", json!({ "node": "w", "seqs": [2] })).await;
 
     // With room in q-dl, the next look after the retry interval (5 s) moves it there.
-    put_ok(&s, "q-dl", json!({ "cap_records": 10, "discard": "reject" }), 200).await;
+    put_ok(
+        &s,
+        "q-dl",
+        json!({ "cap_records": 10, "discard": "reject" }),
+        200,
+    )
+    .await;
     tokio::time::sleep(ms(5_500)).await;
     let v = claim(&s, "q", json!({ "node": "w", "max": 5 })).await;
     assert_eq!(cseqs(&v), Vec::<u64>::new(), "{v}");
@@ -45,7 +61,12 @@ async fn a_full_dead_letter_topic_does_not_stop_the_queue() {
 async fn expired_jobs_are_never_claimed() {
     let s = start().await;
     queue(&s, "qt", json!({ "ttl_ms": 1000, "lease_ms": 200 })).await;
-    write(&s, "qt", json!({ "records": [{ "data": 1 }, { "data": 2 }, { "data": 3 }] })).await;
+    write(
+        &s,
+        "qt",
+        json!({ "records": [{ "data": 1 }, { "data": 2 }, { "data": 3 }] }),
+    )
+    .await;
     // Job 1 is claimed and its lease expires: ready again, but expired by then too.
     assert_eq!(cseqs(&claim(&s, "qt", json!({ "node": "w" })).await), [1]);
     tokio::time::sleep(ms(1_500)).await;
@@ -69,7 +90,10 @@ async fn lease_ids_do_not_repeat_across_a_recreated_topic() {
         write(&s, "qr", json!({ "records": [{ "data": round }] })).await;
         let v = claim(&s, "qr", json!({ "node": "worker-1" })).await;
         let id = lease_ids(&v)[0].clone();
-        assert!(firsts.insert(id.to_string()), "lease id {id} handed out again");
+        assert!(
+            firsts.insert(id.to_string()),
+            "lease id {id} handed out again"
+        );
         if round == 0 {
             stale = Some(id);
             delete(&s, "/v0/topics/qr").await.ok(200);
@@ -83,5 +107,8 @@ async fn lease_ids_do_not_repeat_across_a_recreated_topic() {
     write(&s, "other", json!({ "records": [{ "data": 0 }] })).await;
     let v = claim(&s, "other", json!({ "node": "worker-1" })).await;
     let id = lease_ids(&v)[0].to_string();
-    assert!(firsts.insert(id.clone()), "another queue's first lease id {id}");
+    assert!(
+        firsts.insert(id.clone()),
+        "another queue's first lease id {id}"
+    );
 }

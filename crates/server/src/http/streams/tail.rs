@@ -197,7 +197,16 @@ impl SseTail {
                 };
             }
         };
-        if batch.is_empty() && !control && !batch.closed {
+        let mut payload = payload(&batch);
+        let mut next = batch.next;
+        if !self.binary && batch.info.framing == Framing::Bytes && !batch.closed {
+            // Text events carry whole characters: a character an append left unfinished waits
+            // for the rest (its bytes start the next event; the offset stays before them).
+            let hold = incomplete_utf8_tail(&payload);
+            payload.truncate(payload.len() - hold);
+            next -= hold as u64;
+        }
+        if payload.is_empty() && !control && !batch.closed {
             return Rendered {
                 step: Step::Idle,
                 next: self.pos,
@@ -205,12 +214,17 @@ impl SseTail {
             };
         }
         let cursor = next_cursor(SystemClock.now_ms(), self.client_cursor.as_deref());
-        let mut ev = if batch.is_empty() {
+        let mut ev = if payload.is_empty() {
             BytesMut::new()
         } else {
-            data_event(&batch, self.binary)
+            data_event(payload, self.binary)
         };
-        control_event(&mut ev, &batch, &cursor);
+        let at = At {
+            next,
+            closed: batch.closed,
+            up_to_date: batch.up_to_date,
+        };
+        control_event(&mut ev, &at, &cursor);
         let ev = ev.freeze();
         Rendered {
             step: if batch.closed {
@@ -218,7 +232,7 @@ impl SseTail {
             } else {
                 Step::Events(ev)
             },
-            next: batch.next,
+            next,
             more: !batch.up_to_date,
         }
     }
@@ -254,14 +268,40 @@ pub fn is_binary(content_type: &str) -> bool {
     !(text || t.eq_ignore_ascii_case("application/json"))
 }
 
-/// `event: data`, the payload split into `data:` lines on CR, LF or CRLF, so a payload can
-/// never inject an event of its own.
-fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
-    let payload: Vec<u8> = if batch.info.framing == Framing::JsonMessages {
+/// The bytes a data event carries: the stored bytes, or for JSON a JSON array.
+fn payload(batch: &ReadBatch) -> Vec<u8> {
+    if batch.chunks.is_empty() {
+        Vec::new()
+    } else if batch.info.framing == Framing::JsonMessages {
         json_array(batch.chunks.clone()).concat()
     } else {
         batch.chunks.concat()
-    };
+    }
+}
+
+/// How many bytes at the end of `text` begin a UTF-8 character that is not complete yet (0 to
+/// 3). Bytes that could never become a character are not held (nothing would complete them).
+fn incomplete_utf8_tail(text: &[u8]) -> usize {
+    let n = text.len();
+    for back in 1..=3.min(n) {
+        let b = text[n - back];
+        if b & 0xc0 == 0x80 {
+            continue; // a continuation byte: the lead is further back
+        }
+        let len = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return 0,
+        };
+        return if back < len { back } else { 0 };
+    }
+    0
+}
+
+/// `event: data`, the payload split into `data:` lines on CR, LF or CRLF, so a payload can
+/// never inject an event of its own.
+fn data_event(payload: Vec<u8>, binary: bool) -> BytesMut {
     let text = if binary {
         base64::engine::general_purpose::STANDARD
             .encode(&payload)
@@ -274,10 +314,17 @@ fn data_event(batch: &ReadBatch, binary: bool) -> BytesMut {
     ev
 }
 
-/// `event: control` with the position after `batch` and the stream's state there. Written
-/// directly (it goes to every subscriber on every event): offsets and cursors are digits and
-/// `_`, nothing to escape.
-fn control_event<C>(ev: &mut BytesMut, batch: &ReadBatch<C>, cursor: &str) {
+/// Where a control event says the subscriber is.
+struct At {
+    next: u64,
+    closed: bool,
+    up_to_date: bool,
+}
+
+/// `event: control` with the position after the events and the stream's state there.
+/// Written directly (it goes to every subscriber on every event): offsets and cursors are
+/// digits and `_`, nothing to escape.
+fn control_event(ev: &mut BytesMut, batch: &At, cursor: &str) {
     debug_assert!(cursor.bytes().all(|b| b.is_ascii_digit()));
     ev.put_slice(b"event: control\ndata:{\"streamNextOffset\":\"");
     ev.put_slice(format_offset(batch.next).as_bytes());
@@ -300,21 +347,9 @@ mod tests {
 
     #[test]
     fn control_events_are_json() {
-        let info = riffle_engine::LogInfo {
-            id: 1,
-            content_type: "text/plain".into(),
-            framing: Framing::Bytes,
-            next: 42,
-            closed: false,
-            expiry: None,
-            durability: riffle_engine::Durability::Memory,
-        };
         for (closed, up_to_date) in [(false, false), (false, true), (true, true)] {
-            let batch = ReadBatch::<bytes::Bytes> {
-                info: info.clone(),
-                start: 0,
+            let batch = At {
                 next: 42,
-                chunks: Vec::new(),
                 up_to_date,
                 closed,
             };
@@ -329,6 +364,25 @@ mod tests {
             assert_eq!(v.get("streamCursor").is_some(), !closed);
             assert_eq!(v.get("upToDate").is_some(), up_to_date);
         }
+    }
+
+    #[test]
+    fn unfinished_characters_are_held_back() {
+        let party = "🎉".as_bytes(); // 4 bytes
+        for cut in 0..4 {
+            let mut t = b"ok ".to_vec();
+            t.extend_from_slice(&party[..cut]);
+            assert_eq!(incomplete_utf8_tail(&t), cut, "{cut}");
+        }
+        assert_eq!(incomplete_utf8_tail("ok 🎉".as_bytes()), 0);
+        assert_eq!(incomplete_utf8_tail("é".as_bytes()), 0);
+        assert_eq!(incomplete_utf8_tail(&"é".as_bytes()[..1]), 1);
+        assert_eq!(incomplete_utf8_tail(&"€".as_bytes()[..2]), 2);
+        // Never a character: a stray continuation byte, an invalid lead.
+        assert_eq!(incomplete_utf8_tail(b"a\x80"), 0);
+        assert_eq!(incomplete_utf8_tail(b"a\xff"), 0);
+        assert_eq!(incomplete_utf8_tail(b"\x80\x80\x80"), 0);
+        assert_eq!(incomplete_utf8_tail(b""), 0);
     }
 
     #[test]
