@@ -632,3 +632,49 @@ async fn idle_http2_connections_are_closed_and_live_ones_kept() {
         .await
         .expect("closed once idle");
 }
+
+/// A client that keeps a stream's flow-control window shut blocks no write, yet its responses
+/// go nowhere: like an HTTP/1.1 client that stops reading, its connection is dropped after the
+/// write-stall timeout, and the live slots it held are free again.
+#[tokio::test]
+async fn an_http2_client_that_never_opens_its_window_is_dropped() {
+    let s = Server::start_with(quick_timeouts().env("DS_LIMITS__MAX_LIVE_CONNECTIONS", "3")).await;
+    let (url, path) = s.text_stream("h2-shut").await;
+    s.append(&url, TEXT, "x".repeat(1000)).await;
+    let mut settings = h2::client::Builder::new();
+    settings.initial_window_size(0);
+    let mut h2 = H2::connect_with(s.port, settings)
+        .await
+        .expect("HTTP/2 connection");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (resp, stream) = h2
+            .start("GET", &format!("{path}?offset=-1&live=sse"), &[], b"")
+            .await
+            .expect("SSE request");
+        let resp = resp.await.expect("SSE head");
+        assert_eq!(resp.status(), 200);
+        held.push((resp, stream));
+    }
+    // Every live slot is taken.
+    let sse = format!("{}?offset=-1&live=sse", url);
+    assert_eq!(s.client.get(&sse).send().await.unwrap().status(), 429);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), h2.ended())
+        .await
+        .expect("the stalled connection was dropped");
+    let took = started.elapsed();
+    assert!(took >= QUICK * 3 / 4, "dropped after {took:?}");
+    drop(held);
+    // The slots came back.
+    let mut free = false;
+    for _ in 0..50 {
+        let r = s.client.get(&sse).send().await.unwrap();
+        if r.status() == 200 {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(free, "the live slots were given back");
+}

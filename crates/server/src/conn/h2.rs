@@ -1,7 +1,10 @@
 //! HTTP/2 connections, served by hyper. Timeouts as HTTP/1.1's where they apply: a connection
 //! with no open stream for the idle timeout is closed with GOAWAY, and a peer that stops
 //! answering PINGs is dropped (a dead peer of a quiet live stream would otherwise be held
-//! forever). Writes that make no progress are the transport's [`StallGuard`] timeout.
+//! forever). Writes that make no progress are the transport's [`StallGuard`] timeout; a
+//! client that keeps a stream's flow-control window shut makes no write block, so a response
+//! body whose next frame hyper has not asked for within the write-stall timeout drops the
+//! connection too (else one connection could hold 200 live slots, and their events, forever).
 //!
 //! [`StallGuard`]: super::timeouts::StallGuard
 
@@ -15,7 +18,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,8 +39,11 @@ where
     // How many streams are open: from a request's arrival to the end of its response body.
     let (open, mut open_rx) = watch::channel(0usize);
     let open = Arc::new(open);
+    let bodies = Arc::new(Bodies::default());
+    let registry = bodies.clone();
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let app = app.clone();
+        let bodies = registry.clone();
         let stream = OpenStream::new(open.clone());
         async move {
             let (parts, body) = req.into_parts();
@@ -50,6 +57,7 @@ where
             };
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
+                stalled_since: bodies.register(),
                 _stream: stream,
             }))
         }
@@ -62,15 +70,24 @@ where
     tokio::pin!(conn);
     let idle = idle(&mut open_rx, timeouts().idle);
     tokio::pin!(idle);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+    let stall = timeouts().write_stall;
+    let mut check = tokio::time::interval(stall / 4);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+                }
+                return;
             }
-            return;
+            () = token.cancelled() => break,
+            () = &mut idle => break,
+            _ = check.tick() => if bodies.stalled_for(stall) {
+                tracing::debug!("HTTP/2 connection dropped: a response made no progress");
+                return;
+            },
         }
-        () = token.cancelled() => {}
-        () = &mut idle => {}
     }
     // GOAWAY; streams already open finish first.
     conn.as_mut().graceful_shutdown();
@@ -107,9 +124,63 @@ impl Drop for OpenStream {
     }
 }
 
-/// A response body that keeps its stream counted as open until hyper is done with it.
+/// The response bodies of a connection, each with the moment (ms after `start`, plus one; 0:
+/// none) since which it has waited for hyper to ask for its next frame.
+struct Bodies {
+    start: std::time::Instant,
+    list: parking_lot::Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies {
+            start: std::time::Instant::now(),
+            list: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Bodies {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// A new body, waiting for its first poll.
+    fn register(self: &Arc<Self>) -> Stalled {
+        let since = Arc::new(AtomicU64::new(self.now()));
+        let mut list = self.list.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&since));
+        Stalled {
+            since,
+            bodies: self.clone(),
+        }
+    }
+
+    /// Whether a body has waited for hyper longer than `limit`.
+    fn stalled_for(&self, limit: Duration) -> bool {
+        let now = self.now();
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let mut list = self.list.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).any(|since| {
+            let t = since.load(Ordering::Relaxed);
+            t != 0 && now.saturating_sub(t) > limit
+        })
+    }
+}
+
+/// One body's entry in [`Bodies`].
+struct Stalled {
+    since: Arc<AtomicU64>,
+    bodies: Arc<Bodies>,
+}
+
+/// A response body that keeps its stream counted as open until hyper is done with it, and
+/// says when hyper holds a frame of it without asking for the next.
 struct Tracked {
     body: ResponseBody,
+    stalled_since: Stalled,
     _stream: OpenStream,
 }
 
@@ -121,7 +192,16 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        // Asked: not stalled while the body looks for its next frame (a live response may
+        // wait long for data; that is not the client's doing).
+        self.stalled_since.since.store(0, Ordering::Relaxed);
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(_)) = &frame {
+            // Handed over: hyper asks for the next once the client's window lets it send.
+            let now = self.stalled_since.bodies.now();
+            self.stalled_since.since.store(now, Ordering::Relaxed);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

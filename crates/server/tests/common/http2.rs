@@ -28,11 +28,17 @@ impl H2 {
     /// Connect and complete the HTTP/2 handshake; the connection is driven by a spawned task
     /// that ends when the server goes away.
     pub async fn connect(port: u16) -> Result<Self, String> {
+        Self::connect_with(port, h2::client::Builder::new()).await
+    }
+
+    /// [`H2::connect`] with the client's settings (say, a stream window that stays shut).
+    pub async fn connect_with(port: u16, settings: h2::client::Builder) -> Result<Self, String> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        let (send, conn) = h2::client::handshake(tcp)
+        let (send, conn) = settings
+            .handshake(tcp)
             .await
             .map_err(|e| format!("h2 handshake: {e}"))?;
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
