@@ -370,6 +370,40 @@ async fn sse_text_events_carry_whole_characters_and_leading_spaces() {
     assert_eq!(again.expect(PROMPT).await.data(), "🎉!\n  indented");
 }
 
+/// A record larger than an SSE event's bound goes out as several events, each followed by a
+/// control event at an offset inside the record: a slow client holds one bounded event in
+/// the server, never the whole record.
+#[tokio::test]
+async fn sse_splits_a_large_record_into_bounded_events() {
+    let s = Server::start_with(Options::default().long_poll_secs(30)).await;
+    let url = s.stream("sse-big");
+    s.create(&url, TEXT).await;
+    // 200,000 bytes of text, with a 3-byte character across every 64 KiB boundary somewhere.
+    let record: String = (0..40_000)
+        .map(|i| if i % 7 == 0 { "€ab" } else { "xyzwv" })
+        .collect();
+    let record = &record[..record.floor_char_boundary(200_000)];
+    s.append(&url, TEXT, record.to_string()).await;
+    let mut ev = open_sse(&s, &url, "offset=-1", false).await;
+    let mut got = String::new();
+    let mut events = 0;
+    loop {
+        let e = ev.expect(PROMPT).await;
+        assert_data(&e);
+        let data = e.data();
+        assert!(data.len() <= 64 * 1024, "an event of {} bytes", data.len());
+        got.push_str(&data);
+        events += 1;
+        let c = ev.expect(PROMPT).await;
+        if c.json().get("upToDate").is_some() {
+            assert_control(&c, &offset(record.len() as u64), true);
+            break;
+        }
+    }
+    assert!(events >= 4, "{events} events");
+    assert_eq!(got, record);
+}
+
 #[tokio::test]
 async fn sse_binary_is_base64() {
     let s = Server::start_with(Options::default().long_poll_secs(30)).await;

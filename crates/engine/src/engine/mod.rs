@@ -666,7 +666,15 @@ impl LogHandle {
     /// Read from `from` towards the tail, gathering about `max_bytes` (whole records; at least
     /// one record if any is available).
     pub fn read(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch> {
-        self.read_as(from, max_bytes)
+        self.read_as(from, max_bytes, false)
+    }
+
+    /// [`LogHandle::read`], except that a byte stream's read ends at `max_bytes` exactly,
+    /// inside a record if need be (a JSON stream's still ends between messages): for readers
+    /// that must bound what they hold at once whatever the size of a record, like a live SSE
+    /// event that a slow client may keep waiting.
+    pub fn read_capped(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch> {
+        self.read_as(from, max_bytes, true)
     }
 
     /// [`LogHandle::read`], with the ranges that are in files left there: a transport that
@@ -676,10 +684,10 @@ impl LogHandle {
         from: ReadFrom,
         max_bytes: usize,
     ) -> Result<ReadBatch<crate::types::Piece>> {
-        self.read_as(from, max_bytes)
+        self.read_as(from, max_bytes, false)
     }
 
-    fn read_as<C>(&self, from: ReadFrom, max_bytes: usize) -> Result<ReadBatch<C>>
+    fn read_as<C>(&self, from: ReadFrom, max_bytes: usize, capped: bool) -> Result<ReadBatch<C>>
     where
         Vec<C>: crate::log::Sink,
     {
@@ -708,9 +716,12 @@ impl LogHandle {
         };
         let mut chunks = Vec::new();
         let mut budget = max_bytes.max(1);
-        let next = self
-            .log
-            .collect(start, info.next, &mut budget, &mut chunks)?;
+        let to = if capped && info.framing != Framing::JsonMessages {
+            info.next.min(start.saturating_add(budget as u64))
+        } else {
+            info.next
+        };
+        let next = self.log.collect(start, to, &mut budget, &mut chunks)?;
         let up_to_date = next == info.next;
         Ok(ReadBatch {
             closed: info.closed && up_to_date,

@@ -5,14 +5,14 @@
 //! ([`crate::fanout`]), which renders each append once for every parked subscriber at the
 //! same position and writes it to all of them.
 //!
-//! Events: a data event per batch, each followed by a control event; a control event first
+//! Events: a data event per batch (at most [`MAX_EVENT_BYTES`] of a byte stream, whole
+//! characters of a text one), each followed by a control event; a control event first
 //! (when the read starts at the tail) and as keep-alive after each long-poll interval of
 //! quiet; the response ends when the stream closes or goes, the reconnect interval passes,
 //! the credential expires (with an `error` event) or the server shuts down.
 
 use super::offset::format_offset;
 use super::payload::json_array;
-use super::read::MAX_READ_BYTES;
 use crate::http::cursor::next_cursor;
 use crate::http::slots::Slot;
 use base64::Engine as _;
@@ -20,6 +20,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use riffle_engine::{Clock, Framing, LogHandle, ReadBatch, ReadFrom, SystemClock};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Most stored bytes one data event carries (a JSON stream's events end between messages, so
+/// a larger message goes whole). A client that stops reading holds at most one event (and
+/// TCP's or HTTP/2's buffers) in the server however large the records; a large catch-up is
+/// many events.
+const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// What a subscriber is to be sent next.
 #[derive(Debug, Clone)]
@@ -186,7 +192,10 @@ impl SseTail {
     /// The events at the current position: data if there is any, else a control event when
     /// `control` (or when the stream is closed there), else nothing.
     fn render(&self, control: bool) -> Rendered {
-        let batch = match self.handle.read(ReadFrom::At(self.pos), MAX_READ_BYTES) {
+        let batch = match self
+            .handle
+            .read_capped(ReadFrom::At(self.pos), MAX_EVENT_BYTES)
+        {
             Ok(b) => b,
             // Deleted meanwhile: the response ends.
             Err(_) => {
