@@ -236,6 +236,14 @@ impl Persist {
             })
             .max()
             .map_or(0, |s| s + 1);
+        if !checkpointed && existing == 0 && dir.list("streams").is_ok_and(|f| !f.is_empty()) {
+            // Stream files outlive neither: recovery would take them for orphans and delete
+            // them.
+            return Err(OpenError::Checkpoint(format!(
+                "{CHECKPOINT}: missing, and so is the WAL, but streams/ holds stream files: \
+                 this is not a new data directory (restore its files, or start on an empty one)"
+            )));
+        }
         let active = config.shards.max(1);
         let progress = config.progress.clone();
         let mut report = RecoveryReport::default();
@@ -251,14 +259,25 @@ impl Persist {
                 segment_bytes: config.segment_bytes,
                 sync_interval: config.sync_interval,
             };
-            let (wal, recovery) = Wal::open(dir.clone(), cfg, |lsn: Lsn, record: &[u8]| {
-                if lsn.segment < start {
-                    return Ok(());
-                }
-                report.records_replayed += 1;
-                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                replay(&files, &mut logs, &mut subs, record)
-            })?;
+            // The segment replay must start in: the checkpoint's (it removed those before), or
+            // without one the first a shard ever had (nothing was removed). Missing, it was
+            // lost, and so were its records: refused rather than replayed around.
+            let first = if checkpointed {
+                snapshot.start_segments.get(shard as usize).copied()
+            } else {
+                dir.list(&format!("wal/{shard:02}"))
+                    .is_ok_and(|files| !files.is_empty())
+                    .then_some(1)
+            };
+            let (wal, recovery) =
+                Wal::open_from(dir.clone(), cfg, first, |lsn: Lsn, record: &[u8]| {
+                    if lsn.segment < start {
+                        return Ok(());
+                    }
+                    report.records_replayed += 1;
+                    progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    replay(&files, &mut logs, &mut subs, record)
+                })?;
             if let StopReason::TornTail {
                 path,
                 offset,

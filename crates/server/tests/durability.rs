@@ -7,6 +7,7 @@ mod common;
 
 use common::{Options, Server, TempDir, header};
 use std::path::Path;
+use std::time::Duration;
 
 const TEXT: &str = "text/plain";
 const CLASSES: [&str; 4] = ["ephemeral", "memory", "disk", "fsync"];
@@ -278,4 +279,80 @@ async fn disk_class_survives_kill_dash_nine_before_its_sync() {
     drop(s); // SIGKILL, well inside the sync interval
     let s = Server::start_with(opts).await;
     assert_all_back(&s, &streams, "after kill -9 inside the sync interval").await;
+}
+
+/// Copy directory `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A data directory that lost its checkpoint or a WAL segment it needs is refused at start-up,
+/// naming what is missing: it is never started with the acknowledged data those held gone
+/// (and the stream files a lost checkpoint described are not deleted as orphans).
+#[tokio::test]
+async fn a_lost_checkpoint_or_wal_segment_is_refused() {
+    let tmp = TempDir::new("lost-files");
+    let data = tmp.path().join("data");
+    let s = start("file-durable", &data).await;
+    let path = |s: &Server, url: &str| url.strip_prefix(s.base.as_str()).unwrap().to_string();
+    let a = s.stream("a");
+    let (a_path, b_path) = (path(&s, &a), path(&s, &s.stream("b")));
+    s.create(&a, TEXT).await;
+    s.append(&a, TEXT, "hello").await;
+    s.stop_gracefully(); // a checkpoint
+    let s = start("file-durable", &data).await;
+    let (a, b) = (s.url(&a_path), s.url(&b_path));
+    s.append(&a, TEXT, " world").await;
+    s.create(&b, TEXT).await;
+    s.append(&b, TEXT, "bee").await;
+    drop(s); // kill -9
+
+    let refused = |dir: &Path, what: &str| {
+        let dir = dir.to_str().unwrap();
+        let env = [
+            ("DS_STORAGE__MODE", "file-durable"),
+            ("DS_STORAGE__DATA_DIR", dir),
+        ];
+        let (st, err) = common::run_to_exit(&["--port", "0"], &env, Duration::from_secs(30));
+        assert!(!st.success(), "{what}: started");
+        assert!(err.contains("missing"), "{what}: {err}");
+        err
+    };
+    let lost_checkpoint = tmp.path().join("no-checkpoint");
+    copy_dir(&data, &lost_checkpoint);
+    std::fs::remove_file(lost_checkpoint.join("checkpoint")).unwrap();
+    refused(&lost_checkpoint, "no checkpoint");
+    assert!(
+        std::fs::read_dir(lost_checkpoint.join("streams"))
+            .unwrap()
+            .count()
+            >= 4,
+        "the stream files are all still there"
+    );
+
+    let lost_segments = tmp.path().join("no-segments");
+    copy_dir(&data, &lost_segments);
+    for shard in std::fs::read_dir(lost_segments.join("wal")).unwrap() {
+        for seg in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            std::fs::remove_file(seg.unwrap().path()).unwrap();
+        }
+    }
+    let err = refused(&lost_segments, "no WAL segments");
+    assert!(err.contains(".wal"), "names the segment: {err}");
+    std::fs::remove_file(lost_segments.join("checkpoint")).unwrap();
+    refused(&lost_segments, "no checkpoint and no WAL");
+
+    // The directory as it was recovers everything.
+    let s = start("file-durable", &data).await;
+    assert_eq!(s.read_all(&s.url(&a_path)).await, b"hello world");
+    assert_eq!(s.read_all(&s.url(&b_path)).await, b"bee");
 }

@@ -20,6 +20,9 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
+    /// A segment recovery needs is not there (see `Wal::open_from`).
+    #[error("{path} is missing: {reason}")]
+    Missing { path: String, reason: String },
     #[error("replay: {0}")]
     Replay(String),
     #[error("the WAL is shut down")]

@@ -26,7 +26,7 @@ use crate::dir::{Dir, DirFile};
 use crate::error::WalError;
 use crate::format::{
     HEADER, check_header, max_record, parse_record, segment_dir, segment_header, segment_id,
-    valid_data_after,
+    segment_path, valid_data_after,
 };
 use crate::wal::{Lsn, Recovery, StopReason, WalConfig};
 
@@ -66,10 +66,49 @@ fn interrupted_creation(buf: &[u8], shard: u32, segment: u64) -> bool {
     buf.len() <= expected.len() && buf.iter().zip(expected).all(|(&b, e)| b == e || b == 0)
 }
 
+/// Segments are numbered one after another, and none is removed but the oldest: a gap, or a
+/// missing segment that replay must start in (`first`, which the caller's checkpoint names),
+/// means a file was lost, and replaying around it would drop what it held without a word.
+fn check_sequence(
+    cfg: &WalConfig,
+    segments: &[(u64, String)],
+    first: Option<u64>,
+) -> Result<(), WalError> {
+    let from = first.or(segments.first().map(|s| s.0)).unwrap_or(0);
+    let ids: Vec<u64> = segments
+        .iter()
+        .map(|s| s.0)
+        .filter(|&id| id >= from)
+        .collect();
+    let missing = |id: u64, reason: String| WalError::Missing {
+        path: segment_path(cfg.shard, id),
+        reason,
+    };
+    if let Some(n) = first
+        && ids.first() != Some(&n)
+    {
+        return Err(missing(
+            n,
+            "replay must start in this segment (a checkpoint names it; without one it is a \
+             shard's first, 1, so a lost checkpoint shows as this)"
+                .into(),
+        ));
+    }
+    if let Some(w) = ids.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(missing(
+            w[0] + 1,
+            format!("segments {} and {} are there", w[0], w[1]),
+        ));
+    }
+    Ok(())
+}
+
 /// Replay shard `cfg.shard`; returns the id the next segment must take and what happened.
+/// With `first`, segment `first` must be there (see [`check_sequence`]).
 pub(crate) fn recover(
     dir: &dyn Dir,
     cfg: &WalConfig,
+    first: Option<u64>,
     replay: &mut Replay<'_>,
 ) -> Result<(u64, Recovery), WalError> {
     let sdir = segment_dir(cfg.shard);
@@ -81,9 +120,11 @@ pub(crate) fn recover(
         .filter_map(|p| Some((segment_id(&p)?, p)))
         .collect();
     segments.sort();
+    check_sequence(cfg, &segments, first)?;
     let max = max_record(cfg.segment_bytes);
 
     let mut stop = StopReason::CleanEnd;
+    let mut interrupted = None;
     let mut records = 0u64;
     let count = segments.len();
     // Index of the last segment longer than a header: records can only be torn there.
@@ -111,6 +152,7 @@ pub(crate) fn recover(
                 return Err(corrupt(0, reason));
             }
             // Crashed while creating the segment: nothing was ever written into it.
+            interrupted = Some(*id);
             drop(f);
             dir.remove(path)
                 .map_err(|e| WalError::io("remove", path, &e))?;
@@ -173,6 +215,9 @@ pub(crate) fn recover(
     }
     let next = match segments.last() {
         None => 1,
+        // The segment whose creation was interrupted is created again under its id: skipping
+        // it would leave a hole, which recovery takes for a lost segment.
+        Some((id, _)) if interrupted == Some(*id) => *id,
         Some((id, path)) => id.checked_add(1).ok_or_else(|| WalError::Corrupt {
             path: path.clone(),
             offset: 0,

@@ -188,9 +188,21 @@ impl Wal {
     pub fn open(
         dir: Arc<dyn Dir>,
         cfg: WalConfig,
+        replay: impl FnMut(Lsn, &[u8]) -> Result<(), String>,
+    ) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_from(dir, cfg, None, replay)
+    }
+
+    /// [`Wal::open`], where segment `first` must be there (when given): the caller knows
+    /// replay starts in it (its checkpoint names it, or nothing was ever removed and it is
+    /// the first). A segment missing there, or anywhere after it, is [`WalError::Corrupt`].
+    pub fn open_from(
+        dir: Arc<dyn Dir>,
+        cfg: WalConfig,
+        first: Option<u64>,
         mut replay: impl FnMut(Lsn, &[u8]) -> Result<(), String>,
     ) -> Result<(Wal, Recovery), WalError> {
-        let (next, recovery) = crate::recover::recover(dir.as_ref(), &cfg, &mut replay)?;
+        let (next, recovery) = crate::recover::recover(dir.as_ref(), &cfg, first, &mut replay)?;
         let shard = cfg.shard;
         let committer = Committer::start(dir.clone(), cfg, next)?;
         let counters = committer.counters.clone();

@@ -110,7 +110,8 @@ fn a_segment_whose_header_was_never_finished_is_removed() {
             "{:?}",
             rec.stop
         );
-        assert!(!dir.exists(&seg(2)));
+        // Removed, and created again whole under its id by the reopened WAL (no hole).
+        assert_eq!(read_file_dyn(&dir, &seg(2)), header);
         let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
         assert_eq!((got.len(), rec.stop), (2, StopReason::CleanEnd));
     }
@@ -331,4 +332,70 @@ fn replayed_unsynced_records_are_synced_before_the_wal_writes_on() {
     let (dir, _plan) = boot();
     let (rec, got) = replayed(dir, cfg(CFG.0, CFG.1)).unwrap();
     assert_eq!(got, vec![payload(0), payload(1)], "{rec:?}");
+}
+
+/// A segment lost from the middle of a shard, or the one replay must start in, is refused
+/// with its name: replaying around it would drop its records without a word. The oldest
+/// segments may go (a checkpoint removes them), so without `first` the shard may start later.
+#[test]
+fn a_missing_segment_is_refused() {
+    let mem = MemDir::new();
+    let dir: Arc<dyn Dir> = Arc::new(mem.clone());
+    let (wal, _, _) = open(dir.clone(), cfg(CFG.0, CFG.1)).unwrap();
+    for (i, r) in [&b"one"[..], b"two", b"three"].iter().enumerate() {
+        append(&wal, r, Commit::Sync).unwrap();
+        if i < 2 {
+            wal.rotate().unwrap();
+        }
+    }
+    drop(wal);
+    let open_from = |first: Option<u64>| {
+        riffle_wal::Wal::open_from(dir.clone(), cfg(CFG.0, CFG.1), first, |_, _| Ok(())).map(
+            |(wal, rec)| {
+                drop(wal);
+                rec
+            },
+        )
+    };
+    assert_eq!(open_from(Some(1)).unwrap().records, 3);
+
+    // Segment 2 gone: a hole between 1 and 3.
+    let two = dir.open(&seg(2), false).unwrap();
+    let mut saved = vec![0u8; two.len().unwrap() as usize];
+    two.read_at(&mut saved, 0).unwrap();
+    drop(two);
+    dir.remove(&seg(2)).unwrap();
+    for first in [None, Some(1)] {
+        match open_from(first) {
+            Err(WalError::Missing { path, reason }) => {
+                assert_eq!(path, seg(2));
+                assert!(reason.contains("segments 1 and 3"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    mem_put(&dir, &seg(2), &saved);
+
+    // Segment 1 gone: fine when nothing says replay starts there (a checkpoint removed it),
+    // refused when something does.
+    dir.remove(&seg(1)).unwrap();
+    assert_eq!(open_from(None).unwrap().records, 2);
+    assert_eq!(open_from(Some(2)).unwrap().records, 2);
+    match open_from(Some(1)) {
+        Err(WalError::Missing { path, .. }) => assert_eq!(path, seg(1)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn mem_put(dir: &Arc<dyn Dir>, path: &str, bytes: &[u8]) {
+    let f = dir.open(path, true).unwrap();
+    f.write_all_at(bytes, 0).unwrap();
+    f.sync_data().unwrap();
+}
+
+fn read_file_dyn(dir: &Arc<dyn Dir>, path: &str) -> Vec<u8> {
+    let f = dir.open(path, false).unwrap();
+    let mut buf = vec![0u8; f.len().unwrap() as usize];
+    f.read_at(&mut buf, 0).unwrap();
+    buf
 }
