@@ -681,7 +681,10 @@ impl Log {
 
     /// Slide the TTL window (every read and write except metadata lookups).
     pub fn touch(&self, clock: &dyn Clock) {
-        self.slide(&mut self.state.lock(), clock);
+        // Only logs with an idle TTL slide: the others take no lock here.
+        if matches!(self.config.expiry, Some(Expiry::Ttl { .. })) {
+            self.slide(&mut self.state.lock(), clock);
+        }
     }
 
     /// Slide the TTL window, under the state lock. Only logs with a `Stream-TTL` slide, so only
