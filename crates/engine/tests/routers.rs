@@ -568,3 +568,75 @@ async fn exactly_once_keys_are_distinct_and_survive_a_crash() {
         }
     }
 }
+
+/// Changing a router while its source is written (another definition, or another
+/// destination and back) neither copies a source record twice nor skips one: a new
+/// definition keeps the progress the router has under the destination's lock, and a router
+/// moved elsewhere goes on from where it got.
+#[tokio::test]
+async fn router_changes_racing_writes_copy_each_record_once() {
+    const N: usize = 600;
+    for move_dest in [false, true] {
+        let d = Arc::new(Disk::new());
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let e = open(&d, &clock);
+        for t in ["src", "d1", "d2"] {
+            e.topic_put(t, cfg(Durability::Disk)).await.unwrap();
+        }
+        e.router_put("r", def("src", "d1", Guarantee::ExactlyOnce))
+            .await
+            .unwrap();
+        let writer = {
+            let e = e.clone();
+            on_thread(move || async move {
+                let mut i = 0;
+                while i < N {
+                    write(&e, "src", &datas("w", i, 10)).await;
+                    i += 10;
+                }
+            })
+        };
+        let mut flips = 0;
+        let mut writer = writer;
+        loop {
+            flips += 1;
+            let mut next = def("src", "d1", Guarantee::ExactlyOnce);
+            if move_dest && flips % 2 == 1 {
+                next.dest = "d2".into();
+            } else {
+                next.preserve_tag = flips % 2 == 1;
+            }
+            e.router_put("r", next).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Ok(()) = writer.try_recv() {
+                break;
+            }
+        }
+        // Settle on d1 with a last definition, then compare every copy with the source.
+        e.router_put("r", def("src", "d1", Guarantee::ExactlyOnce))
+            .await
+            .unwrap();
+        let source: Vec<String> = read(&e, "src", 0).into_iter().map(|r| r.1).collect();
+        assert_eq!(source.len(), N);
+        wait_for(|| head(&e, "d1") + head(&e, "d2") >= N as u64).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut copies: Vec<String> = ["d1", "d2"]
+            .iter()
+            .flat_map(|t| read(&e, t, 0).into_iter().map(|r| r.1))
+            .collect();
+        copies.sort();
+        let mut want = source.clone();
+        want.sort();
+        assert_eq!(
+            copies.len(),
+            N,
+            "move_dest={move_dest}, {flips} changes: {} copies of {N}",
+            copies.len()
+        );
+        assert_eq!(copies, want, "move_dest={move_dest}: each record once");
+        if !move_dest {
+            let d1: Vec<String> = read(&e, "d1", 0).into_iter().map(|r| r.1).collect();
+            assert_eq!(d1, source, "in source order");
+        }
+    }
+}

@@ -94,27 +94,37 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let persist = self.inner.persist.as_ref();
-        let kept = dest
-            .feed()
-            .filter(|f| f.name == name && f.def.source == def.source);
-        let (cursor, forwarded) = match kept {
-            Some(f) => (f.cursor, f.forwarded),
-            None => (source.topic_info(self.now(), false)?.head_seq, 0),
-        };
+        // A router moved to another destination goes on from where it got in the old one
+        // (taken from it under its lock: a step in flight lands there or not at all), so no
+        // source record is skipped or copied twice; a new router, or one with another source,
+        // starts at the source's head.
+        let mut carried = None;
         if let Some(old) = &previous
             && old.dest != def.dest
             && let Ok(old_dest) = self.live_topic(&old.dest)
             && old_dest.feed().is_some_and(|f| f.name == name)
+            && let Some(f) = old_dest.topic_set_feed(None, false, persist).await?
+            && f.name == name
+            && f.def.source == def.source
         {
-            old_dest.topic_set_feed(None, persist).await?;
+            carried = Some(f.cursor);
         }
+        let cursor = match carried {
+            Some(c) => c,
+            None => source.topic_info(self.now(), false)?.head_seq,
+        };
         let feed = Feed {
             name: name.to_string(),
             def: def.clone(),
             cursor,
-            forwarded,
+            forwarded: 0,
         };
-        dest.topic_set_feed(Some(feed), persist).await?;
+        // The same router from the same source keeps its progress, as of under the lock.
+        dest.topic_set_feed(Some(feed), true, persist).await?;
+        let forwarded = dest
+            .feed()
+            .filter(|f| f.name == name)
+            .map_or(0, |f| f.forwarded);
         self.register_router(name, def.clone());
         self.start_routers();
         Ok(RouterPut {
@@ -221,7 +231,7 @@ impl Engine {
         if let Ok(dest) = self.live_topic(&def.dest)
             && dest.feed().is_some_and(|f| f.name == name)
         {
-            dest.topic_set_feed(None, self.inner.persist.as_ref())
+            dest.topic_set_feed(None, false, self.inner.persist.as_ref())
                 .await?;
         }
         if let Some(old) = self.inner.routers.lock().remove(name) {

@@ -296,13 +296,28 @@ impl Log {
 impl Log {
     /// Set (or with `None` remove) the router feeding this topic: a logged change of the
     /// topic (the copies of a router it replaces are logged first, with their cursor).
+    ///
+    /// With `keep_progress`, a new definition of the router already feeding this topic from
+    /// the same source keeps the cursor and count it has *now*: they are read under the append
+    /// lock, so a forwarding step that applied since the caller looked is not undone (which
+    /// would copy its records again). Returns the feed replaced.
     pub(crate) async fn topic_set_feed(
         self: &Arc<Self>,
-        feed: Option<Feed>,
+        mut feed: Option<Feed>,
+        keep_progress: bool,
         persist: Option<&Arc<Persist>>,
-    ) -> Result<()> {
+    ) -> Result<Option<Feed>> {
         let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
+        let before = self.feed();
+        if keep_progress
+            && let (Some(new), Some(old)) = (feed.as_mut(), before.as_ref())
+            && new.name == old.name
+            && new.def.source == old.def.source
+        {
+            new.cursor = old.cursor;
+            new.forwarded = old.forwarded;
+        }
         let log_seq = v.log_seq + 1;
         let record = persist.filter(|_| self.files.is_some()).map(|p| WalRecord {
             persist: p,
@@ -321,6 +336,6 @@ impl Log {
             }
         })
         .await?;
-        Ok(())
+        Ok(before)
     }
 }
