@@ -325,3 +325,54 @@ async fn an_expired_lease_is_fenced_before_anyone_ends_it() {
         .expect("the expired claim is re-offered");
     assert!(again.generation > w.generation);
 }
+
+/// A webhook's `done` acks the wake's snapshot, but never the tail of a stream deleted (and
+/// created again) while the wake was out: that offset on the new stream would skip data no
+/// wake delivered.
+#[tokio::test]
+async fn done_never_acks_a_stream_that_was_recreated_meanwhile() {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let d = Disk::new();
+    let e = open(&d, &clock);
+    let spec = SubSpec {
+        kind: SubKind::Webhook {
+            url: "https://example.com/hook".into(),
+        },
+        pattern: None,
+        streams: vec!["ev/a".into()],
+        lease_ttl_ms: 1_000,
+        description: None,
+    };
+    e.sub_put("h", spec, "http://h").await.expect("put");
+    create(&e, "ev/a", "hello world").await;
+    let poke = e.sub_poke("h").await.expect("poke");
+    let Some(SubAction::Webhook { wake, .. }) = poke.action else {
+        panic!("expected a webhook delivery");
+    };
+    // While the receiver works: the stream goes and comes back shorter.
+    e.delete(&format!("{ROOT}ev/a")).await.expect("delete");
+    create(&e, "ev/a", "b1").await;
+    e.subs_reconcile().await;
+    e.sub_delivered(
+        "h",
+        wake.generation,
+        Delivery::Accepted { done: true },
+        |_| 0,
+    )
+    .await
+    .expect("done");
+    assert_eq!(
+        acked(&e, "h", "ev/a"),
+        Some((0, 2)),
+        "the new stream's data is still to be delivered"
+    );
+    let poke = e.sub_poke("h").await.expect("poke");
+    assert!(
+        matches!(poke.action, Some(SubAction::Webhook { .. })),
+        "a wake for the new stream's data"
+    );
+    // And the state replays the same way.
+    d.process_crash(e);
+    let e = open(&d, &clock);
+    assert_eq!(acked(&e, "h", "ev/a").map(|a| a.0), Some(0));
+}

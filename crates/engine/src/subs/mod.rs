@@ -151,6 +151,15 @@ pub enum SubOp {
 }
 
 impl SubRec {
+    /// The stream `path` went or came anew: the wake in flight must not ack its tail of the
+    /// stream that was (a webhook's `done` acks the snapshot), which on the new one would skip
+    /// data never delivered.
+    fn forget_in_wake(&mut self, path: &str) {
+        if let Some(w) = &mut self.wake {
+            w.snapshot.retain(|(p, _)| p != path);
+        }
+    }
+
     /// Apply one change (live after its record commits, and in replay).
     pub fn apply(&mut self, op: &SubOp) {
         match op {
@@ -181,6 +190,7 @@ impl SubRec {
                 }
             }
             SubOp::StreamGone { path } => {
+                self.forget_in_wake(path);
                 if let Some(l) = self.links.get_mut(path) {
                     if l.explicit {
                         l.glob = false;
@@ -192,6 +202,7 @@ impl SubRec {
                 }
             }
             SubOp::StreamNew { path, log } => {
+                self.forget_in_wake(path);
                 if let Some(l) = self.links.get_mut(path) {
                     l.acked = 0;
                     l.log = Some(*log);
