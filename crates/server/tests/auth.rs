@@ -550,3 +550,62 @@ async fn cors_allows_credentials_for_listed_origins() {
     let (_, h, _) = call(&s, M::GET, "/v0/topics", None, &other, "").await;
     assert!(h.get("access-control-allow-credentials").is_none());
 }
+
+/// A subscription's body names are checked like every body name: a key must read each
+/// stream it links (every one its pattern can match) and write its wake stream; and only an
+/// admin of the `__ds/` namespace rotates the server-wide signing key.
+#[tokio::test]
+async fn subscriptions_stay_inside_the_keys_names() {
+    let opts = Options::default()
+        .env(
+            "DS_AUTH__API_KEYS",
+            "root, tenant:rw+a:mine/|__ds/subscriptions/t1",
+        )
+        .env("DS_SUBSCRIPTIONS__ALLOW_LOCALHOST_WEBHOOKS", "true");
+    let s = Server::start_with(opts).await;
+    let sub = "/v1/stream/__ds/subscriptions/t1";
+    for body in [
+        json!({ "type": "pull-wake", "pattern": "**", "wake_stream": "mine/wake" }),
+        json!({ "type": "pull-wake", "pattern": "secret/*", "wake_stream": "mine/wake" }),
+        json!({ "type": "pull-wake", "streams": ["secret/a"], "wake_stream": "mine/wake" }),
+        json!({ "type": "pull-wake", "pattern": "mine/**", "wake_stream": "victim/wake" }),
+    ] {
+        let (st, _, text) = call(&s, M::PUT, sub, Some("tenant"), &[JSON], &body.to_string()).await;
+        assert_eq!(st, 403, "{body}: {text}");
+    }
+    let ok = json!({ "type": "pull-wake", "pattern": "mine/**", "wake_stream": "mine/wake" });
+    let (st, _, text) = call(&s, M::PUT, sub, Some("tenant"), &[JSON], &ok.to_string()).await;
+    assert_eq!(st, 201, "{text}");
+    let more = json!({ "streams": ["secret/a"] }).to_string();
+    let (st, _, _) = call(
+        &s,
+        M::POST,
+        &format!("{sub}/streams"),
+        Some("tenant"),
+        &[JSON],
+        &more,
+    )
+    .await;
+    assert_eq!(st, 403);
+    let more = json!({ "streams": ["mine/x"] }).to_string();
+    let (st, _, text) = call(
+        &s,
+        M::POST,
+        &format!("{sub}/streams"),
+        Some("tenant"),
+        &[JSON],
+        &more,
+    )
+    .await;
+    assert_eq!(st, 204, "{text}");
+
+    let rotate = "/v1/stream/__ds/jwks/rotate";
+    assert_eq!(
+        call(&s, M::POST, rotate, Some("tenant"), &[], "").await.0,
+        403
+    );
+    assert_eq!(
+        call(&s, M::POST, rotate, Some("root"), &[], "").await.0,
+        200
+    );
+}

@@ -79,6 +79,9 @@ fn need(req: &Parts, path: &str, probe_auth: bool) -> Option<Need> {
             (&Method::GET | &Method::HEAD, ["subscriptions", id]) => on(read, &sub(id)),
             (_, ["subscriptions", id, "claim"]) => on(write, &sub(id)),
             (_, ["subscriptions", id, ..]) => on(admin, &sub(id)),
+            // The server-wide signing key: admin on the `__ds/` namespace itself, not merely
+            // somewhere (a tenant's admin key must not rotate every tenant's key).
+            (_, ["jwks", "rotate"]) => on(admin, "__ds/jwks"),
             _ => anywhere(admin),
         };
     }

@@ -41,7 +41,17 @@ pub enum SigningError {
     Damaged { path: PathBuf, reason: String },
     #[error("webhook keys: no randomness from the operating system: {0}")]
     Random(String),
+    #[error(
+        "webhook keys: {0} keys were retired in the last hour, each still published for \
+         receivers to verify deliveries with; try again later"
+    )]
+    TooManyRotations(usize),
 }
+
+/// Most retired keys published at once: rotations past it within the hour are refused (each
+/// must stay published while deliveries signed with it may be verified, and the JWKS must not
+/// grow without bound).
+pub const MAX_RETIRED_KEYS: usize = 16;
 
 /// The signing keys; shared by the HTTP face (JWKS) and the delivery workers (signing).
 pub struct SigningKeys {
@@ -163,6 +173,9 @@ impl SigningKeys {
                 .filter(|r| still_published(r, now_unix))
                 .cloned()
                 .collect();
+            if retired.len() >= MAX_RETIRED_KEYS {
+                return Err(SigningError::TooManyRotations(retired.len()));
+            }
             retired.push(RetiredKey {
                 kid: state.active_kid.clone(),
                 x: B64.encode(state.active.verifying_key().to_bytes()),
@@ -475,6 +488,30 @@ mod tests {
         let last = SigningKeys::open(Some(&dir.0)).unwrap();
         assert_eq!(last.active_kid(), newest);
         assert_eq!(kids(last.jwks(0)), [newest, new]);
+    }
+
+    #[test]
+    fn rotations_past_the_published_limit_wait_for_the_hour() {
+        let keys = SigningKeys::open(None).unwrap();
+        for i in 0..MAX_RETIRED_KEYS as u64 {
+            keys.rotate(NOW + i).unwrap();
+        }
+        let active = keys.active_kid();
+        assert!(matches!(
+            keys.rotate(NOW + 100),
+            Err(SigningError::TooManyRotations(n)) if n == MAX_RETIRED_KEYS
+        ));
+        assert_eq!(
+            keys.active_kid(),
+            active,
+            "a refused rotation changes nothing"
+        );
+        assert_eq!(
+            keys.jwks(NOW + 100)["keys"].as_array().unwrap().len(),
+            MAX_RETIRED_KEYS + 1
+        );
+        // An hour after the first retirements, room again.
+        keys.rotate(NOW + 3600).unwrap();
     }
 
     #[test]

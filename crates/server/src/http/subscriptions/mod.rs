@@ -11,6 +11,7 @@ mod parse;
 pub mod render;
 pub mod token;
 
+use super::auth::Scopes;
 use super::body::{RequestBody, ResponseBody};
 use super::{ApiError, App};
 use http::request::Parts;
@@ -70,6 +71,7 @@ async fn subscription(
                 &read(app, req, body).await?,
                 app.subs.settings.allow_localhost_webhooks,
             )?;
+            check_spec_names(&spec)?;
             let origin = origin(app, req);
             let (created, info) = engine.sub_put(id, spec, &origin).await.map_err(sub_error)?;
             let status = if created {
@@ -92,6 +94,12 @@ async fn subscription(
         (&Method::POST, ["streams"]) => {
             let m = parse::object(&read(app, req, body).await?)?;
             let streams = parse::streams(m.get("streams"), true)?;
+            let cred = super::access::current();
+            super::access::check_names(
+                cred.as_ref(),
+                streams.iter().map(String::as_str),
+                Scopes::READ,
+            )?;
             engine
                 .sub_add_streams(id, &streams)
                 .await
@@ -228,13 +236,43 @@ fn jwks(app: &App) -> Response<ResponseBody> {
 /// key stays in the JWKS for an hour.
 fn rotate(app: &App) -> Result<Response<ResponseBody>, ApiError> {
     let kid = app.subs.keys.rotate(unix_now(app)).map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("could not rotate the signing key: {e}"),
-        )
+        let status = match e {
+            crate::subscriptions::signing::SigningError::TooManyRotations(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, format!("could not rotate the signing key: {e}"))
     })?;
     tracing::info!(%kid, "webhook signing key rotated");
     Ok(json_response(StatusCode::OK, &json!({ "kid": kid })))
+}
+
+/// The names a subscription's body gives are checked against the request's credential, as
+/// every name in a body is: it must read each stream it links (explicitly, or every one its
+/// pattern can match, i.e. all under the pattern's literal prefix) and write its wake stream
+/// (the server appends wake events there for it). Otherwise a key could watch, and learn the
+/// names and tails of, streams it may not read, and have the server write where it may not.
+fn check_spec_names(spec: &riffle_engine::subs::SubSpec) -> Result<(), ApiError> {
+    let cred = super::access::current();
+    let cred = cred.as_ref();
+    let streams = spec.streams.iter().map(String::as_str);
+    super::access::check_names(cred, streams, Scopes::READ)?;
+    if let Some(pattern) = &spec.pattern {
+        let segs: Vec<&str> = pattern.split('/').collect();
+        match segs.iter().position(|s| *s == "*" || *s == "**") {
+            // No wildcard: it matches that one name.
+            None => super::access::check_names(cred, [pattern.as_str()], Scopes::READ)?,
+            Some(i) => {
+                let prefix: String = segs[..i].iter().map(|s| format!("{s}/")).collect();
+                super::access::check_prefix(cred, &prefix, Scopes::READ)?;
+            }
+        }
+    }
+    if let riffle_engine::subs::SubKind::PullWake { wake_stream } = &spec.kind {
+        super::access::check_names(cred, [wake_stream.as_str()], Scopes::WRITE)?;
+    }
+    Ok(())
 }
 
 /// The protocol's error for a refused subscription request.
