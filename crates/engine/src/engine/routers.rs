@@ -383,6 +383,18 @@ impl Engine {
                 d
             }
         };
+        if diff
+            .tombstone
+            .as_ref()
+            .is_some_and(|t| t.reason == GapReason::Recreated)
+        {
+            // The cursor is past the source's head. A router's source is never created again
+            // under it (deleting a topic deletes its routers): the source is behind, its own
+            // router copies lost with a crash and being derived again (in a cycle, from this
+            // very destination). Reading from its start, as a client's cursor would, copied
+            // everything again; wait for it to grow back instead.
+            return Ok(Step::Idle);
+        }
         let persist = self.inner.persist.as_ref();
         // Records evicted before they were forwarded: their gap first.
         if let Some(t) = &diff.tombstone
