@@ -546,3 +546,29 @@ async fn api_keys_guard_the_control_paths_but_not_the_jwks_or_wake_tokens() {
     assert_eq!(as_key(Method::DELETE, &path, "reader").await, 403);
     assert_eq!(as_key(Method::DELETE, &path, "admin").await, 204);
 }
+
+/// A method a control API does not take is a 405 that says which it does (`Allow`).
+#[tokio::test]
+async fn methods_not_allowed_name_the_allowed_ones() {
+    let s = start_pull().await;
+    let sub = s.url("/v1/stream/__ds/subscriptions/x");
+    for (method, url, allow) in [
+        (Method::PATCH, sub.clone(), "GET, HEAD, PUT, DELETE"),
+        (Method::GET, format!("{sub}/claim"), "POST"),
+        (Method::GET, format!("{sub}/streams"), "POST"),
+        (
+            Method::POST,
+            s.url("/v1/stream/__ds/jwks.json"),
+            "GET, HEAD",
+        ),
+        (Method::GET, s.url("/v1/stream/__ds/jwks/rotate"), "POST"),
+    ] {
+        let r = s.client.request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {url}");
+        assert_eq!(
+            r.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {url}"
+        );
+    }
+}

@@ -47,7 +47,8 @@ async fn route(
             let id = parse::sub_id(id)?;
             subscription(app, req, body, &id, tail).await
         }
-        ["jwks.json"] | ["jwks", "rotate"] => Err(not_allowed()),
+        ["jwks.json"] => Err(not_allowed("GET, HEAD")),
+        ["jwks", "rotate"] => Err(not_allowed("POST")),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no such control API under /v1/stream/__ds/",
@@ -149,17 +150,23 @@ async fn subscription(
                 &json!({ "ok": true, "next_wake": next }),
             ))
         }
-        (_, [] | ["streams", ..] | ["claim" | "callback" | "ack" | "release"]) => {
-            Err(not_allowed())
-        }
+        (_, []) => Err(not_allowed("GET, HEAD, PUT, DELETE")),
+        (_, ["streams"] | ["claim" | "callback" | "ack" | "release"]) => Err(not_allowed("POST")),
+        (_, ["streams", ..]) => Err(not_allowed("DELETE")),
         _ => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "no such subscription API").code("NOT_FOUND"))
         }
     }
 }
 
-fn not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").code("METHOD_NOT_ALLOWED")
+/// A 405, with the `Allow` header RFC 9110 §15.5.6 requires.
+fn not_allowed(allow: &'static str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed here: use {allow}"),
+    )
+    .code("METHOD_NOT_ALLOWED")
+    .with_header("allow", allow)
 }
 
 async fn read(app: &App, req: &Parts, body: RequestBody) -> Result<bytes::Bytes, ApiError> {
