@@ -57,6 +57,7 @@ where
             };
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
+                rest: Bytes::new(),
                 stalled_since: bodies.register(),
                 _stream: stream,
             }))
@@ -176,10 +177,19 @@ struct Stalled {
     bodies: Arc<Bodies>,
 }
 
-/// A response body that keeps its stream counted as open until hyper is done with it, and
-/// says when hyper holds a frame of it without asking for the next.
+/// Largest DATA handed to hyper at once: hyper's HTTP/2 buffers a frame whole whatever the
+/// client's window, and asks for the next once the client took some; so a stream holds at
+/// most this much beyond h2's own buffer, and a client that is slow but reading is asked
+/// again well within the stall timeout (it would have to read under 1 KiB/s not to be).
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// A response body that keeps its stream counted as open until hyper is done with it, hands
+/// it data in frames of at most [`MAX_FRAME_BYTES`], and says when hyper holds a frame of it
+/// without asking for the next.
 struct Tracked {
     body: ResponseBody,
+    /// The rest of a large frame of `body`, handed over first.
+    rest: Bytes,
     stalled_since: Stalled,
     _stream: OpenStream,
 }
@@ -195,7 +205,22 @@ impl Body for Tracked {
         // Asked: not stalled while the body looks for its next frame (a live response may
         // wait long for data; that is not the client's doing).
         self.stalled_since.since.store(0, Ordering::Relaxed);
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        let frame = if self.rest.is_empty() {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(mut data) if data.len() > MAX_FRAME_BYTES => {
+                        self.rest = data.split_off(MAX_FRAME_BYTES);
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(f) => Poll::Ready(Some(Ok(f))),
+                },
+                other => other,
+            }
+        } else {
+            let n = self.rest.len().min(MAX_FRAME_BYTES);
+            Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(n)))))
+        };
         if let Poll::Ready(Some(_)) = &frame {
             // Handed over: hyper asks for the next once the client's window lets it send.
             let now = self.stalled_since.bodies.now();
@@ -205,11 +230,18 @@ impl Body for Tracked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let rest = self.rest.len() as u64;
+        let inner = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 
@@ -242,6 +274,31 @@ mod tests {
         resp.headers_mut()
             .insert("content-length", http::HeaderValue::from(9u64));
         assert_eq!(without_body(resp).headers()["content-length"], "9");
+    }
+
+    #[tokio::test]
+    async fn large_frames_go_to_hyper_in_pieces() {
+        use http_body_util::BodyExt;
+        let bodies = Arc::new(Bodies::default());
+        let (open, _rx) = watch::channel(0usize);
+        let data = vec![7u8; 3 * MAX_FRAME_BYTES + 5];
+        let mut body = Tracked {
+            body: crate::http::body::full(data.clone()),
+            rest: Bytes::new(),
+            stalled_since: bodies.register(),
+            _stream: OpenStream::new(Arc::new(open)),
+        };
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            assert!(chunk.len() <= MAX_FRAME_BYTES);
+            got.extend_from_slice(&chunk);
+            // Handed over: stalled until hyper asks again.
+            assert!(body.stalled_since.since.load(Ordering::Relaxed) != 0);
+        }
+        assert_eq!(got, data);
+        assert!(body.is_end_stream());
     }
 
     #[tokio::test(start_paused = true)]
