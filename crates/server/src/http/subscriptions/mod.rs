@@ -256,28 +256,29 @@ fn rotate(app: &App) -> Result<Response<ResponseBody>, ApiError> {
 }
 
 /// The names a subscription's body gives are checked against the request's credential, as
-/// every name in a body is: it must read each stream it links (explicitly, or every one its
-/// pattern can match, i.e. all under the pattern's literal prefix) and write its wake stream
-/// (the server appends wake events there for it). Otherwise a key could watch, and learn the
-/// names and tails of, streams it may not read, and have the server write where it may not.
+/// every name in a body is: each stream it links (explicitly, or every one its pattern can
+/// match, i.e. all under the pattern's literal prefix) and its wake stream (the server appends
+/// wake events there) must be inside the key's names, with the scope the route itself needs
+/// (`admin`). Otherwise a tenant's key could watch, and learn the names and tails of, another
+/// tenant's streams, and have the server write into them.
 fn check_spec_names(spec: &riffle_engine::subs::SubSpec) -> Result<(), ApiError> {
     let cred = super::access::current();
     let cred = cred.as_ref();
     let streams = spec.streams.iter().map(String::as_str);
-    super::access::check_names(cred, streams, Scopes::READ)?;
+    super::access::check_names(cred, streams, Scopes::ADMIN)?;
     if let Some(pattern) = &spec.pattern {
         let segs: Vec<&str> = pattern.split('/').collect();
         match segs.iter().position(|s| *s == "*" || *s == "**") {
             // No wildcard: it matches that one name.
-            None => super::access::check_names(cred, [pattern.as_str()], Scopes::READ)?,
+            None => super::access::check_names(cred, [pattern.as_str()], Scopes::ADMIN)?,
             Some(i) => {
                 let prefix: String = segs[..i].iter().map(|s| format!("{s}/")).collect();
-                super::access::check_prefix(cred, &prefix, Scopes::READ)?;
+                super::access::check_prefix(cred, &prefix, Scopes::ADMIN)?;
             }
         }
     }
     if let riffle_engine::subs::SubKind::PullWake { wake_stream } = &spec.kind {
-        super::access::check_names(cred, [wake_stream.as_str()], Scopes::WRITE)?;
+        super::access::check_names(cred, [wake_stream.as_str()], Scopes::ADMIN)?;
     }
     Ok(())
 }
