@@ -11,6 +11,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Topics `A` and `B` of `class` with routers both ways (`ba` closing the cycle).
+async fn cycle(e: &riffle_engine::Engine, class: Durability) {
+    e.topic_put("A", cfg(class)).await.unwrap();
+    e.topic_put("B", cfg(class)).await.unwrap();
+    e.router_put("ab", def("A", "B", Guarantee::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut back = def("B", "A", Guarantee::AtLeastOnce);
+    back.allow_cycle = true;
+    e.router_put("ba", back).await.unwrap();
+}
+
 /// How often each value is in `t`.
 fn counts(e: &riffle_engine::Engine, t: &str) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -26,14 +38,7 @@ async fn a_cycle_copies_each_record_to_the_hop_cap_across_a_crash() {
         let d = Arc::new(Disk::new());
         let clock = Arc::new(ManualClock::new(1_000_000));
         let e = open(&d, &clock);
-        e.topic_put("A", cfg(Durability::Disk)).await.unwrap();
-        e.topic_put("B", cfg(Durability::Disk)).await.unwrap();
-        e.router_put("ab", def("A", "B", Guarantee::AtLeastOnce))
-            .await
-            .unwrap();
-        let mut back = def("B", "A", Guarantee::AtLeastOnce);
-        back.allow_cycle = true;
-        e.router_put("ba", back).await.unwrap();
+        cycle(&e, Durability::Disk).await;
         write(&e, "A", &datas("v", 0, 20)).await;
         // Let forwarding run a little, then crash in the middle of it.
         for _ in 0..crash_after {
@@ -62,23 +67,6 @@ async fn a_cycle_copies_each_record_to_the_hop_cap_across_a_crash() {
     }
 }
 
-/// Run `make`'s future on a thread of its own (racing this runtime's forwarding tasks).
-fn on_thread<T, F>(make: impl FnOnce() -> F + Send + 'static) -> tokio::sync::oneshot::Receiver<T>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = T>,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let _ = tx.send(rt.block_on(make()));
-    });
-    rx
-}
-
 #[tokio::test]
 async fn a_cycle_racing_writes_and_a_crash_copies_each_record_to_the_hop_cap() {
     for (round, class) in [Durability::Disk, Durability::Fsync, Durability::Disk]
@@ -88,14 +76,7 @@ async fn a_cycle_racing_writes_and_a_crash_copies_each_record_to_the_hop_cap() {
         let d = Arc::new(Disk::new());
         let clock = Arc::new(ManualClock::new(1_000_000));
         let e = open(&d, &clock);
-        e.topic_put("A", cfg(class)).await.unwrap();
-        e.topic_put("B", cfg(class)).await.unwrap();
-        e.router_put("ab", def("A", "B", Guarantee::AtLeastOnce))
-            .await
-            .unwrap();
-        let mut back = def("B", "A", Guarantee::AtLeastOnce);
-        back.allow_cycle = true;
-        e.router_put("ba", back).await.unwrap();
+        cycle(&e, class).await;
         let (d2, e2) = (d.clone(), e.clone());
         let done = on_thread(move || async move {
             let mut i = 0;

@@ -206,24 +206,6 @@ async fn interleaved_direct_writes_keep_their_seqs_across_a_crash() {
     }
 }
 
-/// Run the future `make` gives on a thread of its own, with a runtime of its own (so that it
-/// races this test's runtime, which runs the forwarding tasks); its output comes back.
-fn on_thread<T, F>(make: impl FnOnce() -> F + Send + 'static) -> tokio::sync::oneshot::Receiver<T>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = T>,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let _ = tx.send(rt.block_on(make()));
-    });
-    rx
-}
-
 /// Write `n` records to `src` in batches of `batch` on a thread of its own, then crash from that
 /// thread right after the last acknowledgement, while forwarding may be in the middle of a step.
 /// What forwarding had counted at the crash comes back.

@@ -72,6 +72,19 @@ fn pull(pattern: &str) -> SubSpec {
     }
 }
 
+/// A webhook subscription on `stream`.
+fn webhook_on(stream: &str) -> SubSpec {
+    SubSpec {
+        kind: SubKind::Webhook {
+            url: "https://example.com/hook".into(),
+        },
+        pattern: None,
+        streams: vec![stream.into()],
+        lease_ttl_ms: 1_000,
+        description: None,
+    }
+}
+
 /// A pull-wake worker's ack of wake `w` of subscription `s`.
 async fn pull_ack(
     e: &Engine,
@@ -230,13 +243,8 @@ async fn webhook_wakes_retry_and_done_acks_the_snapshot() {
     let d = Disk::new();
     let e = open(&d, &clock);
     let spec = SubSpec {
-        kind: SubKind::Webhook {
-            url: "https://example.com/hook".into(),
-        },
-        pattern: None,
-        streams: vec!["ev/a".into()],
-        lease_ttl_ms: 1_000,
         description: Some("d".into()),
+        ..webhook_on("ev/a")
     };
     e.sub_put("h", spec, "http://h").await.expect("put");
     create(&e, "ev/a", "hello").await;
@@ -334,16 +342,9 @@ async fn done_never_acks_a_stream_that_was_recreated_meanwhile() {
     let clock = Arc::new(ManualClock::new(1_000_000));
     let d = Disk::new();
     let e = open(&d, &clock);
-    let spec = SubSpec {
-        kind: SubKind::Webhook {
-            url: "https://example.com/hook".into(),
-        },
-        pattern: None,
-        streams: vec!["ev/a".into()],
-        lease_ttl_ms: 1_000,
-        description: None,
-    };
-    e.sub_put("h", spec, "http://h").await.expect("put");
+    e.sub_put("h", webhook_on("ev/a"), "http://h")
+        .await
+        .expect("put");
     create(&e, "ev/a", "hello world").await;
     let poke = e.sub_poke("h").await.expect("poke");
     let Some(SubAction::Webhook { wake, .. }) = poke.action else {

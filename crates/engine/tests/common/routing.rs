@@ -169,3 +169,23 @@ pub async fn wait_for(mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Run the future `make` gives on a thread of its own, with a runtime of its own (so that it
+/// races this test's runtime, which runs the forwarding tasks); its output comes back.
+pub fn on_thread<T, F>(
+    make: impl FnOnce() -> F + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = tx.send(rt.block_on(make()));
+    });
+    rx
+}
