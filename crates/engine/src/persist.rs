@@ -291,7 +291,11 @@ impl Persist {
             shards.push(wal);
         }
 
-        let recovered = finish(dir.as_ref(), &files, logs)?;
+        // Ids below this are of logs the checkpoint or the WAL knew (alive or deleted).
+        let known_below = snapshot
+            .next_id
+            .max(logs.keys().next_back().map_or(0, |id| id + 1));
+        let recovered = finish(dir.as_ref(), &files, logs, known_below)?;
         report.logs = recovered.len();
         let persist = Arc::new(Persist {
             dir,
@@ -491,11 +495,16 @@ pub(crate) fn remove_log_files(files: &FileCache, id: u64) {
 }
 
 /// After replay: collect deleted logs no fork needs (cascading), cut every file to its
-/// recovered length, and remove files that belong to no log.
+/// recovered length, and remove files that belong to no log: those of logs known to be
+/// deleted (ids below `known_below`). Files of logs no record describes at all (ids from
+/// `known_below` on) are renamed `<name>.lost` instead: after a crash they are creates never
+/// acknowledged, but they are also what a lost WAL segment leaves, and evidence is not
+/// deleted.
 fn finish(
     dir: &dyn Dir,
     cache: &Arc<FileCache>,
     mut logs: BTreeMap<u64, Replaying>,
+    known_below: u64,
 ) -> Result<Vec<RecoveredLog>, OpenError> {
     loop {
         let referenced: HashSet<u64> = logs
@@ -559,20 +568,43 @@ fn finish(
     // Ids, not file names: with a million logs, two million path strings would be a few
     // hundred MB that recovery allocates only to drop.
     let keep: HashSet<u64> = out.iter().map(|l| l.meta.id).collect();
+    let mut lost = 0;
     for name in dir.list("streams").unwrap_or_default() {
         let file = name.strip_prefix("streams/").unwrap_or(&name);
-        let live = file
+        if file.ends_with(".lost") {
+            continue;
+        }
+        let id = file
             .strip_suffix(".data")
             .or_else(|| file.strip_suffix(".idx"))
             // Exactly the names `data_path`/`idx_path` give: 16 lower-case hex digits.
             .filter(|hex| {
                 hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             })
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-            .is_some_and(|id| keep.contains(&id));
-        if !live {
-            let _ = dir.remove(&format!("streams/{file}"));
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        match id {
+            Some(id) if keep.contains(&id) => {}
+            Some(id) if id >= known_below => {
+                if dir
+                    .rename(&format!("streams/{file}"), &format!("streams/{file}.lost"))
+                    .is_ok()
+                {
+                    lost += 1;
+                }
+            }
+            _ => {
+                let _ = dir.remove(&format!("streams/{file}"));
+            }
         }
+    }
+    if lost > 0 {
+        let _ = dir.sync_dir("streams");
+        tracing::warn!(
+            files = lost,
+            "stream files of logs that neither the checkpoint nor the WAL describes were renamed \
+             streams/*.lost: after a crash, creates that were never acknowledged (safe to delete); \
+             otherwise a WAL segment or the checkpoint is missing (restore it, rename them back)"
+        );
     }
     Ok(out)
 }

@@ -7,8 +7,11 @@
 #![allow(dead_code)]
 
 mod http2;
+mod ws;
 #[allow(unused_imports)] // Only the HTTP/2 tests use it.
 pub use http2::{H2, H2Response};
+#[allow(unused_imports)] // Only the WebSocket tests use it.
+pub use ws::{WebSocket, ws_with_bearer};
 
 use futures_util::StreamExt;
 use std::io::{Read, Write};
@@ -789,25 +792,4 @@ fn parse_event(block: &[u8]) -> Event {
         }
     }
     Event { event, data_lines }
-}
-
-/// A WebSocket connection, as `tokio_tungstenite` gives it.
-pub type WebSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Open a WebSocket at `url` (`ws://...`) presenting `token` as `Authorization: Bearer`, as
-/// `/v0/ws` requires (a query token is for SSE GETs only).
-pub async fn ws_with_bearer(
-    url: &str,
-    token: &str,
-) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request()?;
-    let value = format!("Bearer {token}")
-        .parse()
-        .expect("a token fits a header value");
-    req.headers_mut().insert("authorization", value);
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
 }
