@@ -357,11 +357,15 @@ async fn recovery_removes_stream_files_no_log_owns_and_keeps_the_rest() {
     engine.append("/kept", append("kept;", None)).await.unwrap();
     engine.close().expect("clean shutdown");
     drop(engine);
-    // Strays: files of a log id nobody has, names that only look like a log's, and junk.
+    // Strays: files of a log id below every known one (a deleted log's), of one above them
+    // all (no record describes it: kept aside as `.lost`), names that only look like a log's,
+    // and junk.
     let dir = d.dir();
     let live: Vec<String> = dir.list("streams").unwrap();
     assert_eq!(live.len(), 2, "{live:?}");
     let strays = [
+        "streams/0000000000000000.data",
+        "streams/0000000000000000.idx",
         "streams/00000000deadbeef.data",
         "streams/00000000deadbeef.idx",
         "streams/junk",
@@ -383,9 +387,16 @@ async fn recovery_removes_stream_files_no_log_owns_and_keeps_the_rest() {
     let mut want: Vec<String> = live
         .iter()
         .map(|n| n.rsplit('/').next().unwrap().to_string())
+        .chain([
+            "00000000deadbeef.data.lost".into(),
+            "00000000deadbeef.idx.lost".into(),
+        ])
         .collect();
     want.sort();
-    assert_eq!(left, want, "only the live log's files remain");
+    assert_eq!(
+        left, want,
+        "the live log's files, and the unknown newer log's kept aside"
+    );
     assert_eq!(read_all(&engine, "/kept"), b"kept;");
 }
 
