@@ -234,17 +234,10 @@ impl Log {
         Ok(pass)
     }
 
-    /// The queue's counts now.
+    /// The queue's counts now: as the topic's state reports them (jobs past `ttl_ms` are not
+    /// ready, they are expired).
     pub(crate) fn queue_counts(&self, now: i64) -> Result<QueueCounts> {
-        self.with_topic(|st| {
-            let t = st.topic.as_deref_mut().expect("checked by with_topic");
-            let live = t.live_count();
-            t.queue.as_deref_mut().map(|q| {
-                q.sweep(now);
-                q.counts(live)
-            })
-        })?
-        .ok_or_else(not_a_queue)
+        self.topic_info(now, false)?.queue.ok_or_else(not_a_queue)
     }
 
     /// Leases of `seqs` held by `node` (with `lease_ids`, aligned, when given): those held and

@@ -72,7 +72,8 @@ async fn expired_jobs_are_never_claimed() {
     tokio::time::sleep(ms(1_500)).await;
     let v = claim(&s, "qt", json!({ "node": "w", "max": 5 })).await;
     assert_eq!(cseqs(&v), Vec::<u64>::new(), "{v}");
-    has!(counts(&s, "qt").await, { "in_flight": 0 });
+    has!(v, { "ready": 0 });
+    has!(counts(&s, "qt").await, { "ready": 0, "in_flight": 0 });
     write(&s, "qt", json!({ "records": [{ "data": 4 }] })).await;
     let v = claim(&s, "qt", json!({ "node": "w", "max": 5 })).await;
     assert_eq!(cseqs(&v), [4], "{v}");
