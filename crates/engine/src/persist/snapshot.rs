@@ -64,58 +64,8 @@ pub(crate) struct Snapshot {
     pub accessed: Vec<(u64, i64)>,
 }
 
-/// A checkpoint written before last accesses were kept (no `accessed`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotV5 {
-    start_segments: Vec<u64>,
-    next_id: u64,
-    logs: Vec<LogSnapshot>,
-    topics: Vec<(u64, TopicRec)>,
-    feeds: Vec<(u64, Feed)>,
-    queues: Vec<(u64, QueueRec)>,
-    subs: Vec<SubRec>,
-    source_trims: Vec<(u64, Vec<(u64, u64)>)>,
-}
-
-/// A checkpoint written before source-trimmed ranges were kept (no `source_trims`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotV4 {
-    start_segments: Vec<u64>,
-    next_id: u64,
-    logs: Vec<LogSnapshot>,
-    topics: Vec<(u64, TopicRec)>,
-    feeds: Vec<(u64, Feed)>,
-    queues: Vec<(u64, QueueRec)>,
-    subs: Vec<SubRec>,
-}
-
-/// A checkpoint written before subscriptions (no `subs`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotV3 {
-    start_segments: Vec<u64>,
-    next_id: u64,
-    logs: Vec<LogSnapshot>,
-    topics: Vec<(u64, TopicRec)>,
-    feeds: Vec<(u64, Feed)>,
-    queues: Vec<(u64, QueueRec)>,
-}
-
-/// A checkpoint written before routers and queues (no `feeds`, no `queues`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotV2 {
-    start_segments: Vec<u64>,
-    next_id: u64,
-    logs: Vec<LogSnapshot>,
-    topics: Vec<(u64, TopicRec)>,
-}
-
-/// A checkpoint written before topics existed (no `topics`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SnapshotV1 {
-    start_segments: Vec<u64>,
-    next_id: u64,
-    logs: Vec<LogSnapshot>,
-}
+/// How many `Vec` fields the oldest untagged layout lacks (see `decode_untagged`).
+const UNTAGGED_MISSING_MAX: usize = 6;
 
 impl Snapshot {
     /// The checkpoint body: tag, version, postcard.
@@ -148,89 +98,24 @@ impl Snapshot {
         Ok(snap)
     }
 
-    /// Decode a checkpoint written before checkpoints were tagged: the layout of the last
-    /// untagged version (with `accessed`) or of the ones before last accesses, source-trimmed
-    /// ranges, subscriptions, routers and topics.
+    /// Decode a checkpoint written before checkpoints were tagged (formats 1 to 6). They
+    /// differ only by `Vec` fields appended at the end, one format after another (topics;
+    /// feeds and queues; subscriptions; source-trimmed ranges; last accesses). An empty `Vec`
+    /// is one zero byte in postcard, so an older body followed by one zero per field it lacks
+    /// is this layout's encoding with those fields empty: exactly one number of zeros decodes
+    /// to the end (fewer run out of bytes, more leave some over).
     fn decode_untagged(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
-        // A postcard decode of an older layout may succeed on a newer one's bytes, but not
-        // consume them all: only a decode that uses every byte is taken.
-        if let Ok((s, rest)) = postcard::take_from_bytes::<Snapshot>(bytes)
-            && rest.is_empty()
-        {
-            return Ok(s);
+        let mut padded = bytes.to_vec();
+        let mut last = postcard::Error::DeserializeUnexpectedEnd;
+        for _ in 0..=UNTAGGED_MISSING_MAX {
+            match postcard::take_from_bytes::<Snapshot>(&padded) {
+                Ok((snap, rest)) if rest.is_empty() => return Ok(snap),
+                Ok(_) => last = postcard::Error::DeserializeBadEncoding,
+                Err(e) => last = e,
+            }
+            padded.push(0);
         }
-        if let Ok((v5, rest)) = postcard::take_from_bytes::<SnapshotV5>(bytes)
-            && rest.is_empty()
-        {
-            return Ok(Snapshot {
-                start_segments: v5.start_segments,
-                next_id: v5.next_id,
-                logs: v5.logs,
-                topics: v5.topics,
-                feeds: v5.feeds,
-                queues: v5.queues,
-                subs: v5.subs,
-                source_trims: v5.source_trims,
-                accessed: Vec::new(),
-            });
-        }
-        if let Ok((v4, rest)) = postcard::take_from_bytes::<SnapshotV4>(bytes)
-            && rest.is_empty()
-        {
-            return Ok(Snapshot {
-                start_segments: v4.start_segments,
-                next_id: v4.next_id,
-                logs: v4.logs,
-                topics: v4.topics,
-                feeds: v4.feeds,
-                queues: v4.queues,
-                subs: v4.subs,
-                source_trims: Vec::new(),
-                accessed: Vec::new(),
-            });
-        }
-        if let Ok((v3, rest)) = postcard::take_from_bytes::<SnapshotV3>(bytes)
-            && rest.is_empty()
-        {
-            return Ok(Snapshot {
-                start_segments: v3.start_segments,
-                next_id: v3.next_id,
-                logs: v3.logs,
-                topics: v3.topics,
-                feeds: v3.feeds,
-                queues: v3.queues,
-                subs: Vec::new(),
-                source_trims: Vec::new(),
-                accessed: Vec::new(),
-            });
-        }
-        if let Ok((v2, rest)) = postcard::take_from_bytes::<SnapshotV2>(bytes)
-            && rest.is_empty()
-        {
-            return Ok(Snapshot {
-                start_segments: v2.start_segments,
-                next_id: v2.next_id,
-                logs: v2.logs,
-                topics: v2.topics,
-                feeds: Vec::new(),
-                queues: Vec::new(),
-                subs: Vec::new(),
-                source_trims: Vec::new(),
-                accessed: Vec::new(),
-            });
-        }
-        let v1 = postcard::from_bytes::<SnapshotV1>(bytes)?;
-        Ok(Snapshot {
-            start_segments: v1.start_segments,
-            next_id: v1.next_id,
-            logs: v1.logs,
-            topics: Vec::new(),
-            feeds: Vec::new(),
-            queues: Vec::new(),
-            subs: Vec::new(),
-            source_trims: Vec::new(),
-            accessed: Vec::new(),
-        })
+        Err(last)
     }
 }
 
@@ -267,14 +152,36 @@ mod tests {
         let untagged = postcard::to_stdvec(&snap).unwrap();
         let back = Snapshot::decode(&untagged).unwrap();
         assert_eq!(back.accessed, snap.accessed);
-        let v1 = postcard::to_stdvec(&SnapshotV1 {
-            start_segments: vec![1],
-            next_id: 5,
-            logs: Vec::new(),
-        })
-        .unwrap();
+        // Format 1: segments, next id, logs (a tuple encodes as the struct did).
+        let v1 = postcard::to_stdvec(&(vec![1u64], 5u64, Vec::<LogSnapshot>::new())).unwrap();
         let back = Snapshot::decode(&v1).unwrap();
         assert_eq!((back.start_segments, back.next_id), (vec![1], 5));
+    }
+
+    #[test]
+    fn each_untagged_format_takes_its_own_fields() {
+        let none = Vec::<(u64, u64)>::new();
+        // Format 5: everything but last accesses; its source-trimmed ranges are kept.
+        let trims = vec![(7u64, vec![(1u64, 2u64)])];
+        let v5 = (
+            vec![3u64],
+            9u64,
+            Vec::<LogSnapshot>::new(),
+            &none,
+            &none,
+            &none,
+        );
+        let v5 = postcard::to_stdvec(&(v5, Vec::<SubRec>::new(), &trims)).unwrap();
+        let back = Snapshot::decode(&v5).unwrap();
+        assert_eq!((back.start_segments, back.next_id), (vec![3], 9));
+        assert_eq!(back.source_trims, trims);
+        assert!(back.accessed.is_empty());
+        // Format 2: topics, nothing after them.
+        let v2 = (vec![4u64], 2u64, Vec::<LogSnapshot>::new(), &none);
+        let back = Snapshot::decode(&postcard::to_stdvec(&v2).unwrap()).unwrap();
+        assert_eq!((back.start_segments, back.next_id), (vec![4], 2));
+        // Bytes that are no layout at all.
+        assert!(Snapshot::decode(&[0xff; 3]).is_err());
     }
 
     /// What a binary from before tags does with a tagged checkpoint: every layout it knows
@@ -300,7 +207,7 @@ mod tests {
             .collect();
         let bytes = snap.encode();
         assert!(Snapshot::decode_untagged(&bytes).is_err());
-        assert!(postcard::from_bytes::<SnapshotV1>(&bytes).is_err());
+        assert!(postcard::from_bytes::<(Vec<u64>, u64, Vec<LogSnapshot>)>(&bytes).is_err());
     }
 
     #[test]
