@@ -109,7 +109,7 @@ impl Snapshot {
         let mut last = postcard::Error::DeserializeUnexpectedEnd;
         for _ in 0..=UNTAGGED_MISSING_MAX {
             match postcard::take_from_bytes::<Snapshot>(&padded) {
-                Ok((snap, rest)) if rest.is_empty() => return Ok(snap),
+                Ok((snap, [])) => return Ok(snap),
                 Ok(_) => last = postcard::Error::DeserializeBadEncoding,
                 Err(e) => last = e,
             }
