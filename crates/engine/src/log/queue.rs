@@ -234,6 +234,11 @@ impl Log {
         Ok(pass)
     }
 
+    /// Whether job `seq` is still a live record (not trimmed, past the head, or deleted).
+    fn is_live_job(&self, v: &View, seq: u64) -> bool {
+        seq >= v.trim.earliest && seq <= v.head && self.live_from(seq) == seq
+    }
+
     /// The queue's counts now: as the topic's state reports them (jobs past `ttl_ms` are not
     /// ready, they are expired).
     pub(crate) fn queue_counts(&self, now: i64) -> Result<QueueCounts> {
@@ -330,7 +335,7 @@ impl Log {
         let serial = self.lock_logged(persist).await?;
         let v = self.view()?;
         seqs.sort_unstable();
-        seqs.retain(|&s| s >= v.trim.earliest && s <= v.head && self.live_from(s) == s);
+        seqs.retain(|&s| self.is_live_job(&v, s));
         if !seqs.is_empty() {
             let commit = commit_for(v.config.durability);
             self.delete_matched(serial, &v, v.trim.earliest, seqs, persist, commit)
@@ -368,7 +373,7 @@ impl Log {
                 let live = seqs
                     .iter()
                     .copied()
-                    .filter(|&s| s >= v.trim.earliest && s <= v.head && self.live_from(s) == s)
+                    .filter(|&s| self.is_live_job(&v, s))
                     .collect();
                 (live, Vec::new())
             }
