@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Records which functions a running Riffle executes and writes them, in the order they first
+# ran, to crates/server/link/hot-functions.txt, the list the linker places first in the
+# executable (see crates/server/build.rs: it keeps the code a server runs on few pages, which
+# is most of its idle memory).
+#
+#   bench/hot-functions.sh          # record again (needs gdb and nm; about 5 minutes)
+#   bench/hot-functions.sh --check  # how much of the list the current build still has
+#
+# Symbol names carry hashes that change when a dependency, a feature or the compiler changes
+# (not when code is edited): run it again after such a change, and when `--check` reports
+# a good part of the list missing. The server runs under gdb in memory and file-durable mode,
+# on one CPU (a single-threaded runtime) and on all, through the benchmark client's Durable
+# Streams scenarios, SSE fan-out to 1,000 subscribers and the /v0 topics scenarios.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+list="$here/crates/server/link/hot-functions.txt"
+bin="$here/target/release/riffle"
+bench="$here/target/release/riffle-bench"
+
+present() { # how many names of the list the executable defines
+  nm --defined-only "$bin" | awk 'NR == FNR { have[$3] = 1; next } { n++; if ($1 in have) p++ }
+    END { printf "%d of the %d functions listed are in target/release/riffle\n", p, n }' - "$list"
+}
+
+(cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
+if [[ "${1:-}" == "--check" ]]; then
+  present
+  exit 0
+fi
+command -v gdb >/dev/null || { echo "hot-functions: needs gdb" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'pkill -TERM -f "^$work/riffle" 2>/dev/null || true; rm -rf "$work"' EXIT
+cp "$bin" "$work/riffle"
+ulimit -n 20000 2>/dev/null || true
+cpus="$(nproc)"
+
+record() { # name mode pin(yes/no) workloads...
+  local name=$1 mode=$2 pin=$3
+  shift 3
+  local port pfx=() lpfx=() gdbpid
+  port="$("$bench" free-port)"
+  if [[ $pin == yes && $cpus -ge 2 ]]; then pfx=(taskset -c 1); lpfx=(taskset -c 0); fi
+  HOT_BIN="$work/riffle" HOT_OUT="$work/$name.hits" DS_SERVER__PORT="$port" \
+    DS_STORAGE__MODE="$mode" DS_STORAGE__DATA_DIR="$work/data-$name" \
+    "${pfx[@]}" gdb -q -batch -x "$here/bench/hot_functions.py" "$work/riffle" \
+    >"$work/$name.gdb.log" 2>&1 &
+  gdbpid=$!
+  for _ in $(seq 1 180); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/v1/stream/hot-probe" && break
+    sleep 1
+  done
+  local url="http://127.0.0.1:$port/v1/stream"
+  for w in "$@"; do
+    case $w in
+      ds) "${lpfx[@]}" "$bench" --url "$url" --progress 0 --quick all ;;
+      fanout) "${lpfx[@]}" "$bench" --url "$url" --progress 0 fanout -k 1,100,1000 --duration 2 ;;
+      topics) "${lpfx[@]}" "$bench" --url "$url" --progress 0 --quick topics ;;
+    esac >"$work/$name.$w.log" 2>&1 || echo "hot-functions: $name $w exited $? (slowed by gdb; its functions still count)"
+  done
+  pkill -TERM -f "^$work/riffle" || true
+  wait "$gdbpid" || true
+  [[ -s "$work/$name.hits" ]] || { echo "hot-functions: $name recorded nothing" >&2; cat "$work/$name.gdb.log" >&2; exit 1; }
+  echo "hot-functions: $name: $(wc -l <"$work/$name.hits") functions ran"
+}
+
+record memory memory no ds fanout
+record durable file-durable no ds fanout topics
+record memory-1cpu memory yes ds fanout
+record durable-1cpu file-durable yes ds fanout topics
+
+# First run first: start-up and the memory-mode paths lead, what later runs add follows.
+awk '!seen[$0]++' "$work/memory.hits" "$work/durable.hits" "$work/memory-1cpu.hits" \
+  "$work/durable-1cpu.hits" >"$list"
+echo "hot-functions: wrote $(wc -l <"$list") names to $list; rebuild to lay them out"
