@@ -1,6 +1,9 @@
 //! `riffle`: the server binary.
 
 use clap::{Args, Parser, Subcommand};
+use riffle_server::config::{Settings, Sources};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 // glibc's per-thread arenas grow and shrink with an mprotect per request under this load;
 // mimalloc keeps freed pages for reuse. Built with `no_thp`: memory-mode streams grow the heap
@@ -30,9 +33,6 @@ fn tune_allocator() {
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
     }
 }
-use riffle_server::config::{Settings, Sources};
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 const CONFIG_HELP: &str = "\
 Configuration, later wins: built-in defaults, CONFIG_DIR/default.toml, CONFIG_DIR/<profile>.toml,
