@@ -47,6 +47,10 @@ use transport::Transport as _;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Read-buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+/// Room for the first read of a request into an empty buffer: most requests (a head and a
+/// small body) fit, and a connection that parks as a live subscriber or idles between
+/// requests has not been given a whole `READ_CHUNK` for it.
+const FIRST_READ: usize = 2 * 1024;
 /// Bodies declared up to this size get their whole buffer at once.
 const RESERVE_WHOLE_BODY: u64 = 1024 * 1024;
 /// After the server ends a connection whose client may still be sending (a refused or
@@ -63,7 +67,7 @@ where
     IO: AsyncRead + transport::Transport + Send + 'static,
 {
     let mut io = StallGuard::new(io);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     // The first request's head deadline, from its first byte.
     let mut deadline = None;
     {
@@ -268,7 +272,12 @@ async fn read_more<IO: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     wait: Wait<'_, '_>,
 ) -> Read {
-    buf.reserve(READ_CHUNK);
+    let body = matches!(wait, Wait::Body);
+    buf.reserve(if buf.is_empty() && !body {
+        FIRST_READ
+    } else {
+        READ_CHUNK
+    });
     let read = match wait {
         Wait::Idle(stop, mut timer) => {
             timer.as_mut().reset(Instant::now() + timeouts().idle);

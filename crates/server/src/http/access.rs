@@ -14,6 +14,7 @@
 
 use super::auth::{Credential, Scopes};
 use super::{ApiError, App};
+use futures_util::future::Either;
 use http::request::Parts;
 use http::{Method, StatusCode, header};
 
@@ -27,10 +28,16 @@ pub fn current() -> Option<Credential> {
 }
 
 /// Run `f` as the request of `cred` (with auth off, as it is: nothing to carry).
-pub async fn with<F: std::future::Future>(cred: Option<Credential>, f: F) -> F::Output {
+///
+/// Not an `async fn`: that would hold `f` twice (as its argument and inside the scope it
+/// awaits), and a request's future is part of every connection's task.
+pub fn with<F: std::future::Future>(
+    cred: Option<Credential>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
     match cred {
-        None => f.await,
-        cred => CREDENTIAL.scope(cred, f).await,
+        None => Either::Left(f),
+        cred => Either::Right(CREDENTIAL.scope(cred, f)),
     }
 }
 
