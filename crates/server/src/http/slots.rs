@@ -23,7 +23,9 @@ pub struct Slots {
 /// A slot: given back when dropped.
 pub struct Slot {
     slots: Arc<Slots>,
-    key: Option<[u8; 32]>,
+    /// Boxed: a parked live subscriber holds its slot, and with auth off (no key) this keeps
+    /// the slot at 24 bytes instead of 56.
+    key: Option<Box<[u8; 32]>>,
     /// The live-connections gauge of its kind, if counted.
     gauge: Option<Gauge>,
 }
@@ -44,12 +46,12 @@ impl Drop for Slot {
         }
         let mut held = self.slots.held.lock();
         held.0 = held.0.saturating_sub(1);
-        if let Some(k) = self.key
-            && let Some(n) = held.1.get_mut(&k)
+        if let Some(k) = &self.key
+            && let Some(n) = held.1.get_mut(&**k)
         {
             *n -= 1;
             if *n == 0 {
-                held.1.remove(&k);
+                held.1.remove(&**k);
             }
         }
     }
@@ -99,7 +101,7 @@ impl Slots {
         held.0 += 1;
         Ok(Slot {
             slots: self.clone(),
-            key,
+            key: key.map(Box::new),
             gauge: None,
         })
     }

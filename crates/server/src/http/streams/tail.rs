@@ -73,6 +73,10 @@ pub struct SseTail {
     _slot: Slot,
 }
 
+// Every parked SSE subscriber holds one (boxed): 160 bytes is an allocator size class, the
+// next is 192.
+const _: () = assert!(std::mem::size_of::<SseTail>() <= 160);
+
 /// How a live response is set up.
 pub struct TailSetup {
     pub pos: u64,
