@@ -60,8 +60,9 @@ extern "C" fn tune_allocator() {
 
 // SAFETY: `.init_array` holds pointers to functions the C runtime calls once, in order, on
 // the main thread before `main`; `tune_allocator` has the `extern "C"` signature it expects
-// (the arguments glibc passes are ignored under the x86_64/aarch64 calling conventions), does
-// not unwind, and only reads the environment (set up before constructors run).
+// (glibc passes argc, argv and envp; under the C calling conventions of Linux targets the
+// caller owns its arguments, so a callee may ignore them), does not unwind, and only reads
+// the environment (set up before constructors run).
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
