@@ -10,9 +10,28 @@ use crate::topic::{Diff, DiffQuery, GapReason, RecordView, Tombstone};
 /// filtered records stays bounded; the cursor still advances past them.
 const MAX_SCAN: u64 = 100_000;
 
+/// How often a diff read starts over when evictions keep passing its cursor while it reads.
+const RACE_RETRIES: u32 = 16;
+
 impl Log {
     /// Read records after `q.from_seq`.
     pub fn topic_diff(&self, q: &DiffQuery, now: i64) -> Result<Diff> {
+        let mut attempt = 0;
+        loop {
+            match self.diff_once(q, now)? {
+                Ok(d) => return Ok(d),
+                // A write's eviction passed the cursor between the read's steps: read again,
+                // so evicted records are reported, never skipped. Each retry needs another
+                // eviction to land just there; past a few, answer with nothing read.
+                Err(nothing) if attempt >= RACE_RETRIES => return Ok(nothing),
+                Err(_) => attempt += 1,
+            }
+        }
+    }
+
+    /// One attempt of [`Log::topic_diff`]: `Err` with an empty answer at the cursor when an
+    /// eviction moved the topic's start past the cursor while it read.
+    fn diff_once(&self, q: &DiffQuery, now: i64) -> Result<std::result::Result<Diff, Diff>> {
         let v = self.view()?;
         let mut from = q.from_seq;
         let mut tombstone = None;
@@ -23,11 +42,23 @@ impl Log {
         } else {
             v.trim.ttl_floor
         };
-        let earliest = self.with_topic(|st| {
+        let (earliest, moved) = self.with_topic(|st| {
             let t = st.topic.as_deref_mut().expect("checked by with_topic");
             t.last_read_ts = Some(now);
-            t.live_from(cut.max(v.trim.earliest))
+            (t.live_from(cut.max(v.trim.earliest)), t.trim != v.trim)
         })?;
+        // The floors below decide the tombstone; they must be the ones `earliest` comes from.
+        let raced = |next_from_seq: u64| Diff {
+            records: Vec::new(),
+            next_from_seq,
+            head_seq: v.head,
+            earliest_seq: v.trim.earliest,
+            tombstone: None,
+            scanned: 0,
+        };
+        if moved {
+            return Ok(Err(raced(q.from_seq)));
+        }
         if from > v.head {
             // The cursor is past anything this topic ever had: it was deleted and re-created.
             // The documented shape: `gap_from` = from_seq + 1, `gap_to` = earliest_seq - 1
@@ -86,14 +117,21 @@ impl Log {
         let mut bytes = 0usize;
         let mut scanned = 0u64;
         while records.len() < limit && next < v.head && scanned < MAX_SCAN {
-            let (s, run_end, trimmed) = self.with_topic(|st| {
+            let (s, run_end, trimmed, evicted) = self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
                 let s = t.live_from(next + 1);
                 let end = t.deleted.next_start(s).unwrap_or(u64::MAX);
                 // Records a router's source evicted before forwarding them, on the way.
                 let trimmed = t.source_trimmed(next + 1, s);
-                (s, end.min(v.head + 1), trimmed)
+                (s, end.min(v.head + 1), trimmed, t.trim.earliest > next + 1)
             })?;
+            if evicted {
+                // Evicted since the view: the next read reports them.
+                if records.is_empty() {
+                    return Ok(Err(raced(q.from_seq)));
+                }
+                break;
+            }
             if trimmed > 0 {
                 if !records.is_empty() {
                     break; // the next read starts at the gap, and is told of it
@@ -129,6 +167,13 @@ impl Log {
             let mut chunks: Vec<Bytes> = Vec::new();
             let mut budget = (end - start) as usize;
             self.collect_own(start, end, &mut budget, &mut chunks)?;
+            if self.with_topic(|st| st.topic.as_deref().map_or(0, |t| t.trim.earliest))? > s {
+                // Evicted while read: what came back may be partial (memory mode frees it).
+                if records.is_empty() {
+                    return Ok(Err(raced(q.from_seq)));
+                }
+                break;
+            }
             let mut seq = s;
             for chunk in chunks {
                 let mut at = 0;
@@ -162,22 +207,24 @@ impl Log {
         if records.len() < limit && next < v.head {
             // Only deleted records left before the head: the cursor passes them silently,
             // unless some stand for source-trimmed ones, which the next read reports.
-            let s = self.live_from(next + 1);
-            let silent = self.with_topic(|st| {
+            let (s, silent) = self.with_topic(|st| {
                 let t = st.topic.as_deref().expect("checked by with_topic");
-                t.source_trimmed(next + 1, s) == 0
+                let s = t.live_from(next + 1);
+                // Neither source-trimmed nor evicted since the view.
+                let silent = t.source_trimmed(next + 1, s) == 0 && t.trim.earliest <= next + 1;
+                (s, silent)
             })?;
             if s > v.head && silent {
                 next = v.head;
             }
         }
-        Ok(Diff {
+        Ok(Ok(Diff {
             records,
             next_from_seq: next,
             head_seq: v.head,
             earliest_seq: earliest,
             tombstone,
             scanned,
-        })
+        }))
     }
 }
