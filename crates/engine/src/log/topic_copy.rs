@@ -202,12 +202,10 @@ impl Log {
         // again after a crash, they are the same. The source-trimmed gap takes no time.
         let ts = record::floor_ts(&mut c.buf, v.last_ts);
         // Source-trimmed records first: empty records, skipped by readers (with a tombstone).
-        if c.lost > 0 {
-            self.apply_lost(c.lost, ts, logged_later);
-            v = self.view()?;
-        }
+        // (A gap comes alone: the router makes its copies next, in another call.)
+        debug_assert!(c.lost == 0 || n == 0, "a source-trimmed gap comes without copies");
         if n == 0 {
-            self.advance_feed(c.cursor, 0, v.head + 1, v.tail, logged_later);
+            self.apply_lost(c.lost, ts, c.cursor, logged_later);
             self.wake();
             return Ok(CopyOutcome::Applied(0));
         }
@@ -243,53 +241,56 @@ impl Log {
             }
             t.apply_write(n, ts, None, trim);
             t.copy_changes += 1;
+            // Under the same lock: a checkpoint's snapshot sees the copies with their cursor.
+            advance_feed(t, c.cursor, n, (first_seq, v.tail), logged_later);
             let grown = t.ram() as i64 - before as i64;
             self.push_records(&mut st, &c.buf, &c.rel_ends);
             st.own_bytes += records_charge;
             self.settle_index_ram(&mut st, grown, index_charge);
             self.release_mem(&mut st);
         }
-        self.advance_feed(c.cursor, n, first_seq, v.tail, logged_later);
         self.wake();
         Ok(CopyOutcome::Applied(n))
     }
 
-    /// `lost` empty records at the tail, standing for source-trimmed records.
-    fn apply_lost(&self, lost: u64, ts: i64, logged_later: bool) {
+    /// `lost` empty records at the tail, standing for source-trimmed records (none: only the
+    /// cursor moves), with the router's cursor moved to `cursor`, in one step.
+    fn apply_lost(&self, lost: u64, ts: i64, cursor: u64, logged_later: bool) {
         let mut st = self.state.lock();
         let tail = st.w.tail;
         let Some(t) = st.topic.as_deref_mut() else {
             return;
         };
         let from = t.head + 1;
-        t.apply_write(lost, ts, None, t.trim);
-        t.copy_changes += 1;
-        let to = t.head + 1;
-        t.deleted.insert(from, to, 0);
-        t.note_source_trim(from, to);
-        if logged_later {
-            t.unlogged.get_or_insert((from, tail));
-            t.unlogged_lost.push((from, to));
+        if lost > 0 {
+            t.apply_write(lost, ts, None, t.trim);
+            t.copy_changes += 1;
+            let to = t.head + 1;
+            t.deleted.insert(from, to, 0);
+            t.note_source_trim(from, to);
+            if logged_later {
+                t.unlogged_lost.push((from, to));
+            }
         }
-        // Their index entries: empty records ending at the tail.
-        let ends = vec![0u64; lost as usize];
-        self.push_records(&mut st, &[], &ends);
+        advance_feed(t, cursor, 0, (from, tail), logged_later);
+        if lost > 0 {
+            // Their index entries: empty records ending at the tail.
+            let ends = vec![0u64; lost as usize];
+            self.push_records(&mut st, &[], &ends);
+        }
     }
+}
 
-    /// The router's cursor moved to `cursor` with `n` more copies, the first of them (or the
-    /// first unlogged change) at `seq`/`pos`.
-    fn advance_feed(&self, cursor: u64, n: u64, seq: u64, pos: u64, logged_later: bool) {
-        let mut st = self.state.lock();
-        let Some(t) = st.topic.as_deref_mut() else {
-            return;
-        };
-        if let Some(f) = t.feed.as_mut() {
-            f.cursor = f.cursor.max(cursor);
-            f.forwarded += n;
-        }
-        if logged_later {
-            t.unlogged.get_or_insert((seq, pos));
-        }
+/// The router's cursor moved to `cursor` with `n` more copies, the first of them (or the first
+/// unlogged change) at `seq`/`pos` (`at`). The caller holds the state lock, under which it
+/// applied the copies: a snapshot never sees copies without their cursor, or the reverse.
+fn advance_feed(t: &mut TopicState, cursor: u64, n: u64, at: (u64, u64), logged_later: bool) {
+    if let Some(f) = t.feed.as_mut() {
+        f.cursor = f.cursor.max(cursor);
+        f.forwarded += n;
+    }
+    if logged_later {
+        t.unlogged.get_or_insert(at);
     }
 }
 
