@@ -56,6 +56,7 @@
 //! 7. Expiry is applied lazily on every lookup (and by [`Engine::sweep_expired`]); an expired
 //!    log is indistinguishable from a missing one, except a referenced one, which is gone.
 
+mod arena;
 mod clock;
 mod durability;
 mod engine;

@@ -2,23 +2,54 @@
 //!
 //! An append copies its bytes into the open chunk: one memcpy, with no allocation and no
 //! reference count per record (a `Bytes` per record cost both, on every append). A chunk that
-//! cannot take the next record is sealed into an immutable [`Bytes`] that readers share without
-//! copying; what readers need of the open chunk (at most one chunk) is copied, under the log's
-//! lock.
+//! cannot take the next record is sealed: moved into the shared-memory arena (see
+//! `arena.rs`), from where reads send it with `sendfile` or share it as an immutable [`Bytes`]
+//! without copying (on the heap where there is no arena); what readers need of the open chunk
+//! (at most one chunk) is copied, under the log's lock.
 //!
 //! Invariants: chunks are contiguous and in order (`sealed`, then `open` from `open_start`); a
 //! record lies inside one chunk; `starts` holds every record's first position, ascending, and
 //! `tail` is the end of the last record.
 
+use crate::arena::{self, Block};
+use crate::types::FileRange;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// Allocation unit of the chunks (a record this large or larger is a sealed chunk of its own).
 pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
+/// A sealed chunk: its bytes, and the arena block they are in (none if on the heap).
+#[derive(Debug)]
+struct Sealed {
+    bytes: Bytes,
+    block: Option<Arc<Block>>,
+}
+
+impl Sealed {
+    fn new(data: Vec<u8>) -> Self {
+        match arena::store(&data) {
+            Some((block, bytes)) => Self {
+                bytes,
+                block: Some(block),
+            },
+            // A Vec with spare capacity becomes a Bytes without copying.
+            None => Self {
+                bytes: Bytes::from(data),
+                block: None,
+            },
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct MemStore {
     /// Sealed chunks, in order, with the position of their first byte.
-    sealed: Vec<(u64, Bytes)>,
+    sealed: Vec<(u64, Sealed)>,
     open: Vec<u8>,
     open_start: u64,
     /// First position of every record (after the `dropped` first ones).
@@ -49,7 +80,17 @@ impl MemStore {
         if data.len() >= CHUNK_BYTES {
             // A chunk-sized record is sealed at once, so reads share it instead of copying it.
             self.seal();
-            self.sealed.push((start, Bytes::copy_from_slice(data)));
+            let chunk = match arena::store(data) {
+                Some((block, bytes)) => Sealed {
+                    bytes,
+                    block: Some(block),
+                },
+                None => Sealed {
+                    bytes: Bytes::copy_from_slice(data),
+                    block: None,
+                },
+            };
+            self.sealed.push((start, chunk));
             self.open_start = self.tail;
             return;
         }
@@ -65,8 +106,7 @@ impl MemStore {
     fn seal(&mut self) {
         if !self.open.is_empty() {
             let full = std::mem::take(&mut self.open);
-            // A Vec with spare capacity becomes a Bytes without copying.
-            self.sealed.push((self.open_start, Bytes::from(full)));
+            self.sealed.push((self.open_start, Sealed::new(full)));
         }
     }
 
@@ -89,22 +129,22 @@ impl MemStore {
         let end = self.starts.get(k).copied().unwrap_or(self.tail).min(to);
         let mut at = pos;
         while at < end {
-            let (piece, next) = if at >= self.open_start {
+            if at >= self.open_start {
                 let lo = (at - self.open_start) as usize;
                 let hi = (end - self.open_start) as usize;
-                (Bytes::copy_from_slice(&self.open[lo..hi]), end)
-            } else {
-                let i = self.sealed_index(at);
-                let (start, chunk) = &self.sealed[i];
-                let chunk_end = start + chunk.len() as u64;
-                let stop = end.min(chunk_end);
-                (
-                    chunk.slice((at - start) as usize..(stop - start) as usize),
-                    stop,
-                )
-            };
-            out.bytes(piece);
-            at = next;
+                out.bytes(Bytes::copy_from_slice(&self.open[lo..hi]));
+                break;
+            }
+            let i = self.sealed_index(at);
+            let (start, chunk) = &self.sealed[i];
+            let stop = end.min(start + chunk.len());
+            let (lo, hi) = (at - start, stop - start);
+            let bytes = chunk.bytes.slice(lo as usize..hi as usize);
+            match &chunk.block {
+                Some(block) => out.shared(FileRange::of_block(block, lo, bytes)),
+                None => out.bytes(bytes),
+            }
+            at = stop;
         }
         *budget = budget.saturating_sub((end - pos) as usize);
         end
@@ -124,7 +164,9 @@ impl MemStore {
             Bytes::copy_from_slice(&self.open[lo..lo + (end - start) as usize])
         } else {
             let (cs, chunk) = &self.sealed[self.sealed_index(start)];
-            chunk.slice((start - cs) as usize..(end - cs) as usize)
+            chunk
+                .bytes
+                .slice((start - cs) as usize..(end - cs) as usize)
         };
         Some((start, bytes))
     }
@@ -143,17 +185,11 @@ impl MemStore {
     /// afterwards. Returns the bytes freed, as they were charged (record bytes plus index
     /// entries).
     pub fn drop_front(&mut self, pos: u64) -> u64 {
-        let whole = self
-            .sealed
-            .partition_point(|(s, c)| s + c.len() as u64 <= pos);
+        let whole = self.sealed.partition_point(|(s, c)| s + c.len() <= pos);
         if whole == 0 {
             return 0;
         }
-        let freed: u64 = self
-            .sealed
-            .drain(..whole)
-            .map(|(_, c)| c.len() as u64)
-            .sum();
+        let freed: u64 = self.sealed.drain(..whole).map(|(_, c)| c.len()).sum();
         let keep_from = self.sealed.first().map_or(self.open_start, |(s, _)| *s);
         let records = self.starts.partition_point(|&s| s < keep_from);
         self.starts.drain(..records);
@@ -164,8 +200,7 @@ impl MemStore {
     /// Index of the sealed chunk holding `pos` (which is before `open_start`).
     fn sealed_index(&self, pos: u64) -> usize {
         debug_assert!(pos < self.open_start);
-        self.sealed
-            .partition_point(|(s, c)| s + c.len() as u64 <= pos)
+        self.sealed.partition_point(|(s, c)| s + c.len() <= pos)
     }
 }
 
@@ -289,6 +324,36 @@ mod tests {
         m.collect(cut, u64::MAX, &mut b, &mut out);
         assert_eq!(join(&out), flat[cut as usize..]);
         assert_eq!(m.drop_front(cut), 0, "nothing more to free");
+    }
+
+    #[test]
+    fn sealed_chunks_go_out_as_ranges_of_the_arena_with_their_bytes() {
+        use crate::types::Piece;
+        let base = 3;
+        let (m, flat, _) = filled(base, 50);
+        let mut out: Vec<Piece> = Vec::new();
+        let mut b = usize::MAX;
+        let end = m.collect(base, u64::MAX, &mut b, &mut out);
+        assert_eq!(end, base + flat.len() as u64);
+        let mut got = Vec::new();
+        for p in &out {
+            match p {
+                Piece::Mem(b) => got.extend_from_slice(b),
+                Piece::File(f) => {
+                    assert!(f.fd().is_some(), "sendable from the arena's file");
+                    got.extend_from_slice(&f.read().unwrap());
+                }
+            }
+        }
+        assert_eq!(got, flat);
+        // Where a memfd exists, sealed chunks are ranges of it, readable through the file too.
+        for p in &out {
+            if let Piece::File(f) = p {
+                let mut buf = vec![0u8; f.len as usize];
+                let n = f.file.read_at(&mut buf, f.offset).unwrap();
+                assert_eq!(Bytes::from(buf[..n].to_vec()), f.read().unwrap());
+            }
+        }
     }
 
     #[test]

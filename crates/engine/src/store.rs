@@ -136,6 +136,7 @@ impl LogFiles {
             file: self.data()?,
             offset: from - self.base,
             len: to - from,
+            mapped: None,
         })
     }
 

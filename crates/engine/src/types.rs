@@ -191,14 +191,17 @@ impl Piece {
     }
 }
 
-/// A range of a log's data file. It holds the file open (the open-files cache may close its
-/// own handle meanwhile; a deleted log's file stays readable), and the range never changes:
-/// data files are append-only and a stream's are never trimmed.
+/// A range of a log's data file, or of a RAM-held chunk in the memory arena. It holds the
+/// file open (the open-files cache may close its own handle meanwhile; a deleted log's file
+/// stays readable) or the chunk allocated, and the range never changes: data files are
+/// append-only and a stream's are never trimmed; an arena chunk is immutable.
 #[derive(Clone)]
 pub struct FileRange {
     pub(crate) file: Arc<dyn riffle_wal::DirFile>,
     pub offset: u64,
     pub len: u64,
+    /// The same bytes in memory (an arena chunk's mapping): `read` shares them.
+    pub(crate) mapped: Option<Bytes>,
 }
 
 impl std::fmt::Debug for FileRange {
@@ -220,14 +223,48 @@ impl FileRange {
             file: self.file.clone(),
             offset: self.offset,
             len: n,
+            mapped: self.mapped.as_mut().map(|m| m.split_to(n as usize)),
         };
         self.offset += n;
         self.len -= n;
         front
     }
 
+    /// Whether `next` continues this range in the same file: one `sendfile` could send both
+    /// (RAM-held chunks written one after another sit side by side in the memory arena).
+    pub fn continues_in(&self, next: &FileRange) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = |r: &FileRange| r.fd().map(|f| f.as_raw_fd());
+        fd(self).is_some() && fd(self) == fd(next) && self.offset + self.len == next.offset
+    }
+
+    /// This range widened to `len` bytes, for one `sendfile` over ranges that continue it
+    /// ([`FileRange::continues_in`]). It holds only this range's file or chunk: the caller
+    /// keeps the ranges it covers alive until the send is done, and does not read it.
+    pub fn widened(&self, len: u64) -> FileRange {
+        FileRange {
+            file: self.file.clone(),
+            offset: self.offset,
+            len,
+            mapped: None,
+        }
+    }
+
+    /// `bytes`, the part of arena `block` from `lo` on.
+    pub(crate) fn of_block(block: &Arc<crate::arena::Block>, lo: u64, bytes: Bytes) -> Self {
+        FileRange {
+            offset: block.offset() + lo,
+            len: bytes.len() as u64,
+            file: block.clone(),
+            mapped: Some(bytes),
+        }
+    }
+
     /// The bytes, read (for transports that cannot send from a file).
     pub fn read(&self) -> std::io::Result<Bytes> {
+        if let Some(m) = &self.mapped {
+            return Ok(m.clone());
+        }
         let len = usize::try_from(self.len).map_err(std::io::Error::other)?;
         let mut buf = bytes::BytesMut::zeroed(len);
         let n = self.file.read_at(&mut buf, self.offset)?;

@@ -2,18 +2,23 @@
 //! recursion), and the record lookups that JSON boundaries and fork points need.
 
 use super::*;
-use crate::types::Piece;
+use crate::types::{FileRange, Piece};
 
 /// Where a read puts what it gathers: stored bytes as they are, and file ranges either read
 /// (`Vec<Bytes>`) or left in the file for a zero-copy send (`Vec<Piece>`).
 pub(crate) trait Sink {
     fn bytes(&mut self, b: Bytes);
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()>;
+    /// A RAM-held chunk in the memory arena: sent from there where a sink can.
+    fn shared(&mut self, r: FileRange);
 }
 
 impl Sink for Vec<Bytes> {
     fn bytes(&mut self, b: Bytes) {
         self.push(b);
+    }
+    fn shared(&mut self, r: FileRange) {
+        self.push(r.mapped.unwrap_or_default());
     }
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
         self.push(files.read_bytes(from, to)?);
@@ -24,6 +29,9 @@ impl Sink for Vec<Bytes> {
 impl Sink for Vec<Piece> {
     fn bytes(&mut self, b: Bytes) {
         self.push(Piece::Mem(b));
+    }
+    fn shared(&mut self, r: FileRange) {
+        self.push(Piece::File(r));
     }
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
         self.push(Piece::File(files.range(from, to)?));

@@ -203,7 +203,10 @@ impl Log {
         let ts = record::floor_ts(&mut c.buf, v.last_ts);
         // Source-trimmed records first: empty records, skipped by readers (with a tombstone).
         // (A gap comes alone: the router makes its copies next, in another call.)
-        debug_assert!(c.lost == 0 || n == 0, "a source-trimmed gap comes without copies");
+        debug_assert!(
+            c.lost == 0 || n == 0,
+            "a source-trimmed gap comes without copies"
+        );
         if n == 0 {
             self.apply_lost(c.lost, ts, c.cursor, logged_later);
             self.wake();

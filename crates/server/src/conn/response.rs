@@ -276,15 +276,29 @@ async fn write_pieces<W: Transport>(
         return io.write_all(out).await;
     }
     let mut before: Vec<Bytes> = Vec::new();
-    for p in pieces {
+    let mut rest = pieces.iter().peekable();
+    while let Some(p) = rest.next() {
         match p {
-            Piece::Mem(b) => before.push(b),
+            Piece::Mem(b) => before.push(b.clone()),
             Piece::File(f) => {
                 write_all_vectored(io, out, &before).await?;
                 out.clear();
                 before.clear();
-                if !io.send_file(&f).await? {
-                    io.write_all(&f.read()?).await?;
+                // Ranges that continue one another in one file (RAM-held chunks side by side
+                // in the memory arena) go in one `sendfile`; `pieces` keeps them all alive.
+                let (mut run, mut last) = (vec![f], f);
+                while let Some(Piece::File(next)) = rest.peek()
+                    && last.continues_in(next)
+                {
+                    run.push(next);
+                    last = next;
+                    rest.next();
+                }
+                let whole = f.widened(run.iter().map(|r| r.len).sum());
+                if !io.send_file(&whole).await? {
+                    for r in run {
+                        io.write_all(&r.read()?).await?;
+                    }
                 }
             }
         }
