@@ -303,6 +303,25 @@ async fn send(
         .as_u16()
 }
 
+/// `/metrics` answers GET and HEAD; another method is told which ones (405 with `Allow`), not
+/// that the path does not exist.
+#[tokio::test]
+async fn other_methods_on_metrics_are_not_allowed() {
+    let s = Server::start_with(Options::default()).await;
+    let head = s.client.head(s.url("/metrics")).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+    for m in [reqwest::Method::PUT, reqwest::Method::POST, reqwest::Method::DELETE] {
+        let r = s
+            .client
+            .request(m.clone(), s.url("/metrics"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 405, "{m}");
+        assert_eq!(common::header(&r, "allow").as_deref(), Some("GET, HEAD"), "{m}");
+    }
+}
+
 #[tokio::test]
 async fn requests_appends_and_wal_activity_are_counted() {
     let dir = TempDir::new("metrics-counts");

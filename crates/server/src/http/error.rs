@@ -53,6 +53,16 @@ impl ApiError {
         self
     }
 
+    /// 405, naming the methods `allow`ed here (also in `Allow`).
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method not allowed here: use {allow}"),
+        )
+        .code("method_not_allowed")
+        .with_header("allow", allow)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }

@@ -233,7 +233,10 @@ impl App {
             return resp;
         }
         match path {
-            "/metrics" if req.method == Method::GET => Ok(self.metrics_response(req, "")),
+            "/metrics" if matches!(req.method, Method::GET | Method::HEAD) => {
+                Ok(self.metrics_response(req, ""))
+            }
+            "/metrics" => Err(ApiError::method_not_allowed("GET, HEAD")),
             _ => Err(not_found()),
         }
     }

@@ -56,15 +56,6 @@ pub async fn handle(app: &App, req: &Parts, body: RequestBody) -> Response<Respo
         .unwrap_or_else(|e| error::render_timed(e, started))
 }
 
-fn method_not_allowed(allow: &'static str) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed here: use {allow}"),
-    )
-    .code("method_not_allowed")
-    .with_header("allow", allow)
-}
-
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such /v0 endpoint").code("not_found")
 }
@@ -160,19 +151,19 @@ async fn route(
     match segs.as_slice() {
         ["health"] => match *m {
             Method::GET | Method::HEAD => Ok(probes::health(app)),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["ready"] => match *m {
             Method::GET | Method::HEAD => probes::ready(app),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["metrics"] => match *m {
             Method::GET => Ok(probes::metrics(app, req)),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["topics"] => match *m {
             Method::GET => handlers::list(app, query),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["topics", t] => {
             let t = decode(t)?;
@@ -193,7 +184,7 @@ async fn route(
                     handlers::write(app, &t, query, key, b).await
                 }
                 Method::DELETE => handlers::delete_topic(app, &t, query).await,
-                _ => Err(method_not_allowed("GET, PUT, POST, DELETE")),
+                _ => Err(ApiError::method_not_allowed("GET, PUT, POST, DELETE")),
             }
         }
         ["topics", t, op] => {
@@ -218,15 +209,15 @@ async fn route(
                 }
                 ("work", &Method::GET) => queues::work(app, &t, query, req),
                 ("diff" | "delete" | "claim" | "ack" | "nack" | "extend", _) => {
-                    Err(method_not_allowed("POST"))
+                    Err(ApiError::method_not_allowed("POST"))
                 }
-                ("work", _) => Err(method_not_allowed("GET")),
+                ("work", _) => Err(ApiError::method_not_allowed("GET")),
                 _ => Err(not_found()),
             }
         }
         ["routers"] => match *m {
             Method::GET => routers::list(app, query),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["routers", r] => {
             let r = decode(r)?;
@@ -238,7 +229,7 @@ async fn route(
                     routers::put(app, &r, b).await
                 }
                 Method::DELETE => routers::delete(app, &r).await,
-                _ => Err(method_not_allowed("GET, PUT, DELETE")),
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
             }
         }
         ["ws"] => Err(ApiError::new(
@@ -252,11 +243,11 @@ async fn route(
                 let b = json_body(app, req, body).await?;
                 watch::create(app, query, &b)
             }
-            _ => Err(method_not_allowed("POST")),
+            _ => Err(ApiError::method_not_allowed("POST")),
         },
         ["watch", wid] => match *m {
             Method::GET => watch::stream(app, wid, req),
-            _ => Err(method_not_allowed("GET")),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         _ => Err(not_found()),
     }
