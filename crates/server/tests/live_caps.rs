@@ -24,18 +24,6 @@ async fn open_sse(s: &Server, path: &str, key: Option<&str>) -> reqwest::Respons
     r.send().await.expect("answer")
 }
 
-async fn until_status(s: &Server, path: &str, key: Option<&str>, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = status(s, path, key).await;
-        if st == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path}: still {st}, want {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn live_connections_are_capped_and_given_back() {
     let s =
@@ -100,8 +88,25 @@ async fn per_key_caps_apply_with_auth() {
         .client
         .get(s.url(&format!("{path}?offset=-1&live=long-poll")))
         .header("authorization", "Bearer three");
-    let waiting = tokio::spawn(lp.send());
-    until_status(&s, &format!("{path}?offset=-1"), Some("three"), 429).await;
+    let mut waiting = tokio::spawn(lp.try_clone().expect("no body").send());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let probe = status(&s, &format!("{path}?offset=-1"), Some("three")).await;
+        if probe == 429 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long-poll never held its slot"
+        );
+        if waiting.is_finished() {
+            // The probe held the slot when the long-poll arrived, which got the 429 itself.
+            let lost = waiting.await.expect("joined").expect("answer").status();
+            assert_eq!(lost.as_u16(), 429, "a long-poll answered early");
+            waiting = tokio::spawn(lp.try_clone().expect("no body").send());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         status(&s, &format!("{path}?offset=-1"), Some("one")).await,
         200

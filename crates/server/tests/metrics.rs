@@ -310,7 +310,11 @@ async fn other_methods_on_metrics_are_not_allowed() {
     let s = Server::start_with(Options::default()).await;
     let head = s.client.head(s.url("/metrics")).send().await.expect("HEAD");
     assert_eq!(head.status(), 200);
-    for m in [reqwest::Method::PUT, reqwest::Method::POST, reqwest::Method::DELETE] {
+    for m in [
+        reqwest::Method::PUT,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
         let r = s
             .client
             .request(m.clone(), s.url("/metrics"))
@@ -318,7 +322,11 @@ async fn other_methods_on_metrics_are_not_allowed() {
             .await
             .expect("answer");
         assert_eq!(r.status(), 405, "{m}");
-        assert_eq!(common::header(&r, "allow").as_deref(), Some("GET, HEAD"), "{m}");
+        assert_eq!(
+            common::header(&r, "allow").as_deref(),
+            Some("GET, HEAD"),
+            "{m}"
+        );
     }
 }
 
