@@ -15,7 +15,8 @@
 //! - the mapped segments stay mapped for the life of the process (the arena is a static), so
 //!   a pointer into them stays valid as long as its block is allocated.
 //!
-//! Without `memfd` (another OS, or a kernel that refuses), chunks stay on the heap as before.
+//! Where `memfd_create` is refused (an old kernel, a sandbox that filters it), or the arena
+//! cannot grow, chunks stay on the heap as immutable `Bytes`, as before.
 
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
