@@ -12,7 +12,6 @@
 //! `tail` is the end of the last record.
 
 use crate::arena::{self, Block};
-use crate::types::FileRange;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -27,18 +26,17 @@ struct Sealed {
 }
 
 impl Sealed {
-    fn new(data: Vec<u8>) -> Self {
-        match arena::store(&data) {
-            Some((block, bytes)) => Self {
-                bytes,
-                block: Some(block),
-            },
-            // A Vec with spare capacity becomes a Bytes without copying.
-            None => Self {
-                bytes: Bytes::from(data),
-                block: None,
-            },
-        }
+    /// `data` copied into a block of the arena, if it can take it.
+    fn in_arena(data: &[u8]) -> Option<Self> {
+        let (block, bytes) = arena::store(data)?;
+        Some(Self {
+            bytes,
+            block: Some(block),
+        })
+    }
+
+    fn on_heap(bytes: Bytes) -> Self {
+        Self { bytes, block: None }
     }
 
     fn len(&self) -> u64 {
@@ -80,16 +78,8 @@ impl MemStore {
         if data.len() >= CHUNK_BYTES {
             // A chunk-sized record is sealed at once, so reads share it instead of copying it.
             self.seal();
-            let chunk = match arena::store(data) {
-                Some((block, bytes)) => Sealed {
-                    bytes,
-                    block: Some(block),
-                },
-                None => Sealed {
-                    bytes: Bytes::copy_from_slice(data),
-                    block: None,
-                },
-            };
+            let chunk = Sealed::in_arena(data)
+                .unwrap_or_else(|| Sealed::on_heap(Bytes::copy_from_slice(data)));
             self.sealed.push((start, chunk));
             self.open_start = self.tail;
             return;
@@ -106,7 +96,9 @@ impl MemStore {
     fn seal(&mut self) {
         if !self.open.is_empty() {
             let full = std::mem::take(&mut self.open);
-            self.sealed.push((self.open_start, Sealed::new(full)));
+            // (On the heap, a Vec with spare capacity becomes a Bytes without copying.)
+            let chunk = Sealed::in_arena(&full).unwrap_or_else(|| Sealed::on_heap(full.into()));
+            self.sealed.push((self.open_start, chunk));
         }
     }
 
@@ -141,7 +133,7 @@ impl MemStore {
             let (lo, hi) = (at - start, stop - start);
             let bytes = chunk.bytes.slice(lo as usize..hi as usize);
             match &chunk.block {
-                Some(block) => out.shared(FileRange::of_block(block, lo, bytes)),
+                Some(block) => out.shared(block, lo, bytes),
                 None => out.bytes(bytes),
             }
             at = stop;

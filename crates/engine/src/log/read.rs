@@ -2,6 +2,7 @@
 //! recursion), and the record lookups that JSON boundaries and fork points need.
 
 use super::*;
+use crate::arena::Block;
 use crate::types::{FileRange, Piece};
 
 /// Where a read puts what it gathers: stored bytes as they are, and file ranges either read
@@ -9,16 +10,16 @@ use crate::types::{FileRange, Piece};
 pub(crate) trait Sink {
     fn bytes(&mut self, b: Bytes);
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()>;
-    /// A RAM-held chunk in the memory arena: sent from there where a sink can.
-    fn shared(&mut self, r: FileRange);
+    /// `bytes`, the part of arena `block` from `lo` on: sent from the arena where a sink can.
+    fn shared(&mut self, block: &Arc<Block>, lo: u64, bytes: Bytes);
 }
 
 impl Sink for Vec<Bytes> {
     fn bytes(&mut self, b: Bytes) {
         self.push(b);
     }
-    fn shared(&mut self, r: FileRange) {
-        self.push(r.mapped.unwrap_or_default());
+    fn shared(&mut self, _: &Arc<Block>, _: u64, bytes: Bytes) {
+        self.push(bytes);
     }
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
         self.push(files.read_bytes(from, to)?);
@@ -30,8 +31,8 @@ impl Sink for Vec<Piece> {
     fn bytes(&mut self, b: Bytes) {
         self.push(Piece::Mem(b));
     }
-    fn shared(&mut self, r: FileRange) {
-        self.push(Piece::File(r));
+    fn shared(&mut self, block: &Arc<Block>, lo: u64, bytes: Bytes) {
+        self.push(Piece::File(FileRange::of_block(block, lo, bytes)));
     }
     fn file(&mut self, files: &LogFiles, from: u64, to: u64) -> std::io::Result<()> {
         self.push(Piece::File(files.range(from, to)?));

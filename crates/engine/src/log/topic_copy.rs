@@ -265,22 +265,21 @@ impl Log {
             return;
         };
         let from = t.head + 1;
-        if lost > 0 {
-            t.apply_write(lost, ts, None, t.trim);
-            t.copy_changes += 1;
-            let to = t.head + 1;
-            t.deleted.insert(from, to, 0);
-            t.note_source_trim(from, to);
-            if logged_later {
-                t.unlogged_lost.push((from, to));
-            }
-        }
         advance_feed(t, cursor, 0, (from, tail), logged_later);
-        if lost > 0 {
-            // Their index entries: empty records ending at the tail.
-            let ends = vec![0u64; lost as usize];
-            self.push_records(&mut st, &[], &ends);
+        if lost == 0 {
+            return;
         }
+        t.apply_write(lost, ts, None, t.trim);
+        t.copy_changes += 1;
+        let to = t.head + 1;
+        t.deleted.insert(from, to, 0);
+        t.note_source_trim(from, to);
+        if logged_later {
+            t.unlogged_lost.push((from, to));
+        }
+        // Their index entries: empty records ending at the tail.
+        let ends = vec![0u64; lost as usize];
+        self.push_records(&mut st, &[], &ends);
     }
 }
 

@@ -48,16 +48,16 @@ impl Log {
             (t.live_from(cut.max(v.trim.earliest)), t.trim != v.trim)
         })?;
         // The floors below decide the tombstone; they must be the ones `earliest` comes from.
-        let raced = |next_from_seq: u64| Diff {
+        let raced = || Diff {
             records: Vec::new(),
-            next_from_seq,
+            next_from_seq: q.from_seq,
             head_seq: v.head,
             earliest_seq: v.trim.earliest,
             tombstone: None,
             scanned: 0,
         };
         if moved {
-            return Ok(Err(raced(q.from_seq)));
+            return Ok(Err(raced()));
         }
         if from > v.head {
             // The cursor is past anything this topic ever had: it was deleted and re-created.
@@ -128,7 +128,7 @@ impl Log {
             if evicted {
                 // Evicted since the view: the next read reports them.
                 if records.is_empty() {
-                    return Ok(Err(raced(q.from_seq)));
+                    return Ok(Err(raced()));
                 }
                 break;
             }
@@ -170,7 +170,7 @@ impl Log {
             if self.with_topic(|st| st.topic.as_deref().map_or(0, |t| t.trim.earliest))? > s {
                 // Evicted while read: what came back may be partial (memory mode frees it).
                 if records.is_empty() {
-                    return Ok(Err(raced(q.from_seq)));
+                    return Ok(Err(raced()));
                 }
                 break;
             }

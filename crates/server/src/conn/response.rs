@@ -276,25 +276,23 @@ async fn write_pieces<W: Transport>(
         return io.write_all(out).await;
     }
     let mut before: Vec<Bytes> = Vec::new();
-    let mut rest = pieces.iter().peekable();
+    let mut rest = pieces.into_iter().peekable();
     while let Some(p) = rest.next() {
         match p {
-            Piece::Mem(b) => before.push(b.clone()),
+            Piece::Mem(b) => before.push(b),
             Piece::File(f) => {
                 write_all_vectored(io, out, &before).await?;
                 out.clear();
                 before.clear();
                 // Ranges that continue one another in one file (RAM-held chunks side by side
-                // in the memory arena) go in one `sendfile`; `pieces` keeps them all alive.
-                let (mut run, mut last) = (vec![f], f);
-                while let Some(Piece::File(next)) = rest.peek()
-                    && last.continues_in(next)
-                {
+                // in the memory arena) go in one `sendfile`; `run` keeps them all alive.
+                let mut run = vec![f];
+                while let Some(Piece::File(next)) = rest.next_if(|p| {
+                    matches!((p, run.last()), (Piece::File(n), Some(last)) if last.continues_in(n))
+                }) {
                     run.push(next);
-                    last = next;
-                    rest.next();
                 }
-                let whole = f.widened(run.iter().map(|r| r.len).sum());
+                let whole = run[0].widened(run.iter().map(|r| r.len).sum());
                 if !io.send_file(&whole).await? {
                     for r in run {
                         io.write_all(&r.read()?).await?;
