@@ -1,8 +1,14 @@
-//! Where RAM-held logs keep their sealed chunks: one shared-memory file (a `memfd`) for the
-//! process, so a catch-up read sends them from the page cache with `sendfile`, as it does
-//! file-backed data, instead of copying them from the heap into the socket (the copy was most
-//! of a memory-mode read's CPU). Readers that need the bytes in memory (topic reads, HTTP/2,
-//! TLS) see them through a read-only mapping of the same file, without copying either.
+//! Where RAM-held logs keep their sealed chunks: one file for the process, so a catch-up read
+//! sends them from the page cache with `sendfile`, as it does file-backed data, instead of
+//! copying them from the heap into the socket (the copy was most of a memory-mode read's CPU).
+//! Readers that need the bytes in memory (topic reads, HTTP/2, TLS) see them through a
+//! read-only mapping of the same file, without copying either.
+//!
+//! The file is, as [`configure_arena`] chose ([`ArenaBacking`]): an unlinked file (`O_TMPFILE`)
+//! in a directory, by default (the page cache of a disk file system holds large folios, which
+//! the kernel sends at 1.1-1.25x the rate of shared memory's 4 KiB pages, and can write them
+//! back and drop them under memory pressure; nothing of the file outlives the process); or
+//! anonymous shared memory (a `memfd`); or none (chunks on the heap).
 //!
 //! Invariants, which make the `unsafe` below sound and the sends correct:
 //! - a block's bytes are written once, through the file (`pwrite`), before any handle to it
@@ -12,11 +18,13 @@
 //! - a freed block's pages are punched out of the file before the range can be allocated again,
 //!   so data the kernel still sends from those pages (`sendfile` keeps references to them until
 //!   the peer has it) is never overwritten: a new owner writes into fresh pages;
-//! - the mapped segments stay mapped for the life of the process (the arena is a static), so
+//! - the file is reachable by no name (unlinked from birth, or a `memfd`) and only grows, and
+//!   the mapped segments stay mapped for the life of the process (the arena is a static), so
 //!   a pointer into them stays valid as long as its block is allocated.
 //!
-//! Where `memfd_create` is refused (an old kernel, a sandbox that filters it), or the arena
-//! cannot grow, chunks stay on the heap as immutable `Bytes`, as before.
+//! Where the chosen file cannot be made (no `O_TMPFILE` on that file system, a missing
+//! directory, no `memfd`), the next one down is used; where the arena cannot grow or a write to
+//! it fails (a full disk), chunks stay on the heap as immutable `Bytes`, as before.
 
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
@@ -24,6 +32,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 /// Each segment of the file is mapped on its own, as the arena grows; a block never crosses
@@ -119,15 +128,56 @@ impl riffle_wal::DirFile for Block {
     }
 }
 
-/// Store `data` in a new block: the block and a view of its bytes. `None` when the arena
-/// cannot take it (none on this system, too large, or out of memory): the caller keeps the
-/// bytes on the heap.
-pub(crate) fn store(data: &[u8]) -> Option<(Arc<Block>, Bytes)> {
+/// The arena space a log has set aside after its last block, so that its next chunks lie
+/// next to it in the file and a read sends them in one `sendfile` (chunks of logs written at
+/// the same time would otherwise alternate). It is never written until taken, so it costs
+/// address space and no memory; what is left goes back to the arena when it is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Reserve {
+    offset: u64,
+    len: u64,
+    /// Size of the extent it last took: the next is twice as large, up to [`MAX_EXTENT`].
+    extent: u64,
+}
+
+/// Largest extent a log sets aside at once.
+const MAX_EXTENT: u64 = 4 * 1024 * 1024;
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        if self.len > 0
+            && let Some(arena) = arena()
+        {
+            arena.give_back(self.offset, self.len);
+        }
+    }
+}
+
+/// Store `data` in a new block, taken from `reserve` (which sets more aside when it is short):
+/// the block and a view of its bytes. `None` when the arena cannot take it (none on this
+/// system, too large, out of space, a failed write): the caller keeps the bytes on the heap.
+pub(crate) fn store(data: &[u8], reserve: &mut Reserve) -> Option<(Arc<Block>, Bytes)> {
     let arena = arena()?;
     if data.is_empty() || data.len() as u64 > SEGMENT {
         return None;
     }
-    let (offset, ptr) = arena.alloc(data.len() as u64)?;
+    let need = (data.len() as u64).div_ceil(PAGE) * PAGE;
+    if reserve.len < need {
+        let want = (reserve.extent * 2).clamp(need, MAX_EXTENT.max(need));
+        let (offset, len) = arena.alloc(need, want)?;
+        if reserve.len > 0 {
+            arena.give_back(reserve.offset, reserve.len);
+        }
+        *reserve = Reserve {
+            offset,
+            len,
+            extent: len,
+        };
+    }
+    let offset = reserve.offset;
+    let ptr = arena.ptr_at(offset)?;
+    reserve.offset += need;
+    reserve.len -= need;
     let block = Arc::new(Block {
         offset,
         len: data.len(),
@@ -144,6 +194,7 @@ pub(crate) fn store(data: &[u8]) -> Option<(Arc<Block>, Bytes)> {
 struct Arena {
     file: std::fs::File,
     space: Mutex<Space>,
+    backing: ArenaBacking,
 }
 
 /// The arena's free space: coalesced ranges by position and by size (best fit), and the
@@ -155,34 +206,95 @@ struct Space {
     segments: Vec<Mmap>,
 }
 
+/// What the memory arena keeps RAM-held chunks in. One arena serves the whole process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArenaBacking {
+    /// An unlinked file (`O_TMPFILE`) in this directory: page cache, sent like file-backed
+    /// data. On a disk file system the kernel may write its pages back in the background and
+    /// drop them under memory pressure (reading them back when needed), and the file takes disk
+    /// space up to the chunks it holds; nothing of it remains after the process ends.
+    File(PathBuf),
+    /// Anonymous shared memory (a `memfd`): never on a disk, 4 KiB pages.
+    SharedMemory,
+    /// No arena: chunks stay on the heap, and reads copy them into the socket.
+    Heap,
+}
+
+impl std::fmt::Display for ArenaBacking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(dir) => write!(f, "an unlinked file in {}", dir.display()),
+            Self::SharedMemory => f.write_str("shared memory (memfd)"),
+            Self::Heap => f.write_str("the heap"),
+        }
+    }
+}
+
+static ARENA: OnceLock<Option<Arena>> = OnceLock::new();
+
+/// Choose what the process's memory arena is kept in, falling back down the list of
+/// [`ArenaBacking`] where one cannot be made (logged as a warning), and answer what is in use.
+/// The arena is made once per process: once made (by this call or by the first chunk sealed
+/// without it, which takes shared memory), later calls change nothing and answer what it is.
+pub fn configure_arena(want: ArenaBacking) -> ArenaBacking {
+    ARENA.get_or_init(|| Arena::open(want));
+    in_use()
+}
+
+fn in_use() -> ArenaBacking {
+    arena().map_or(ArenaBacking::Heap, |a| a.backing.clone())
+}
+
 fn arena() -> Option<&'static Arena> {
-    static ARENA: OnceLock<Option<Arena>> = OnceLock::new();
     ARENA
-        .get_or_init(|| match Arena::new() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                tracing::info!(error = %e, "no memory arena (memfd): RAM-held chunks stay on the heap");
-                None
-            }
-        })
+        .get_or_init(|| Arena::open(ArenaBacking::SharedMemory))
         .as_ref()
 }
 
 impl Arena {
-    fn new() -> std::io::Result<Self> {
-        let fd = rustix::fs::memfd_create("riffle-arena", rustix::fs::MemfdFlags::CLOEXEC)?;
-        Ok(Self {
-            file: std::fs::File::from(fd),
-            space: Mutex::new(Space::default()),
-        })
+    /// The arena `want` names, or the first one below it that can be made.
+    fn open(want: ArenaBacking) -> Option<Self> {
+        let mut next = want;
+        loop {
+            let file = match &next {
+                ArenaBacking::File(dir) => rustix::fs::open(
+                    dir,
+                    rustix::fs::OFlags::TMPFILE
+                        | rustix::fs::OFlags::RDWR
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                ),
+                ArenaBacking::SharedMemory => {
+                    rustix::fs::memfd_create("riffle-arena", rustix::fs::MemfdFlags::CLOEXEC)
+                }
+                ArenaBacking::Heap => return None,
+            };
+            let below = match next {
+                ArenaBacking::File(_) => ArenaBacking::SharedMemory,
+                _ => ArenaBacking::Heap,
+            };
+            match file {
+                Ok(fd) => {
+                    return Some(Self {
+                        file: std::fs::File::from(fd),
+                        space: Mutex::new(Space::default()),
+                        backing: next,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the memory arena cannot be {next}; using {below}");
+                    next = below;
+                }
+            }
+        }
     }
 
-    /// A free range of `len` bytes (rounded up to pages): its offset and its first byte in the
-    /// mapping. Grows the file by a segment when nothing fits.
-    fn alloc(&self, len: u64) -> Option<(u64, std::ptr::NonNull<u8>)> {
-        let need = len.div_ceil(PAGE) * PAGE;
+    /// A free range of `want` bytes, or if none is that long, of at least `need` (both whole
+    /// pages): its offset and length. Grows the file by a segment when nothing fits.
+    fn alloc(&self, need: u64, want: u64) -> Option<(u64, u64)> {
         let mut s = self.space.lock();
-        let (have, offset) = match s.by_len.range((need, 0)..).next().copied() {
+        let fit = |s: &Space, len| s.by_len.range((len, 0)..).next().copied();
+        let (have, offset) = match fit(&s, want).or_else(|| fit(&s, need)) {
             Some(fit) => fit,
             None => {
                 let at = s.segments.len() as u64 * SEGMENT;
@@ -193,22 +305,27 @@ impl Arena {
                 (SEGMENT, at)
             }
         };
+        let take = have.min(want);
         s.remove(offset, have);
-        if have > need {
-            s.insert(offset + need, have - need);
+        if have > take {
+            s.insert(offset + take, have - take);
         }
+        Some((offset, take))
+    }
+
+    /// The first byte of the file's `offset` in the mapping.
+    fn ptr_at(&self, offset: u64) -> Option<std::ptr::NonNull<u8>> {
+        let s = self.space.lock();
         let segment = s.segments.get(usize::try_from(offset / SEGMENT).ok()?)?;
         let within = usize::try_from(offset % SEGMENT).ok()?;
-        // (A pointer into a live mapping: `within + len <= SEGMENT`, as a block never crosses
-        // a segment's end.)
-        let ptr = std::ptr::NonNull::new(segment.as_ptr().wrapping_add(within).cast_mut())?;
-        Some((offset, ptr))
+        // (A pointer into a live mapping: a block never crosses a segment's end.)
+        std::ptr::NonNull::new(segment.as_ptr().wrapping_add(within).cast_mut())
     }
 
     /// Add the segment at `at` (the file's end): extend the file, map it, and free it whole.
     fn grow(&self, s: &mut Space, at: u64) -> std::io::Result<()> {
         self.file.set_len(at + SEGMENT)?;
-        // SAFETY: the file is this arena's private memfd; nothing truncates it (it only
+        // SAFETY: the file is this arena's own, reachable by no name; nothing truncates it (it only
         // grows), so the mapped range stays backed; its bytes change only in blocks no handle
         // refers to (the module's invariants), so `&[u8]` views of live blocks never change.
         let map = unsafe {
@@ -232,6 +349,11 @@ impl Arena {
             tracing::warn!(error = %e, "could not free memory arena pages; range left unused");
             return;
         }
+        self.give_back(offset, len);
+    }
+
+    /// Return a range that holds no pages (never written since it was last punched).
+    fn give_back(&self, offset: u64, len: u64) {
         let mut s = self.space.lock();
         let (mut start, mut end) = (offset, offset + len);
         // Coalesce with free neighbours in the same segment.
@@ -271,24 +393,49 @@ mod tests {
 
     #[test]
     fn blocks_hold_their_bytes_and_their_ranges_are_reused_once_freed() {
-        let Some((a, view)) = store(&[1u8; 5000]) else {
-            return; // no memfd here: the heap path is tested by the store's tests
+        let r = &mut Reserve::default();
+        let Some((a, view)) = store(&[1u8; 5000], r) else {
+            return; // no arena here: the heap path is tested by the store's tests
         };
         assert_eq!(&view[..], &[1u8; 5000][..]);
         let mut buf = [0u8; 10];
         assert_eq!(a.read_at(&mut buf, a.offset() + 4995).unwrap(), 5);
         assert_eq!(&buf[..5], &[1u8; 5]);
-        let (b, _) = store(&[2u8; 100]).unwrap();
+        let (b, _) = store(&[2u8; 100], r).unwrap();
         assert_ne!(a.offset(), b.offset(), "live blocks never overlap");
         drop(a);
         // The view keeps the block (and its bytes) alive.
         assert_eq!(&view[..10], &[1u8; 10][..]);
         drop(view);
         // Freed ranges are taken again, each with its own bytes.
-        let blocks: Vec<_> = (0..4u8).map(|i| store(&[i; 4096]).unwrap()).collect();
+        let blocks: Vec<_> = (0..4u8)
+            .map(|i| store(&[i; 4096], &mut Reserve::default()).unwrap())
+            .collect();
         for (i, (_, v)) in blocks.iter().enumerate() {
             assert!(v.iter().all(|&x| x == i as u8));
         }
         assert_eq!(b.bytes(), &[2u8; 100][..]);
+    }
+
+    #[test]
+    fn a_logs_chunks_lie_side_by_side_while_logs_alternate() {
+        let (mut a, mut b) = (Reserve::default(), Reserve::default());
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            let Some((x, _)) = store(&[7u8; 16384], &mut a) else {
+                return; // no arena here
+            };
+            mine.push(x);
+            theirs.push(store(&[8u8; 16384], &mut b).unwrap().0);
+        }
+        // Extents of 1, 2, 4 and 8 chunks: at most three places where a's next chunk is not
+        // right after its last.
+        let breaks = mine
+            .windows(2)
+            .filter(|w| w[0].offset() + 16384 != w[1].offset())
+            .count();
+        assert!(breaks <= 3, "{breaks} breaks in {mine:?}");
+        assert!(mine.iter().all(|x| x.bytes() == [7u8; 16384]));
+        assert!(theirs.iter().all(|x| x.bytes() == [8u8; 16384]));
     }
 }

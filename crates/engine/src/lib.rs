@@ -72,6 +72,7 @@ pub mod subs;
 pub mod topic;
 mod types;
 
+pub use arena::{ArenaBacking, configure_arena};
 pub use durability::Durability;
 pub use persist::{OpenError, RecoveryReport, StorageConfig};
 /// The crash-consistency layer underneath (directory seam, WAL, checkpoints).

@@ -11,7 +11,7 @@
 //! record lies inside one chunk; `starts` holds every record's first position, ascending, and
 //! `tail` is the end of the last record.
 
-use crate::arena::{self, Block};
+use crate::arena::{self, Block, Reserve};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -27,8 +27,8 @@ struct Sealed {
 
 impl Sealed {
     /// `data` copied into a block of the arena, if it can take it.
-    fn in_arena(data: &[u8]) -> Option<Self> {
-        let (block, bytes) = arena::store(data)?;
+    fn in_arena(data: &[u8], reserve: &mut Reserve) -> Option<Self> {
+        let (block, bytes) = arena::store(data, reserve)?;
         Some(Self {
             bytes,
             block: Some(block),
@@ -55,6 +55,8 @@ pub(crate) struct MemStore {
     tail: u64,
     /// Records dropped from the front (a topic's trimmed head).
     dropped: usize,
+    /// Where the next sealed chunk goes in the arena: after the last one.
+    reserve: Reserve,
 }
 
 impl MemStore {
@@ -78,7 +80,7 @@ impl MemStore {
         if data.len() >= CHUNK_BYTES {
             // A chunk-sized record is sealed at once, so reads share it instead of copying it.
             self.seal();
-            let chunk = Sealed::in_arena(data)
+            let chunk = Sealed::in_arena(data, &mut self.reserve)
                 .unwrap_or_else(|| Sealed::on_heap(Bytes::copy_from_slice(data)));
             self.sealed.push((start, chunk));
             self.open_start = self.tail;
@@ -97,7 +99,8 @@ impl MemStore {
         if !self.open.is_empty() {
             let full = std::mem::take(&mut self.open);
             // (On the heap, a Vec with spare capacity becomes a Bytes without copying.)
-            let chunk = Sealed::in_arena(&full).unwrap_or_else(|| Sealed::on_heap(full.into()));
+            let chunk = Sealed::in_arena(&full, &mut self.reserve)
+                .unwrap_or_else(|| Sealed::on_heap(full.into()));
             self.sealed.push((self.open_start, chunk));
         }
     }

@@ -184,7 +184,10 @@ pub fn open_storage(
     };
     match &config.storage {
         StorageMode::Memory => Ok(Storage {
-            engine: Engine::new(engine_config(Durability::Ephemeral), Arc::new(SystemClock)),
+            engine: {
+                open_arena(&config.arena);
+                Engine::new(engine_config(Durability::Ephemeral), Arc::new(SystemClock))
+            },
             _lock: None,
         }),
         StorageMode::Files {
@@ -211,6 +214,7 @@ pub fn open_storage(
                     data_dir.display()
                 )));
             }
+            open_arena(&config.arena);
             let dir = FsDir::open(data_dir).map_err(|e| fail("cannot open", &e))?;
             let mut storage = StorageConfig::new(Arc::new(dir));
             storage.progress = progress;
@@ -247,6 +251,12 @@ pub fn open_storage(
             })
         }
     }
+}
+
+/// Make the memory arena before recovery or a request stores anything in it.
+fn open_arena(want: &riffle_engine::ArenaBacking) {
+    let in_use = riffle_engine::configure_arena(want.clone());
+    tracing::info!("RAM-held chunks are kept in {in_use}");
 }
 
 /// Serve until `signal` completes.

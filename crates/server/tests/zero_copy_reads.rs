@@ -1,7 +1,8 @@
 //! Catch-up reads of file-backed streams: ranges in files go out with `sendfile` on plain
 //! HTTP/1.1 and are read for TLS and HTTP/2. Every transport returns exactly the stored bytes,
 //! across the files / pending-tail boundary, from any offset, across a fork's inheritance
-//! point, and after a restart (everything in files).
+//! point, and after a restart (everything in files); and memory-mode reads from every kind of
+//! memory arena.
 
 mod common;
 
@@ -216,4 +217,85 @@ async fn fill_over_tls(s: &Server, path: &str) -> usize {
     )
     .await;
     v.as_u64().expect("a count") as usize
+}
+
+/// The files the process holds open (where its links point).
+fn open_files(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Memory mode keeps sealed chunks in the arena `storage.arena` names (an unlinked file in a
+/// directory, shared memory, or none): reads over HTTP/1.1 (`sendfile`) and HTTP/2 (the
+/// mapping) return the stored bytes whichever it is, for two streams written in turns (their
+/// chunks sit side by side in the arena) with large and small records; a directory that
+/// cannot hold the file falls back to shared memory.
+#[tokio::test]
+async fn memory_mode_reads_the_stored_bytes_from_every_arena() {
+    let dir = TempDir::new("arena");
+    let d = dir.path().to_str().expect("utf-8").to_string();
+    let missing = format!("{d}/missing");
+    let cases = [
+        ("file", Some(d.as_str()), "an unlinked file in"),
+        ("file", Some(missing.as_str()), "shared memory"),
+        ("memfd", None, "shared memory"),
+        ("heap", None, "the heap"),
+    ];
+    for (arena, arena_dir, kept_in) in cases {
+        let mut opts = Options::default().env("DS_STORAGE__ARENA", arena);
+        if let Some(a) = arena_dir {
+            opts = opts.env("DS_STORAGE__ARENA_DIR", a);
+        }
+        let s = Server::start_with(opts).await;
+        let case = format!("{arena} {arena_dir:?}");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for p in ["/v1/stream/a", "/v1/stream/b"] {
+            s.create(&s.url(p), "application/octet-stream").await;
+        }
+        for i in 0..60 {
+            // Large records (a chunk each) and small ones (gathered into chunks).
+            let r = if i % 3 == 2 {
+                record(i)[..3000].to_vec()
+            } else {
+                record(i)
+            };
+            for (p, want) in [("/v1/stream/a", &mut a), ("/v1/stream/b", &mut b)] {
+                s.append(&s.url(p), "application/octet-stream", r.clone())
+                    .await;
+                want.extend_from_slice(&r);
+            }
+        }
+        for (p, want) in [("/v1/stream/a", &a), ("/v1/stream/b", &b)] {
+            assert!(
+                read_h1(&s, p, "-1".into()).await == *want,
+                "{case}: HTTP/1.1 {p}"
+            );
+            let at = common::offset(50_000);
+            assert!(
+                read_h1(&s, p, at).await == want[50_000..],
+                "{case}: HTTP/1.1 {p} from 50,000"
+            );
+            assert!(read_h2(s.port, p).await == *want, "{case}: HTTP/2 {p}");
+        }
+        let log = s.stderr();
+        assert!(
+            log.contains(&format!("RAM-held chunks are kept in {kept_in}")),
+            "{case}: {log}"
+        );
+        let files = open_files(s.pid());
+        let in_dir = files
+            .iter()
+            .any(|f| f.starts_with(&d) && f.ends_with("(deleted)"));
+        let memfd = files.iter().any(|f| f.contains("memfd:riffle-arena"));
+        match kept_in {
+            "an unlinked file in" => assert!(in_dir && !memfd, "{case}: {files:?}"),
+            "shared memory" => assert!(memfd && !in_dir, "{case}: {files:?}"),
+            _ => assert!(!memfd && !in_dir, "{case}: {files:?}"),
+        }
+    }
 }

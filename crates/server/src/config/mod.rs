@@ -3,7 +3,7 @@
 //! `config/local.toml`, `--config PATH`, then `DS_*` environment variables with `__` between
 //! section and key (`DS_SERVER__PORT=8080`).
 
-use riffle_engine::Durability;
+use riffle_engine::{ArenaBacking, Durability};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -236,6 +236,11 @@ pub struct StorageSettings {
     pub sync_interval_ms: u64,
     /// Stream files held open at once; 0 means half the open-files limit.
     pub max_open_files: u64,
+    /// What RAM-held chunks are kept in: `file`, `memfd` or `heap` (see [`ArenaBacking`]).
+    pub arena: String,
+    /// Where `arena = "file"` makes its unlinked file; unset: the data directory, or the
+    /// system's temporary directory in memory mode.
+    pub arena_dir: Option<PathBuf>,
 }
 
 impl Default for StorageSettings {
@@ -246,6 +251,8 @@ impl Default for StorageSettings {
             wal_shards: 0,
             sync_interval_ms: 50,
             max_open_files: 0,
+            arena: "file".into(),
+            arena_dir: None,
         }
     }
 }
@@ -295,6 +302,8 @@ pub struct Config {
     pub cors: Cors,
     pub limits: LimitSettings,
     pub storage: StorageMode,
+    /// What the process's memory arena is kept in.
+    pub arena: ArenaBacking,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_filter: String,
     pub auth: Auth,
@@ -531,6 +540,25 @@ impl Settings {
                 )));
             }
         };
+        let arena = match (self.storage.arena.as_str(), self.storage.arena_dir) {
+            ("file", Some(dir)) => ArenaBacking::File(dir),
+            ("file", None) => ArenaBacking::File(match &storage {
+                StorageMode::Files { data_dir, .. } => data_dir.clone(),
+                StorageMode::Memory => std::env::temp_dir(),
+            }),
+            ("memfd", None) => ArenaBacking::SharedMemory,
+            ("heap", None) => ArenaBacking::Heap,
+            ("memfd" | "heap", Some(_)) => {
+                return Err(err(
+                    "storage.arena_dir (DS_STORAGE__ARENA_DIR) applies only to storage.arena = file",
+                ));
+            }
+            (a, _) => {
+                return Err(err(format!(
+                    "storage.arena (DS_STORAGE__ARENA) {a:?} is not one of file, memfd, heap"
+                )));
+            }
+        };
         let tls = match (self.tls.cert_path, self.tls.key_path) {
             (None, None) => None,
             (Some(c), Some(k)) => Some((c, k)),
@@ -599,6 +627,7 @@ impl Settings {
             cors,
             limits: self.limits,
             storage,
+            arena,
             tls,
             log_filter,
             auth,

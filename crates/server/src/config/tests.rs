@@ -141,3 +141,31 @@ fn files_layer_in_order() {
     assert_eq!(without_env.addr.port(), 2000);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_memory_arena_is_a_file_beside_the_data_or_what_is_asked() {
+    let c = load(&[("DS_STORAGE__DATA_DIR", "/srv/riffle")]).unwrap();
+    assert_eq!(c.arena, ArenaBacking::File(PathBuf::from("/srv/riffle")));
+    let c = load(&[("DS_STORAGE__MODE", "memory")]).unwrap();
+    assert_eq!(c.arena, ArenaBacking::File(std::env::temp_dir()));
+    let c = load(&[("DS_STORAGE__ARENA_DIR", "/dev/shm")]).unwrap();
+    assert_eq!(c.arena, ArenaBacking::File(PathBuf::from("/dev/shm")));
+    let c = load(&[("DS_STORAGE__ARENA", "memfd")]).unwrap();
+    assert_eq!(c.arena, ArenaBacking::SharedMemory);
+    let c = load(&[("DS_STORAGE__ARENA", "heap")]).unwrap();
+    assert_eq!(c.arena, ArenaBacking::Heap);
+    let e = load(&[("DS_STORAGE__ARENA", "swap")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DS_STORAGE__ARENA") && e.contains("file, memfd, heap"),
+        "{e}"
+    );
+    let e = load(&[
+        ("DS_STORAGE__ARENA", "heap"),
+        ("DS_STORAGE__ARENA_DIR", "/x"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("DS_STORAGE__ARENA_DIR"), "{e}");
+}
