@@ -260,6 +260,11 @@ impl FileRange {
         }
     }
 
+    /// The same bytes in memory, if the range has them there (an arena chunk's mapping).
+    pub fn mapped(&self) -> Option<&Bytes> {
+        self.mapped.as_ref()
+    }
+
     /// The bytes, read (for transports that cannot send from a file).
     pub fn read(&self) -> std::io::Result<Bytes> {
         if let Some(m) = &self.mapped {

@@ -258,11 +258,13 @@ async fn memory_mode_reads_the_stored_bytes_from_every_arena() {
             s.create(&s.url(p), "application/octet-stream").await;
         }
         for i in 0..60 {
-            // Large records (a chunk each) and small ones (gathered into chunks).
-            let r = if i % 3 == 2 {
-                record(i)[..3000].to_vec()
-            } else {
-                record(i)
+            // Records of whole pages (their chunks continue one another: one `sendfile`),
+            // large records (a chunk each, written from the mapping) and small ones
+            // (gathered into chunks).
+            let r = match i % 3 {
+                0 => record(i).repeat(4)[..65_536].to_vec(),
+                1 => record(i),
+                _ => record(i)[..3000].to_vec(),
             };
             for (p, want) in [("/v1/stream/a", &mut a), ("/v1/stream/b", &mut b)] {
                 s.append(&s.url(p), "application/octet-stream", r.clone())
@@ -275,11 +277,12 @@ async fn memory_mode_reads_the_stored_bytes_from_every_arena() {
                 read_h1(&s, p, "-1".into()).await == *want,
                 "{case}: HTTP/1.1 {p}"
             );
-            let at = common::offset(50_000);
-            assert!(
-                read_h1(&s, p, at).await == want[50_000..],
-                "{case}: HTTP/1.1 {p} from 50,000"
-            );
+            for from in [50_000, 1_000_000] {
+                assert!(
+                    read_h1(&s, p, common::offset(from as u64)).await == want[from..],
+                    "{case}: HTTP/1.1 {p} from {from}"
+                );
+            }
             assert!(read_h2(s.port, p).await == *want, "{case}: HTTP/2 {p}");
         }
         let log = s.stderr();

@@ -19,6 +19,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Bodies up to this size are copied behind the head and sent with it in one write.
 const COALESCE_BYTES: usize = 16 * 1024;
+/// Shortest run of memory-arena ranges sent with `sendfile`; shorter ones are written from
+/// their mapping with the bytes around them.
+const SENDFILE_MIN_BYTES: u64 = 64 * 1024;
 /// Buffers per vectored write (well under every platform's `IOV_MAX`).
 const MAX_IOVECS: usize = 64;
 
@@ -281,9 +284,6 @@ async fn write_pieces<W: Transport>(
         match p {
             Piece::Mem(b) => before.push(b),
             Piece::File(f) => {
-                write_all_vectored(io, out, &before).await?;
-                out.clear();
-                before.clear();
                 // Ranges that continue one another in one file (RAM-held chunks side by side
                 // in the memory arena) go in one `sendfile`; `run` keeps them all alive.
                 let mut run = vec![f];
@@ -292,7 +292,19 @@ async fn write_pieces<W: Transport>(
                 }) {
                     run.push(next);
                 }
-                let whole = run[0].widened(run.iter().map(|r| r.len).sum());
+                let len: u64 = run.iter().map(|r| r.len).sum();
+                if len < SENDFILE_MIN_BYTES && run.iter().all(|r| r.mapped().is_some()) {
+                    // A short run of memory chunks (small records' 16 KiB chunks are not
+                    // whole pages, so they never continue one another) costs less gathered
+                    // into the next vectored write than in a `sendfile` of its own: 1.5x the
+                    // read rate for 1 KB records.
+                    before.extend(run.iter().filter_map(|r| r.mapped().cloned()));
+                    continue;
+                }
+                write_all_vectored(io, out, &before).await?;
+                out.clear();
+                before.clear();
+                let whole = run[0].widened(len);
                 if !io.send_file(&whole).await? {
                     for r in run {
                         io.write_all(&r.read()?).await?;
