@@ -237,12 +237,10 @@ static ARENA: OnceLock<Option<Arena>> = OnceLock::new();
 /// The arena is made once per process: once made (by this call or by the first chunk sealed
 /// without it, which takes shared memory), later calls change nothing and answer what it is.
 pub fn configure_arena(want: ArenaBacking) -> ArenaBacking {
-    ARENA.get_or_init(|| Arena::open(want));
-    in_use()
-}
-
-fn in_use() -> ArenaBacking {
-    arena().map_or(ArenaBacking::Heap, |a| a.backing.clone())
+    ARENA
+        .get_or_init(|| Arena::open(want))
+        .as_ref()
+        .map_or(ArenaBacking::Heap, |a| a.backing.clone())
 }
 
 fn arena() -> Option<&'static Arena> {

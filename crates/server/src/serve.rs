@@ -183,13 +183,13 @@ pub fn open_storage(
         max_subscription_links: config.limits.max_subscription_links,
     };
     match &config.storage {
-        StorageMode::Memory => Ok(Storage {
-            engine: {
-                open_arena(&config.arena);
-                Engine::new(engine_config(Durability::Ephemeral), Arc::new(SystemClock))
-            },
-            _lock: None,
-        }),
+        StorageMode::Memory => {
+            open_arena(&config.arena);
+            Ok(Storage {
+                engine: Engine::new(engine_config(Durability::Ephemeral), Arc::new(SystemClock)),
+                _lock: None,
+            })
+        }
         StorageMode::Files {
             data_dir,
             default,
