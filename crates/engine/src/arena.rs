@@ -13,11 +13,14 @@
 //! Invariants, which make the `unsafe` below sound and the sends correct:
 //! - a block's bytes are written once, through the file (`pwrite`), before any handle to it
 //!   exists, and never again while it is allocated: every handle (a [`Bytes`] view or a
-//!   [`Block`] range being sent) holds the block's `Arc`, and the block is freed only when the
-//!   last one drops;
-//! - a freed block's pages are punched out of the file before the range can be allocated again,
-//!   so data the kernel still sends from those pages (`sendfile` keeps references to them until
-//!   the peer has it) is never overwritten: a new owner writes into fresh pages;
+//!   [`Block`] range being sent) holds the block's `Arc`, and the block is released only when
+//!   the last one drops;
+//! - a log packs its blocks byte after byte into its current [`Extent`] (so they continue one
+//!   another in the file, however small), and a page of an extent goes back to the arena only
+//!   when no live block and no block still to come can lie on it;
+//! - a page that goes back is punched out of the file first, so data the kernel still sends
+//!   from it (`sendfile` keeps references to pages until the peer has them) is never
+//!   overwritten: a new owner writes into fresh pages;
 //! - the file is reachable by no name (unlinked from birth, or a `memfd`) and only grows, and
 //!   the mapped segments stay mapped for the life of the process (the arena is a static), so
 //!   a pointer into them stays valid as long as its block is allocated.
@@ -38,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 /// Each segment of the file is mapped on its own, as the arena grows; a block never crosses
 /// one (a chunk this large or larger stays on the heap).
 const SEGMENT: u64 = 64 * 1024 * 1024;
-/// Blocks are whole pages: a freed block's pages can be punched out.
+/// The unit of the file the arena allocates and punches out.
 const PAGE: u64 = 4096;
 
 /// A block of the arena holding one sealed chunk.
@@ -47,6 +50,8 @@ pub(crate) struct Block {
     len: usize,
     /// Its first byte in the mapping.
     ptr: std::ptr::NonNull<u8>,
+    /// The extent it lies in, which gives its pages back once nothing else lies on them.
+    extent: Arc<Extent>,
 }
 
 // SAFETY: `ptr` points into a read-only shared mapping that lives as long as the process (the
@@ -60,8 +65,9 @@ impl Block {
     fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr..ptr + len` lies inside one mapped segment (allocation never crosses
         // one), mapped for the life of the process, and holds bytes written through the file
-        // before this block was handed out and not written again until it is freed, which
-        // cannot happen while `self` is borrowed.
+        // before this block was handed out; no page under it goes back to the arena (to be
+        // written by another owner) before it is released, which cannot happen while `self`
+        // is borrowed.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -73,9 +79,9 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        if let Some(arena) = arena() {
-            arena.free(self.offset, self.len as u64);
-        }
+        let mut st = self.extent.state.lock();
+        st.live.remove(&self.offset);
+        self.extent.free_front(&mut st);
     }
 }
 
@@ -128,65 +134,144 @@ impl riffle_wal::DirFile for Block {
     }
 }
 
-/// The arena space a log has set aside after its last block, so that its next chunks lie
-/// next to it in the file and a read sends them in one `sendfile` (chunks of logs written at
-/// the same time would otherwise alternate). It is never written until taken, so it costs
-/// address space and no memory; what is left goes back to the arena when it is dropped.
-#[derive(Debug, Default)]
+/// A page-aligned range of the arena that one log packs its sealed chunks into, byte after
+/// byte, so that a catch-up read sends consecutive chunks in one `sendfile` however small
+/// its records (chunks of logs written at the same time would otherwise alternate, and
+/// chunks that are not whole pages would never continue one another). Pages go back to the
+/// arena front first, as the chunks on them go (a topic's trimmed head), and all of them once
+/// the log has moved on to another extent and its last chunk here is released.
+pub(crate) struct Extent {
+    state: Mutex<ExtentState>,
+}
+
+struct ExtentState {
+    /// First byte of every live block.
+    live: BTreeSet<u64>,
+    /// Everything before this is back in the arena (a page boundary).
+    freed_to: u64,
+    /// Where the log's next chunk goes, while the log still packs chunks here.
+    next: Option<u64>,
+    /// End of the bytes written here (the page that holds it goes with the last block).
+    written_end: u64,
+}
+
+impl Extent {
+    /// Give back the whole pages before the first byte still in use (a live block's, or the
+    /// next chunk's while the log may still add one); all of them when neither is left.
+    fn free_front(&self, st: &mut ExtentState) {
+        let in_use = st.live.first().copied().or(st.next);
+        let limit = match in_use {
+            Some(at) => at / PAGE * PAGE,
+            None => st.written_end.div_ceil(PAGE) * PAGE,
+        };
+        if limit > st.freed_to {
+            if let Some(arena) = arena() {
+                arena.free(st.freed_to, limit - st.freed_to);
+            }
+            st.freed_to = limit;
+        }
+    }
+}
+
+/// A log's current extent and how far it reaches. It is never written beyond the next chunk,
+/// so what is ahead costs address space and no memory, and goes back to the arena (unwritten)
+/// when the log moves on to a larger extent or goes.
+#[derive(Default)]
 pub(crate) struct Reserve {
-    offset: u64,
-    len: u64,
+    extent: Option<Arc<Extent>>,
+    /// End of the current extent.
+    end: u64,
     /// Size of the extent it last took: the next is twice as large, up to [`MAX_EXTENT`].
-    extent: u64,
+    last: u64,
+}
+
+impl std::fmt::Debug for Reserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reserve(..{}, last {})", self.end, self.last)
+    }
 }
 
 /// Largest extent a log sets aside at once.
 const MAX_EXTENT: u64 = 4 * 1024 * 1024;
 
-impl Drop for Reserve {
-    fn drop(&mut self) {
-        if self.len > 0
-            && let Some(arena) = arena()
-        {
-            arena.give_back(self.offset, self.len);
+impl Reserve {
+    /// Stop packing into the current extent: what was never written goes back to the arena,
+    /// and the rest as soon as its blocks are released.
+    fn close(&mut self) {
+        let Some(extent) = self.extent.take() else {
+            return;
+        };
+        let mut st = extent.state.lock();
+        if let Some(next) = st.next.take() {
+            let unwritten = next.div_ceil(PAGE) * PAGE;
+            if unwritten < self.end
+                && let Some(arena) = arena()
+            {
+                arena.give_back(unwritten, self.end - unwritten);
+            }
         }
+        extent.free_front(&mut st);
     }
 }
 
-/// Store `data` in a new block, taken from `reserve` (which sets more aside when it is short):
-/// the block and a view of its bytes. `None` when the arena cannot take it (none on this
-/// system, too large, out of space, a failed write): the caller keeps the bytes on the heap.
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Store `data` in a new block, right after the log's last one in `reserve` (which takes a
+/// new extent when the current one is short): the block and a view of its bytes. `None` when
+/// the arena cannot take it (none on this system, too large, out of space, a failed write):
+/// the caller keeps the bytes on the heap.
 pub(crate) fn store(data: &[u8], reserve: &mut Reserve) -> Option<(Arc<Block>, Bytes)> {
     let arena = arena()?;
-    if data.is_empty() || data.len() as u64 > SEGMENT {
+    let len = data.len() as u64;
+    if data.is_empty() || len > SEGMENT {
         return None;
     }
-    let need = (data.len() as u64).div_ceil(PAGE) * PAGE;
-    if reserve.len < need {
-        let want = (reserve.extent * 2).clamp(need, MAX_EXTENT.max(need));
-        let (offset, len) = arena.alloc(need, want)?;
-        if reserve.len > 0 {
-            arena.give_back(reserve.offset, reserve.len);
-        }
-        *reserve = Reserve {
-            offset,
-            len,
-            extent: len,
+    let room = |r: &Reserve| {
+        r.extent
+            .as_ref()
+            .and_then(|e| e.state.lock().next)
+            .map_or(0, |next| r.end - next)
+    };
+    if room(reserve) < len {
+        let need = len.div_ceil(PAGE) * PAGE;
+        let want = (reserve.last * 2).clamp(need, MAX_EXTENT.max(need));
+        let (offset, got) = arena.alloc(need, want)?;
+        reserve.close();
+        let state = ExtentState {
+            live: BTreeSet::new(),
+            freed_to: offset,
+            next: Some(offset),
+            written_end: offset,
         };
+        reserve.extent = Some(Arc::new(Extent {
+            state: Mutex::new(state),
+        }));
+        reserve.end = offset + got;
+        reserve.last = got;
     }
-    let offset = reserve.offset;
+    let extent = reserve.extent.clone()?;
+    let mut st = extent.state.lock();
+    let offset = st.next?;
     let ptr = arena.ptr_at(offset)?;
-    reserve.offset += need;
-    reserve.len -= need;
+    // Written, or partly written, either way its pages go back with the extent's.
+    st.next = Some(offset + len);
+    st.written_end = offset + len;
+    if let Err(e) = arena.file.write_all_at(data, offset) {
+        tracing::warn!(error = %e, "writing to the memory arena failed; kept on the heap");
+        return None;
+    }
+    st.live.insert(offset);
+    drop(st);
     let block = Arc::new(Block {
         offset,
         len: data.len(),
         ptr,
+        extent,
     });
-    if let Err(e) = arena.file.write_all_at(data, offset) {
-        tracing::warn!(error = %e, "writing to the memory arena failed; kept on the heap");
-        return None; // dropping the block frees its range
-    }
     let view = Bytes::from_owner(View(block.clone()));
     Some((block, view))
 }
@@ -337,8 +422,8 @@ impl Arena {
         Ok(())
     }
 
-    /// Give back `[offset, offset + len)` (rounded up to pages): its pages first, so that
-    /// nothing a send still references is written over when the range is used again.
+    /// Give back `[offset, offset + len)` (whole pages): its pages first, so that nothing a
+    /// send still references is written over when the range is used again.
     fn free(&self, offset: u64, len: u64) {
         let len = len.div_ceil(PAGE) * PAGE;
         let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
@@ -435,5 +520,78 @@ mod tests {
         assert!(breaks <= 3, "{breaks} breaks in {mine:?}");
         assert!(mine.iter().all(|x| x.bytes() == [7u8; 16384]));
         assert!(theirs.iter().all(|x| x.bytes() == [8u8; 16384]));
+    }
+
+    #[test]
+    fn small_chunks_continue_one_another_byte_after_byte() {
+        let (mut a, mut b) = (Reserve::default(), Reserve::default());
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        for i in 0..60u8 {
+            let Some((x, _)) = store(&[i; 5000], &mut a) else {
+                return; // no arena here
+            };
+            mine.push(x);
+            theirs.push(store(&[!i; 3000], &mut b).unwrap().0);
+        }
+        // One break per extent taken (8 KiB, 16, 32, ... 256 KiB for 300,000 bytes).
+        let breaks = mine
+            .windows(2)
+            .filter(|w| w[0].offset() + 5000 != w[1].offset())
+            .count();
+        assert!(breaks <= 6, "{breaks} breaks in {mine:?}");
+        for (i, (x, y)) in mine.iter().zip(&theirs).enumerate() {
+            assert_eq!(x.bytes(), &[i as u8; 5000][..]);
+            assert_eq!(y.bytes(), &[!(i as u8); 3000][..]);
+        }
+    }
+
+    #[test]
+    fn an_extents_pages_go_back_front_first_once_no_block_lies_on_them() {
+        // (A log that has written 32 KiB before: its next extent is 64 KiB, room for all six.)
+        let mut r = Reserve::default();
+        r.last = 32768;
+        let Some(first) = store(&[0u8; 5000], &mut r) else {
+            return; // no arena here
+        };
+        let mut blocks = vec![Some(first)];
+        for i in 1..6u8 {
+            blocks.push(Some(store(&[i; 5000], &mut r).unwrap()));
+        }
+        let live = |b: &Option<(Arc<Block>, Bytes)>| b.as_ref().map(|(b, _)| b.clone());
+        let all: Vec<_> = blocks.iter().filter_map(live).collect();
+        assert!(
+            all.windows(2)
+                .all(|w| w[0].offset() + 5000 == w[1].offset())
+        );
+        let (start, extent) = (all[0].offset(), all[0].extent.clone());
+        drop(all);
+        let freed = || extent.state.lock().freed_to - start;
+        // A middle block goes: the first still holds the front page.
+        blocks[2] = None;
+        assert_eq!(freed(), 0);
+        // The first goes: the page before the second block's first byte is given back.
+        blocks[0] = None;
+        assert_eq!(freed(), 4096);
+        // The second goes: up to the page that block 3 (at 15,000) starts on.
+        blocks[1] = None;
+        assert_eq!(freed(), 12288);
+        // Other logs take and write freed pages; the blocks left keep their bytes, block 3's
+        // first page included (dead block 2 shared it).
+        let others: Vec<_> = (0..64)
+            .map(|_| store(&[0xEE; 4096], &mut Reserve::default()).unwrap())
+            .collect();
+        for (i, left) in blocks.iter().enumerate().skip(3) {
+            let (b, v) = left.as_ref().unwrap();
+            assert_eq!(b.bytes(), &[i as u8; 5000][..]);
+            assert_eq!(&v[..], &[i as u8; 5000][..]);
+        }
+        // The log moves on (its reserve goes): nothing more while blocks remain.
+        drop(r);
+        assert_eq!(freed(), 12288);
+        blocks.clear();
+        // Every page written is given back once the last block goes.
+        assert_eq!(freed(), 32768);
+        assert!(others.iter().all(|(b, _)| b.bytes() == [0xEE; 4096]));
     }
 }

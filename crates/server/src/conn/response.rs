@@ -294,10 +294,9 @@ async fn write_pieces<W: Transport>(
                 }
                 let len: u64 = run.iter().map(|r| r.len).sum();
                 if len < SENDFILE_MIN_BYTES && run.iter().all(|r| r.mapped().is_some()) {
-                    // A short run of memory chunks (small records' 16 KiB chunks are not
-                    // whole pages, so they never continue one another) costs less gathered
-                    // into the next vectored write than in a `sendfile` of its own: 1.5x the
-                    // read rate for 1 KB records.
+                    // A short run of memory chunks (a read's last few KiB, or chunks split
+                    // by the end of a log's extent) costs less gathered into the next
+                    // vectored write than in a `sendfile` of its own.
                     before.extend(run.iter().filter_map(|r| r.mapped().cloned()));
                     continue;
                 }
