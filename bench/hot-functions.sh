@@ -7,9 +7,10 @@
 #   bench/hot-functions.sh          # record again (needs gdb and nm; about 5 minutes)
 #   bench/hot-functions.sh --check  # how much of the list the current build still has
 #
-# Symbol names carry hashes that change when a dependency, a feature or the compiler changes
-# (not when code is edited): run it again after such a change, and when `--check` reports
-# a good part of the list missing. The server runs under gdb in memory and file-durable mode,
+# Symbol names carry hashes that change when a dependency, a feature or the compiler changes;
+# editing code changes only a few (some of the edited module's, and the numbered local copies
+# LTO makes): run it again after such a change, after editing code a benchmark runs, and when
+# `--check` reports names missing. The server runs under gdb in memory and file-durable mode,
 # on one CPU (a single-threaded runtime) and on all, through the benchmark client's Durable
 # Streams scenarios, SSE fan-out to 1,000 subscribers and the /v0 topics scenarios.
 set -euo pipefail
