@@ -501,48 +501,29 @@ mod tests {
     }
 
     #[test]
-    fn a_logs_chunks_lie_side_by_side_while_logs_alternate() {
-        let (mut a, mut b) = (Reserve::default(), Reserve::default());
-        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..15 {
-            let Some((x, _)) = store(&[7u8; 16384], &mut a) else {
-                return; // no arena here
-            };
-            mine.push(x);
-            theirs.push(store(&[8u8; 16384], &mut b).unwrap().0);
-        }
-        // Extents of 1, 2, 4 and 8 chunks: at most three places where a's next chunk is not
-        // right after its last.
-        let breaks = mine
-            .windows(2)
-            .filter(|w| w[0].offset() + 16384 != w[1].offset())
-            .count();
-        assert!(breaks <= 3, "{breaks} breaks in {mine:?}");
-        assert!(mine.iter().all(|x| x.bytes() == [7u8; 16384]));
-        assert!(theirs.iter().all(|x| x.bytes() == [8u8; 16384]));
-    }
-
-    #[test]
-    fn small_chunks_continue_one_another_byte_after_byte() {
-        let (mut a, mut b) = (Reserve::default(), Reserve::default());
-        let mut mine = Vec::new();
-        let mut theirs = Vec::new();
-        for i in 0..60u8 {
-            let Some((x, _)) = store(&[i; 5000], &mut a) else {
-                return; // no arena here
-            };
-            mine.push(x);
-            theirs.push(store(&[!i; 3000], &mut b).unwrap().0);
-        }
-        // One break per extent taken (8 KiB, 16, 32, ... 256 KiB for 300,000 bytes).
-        let breaks = mine
-            .windows(2)
-            .filter(|w| w[0].offset() + 5000 != w[1].offset())
-            .count();
-        assert!(breaks <= 6, "{breaks} breaks in {mine:?}");
-        for (i, (x, y)) in mine.iter().zip(&theirs).enumerate() {
-            assert_eq!(x.bytes(), &[i as u8; 5000][..]);
-            assert_eq!(y.bytes(), &[!(i as u8); 3000][..]);
+    fn a_logs_chunks_continue_one_another_while_logs_alternate() {
+        // (a's chunk size, chunks, b's chunk size, most breaks): whole-page chunks in extents
+        // of 1, 2, 4 and 8 chunks; chunks that are not whole pages, packed byte after byte,
+        // one break per extent taken (8 KiB, 16, 32, ... 256 KiB for 300,000 bytes).
+        for (size, n, other, most) in [(16384, 15, 16384, 3), (5000, 60, 3000, 6)] {
+            let (mut a, mut b) = (Reserve::default(), Reserve::default());
+            let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+            for i in 0..n {
+                let Some((x, _)) = store(&vec![i as u8; size], &mut a) else {
+                    return; // no arena here
+                };
+                mine.push(x);
+                theirs.push(store(&vec![!(i as u8); other], &mut b).unwrap().0);
+            }
+            let breaks = mine
+                .windows(2)
+                .filter(|w| w[0].offset() + size as u64 != w[1].offset())
+                .count();
+            assert!(breaks <= most, "{size}: {breaks} breaks in {mine:?}");
+            for (i, (x, y)) in mine.iter().zip(&theirs).enumerate() {
+                assert_eq!(x.bytes(), &vec![i as u8; size][..]);
+                assert_eq!(y.bytes(), &vec![!(i as u8); other][..]);
+            }
         }
     }
 

@@ -258,9 +258,9 @@ async fn memory_mode_reads_the_stored_bytes_from_every_arena() {
             s.create(&s.url(p), "application/octet-stream").await;
         }
         for i in 0..60 {
-            // Records of whole pages (their chunks continue one another: one `sendfile`),
-            // large records (a chunk each, written from the mapping) and small ones
-            // (gathered into chunks).
+            // Records of whole pages, large records (a chunk each) and small ones (gathered
+            // into chunks): each stream's chunks are packed side by side in its arena
+            // extent, and a read ends in a short run written from the mapping.
             let r = match i % 3 {
                 0 => record(i).repeat(4)[..65_536].to_vec(),
                 1 => record(i),

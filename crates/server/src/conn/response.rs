@@ -293,11 +293,16 @@ async fn write_pieces<W: Transport>(
                     run.push(next);
                 }
                 let len: u64 = run.iter().map(|r| r.len).sum();
-                if len < SENDFILE_MIN_BYTES && run.iter().all(|r| r.mapped().is_some()) {
-                    // A short run of memory chunks (a read's last few KiB, or chunks split
-                    // by the end of a log's extent) costs less gathered into the next
-                    // vectored write than in a `sendfile` of its own.
-                    before.extend(run.iter().filter_map(|r| r.mapped().cloned()));
+                // A short run of memory chunks (a read's last few KiB, or chunks split by the
+                // end of a log's extent) costs less gathered into the next vectored write
+                // than in a `sendfile` of its own.
+                if len < SENDFILE_MIN_BYTES
+                    && let Some(mapped) = run
+                        .iter()
+                        .map(|r| r.mapped().cloned())
+                        .collect::<Option<Vec<_>>>()
+                {
+                    before.extend(mapped);
                     continue;
                 }
                 write_all_vectored(io, out, &before).await?;
