@@ -4,7 +4,7 @@
 # executable (see crates/server/build.rs: it keeps the code a server runs on few pages, which
 # is most of its idle memory).
 #
-#   bench/hot-functions.sh          # record again (needs gdb and nm; about 5 minutes)
+#   bench/hot-functions.sh          # record again (needs gdb and nm; about 8 minutes)
 #   bench/hot-functions.sh --check  # how much of the list the current build still has
 #
 # Symbol names carry hashes that change when a dependency, a feature or the compiler changes;
@@ -66,16 +66,21 @@ record() { # name mode pin(yes/no) workloads...
   echo "hot-functions: $name: $(wc -l <"$work/$name.hits") functions ran"
 }
 
-# Order matters as much as the names: a 64 KiB window of code that runs once stays resident.
-# Start-up leads, then what a server on one core runs to serve live subscribers (the fan-out
+# Order matters as much as the names: the kernel maps code in 64 KiB windows. What a ready
+# server on one core runs to serve live subscribers leads, in both modes (the fan-out
 # benchmark, where resident memory is measured), then catch-up reads and the other Durable
-# Streams paths, then file-durable mode, /v0 topics and the multi-threaded runtime.
-record memory-1cpu memory yes fanout ds
-record durable-1cpu file-durable yes fanout ds topics
+# Streams paths, /v0 topics and the multi-threaded runtime; what only start-up ran comes last
+# (the server gives those pages back once it is ready).
+runs=(memory-fanout durable-fanout memory-1cpu durable-1cpu memory durable)
+record memory-fanout memory yes fanout
+record durable-fanout file-durable yes fanout
+record memory-1cpu memory yes ds
+record durable-1cpu file-durable yes ds topics
 record memory memory no fanout ds
 record durable file-durable no fanout ds topics
 
 # First run first; each later run adds what the earlier ones did not run.
-awk '!seen[$0]++' "$work/memory-1cpu.hits" "$work/durable-1cpu.hits" "$work/memory.hits" \
-  "$work/durable.hits" >"$list"
+files=()
+for run in "${runs[@]}"; do files+=("$work/$run.hits"); done
+awk '!seen[$0]++' "${files[@]}" "${files[@]/%/.startup}" >"$list"
 echo "hot-functions: wrote $(wc -l <"$list") names to $list; rebuild to lay them out"

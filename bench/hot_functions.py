@@ -3,6 +3,10 @@
 # they first ran, to $HOT_OUT when the server exits. Each breakpoint disables itself at its
 # first hit, so after start-up the server runs at nearly full speed.
 #
+# Start-up ends where the server gives back the pages it alone used (`release_startup_pages`,
+# crates/server/src/resident.rs): there the breakpoints that start-up hit are armed again, so
+# $HOT_OUT lists what the ready server runs, and $HOT_OUT.startup what only start-up ran.
+#
 #   HOT_BIN=target/release/riffle HOT_OUT=hits.txt gdb -q -batch -x bench/hot_functions.py BIN
 import os
 import subprocess
@@ -44,12 +48,19 @@ for line in nm.stdout.splitlines():
         functions.setdefault(int(f[0], 16), f[2])
 
 hits = []
+startup = None  # the breakpoints start-up hit, once it is over
+BOUNDARY = "release_startup_pages"
 
 
 class Entry(gdb.Breakpoint):
     def stop(self):
-        hits.append(self.function)
+        global hits, startup
+        hits.append(self)
         self.enabled = False
+        if startup is None and BOUNDARY in self.function:
+            startup, hits = hits, []
+            for bp in startup:
+                bp.enabled = True
         return False
 
 
@@ -60,8 +71,12 @@ gdb.write("hot-functions: %d breakpoints\n" % len(functions))
 
 
 def written(_event):
+    ran = [bp.function for bp in hits]
     with open(OUT, "w") as out:
-        out.write("".join(n + "\n" for n in hits))
+        out.write("".join(n + "\n" for n in ran))
+    seen = set(ran)
+    with open(OUT + ".startup", "w") as out:
+        out.write("".join(bp.function + "\n" for bp in startup or [] if bp.function not in seen))
 
 
 gdb.events.exited.connect(written)

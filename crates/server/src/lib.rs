@@ -4,5 +4,6 @@ pub mod config;
 pub mod conn;
 pub mod fanout;
 pub mod http;
+pub mod resident;
 pub mod serve;
 pub mod subscriptions;

@@ -370,6 +370,15 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
         app.scheme,
         app.scheme
     );
+    // Start-up is over: what it alone ran is given back (see `resident`).
+    match crate::resident::release_startup_pages() {
+        Ok(r) => tracing::debug!(
+            mappings = r.mappings,
+            resident_kib = r.resident_kib,
+            "start-up pages released"
+        ),
+        Err(e) => tracing::debug!(error = %e, "start-up pages kept"),
+    }
 
     let delivery = tokio::spawn(crate::subscriptions::driver::run(
         engine.clone(),
