@@ -49,7 +49,8 @@ record() { # name mode pin(yes/no) workloads...
     >"$work/$name.gdb.log" 2>&1 &
   gdbpid=$!
   for _ in $(seq 1 180); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/v1/stream/hot-probe" && break
+    # Ready, not just listening: the listener answers 503 while the data directory recovers.
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" == 200 ]] && break
     sleep 1
   done
   local url="http://127.0.0.1:$port/v1/stream"

@@ -31,15 +31,17 @@ pub fn release_startup_pages() -> std::io::Result<Released> {
     // Read a line at a time: the whole text is about 100 KB, which would stay with the
     // allocator for a while after the pages it frees.
     let smaps = std::io::BufReader::with_capacity(4096, std::fs::File::open("/proc/self/smaps")?);
+    let exe = std::env::current_exe()?;
     let mut done = Released::default();
-    for m in clean_file_mappings(smaps)? {
+    for m in clean_file_mappings(smaps, &exe.to_string_lossy())? {
         // SAFETY: the range is a whole private mapping of a file, mapped without write
         // permission, with no anonymous (copied-on-write) page: every page holds exactly the
         // file's bytes. MADV_DONTNEED on such a mapping only drops page-table entries; the next
         // access faults the same bytes back from the page cache (as after reclaim, which the
         // kernel may do to these pages at any time), so no value the program can observe
-        // changes. The mappings are the executable's and its libraries', which stay mapped
-        // for the life of the process (nothing here unloads a library).
+        // changes. The mappings are the executable's and its shared libraries', which stay
+        // mapped for the life of the process (nothing in it unloads a library), so no other
+        // mapping can have taken the range since `smaps` was read.
         let r = unsafe {
             rustix::mm::madvise(
                 m.start as *mut c_void,
@@ -53,6 +55,20 @@ pub fn release_startup_pages() -> std::io::Result<Released> {
         }
     }
     Ok(done)
+}
+
+/// What follows the first `n` whitespace-separated fields of `line` (a path may hold spaces).
+fn after_fields(line: &str, n: usize) -> &str {
+    let mut rest = line;
+    for _ in 0..n {
+        rest = rest.trim_start();
+        rest = rest.find(char::is_whitespace).map_or("", |i| &rest[i..]);
+    }
+    rest.trim()
+}
+
+fn is_shared_object(path: &str) -> bool {
+    path.starts_with('/') && (path.ends_with(".so") || path.contains(".so."))
 }
 
 fn traced(status: &str) -> bool {
@@ -69,9 +85,12 @@ struct Mapping {
     rss_kib: u64,
 }
 
-/// The mappings of `/proc/self/smaps` that are private, backed by a file (a path, not
-/// `[vdso]` or an anonymous region), without write permission, and hold no anonymous page.
-fn clean_file_mappings(mut smaps: impl std::io::BufRead) -> std::io::Result<Vec<Mapping>> {
+/// The mappings of `/proc/self/smaps` of the executable `exe` or a shared library that are
+/// private, without write permission, and hold no anonymous page.
+fn clean_file_mappings(
+    mut smaps: impl std::io::BufRead,
+    exe: &str,
+) -> std::io::Result<Vec<Mapping>> {
     struct Entry {
         mapping: Mapping,
         eligible: bool,
@@ -94,12 +113,12 @@ fn clean_file_mappings(mut smaps: impl std::io::BufRead) -> std::io::Result<Vec<
         {
             // `start-end perms offset dev inode [path]`
             let perms = fields.next().unwrap_or("");
-            let path = fields.nth(3).unwrap_or("");
+            let path = after_fields(&line, 5);
             let eligible = perms.len() == 4
                 && perms.starts_with('r')
                 && &perms[1..2] == "-"
                 && perms.ends_with('p')
-                && path.starts_with('/');
+                && (path == exe || is_shared_object(path));
             entries.push(Entry {
                 mapping: Mapping {
                     start,
@@ -154,6 +173,9 @@ Rss:                1100 kB
 Anonymous:             0 kB
 7f71e1200000-7f71e1201000 r-xp 00000000 08:01 78 /opt/has space/lib.so
 Rss:                   4 kB
+7f71e1300000-7f71e1301000 r-xp 00000000 08:01 79 /opt/has space/libz.so.1
+Rss:                   4 kB
+Anonymous:             0 kB
 7ffdae8d7000-7ffdae8f8000 rw-p 00000000 00:00 0                          [stack]
 Rss:                  32 kB
 Anonymous:            32 kB
@@ -163,11 +185,14 @@ Anonymous:             0 kB
 7f4c6dd00000-7f4c6dd01000 r--s 00000000 08:01 90 /dev/shm/shared
 Rss:                   4 kB
 Anonymous:             0 kB
+7f4c6de00000-7f4c6de10000 r--p 00000000 08:01 91 /var/lib/riffle/data.bin
+Rss:                  64 kB
+Anonymous:             0 kB
 ";
 
     #[test]
     fn only_unwritten_private_read_only_file_mappings_are_released() {
-        let got = clean_file_mappings(SMAPS.as_bytes()).expect("in memory");
+        let got = clean_file_mappings(SMAPS.as_bytes(), "/usr/bin/riffle").expect("in memory");
         assert_eq!(
             got,
             vec![
@@ -186,8 +211,13 @@ Anonymous:             0 kB
                     end: 0x7f71e112a000,
                     rss_kib: 1100
                 },
+                Mapping {
+                    start: 0x7f71e1300000,
+                    end: 0x7f71e1301000,
+                    rss_kib: 4
+                },
             ],
-            "relocated data, writable, anonymous, [vdso], shared and unknown-anonymous mappings stay"
+            "relocated data, writable, anonymous, [vdso], shared, data-file and unknown-anonymous mappings stay"
         );
     }
 
@@ -204,10 +234,19 @@ Anonymous:             0 kB
         static TABLE: [u64; 4] = [3, 1, 4, 1];
         let before = TABLE.iter().sum::<u64>();
         let done = release_startup_pages().expect("read /proc/self");
-        assert!(
-            done.mappings > 0,
-            "the test executable has read-only mappings"
-        );
+        let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self");
+        if traced(&status) {
+            assert_eq!(
+                done,
+                Released::default(),
+                "a traced process keeps its pages"
+            );
+        } else {
+            assert!(
+                done.mappings > 0,
+                "the test executable has read-only mappings"
+            );
+        }
         // Code and constants fault back in from the file, unchanged.
         assert_eq!(std::hint::black_box(&TABLE).iter().sum::<u64>(), before);
         assert_eq!(format!("{:?}", vec![1, 2]), "[1, 2]");
