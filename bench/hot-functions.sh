@@ -40,6 +40,7 @@ cpus="$(nproc)"
 record() { # name mode pin(yes/no) workloads...
   local name=$1 mode=$2 pin=$3
   shift 3
+  runs+=("$name")
   local port pfx=() lpfx=() gdbpid
   port="$("$bench" free-port)"
   if [[ $pin == yes && $cpus -ge 2 ]]; then pfx=(taskset -c 1); lpfx=(taskset -c 0); fi
@@ -72,7 +73,7 @@ record() { # name mode pin(yes/no) workloads...
 # benchmark, where resident memory is measured), then catch-up reads and the other Durable
 # Streams paths, /v0 topics and the multi-threaded runtime; what only start-up ran comes last
 # (the server gives those pages back once it is ready).
-runs=(memory-fanout durable-fanout memory-1cpu durable-1cpu memory durable)
+runs=() # as recorded, in order
 record memory-fanout memory yes fanout
 record durable-fanout file-durable yes fanout
 record memory-1cpu memory yes ds

@@ -6,10 +6,9 @@
 //! 1,000 subscribers about 1.2 MiB of the server's resident memory was such pages (libc's as
 //! much as its own). Once the server is ready, [`release_startup_pages`] unmaps the read-only
 //! pages of the executable and its libraries (they stay in the page cache), and the kernel
-//! maps back, on first touch, what the server then runs. Only pages that are byte for byte the file's are dropped: a mapping with any page
-//! the process wrote (relocated data, a debugger's breakpoint) is left alone.
-
-use std::ffi::c_void;
+//! maps back, on first touch, what the server then runs. Only pages that are byte for byte
+//! the file's are dropped: a mapping with any page the process wrote (relocated data, a
+//! debugger's breakpoint) is left alone. Elsewhere than Linux nothing is released.
 
 /// What [`release_startup_pages`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -21,8 +20,9 @@ pub struct Released {
 }
 
 /// Unmaps the resident pages of every read-only, never-written mapping of the executable or a
-/// shared library in this process, unless a debugger is attached (its breakpoints live in written copies of code
-/// pages; those mappings would be skipped anyway, this keeps a tracer's view stable).
+/// shared library in this process, unless a debugger is attached (its breakpoints live in
+/// written copies of code pages; those mappings would be skipped anyway, this keeps a
+/// tracer's view stable).
 pub fn release_startup_pages() -> std::io::Result<Released> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     if traced(&status) {
@@ -34,27 +34,39 @@ pub fn release_startup_pages() -> std::io::Result<Released> {
     let exe = std::env::current_exe()?;
     let mut done = Released::default();
     for m in clean_file_mappings(smaps, &exe.to_string_lossy())? {
-        // SAFETY: the range is a whole private mapping of a file, mapped without write
-        // permission, with no anonymous (copied-on-write) page: every page holds exactly the
-        // file's bytes. MADV_DONTNEED on such a mapping only drops page-table entries; the next
-        // access faults the same bytes back from the page cache (as after reclaim, which the
-        // kernel may do to these pages at any time), so no value the program can observe
-        // changes. The mappings are the executable's and its shared libraries', which stay
-        // mapped for the life of the process (nothing in it unloads a library), so no other
-        // mapping can have taken the range since `smaps` was read.
-        let r = unsafe {
-            rustix::mm::madvise(
-                m.start as *mut c_void,
-                m.end - m.start,
-                rustix::mm::Advice::LinuxDontNeed,
-            )
-        };
-        if r.is_ok() {
+        if drop_pages(&m) {
             done.mappings += 1;
             done.resident_kib += m.rss_kib;
         }
     }
     Ok(done)
+}
+
+/// Drops the page-table entries of `m`, one of [`clean_file_mappings`]'s.
+#[cfg(target_os = "linux")]
+fn drop_pages(m: &Mapping) -> bool {
+    // SAFETY: the range is a whole private mapping of a file, mapped without write permission,
+    // with no anonymous (copied-on-write) page: every page holds exactly the file's bytes.
+    // MADV_DONTNEED on such a mapping only drops page-table entries; the next access faults
+    // the same bytes back from the page cache (as after reclaim, which the kernel may do to
+    // these pages at any time), so no value the program can observe changes. The mappings are
+    // the executable's and its shared libraries', which stay mapped for the life of the
+    // process (nothing in it unloads a library), so no other mapping can have taken the range
+    // since `smaps` was read.
+    unsafe {
+        rustix::mm::madvise(
+            m.start as *mut std::ffi::c_void,
+            m.end - m.start,
+            rustix::mm::Advice::LinuxDontNeed,
+        )
+    }
+    .is_ok()
+}
+
+/// Without `/proc` no mapping is found, and there is nothing to drop.
+#[cfg(not(target_os = "linux"))]
+fn drop_pages(_: &Mapping) -> bool {
+    false
 }
 
 /// What follows the first `n` whitespace-separated fields of `line` (a path may hold spaces).
