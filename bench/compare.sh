@@ -7,7 +7,7 @@
 # then runs `riffle-bench compare`, which starts every server fresh for every run, pins the
 # load generator and the servers to different CPUs with taskset when it can, and prints
 # medians and Riffle/peer ratios. Extra arguments go to `riffle-bench compare`
-# (see `target/release/riffle-bench compare --help`).
+# (see `"$(scripts/bin-dir)/riffle-bench" compare --help`).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -17,4 +17,5 @@ bench/peers/install.sh all
 cargo build --release --locked -p riffle-server -p riffle-bench
 # fanout opens a thousand connections on each side of loopback.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-exec target/release/riffle-bench compare --riffle target/release/riffle "$@"
+bin="$(scripts/bin-dir)"
+exec "$bin/riffle-bench" compare --riffle "$bin/riffle" "$@"

@@ -16,12 +16,12 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 list="$here/crates/server/link/hot-functions.txt"
-bin="$here/target/release/riffle"
-bench="$here/target/release/riffle-bench"
+bin="$("$here/scripts/bin-dir")/riffle"
+bench="$("$here/scripts/bin-dir")/riffle-bench"
 
 present() { # how many names of the list the executable defines
-  nm --defined-only "$bin" | awk 'NR == FNR { have[$3] = 1; next } { n++; if ($1 in have) p++ }
-    END { printf "%d of the %d functions listed are in target/release/riffle\n", p, n }' - "$list"
+  nm --defined-only "$bin" | awk -v bin="$bin" 'NR == FNR { have[$3] = 1; next } { n++; if ($1 in have) p++ }
+    END { printf "%d of the %d functions listed are in %s\n", p, n, bin }' - "$list"
 }
 
 (cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
@@ -65,6 +65,10 @@ record() { # name mode pin(yes/no) workloads...
   pkill -TERM -f "^$work/riffle" || true
   wait "$gdbpid" || true
   [[ -s "$work/$name.hits" ]] || { echo "hot-functions: $name recorded nothing" >&2; cat "$work/$name.gdb.log" >&2; exit 1; }
+  # Without the boundary the list would lead with start-up's functions (and say nothing about
+  # what a ready server runs): the symbol must exist (resident.rs keeps it out of line).
+  [[ -s "$work/$name.hits.startup" ]] || {
+    echo "hot-functions: $name never reached release_startup_pages (inlined?)" >&2; exit 1; }
   echo "hot-functions: $name: $(wc -l <"$work/$name.hits") functions ran"
 }
 

@@ -7,7 +7,7 @@
 # crates/server/src/resident.rs): there the breakpoints that start-up hit are armed again, so
 # $HOT_OUT lists what the ready server runs, and $HOT_OUT.startup what only start-up ran.
 #
-#   HOT_BIN=target/release/riffle HOT_OUT=hits.txt gdb -q -batch -x bench/hot_functions.py BIN
+#   HOT_BIN=BIN HOT_OUT=hits.txt gdb -q -batch -x bench/hot_functions.py BIN
 import os
 import subprocess
 

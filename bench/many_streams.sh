@@ -9,7 +9,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 n="${1:-1000000}"
 cargo build --release --locked --quiet -p riffle-server -p riffle-bench
-bench=target/release/riffle-bench
+bin="$(scripts/bin-dir)"
+bench="$bin/riffle-bench"
 port=$("$bench" free-port)
 work=$(mktemp -d "${TMPDIR:-/tmp}/riffle-many.XXXXXX")
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -18,7 +19,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 rss() { grep -E 'VmRSS|VmHWM' "/proc/$pid/status" | tr -s ' \n' ' '; }
 start() {
   DS_STORAGE__MODE=file-durable DS_STORAGE__DATA_DIR="$work/data" \
-    DS_LIMITS__MAX_MEMORY_BYTES=16000000000 target/release/riffle --port "$port" \
+    DS_LIMITS__MAX_MEMORY_BYTES=16000000000 "$bin/riffle" --port "$port" \
     >"$work/server-$1.log" 2>&1 &
   pid=$!
   local t0

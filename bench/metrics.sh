@@ -10,7 +10,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 base="$1"; new="$2"; rounds="${3:-5}"; secs="${4:-6}"
-bench="${RIFFLE_BENCH:-$here/target/release/riffle-bench}"
+bench="${RIFFLE_BENCH:-$("$here/scripts/bin-dir")/riffle-bench}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

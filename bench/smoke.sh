@@ -11,7 +11,8 @@ cd "$root"
 
 # Speed is not measured here, so the debug build that the test run already made will do.
 cargo build --locked --quiet -p riffle-server -p riffle-bench
-bench=target/debug/riffle-bench
+bin="$(scripts/bin-dir debug)"
+bench="$bin/riffle-bench"
 work=$(mktemp -d "${TMPDIR:-/tmp}/riffle-bench-smoke.XXXXXX")
 pids=()
 cleanup() {
@@ -27,7 +28,7 @@ trap cleanup EXIT
 start() {
   port=$("$bench" free-port)
   DS_STORAGE__MODE=$1 DS_STORAGE__DATA_DIR="$work/$2" DS_LOG__RUST_LOG=warn \
-    target/debug/riffle serve --port "$port" --config-dir "$work" >"$work/$2.log" 2>&1 &
+    "$bin/riffle" serve --port "$port" --config-dir "$work" >"$work/$2.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 1 100); do
@@ -53,5 +54,5 @@ start file-durable topics
 "$bench" --quick --duration 1 --warmup 0.2 topics --url "http://127.0.0.1:$port/v1/stream" --server-pid "$pid"
 # The compare driver itself, with the scenarios only it runs (cardinality: appends spread over
 # many streams), on Riffle alone (quick mode: small stream counts, memory mode).
-"$bench" --quick compare --riffle target/debug/riffle --pinning off --scenarios cardinality,fanout \
+"$bench" --quick compare --riffle "$bin/riffle" --pinning off --scenarios cardinality,fanout \
   --cardinality-streams 1000,3000

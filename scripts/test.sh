@@ -34,7 +34,7 @@ for mode in file-fast file-durable; do
   RIFFLE_IT_STORAGE_MODE=$mode cargo test -p riffle-server --locked "${test_args[@]}"
 done
 
-bin="$root/target/debug/riffle"
+bin="$("$root/scripts/bin-dir" debug)/riffle"
 
 # Start the server on a free port; sets $url and $server_pid.
 start_server() {

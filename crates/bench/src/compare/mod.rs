@@ -19,9 +19,10 @@ use servers::{Env, Kind, Mode};
 
 #[derive(Args, Clone, Debug)]
 pub struct CompareArgs {
-    /// The riffle binary.
-    #[arg(long, default_value = "target/release/riffle")]
-    pub riffle: PathBuf,
+    /// The riffle binary [default: the `riffle` beside this riffle-bench, as cargo builds
+    /// them].
+    #[arg(long)]
+    pub riffle: Option<PathBuf>,
     /// Where bench/peers/install.sh put the peers [default: $RIFFLE_BENCH_CACHE or ~/.cache/riffle-bench].
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -128,6 +129,17 @@ fn cpu_model() -> String {
         .map_or("unknown".into(), |(_, m)| m.trim().to_string())
 }
 
+/// `--riffle`, or the `riffle` in this executable's directory.
+fn riffle_program(given: Option<PathBuf>) -> PathBuf {
+    let path = given.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("riffle")))
+            .unwrap_or_else(|| PathBuf::from("riffle"))
+    });
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
 pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> Result<i32> {
     let t0 = Instant::now();
     let cache = c.cache.clone().unwrap_or_else(|| {
@@ -137,7 +149,7 @@ pub async fn run(g: &Global, c: CompareArgs, pins: Option<(String, String)>) -> 
         )
     });
     let env = Env {
-        riffle: std::fs::canonicalize(&c.riffle).unwrap_or(c.riffle.clone()),
+        riffle: riffle_program(c.riffle.clone()),
         runs: cache.join("runs"),
         cache,
         server_cpus: pins.as_ref().map(|p| p.1.clone()),
