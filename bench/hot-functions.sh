@@ -16,8 +16,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 list="$here/crates/server/link/hot-functions.txt"
-bin="$("$here/scripts/bin-dir")/riffle"
-bench="$("$here/scripts/bin-dir")/riffle-bench"
+bindir="$("$here/scripts/bin-dir")"
+bin="$bindir/riffle"
+bench="$bindir/riffle-bench"
 
 present() { # how many names of the list the executable defines
   nm --defined-only "$bin" | awk -v bin="$bin" 'NR == FNR { have[$3] = 1; next } { n++; if ($1 in have) p++ }

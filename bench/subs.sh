@@ -13,8 +13,9 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 rounds="${1:-1}"
 shift || true
 (cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
-riffle="$("$here/scripts/bin-dir")/riffle"
-bench="$("$here/scripts/bin-dir")/riffle-bench"
+bindir="$("$here/scripts/bin-dir")"
+riffle="$bindir/riffle"
+bench="$bindir/riffle-bench"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 pinnable=no

@@ -14,8 +14,9 @@ secs="${2:-6}"
 CACHE="${RIFFLE_BENCH_CACHE:-$HOME/.cache/riffle-bench}"
 "$here/bench/peers/install.sh" ds015
 (cd "$here" && cargo build --release --quiet -p riffle-server -p riffle-bench)
-riffle="$("$here/scripts/bin-dir")/riffle"
-bench="$("$here/scripts/bin-dir")/riffle-bench"
+bindir="$("$here/scripts/bin-dir")"
+riffle="$bindir/riffle"
+bench="$bindir/riffle-bench"
 electric="$CACHE/durable-streams-0.1.5/bin/durable-streams-server"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
