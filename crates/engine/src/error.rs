@@ -59,6 +59,10 @@ pub enum EngineError {
     DurabilityUnavailable(crate::Durability),
     #[error("storage failure: {message}")]
     Storage { no_space: bool, message: String },
+    /// Stored bytes that fail their checksum (damaged on disk): refused, not served, and not
+    /// something a retry mends.
+    #[error("stored data is damaged: {0}")]
+    Damaged(String),
 
     #[error("offset {offset} is inside a JSON message, not between two")]
     OffsetInsideMessage { offset: u64 },

@@ -54,7 +54,7 @@ impl FileKey {
         }
     }
 
-    fn path(self) -> String {
+    pub(crate) fn path(self) -> String {
         match self.kind {
             FileKind::Data => data_path(self.id),
             FileKind::Idx => idx_path(self.id),
@@ -161,6 +161,8 @@ pub(crate) struct FileCache {
     /// use than the cache holds, every miss is an `open` and an eviction a `close`.
     opens: AtomicU64,
     evictions: AtomicU64,
+    /// What of the files' recovered contents has been checked against their checksums.
+    pub checked: crate::store::Checked,
 }
 
 /// What the cache has done, for metrics.
@@ -194,6 +196,7 @@ impl FileCache {
             per_shard: capacity / shards,
             opens: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            checked: Default::default(),
         }
     }
 
@@ -282,6 +285,19 @@ impl FileCache {
         let evicted = self.shard(key).lock().remove(key);
         drop(evicted);
         result
+    }
+
+    /// Rename `from` over the file `key` and close the cache's handle to the file replaced.
+    pub fn replace(&self, key: FileKey, from: &str) -> io::Result<()> {
+        let result = self.dir.rename(from, &key.path());
+        let evicted = self.shard(key).lock().remove(key);
+        drop(evicted);
+        result
+    }
+
+    /// The directory the files are in.
+    pub fn dir(&self) -> &Arc<dyn Dir> {
+        &self.dir
     }
 
     /// Files the cache holds open now (a lock per shard: for tests and metrics scrapes).

@@ -8,7 +8,7 @@
 
 use crate::filecache::{FileCache, FileKey};
 use crate::records::{LogMeta, WriterRec};
-use crate::store::{LogFiles, data_path, idx_path};
+use crate::store::{LogFiles, data_path, idx_len, idx_path};
 use crate::subs::SubRec;
 use crate::topic::queue::{QueueRec, QueueState};
 use crate::topic::router::Feed;
@@ -162,7 +162,7 @@ impl Replaying {
         let id = self.meta.id;
         let exact = |path: String, len: u64| dir.size(&path).is_ok_and(|s| s == Some(len));
         exact(data_path(id), self.writer.tail - self.base())
-            && exact(idx_path(id), self.writer.records * 8)
+            && exact(idx_path(id), idx_len(self.writer.records))
     }
 
     fn files(&mut self, cache: &Arc<FileCache>) -> Result<&LogFiles, String> {
@@ -485,6 +485,7 @@ const BULK_SYNC_LOGS: usize = 256;
 
 /// Remove a log's files (after its removal is durable) and close the cache's handles to them.
 pub(crate) fn remove_log_files(files: &FileCache, id: u64) {
+    files.checked.forget(id);
     for key in [FileKey::data(id), FileKey::idx(id)] {
         if let Err(e) = files.remove(key)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -542,7 +543,7 @@ fn finish(
         let files = if log.files.is_none() && lost.is_none() && log.files_at_lengths(dir) {
             // Untouched by replay and nothing to cut: not opened (with a million logs,
             // opening and truncating two files each is most of a restart).
-            LogFiles::existing(cache, id, log.base())
+            LogFiles::existing(cache, id, log.base(), tail)
         } else {
             let files = log.files(cache).map_err(OpenError::Replay)?.clone();
             if let Some((from, to)) = lost {
@@ -554,7 +555,7 @@ fn finish(
             files
                 .truncate(tail, records)
                 .map_err(|e| OpenError::Replay(format!("log {id:x}: {e}")))?;
-            files
+            files.recovered(tail)
         };
         out.push(RecoveredLog {
             topic: log.topic,

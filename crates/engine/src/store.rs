@@ -1,15 +1,73 @@
 //! Where a durable log's own records live (`Ephemeral` logs: [`crate::memstore`]): two files
-//! per log: `<id>.data` holds the stored bytes exactly as served, `<id>.idx` the end position
-//! of every record (u64 LE), so reads are byte ranges and record boundaries are a binary
-//! search away. RAM use of a file-backed log does not grow with its data. The files are not
-//! held open: every operation takes them from the [`FileCache`], so the number of logs is not
-//! bounded by the open-files limit.
+//! per log: `<id>.data` holds the stored bytes exactly as served, `<id>.idx` a 16-byte header
+//! and then one 16-byte entry per record: its end position (u64 LE), the CRC32C of its bytes
+//! and end (u32 LE) and flags (u32 LE). Reads are byte ranges and record boundaries are a
+//! binary search away. RAM use of a file-backed log does not grow with its data. The files
+//! are not held open: every operation takes them from the [`FileCache`], so the number of
+//! logs is not bounded by the open-files limit.
+//!
+//! Bytes on disk at start are checked against their checksums before they are first served
+//! ([`checked`]); a mismatch is an `InvalidData` error, never the damaged bytes.
+
+mod checked;
+mod migrate;
+
+pub(crate) use checked::Checked;
 
 use crate::filecache::{FileCache, FileKey};
 use bytes::{Bytes, BytesMut};
 use riffle_wal::DirFile;
 use std::io;
 use std::sync::Arc;
+
+/// The first 8 bytes of an index file (then 8 reserved zero bytes). Index files of the layout
+/// before checksums (8-byte entries from offset 0) lack it and are rewritten on open.
+const MAGIC: &[u8; 8] = b"RFLIDX\x00\x02";
+/// Bytes before the first entry.
+const HEADER: u64 = 16;
+/// Bytes per entry.
+const ENTRY: u64 = 16;
+/// Entry flag: the record's bytes were never stored (an `ephemeral` stretch a restart lost);
+/// readers skip such records, and there is nothing to check.
+const UNWRITTEN: u32 = 1;
+
+/// The length of an index file holding `records` entries.
+pub(crate) fn idx_len(records: u64) -> u64 {
+    HEADER + records * ENTRY
+}
+
+fn header() -> [u8; HEADER as usize] {
+    let mut h = [0; HEADER as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h
+}
+
+/// The checksum of a record: CRC32C of its bytes, continued over its end position, so an
+/// entry naming the wrong end fails too.
+fn record_crc(bytes: &[u8], end: u64) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(bytes), &end.to_le_bytes())
+}
+
+fn push_entry(out: &mut Vec<u8>, end: u64, crc: u32, flags: u32) {
+    out.extend_from_slice(&end.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// An index entry: end position, checksum, flags.
+fn parse_entry(e: &[u8]) -> (u64, u32, u32) {
+    let mut end = [0; 8];
+    let mut crc = [0; 4];
+    let mut flags = [0; 4];
+    end.copy_from_slice(&e[..8]);
+    crc.copy_from_slice(&e[8..12]);
+    flags.copy_from_slice(&e[12..16]);
+    (
+        u64::from_le_bytes(end),
+        u32::from_le_bytes(crc),
+        u32::from_le_bytes(flags),
+    )
+}
 
 /// The files of a durable log.
 #[derive(Clone)]
@@ -18,6 +76,9 @@ pub(crate) struct LogFiles {
     id: u64,
     /// Position of the first byte of `data` (a fork's inheritance point; 0 otherwise).
     pub base: u64,
+    /// Bytes below this position were on disk at start and are checked before they are
+    /// served; this process wrote those from here on.
+    unchecked_below: u64,
 }
 
 impl std::fmt::Debug for LogFiles {
@@ -37,27 +98,47 @@ pub(crate) fn idx_path(id: u64) -> String {
     format!("streams/{id:016x}.idx")
 }
 
+fn damaged(id: u64, what: String) -> io::Error {
+    let e = io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("stream file damaged: log {id:016x}: {what}"),
+    );
+    tracing::error!(error = %e, "a stored record failed its check; it is not served");
+    e
+}
+
 impl LogFiles {
     /// The files of log `id`, created if missing (only here: later opens never create them,
-    /// so an operation racing their removal fails instead of recreating them).
+    /// so an operation racing their removal fails instead of recreating them); an index in
+    /// the layout before checksums is rewritten first. Everything in them is taken as written
+    /// by this process: recovery marks what it found with [`Self::recovered`].
     pub fn open(cache: &Arc<FileCache>, id: u64, base: u64) -> io::Result<Self> {
         cache.open(FileKey::data(id), true)?;
-        cache.open(FileKey::idx(id), true)?;
+        migrate::ensure_layout(cache, id, base)?;
         Ok(Self {
             cache: cache.clone(),
             id,
             base,
+            unchecked_below: base,
         })
     }
 
-    /// The files of log `id`, known to exist (recovery found them at their lengths): not
-    /// opened until used.
-    pub fn existing(cache: &Arc<FileCache>, id: u64, base: u64) -> Self {
+    /// The files of log `id`, known to exist in the current layout (recovery found them at
+    /// their lengths, `tail` in all): not opened until used.
+    pub fn existing(cache: &Arc<FileCache>, id: u64, base: u64, tail: u64) -> Self {
         Self {
             cache: cache.clone(),
             id,
             base,
+            unchecked_below: tail,
         }
+    }
+
+    /// These files as recovered at start, holding `tail`: what they hold is checked before it
+    /// is served.
+    pub fn recovered(mut self, tail: u64) -> Self {
+        self.unchecked_below = tail;
+        self
     }
 
     fn data(&self) -> io::Result<Arc<dyn DirFile>> {
@@ -74,7 +155,7 @@ impl LogFiles {
     }
 
     /// Write records `first..` at once: their bytes (starting at position `start`) and their
-    /// end positions.
+    /// end positions. With no bytes, the records are entries only ([`UNWRITTEN`]).
     pub fn write_records(
         &self,
         first: u64,
@@ -82,9 +163,29 @@ impl LogFiles {
         data: &[u8],
         ends: &[u64],
     ) -> io::Result<()> {
-        self.data()?.write_all_at(data, start - self.base)?;
-        let idx: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
-        self.idx()?.write_all_at(&idx, first * 8)
+        let mut idx = Vec::with_capacity(ends.len() * ENTRY as usize);
+        if data.is_empty() {
+            for &end in ends {
+                push_entry(&mut idx, end, record_crc(&[], end), UNWRITTEN);
+            }
+        } else {
+            let mut from = start;
+            for &end in ends {
+                let bytes = end
+                    .checked_sub(start)
+                    .and_then(|hi| data.get((from - start) as usize..hi as usize))
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "record ends outside the bytes written",
+                        )
+                    })?;
+                push_entry(&mut idx, end, record_crc(bytes, end), 0);
+                from = end;
+            }
+            self.data()?.write_all_at(data, start - self.base)?;
+        }
+        self.idx()?.write_all_at(&idx, entry_at(first))
     }
 
     /// Index of the first of the `records` records whose end is greater than `pos`.
@@ -123,15 +224,18 @@ impl LogFiles {
         })
     }
 
-    /// The bytes of `[from, to)`, read.
+    /// The bytes of `[from, to)`, read (and checked, if on disk at start).
     pub fn read_bytes(&self, from: u64, to: u64) -> io::Result<Bytes> {
         let mut buf = BytesMut::zeroed((to - from) as usize);
         read_exact_at(self.data()?.as_ref(), &mut buf, from - self.base)?;
+        self.check(from, to, Some(&buf))?;
         Ok(buf.freeze())
     }
 
-    /// `[from, to)` as a range of the data file, not read.
+    /// `[from, to)` as a range of the data file, not read (but checked first, if on disk at
+    /// start and not checked since).
     pub fn range(&self, from: u64, to: u64) -> io::Result<crate::types::FileRange> {
+        self.check(from, to, None)?;
         Ok(crate::types::FileRange {
             file: self.data()?,
             offset: from - self.base,
@@ -154,19 +258,123 @@ impl LogFiles {
         };
         let end = record_end(idx.as_ref(), i)?;
         drop(idx);
-        let mut buf = BytesMut::zeroed((end - start) as usize);
-        read_exact_at(self.data()?.as_ref(), &mut buf, start - self.base)?;
-        Ok(Some((start, buf.freeze())))
+        Ok(Some((start, self.read_bytes(start, end)?)))
     }
 
     /// End positions of records `first..first + n` (one read of the index file).
     pub fn ends(&self, first: u64, n: u64) -> io::Result<Vec<u64>> {
-        let mut buf = vec![0u8; (n * 8) as usize];
-        read_exact_at(self.idx()?.as_ref(), &mut buf, first * 8)?;
+        let mut buf = vec![0u8; (n * ENTRY) as usize];
+        read_exact_at(self.idx()?.as_ref(), &mut buf, entry_at(first))?;
         Ok(buf
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .chunks_exact(ENTRY as usize)
+            .map(|e| parse_entry(e).0)
             .collect())
+    }
+
+    /// Check the part of `[from, to)` that was on disk at start and is not checked yet
+    /// against the index, using `bytes` (the range's, already read) where they serve.
+    fn check(&self, from: u64, to: u64, bytes: Option<&[u8]>) -> io::Result<()> {
+        let to = to.min(self.unchecked_below);
+        if from >= to {
+            return Ok(());
+        }
+        for (a, b) in self.cache.checked.missing(self.id, from, to) {
+            let (lo, hi) = self.check_records(a, b, bytes.map(|bytes| (from, bytes)))?;
+            self.cache.checked.add(self.id, lo, hi);
+        }
+        Ok(())
+    }
+
+    /// Check every record overlapping `[from, to)`; `known` is a range's start and bytes
+    /// already read. Returns the span of the records checked.
+    fn check_records(
+        &self,
+        from: u64,
+        to: u64,
+        known: Option<(u64, &[u8])>,
+    ) -> io::Result<(u64, u64)> {
+        const CHUNK_ENTRIES: u64 = 4096;
+        const CHUNK_BYTES: u64 = 1 << 20;
+        let idx = self.idx()?;
+        let count = idx.len()?.saturating_sub(HEADER) / ENTRY;
+        let mut i = self.first_ending_after(idx.as_ref(), count, from)?;
+        let first = if i == 0 {
+            self.base
+        } else {
+            record_end(idx.as_ref(), i - 1)?
+        };
+        let mut start = first;
+        let mut data = Vec::new();
+        while start < to {
+            let n = (count - i).min(CHUNK_ENTRIES);
+            if n == 0 {
+                return Err(damaged(
+                    self.id,
+                    format!("the index ends at {start}, before position {to}"),
+                ));
+            }
+            let mut raw = vec![0u8; (n * ENTRY) as usize];
+            read_exact_at(idx.as_ref(), &mut raw, entry_at(i))?;
+            // The entries this chunk checks: up to the one reaching `to`, within the byte cap
+            // (at least one).
+            let mut entries = Vec::new();
+            for e in raw.chunks_exact(ENTRY as usize) {
+                let (end, crc, flags) = parse_entry(e);
+                let at = entries.last().map_or(start, |&(end, _, _)| end);
+                if end < at {
+                    return Err(damaged(
+                        self.id,
+                        format!(
+                            "record {} ends at {end}, before it starts",
+                            i + entries.len() as u64
+                        ),
+                    ));
+                }
+                if !entries.is_empty() && end - start > CHUNK_BYTES {
+                    break;
+                }
+                entries.push((end, crc, flags));
+                if end >= to {
+                    break;
+                }
+            }
+            let chunk_end = entries.last().map_or(start, |&(end, _, _)| end);
+            let bytes = match known {
+                Some((at, b)) if at <= start && chunk_end <= at + b.len() as u64 => {
+                    &b[(start - at) as usize..(chunk_end - at) as usize]
+                }
+                _ => {
+                    data.resize((chunk_end - start) as usize, 0);
+                    read_exact_at(self.data()?.as_ref(), &mut data, start - self.base).map_err(
+                        |e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => damaged(
+                                self.id,
+                                format!("the index names bytes up to {chunk_end}, past the data"),
+                            ),
+                            _ => e,
+                        },
+                    )?;
+                    &data[..]
+                }
+            };
+            let mut at = start;
+            for (k, &(end, crc, flags)) in entries.iter().enumerate() {
+                let record = &bytes[(at - start) as usize..(end - start) as usize];
+                if flags & UNWRITTEN == 0 && record_crc(record, end) != crc {
+                    return Err(damaged(
+                        self.id,
+                        format!(
+                            "record {} (positions {at}..{end}) fails its checksum",
+                            i + k as u64
+                        ),
+                    ));
+                }
+                at = end;
+            }
+            i += entries.len() as u64;
+            start = chunk_end;
+        }
+        Ok((first, start))
     }
 
     /// Give back the disk space of the data in positions `[from, to)` and of the index
@@ -185,12 +393,17 @@ impl LogFiles {
         if data_to > data_from {
             self.data()?.punch_hole(data_from, data_to - data_from)?;
         }
-        let idx_to = to_rec * 8 / BLOCK * BLOCK;
-        let idx_from = from_rec * 8;
+        // Entries are 16 bytes after a 16-byte header: a block boundary is an entry boundary,
+        // and the header is never in a released block (`idx_from` >= HEADER).
+        let idx_to = entry_at(to_rec) / BLOCK * BLOCK;
+        let idx_from = entry_at(from_rec);
         if idx_to > idx_from {
             self.idx()?.punch_hole(idx_from, idx_to - idx_from)?;
         }
-        Ok((data_to.max(data_from) + self.base, idx_to.max(idx_from) / 8))
+        Ok((
+            data_to.max(data_from) + self.base,
+            (idx_to.max(idx_from) - HEADER) / ENTRY,
+        ))
     }
 
     /// Make both files durable. A handle opened after the writes covers them too (see
@@ -203,14 +416,19 @@ impl LogFiles {
     /// Drop anything past the recovered state.
     pub fn truncate(&self, tail: u64, records: u64) -> io::Result<()> {
         self.data()?.set_len(tail - self.base)?;
-        self.idx()?.set_len(records * 8)
+        self.idx()?.set_len(idx_len(records))
     }
+}
+
+/// Where entry `i` starts in the index file.
+fn entry_at(i: u64) -> u64 {
+    HEADER + i * ENTRY
 }
 
 /// End position of record `i`.
 fn record_end(idx: &dyn DirFile, i: u64) -> io::Result<u64> {
     let mut b = [0u8; 8];
-    read_exact_at(idx, &mut b, i * 8)?;
+    read_exact_at(idx, &mut b, entry_at(i))?;
     Ok(u64::from_le_bytes(b))
 }
 
@@ -228,3 +446,6 @@ fn read_exact_at(f: &dyn DirFile, mut buf: &mut [u8], mut off: u64) -> io::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

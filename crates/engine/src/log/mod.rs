@@ -308,6 +308,9 @@ pub(crate) fn storage_error(e: impl std::fmt::Display, no_space: bool) -> Engine
 }
 
 fn io_error(e: std::io::Error) -> EngineError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        return EngineError::Damaged(e.to_string());
+    }
     let no_space = e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28);
     storage_error(e, no_space)
 }

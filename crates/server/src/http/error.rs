@@ -134,6 +134,7 @@ impl From<EngineError> for ApiError {
             E::DurabilityUnavailable(_) => StatusCode::BAD_REQUEST,
             E::Storage { no_space: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Storage { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let err = ApiError::new(status, msg);
         match e {

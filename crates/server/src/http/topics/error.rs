@@ -119,7 +119,7 @@ pub fn engine(topic: &str, e: EngineError) -> ApiError {
             .reason("max_memory_bytes")
             .detail(serde_json::json!({ "limit": "max_memory_bytes", "max": limit }))
             .with_header("retry-after", 1),
-        E::Storage { .. } => {
+        E::Storage { .. } | E::Damaged(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).code("internal")
         }
         other => invalid(other.to_string()),

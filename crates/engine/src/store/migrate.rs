@@ -1,0 +1,81 @@
+//! Index files of the layout before checksums (one u64 end position per record from offset
+//! 0, no header) are rewritten in the current layout when their log's files are opened: the
+//! checksum of each record is computed from the bytes the data file holds (there is nothing
+//! older to check them against). The new index is written beside the old one and renamed
+//! over it, so a crash leaves either layout whole and the next open finishes the job; a
+//! leftover `.idx.new` is removed with the other stray files at the end of recovery.
+
+use super::{HEADER, MAGIC, UNWRITTEN, header, push_entry, read_exact_at, record_crc};
+use crate::filecache::{FileCache, FileKey};
+use riffle_wal::DirFile;
+use std::io;
+
+/// Old entries converted per pass (bounds the memory a conversion holds).
+const CHUNK: u64 = 65_536;
+
+/// Make the index of log `id` (data from position `base`) exist in the current layout.
+pub(super) fn ensure_layout(cache: &FileCache, id: u64, base: u64) -> io::Result<()> {
+    let idx = cache.open(FileKey::idx(id), true)?;
+    let len = idx.len()?;
+    if len == 0 {
+        return idx.write_all_at(&header(), 0);
+    }
+    if len >= HEADER {
+        let mut head = [0u8; 8];
+        read_exact_at(idx.as_ref(), &mut head, 0)?;
+        if &head == MAGIC {
+            return Ok(());
+        }
+    }
+    convert(cache, idx.as_ref(), id, base, len)
+}
+
+fn convert(cache: &FileCache, old: &dyn DirFile, id: u64, base: u64, len: u64) -> io::Result<()> {
+    let data = cache.open(FileKey::data(id), true)?;
+    let data_len = data.len()?;
+    let tmp = format!("{}.new", FileKey::idx(id).path());
+    let new = cache.dir().open(&tmp, true)?;
+    new.set_len(0)?;
+    new.write_all_at(&header(), 0)?;
+    let (entries, mut start, mut written) = (len / 8, base, HEADER);
+    let (mut raw, mut bytes, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first = 0;
+    'chunks: while first < entries {
+        let n = (entries - first).min(CHUNK);
+        raw.resize((n * 8) as usize, 0);
+        read_exact_at(old, &mut raw, first * 8)?;
+        out.clear();
+        for c in raw.chunks_exact(8) {
+            let mut e = [0u8; 8];
+            e.copy_from_slice(c);
+            let end = u64::from_le_bytes(e);
+            if end < start {
+                // Not an end position: a torn tail. What follows is replay's to rewrite.
+                new.write_all_at(&out, written)?;
+                written += out.len() as u64;
+                break 'chunks;
+            }
+            // Bytes past the data file's end were never stored (an index-only record, or a
+            // write the crash cut): they read as the zeros a hole holds.
+            bytes.clear();
+            bytes.resize((end - start) as usize, 0);
+            let stored = (data_len + base).clamp(start, end) - start;
+            read_exact_at(data.as_ref(), &mut bytes[..stored as usize], start - base)?;
+            let flags = if stored < end - start { UNWRITTEN } else { 0 };
+            push_entry(&mut out, end, record_crc(&bytes, end), flags);
+            start = end;
+        }
+        new.write_all_at(&out, written)?;
+        written += out.len() as u64;
+        first += n;
+    }
+    new.sync_data()?;
+    drop(new);
+    cache.replace(FileKey::idx(id), &tmp)?;
+    tracing::debug!(
+        log = id,
+        records = (written - HEADER) / 16,
+        "stream index rewritten with checksums"
+    );
+    Ok(())
+}
