@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 /// Starts every tagged checkpoint body (see the module docs).
 const TAG: &[u8; 16] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xffRFSNAP";
 /// The layout this binary writes, and the newest it reads.
-/// Untagged layouts were formats 1 to 6; tagged ones start at 7.
-pub(crate) const VERSION: u32 = 7;
+/// Untagged layouts were formats 1 to 6; tagged ones start at 7. Format 8 has the layout of
+/// 7; it marks stream index files with checksums (`crate::store`), which a binary reading up
+/// to 7 would misread, so such a binary refuses the directory instead.
+pub(crate) const VERSION: u32 = 8;
 
 /// Why a checkpoint body cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,7 @@ impl Snapshot {
             return Err(SnapshotError::Newer { found: version });
         }
         let undecodable = |source| SnapshotError::Undecodable { version, source };
-        // Version 7 is the first tagged layout: every tagged version so far is this one.
+        // Version 7 is the first tagged layout: every tagged version so far (7, 8) is this one.
         let (snap, rest) = postcard::take_from_bytes::<Snapshot>(body).map_err(undecodable)?;
         if !rest.is_empty() {
             return Err(undecodable(postcard::Error::DeserializeBadEncoding));
