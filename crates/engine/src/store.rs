@@ -45,7 +45,7 @@ fn header() -> [u8; HEADER as usize] {
 /// The checksum of a record: CRC32C of its bytes, continued over its end position, so an
 /// entry naming the wrong end fails too.
 fn record_crc(bytes: &[u8], end: u64) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(bytes), &end.to_le_bytes())
+    riffle_wal::crc32c_append(riffle_wal::crc32c(bytes), &end.to_le_bytes())
 }
 
 fn push_entry(out: &mut Vec<u8>, end: u64, crc: u32, flags: u32) {

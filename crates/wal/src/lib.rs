@@ -68,6 +68,8 @@ mod wal;
 
 pub use checkpoint::{read_checkpoint, write_checkpoint};
 pub use counting::CountingDir;
+/// The checksum of WAL records, for the engine's own (stream-file index entries) too.
+pub use crc32c::{crc32c, crc32c_append};
 pub use dir::{Dir, DirFile, Fault, FaultDir, FaultPlan, FsDir, MemDir};
 pub use error::WalError;
 pub use wal::{
