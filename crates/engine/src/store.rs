@@ -305,6 +305,9 @@ impl LogFiles {
         };
         let mut start = first;
         let mut data = Vec::new();
+        // No entry of a sound index ends past the data file: checked before anything is
+        // allocated for a range a damaged entry names.
+        let data_end = self.base + self.data()?.len()?;
         while start < to {
             let n = (count - i).min(CHUNK_ENTRIES);
             if n == 0 {
@@ -321,13 +324,17 @@ impl LogFiles {
             for e in raw.chunks_exact(ENTRY as usize) {
                 let (end, crc, flags) = parse_entry(e);
                 let at = entries.last().map_or(start, |&(end, _, _)| end);
+                let record = i + entries.len() as u64;
                 if end < at {
                     return Err(damaged(
                         self.id,
-                        format!(
-                            "record {} ends at {end}, before it starts",
-                            i + entries.len() as u64
-                        ),
+                        format!("record {record} ends at {end}, before it starts"),
+                    ));
+                }
+                if end > data_end {
+                    return Err(damaged(
+                        self.id,
+                        format!("record {record} ends at {end}, past the data ({data_end})"),
                     ));
                 }
                 if !entries.is_empty() && end - start > CHUNK_BYTES {

@@ -5,7 +5,7 @@
 //! over it, so a crash leaves either layout whole and the next open finishes the job; a
 //! leftover `.idx.new` is removed with the other stray files at the end of recovery.
 
-use super::{HEADER, MAGIC, UNWRITTEN, header, push_entry, read_exact_at, record_crc};
+use super::{HEADER, MAGIC, header, push_entry, read_exact_at, record_crc};
 use crate::filecache::{FileCache, FileKey};
 use riffle_wal::DirFile;
 use std::io;
@@ -49,20 +49,18 @@ fn convert(cache: &FileCache, old: &dyn DirFile, id: u64, base: u64, len: u64) -
             let mut e = [0u8; 8];
             e.copy_from_slice(c);
             let end = u64::from_le_bytes(e);
-            if end < start {
-                // Not an end position: a torn tail. What follows is replay's to rewrite.
+            if end < start || end - base > data_len {
+                // Not the end of stored bytes: a torn tail (entries written, their bytes not,
+                // when the power went). Those records are in the WAL: replay rewrites them.
                 new.write_all_at(&out, written)?;
                 written += out.len() as u64;
                 break 'chunks;
             }
-            // Bytes past the data file's end were never stored (an index-only record, or a
-            // write the crash cut): they read as the zeros a hole holds.
-            bytes.clear();
+            // Index-only records (an `ephemeral` stretch lost) span a hole: their checksum
+            // is of the zeros it reads as, which is what a read of them would find.
             bytes.resize((end - start) as usize, 0);
-            let stored = (data_len + base).clamp(start, end) - start;
-            read_exact_at(data.as_ref(), &mut bytes[..stored as usize], start - base)?;
-            let flags = if stored < end - start { UNWRITTEN } else { 0 };
-            push_entry(&mut out, end, record_crc(&bytes, end), flags);
+            read_exact_at(data.as_ref(), &mut bytes, start - base)?;
+            push_entry(&mut out, end, record_crc(&bytes, end), 0);
             start = end;
         }
         new.write_all_at(&out, written)?;

@@ -54,6 +54,14 @@ fn a_damaged_index_entry_fails_too() {
     assert!(damaged(f.range(0, 14)));
     let c = cache();
     three_records(&c);
+    // A high byte of record 2's end: an end far past the data is refused before anything
+    // is allocated for it.
+    let c2 = cache();
+    three_records(&c2);
+    flip(&c2, &idx_path(7), entry_at(2) + 6);
+    let f = LogFiles::existing(&c2, 7, 0, 14);
+    assert!(damaged(f.range(9, 14)));
+    assert!(f.range(0, 9).is_ok());
     // The checksum of record 0.
     flip(&c, &idx_path(7), entry_at(0) + 9);
     let f = LogFiles::existing(&c, 7, 0, 14);
