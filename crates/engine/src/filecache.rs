@@ -176,6 +176,8 @@ pub struct FileCacheStats {
     /// since start.
     pub opens: u64,
     pub evictions: u64,
+    /// Reads refused because stored bytes failed their checksum, since start.
+    pub damaged_reads: u64,
 }
 
 impl FileCache {
@@ -206,6 +208,7 @@ impl FileCache {
             open: self.len() as u64,
             opens: self.opens.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+            damaged_reads: self.checked.failures(),
         }
     }
 

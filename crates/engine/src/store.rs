@@ -279,7 +279,13 @@ impl LogFiles {
             return Ok(());
         }
         for (a, b) in self.cache.checked.missing(self.id, from, to) {
-            let (lo, hi) = self.check_records(a, b, bytes.map(|bytes| (from, bytes)))?;
+            let (lo, hi) = self
+                .check_records(a, b, bytes.map(|bytes| (from, bytes)))
+                .inspect_err(|e| {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        self.cache.checked.failed();
+                    }
+                })?;
             self.cache.checked.add(self.id, lo, hi);
         }
         Ok(())

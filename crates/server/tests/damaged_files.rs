@@ -72,6 +72,15 @@ async fn damaged_bytes_are_refused_and_the_rest_is_served() {
     assert_eq!(r.text().await.expect("body"), SECOND);
     assert_eq!(s.head(&a).await.status(), 200);
     assert_eq!(s.read_all(&b).await, b"untouched");
+    // Each refusal is counted.
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    let text = metrics.text().await.expect("metrics");
+    assert!(text.contains("riffle_damaged_reads_total 6"), "{text}");
     // New appends to the damaged stream are stored and served.
     s.append(&a, "text/plain", "third").await;
     let r = s

@@ -514,9 +514,11 @@ async fn the_cache_of_open_files_is_exported() {
         ("riffle_open_files_capacity", "gauge"),
         ("riffle_file_opens_total", "counter"),
         ("riffle_file_evictions_total", "counter"),
+        ("riffle_damaged_reads_total", "counter"),
     ] {
         assert_eq!(m.types.get(name).map(String::as_str), Some(kind), "{name}");
     }
+    assert_eq!(m.get("riffle_damaged_reads_total", &[]), 0.0);
     let capacity = m.get("riffle_open_files_capacity", &[]);
     assert!((1.0..=8.0).contains(&capacity), "capacity {capacity}");
     let open = m.get("riffle_open_files", &[]);

@@ -10,6 +10,7 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Logs remembered at most.
 const MAX_LOGS: usize = 65_536;
@@ -18,6 +19,8 @@ const MAX_LOGS: usize = 65_536;
 #[derive(Default)]
 pub(crate) struct Checked {
     logs: Mutex<HashMap<u64, Vec<(u64, u64)>>>,
+    /// Checks that found damage, since start (for metrics).
+    failures: AtomicU64,
 }
 
 impl Checked {
@@ -70,6 +73,16 @@ impl Checked {
             last += 1;
         }
         ranges.splice(first..last, [(lo, hi)]);
+    }
+
+    /// Count a check that found damage.
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checks that found damage, since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Forget log `id` (its files are gone).

@@ -42,6 +42,8 @@ fn recovered_bytes_are_checked_before_they_are_served() {
     assert!(damaged(f.record_containing(3, 10)));
     // Failing twice: a damaged range is never remembered as checked.
     assert!(damaged(f.range(9, 14)));
+    assert_eq!(c2.stats().damaged_reads, 4);
+    assert_eq!(c.stats().damaged_reads, 0);
 }
 
 #[test]

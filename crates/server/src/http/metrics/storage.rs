@@ -234,6 +234,12 @@ impl Collector for StorageCollector {
         )?;
         counter(
             &mut e,
+            "riffle_damaged_reads",
+            "Reads refused since start because stored bytes failed their checksum (500 stored data is damaged; the log names the stream file and record).",
+            f.damaged_reads,
+        )?;
+        counter(
+            &mut e,
             "riffle_checkpoint_failures",
             "Checkpoints that failed since start (the WAL is kept and replayed instead).",
             s.checkpoint_failures,
