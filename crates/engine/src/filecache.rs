@@ -163,6 +163,9 @@ pub(crate) struct FileCache {
     evictions: AtomicU64,
     /// What of the files' recovered contents has been checked against their checksums.
     pub checked: crate::store::Checked,
+    /// Index files may be in the layout before checksums (recovery of a directory whose
+    /// checkpoint predates format 8): they are rewritten, not refused.
+    old_layouts: std::sync::atomic::AtomicBool,
 }
 
 /// What the cache has done, for metrics.
@@ -199,6 +202,7 @@ impl FileCache {
             opens: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             checked: Default::default(),
+            old_layouts: Default::default(),
         }
     }
 
@@ -296,6 +300,15 @@ impl FileCache {
         let evicted = self.shard(key).lock().remove(key);
         drop(evicted);
         result
+    }
+
+    /// Whether index files may be in the layout before checksums (see `old_layouts`).
+    pub fn old_layouts(&self) -> bool {
+        self.old_layouts.load(Ordering::Relaxed)
+    }
+
+    pub fn set_old_layouts(&self, may: bool) {
+        self.old_layouts.store(may, Ordering::Relaxed);
     }
 
     /// The directory the files are in.

@@ -185,6 +185,14 @@ impl Persist {
         let files = Arc::new(FileCache::new(dir.clone(), config.max_open_files));
         let found = riffle_wal::read_checkpoint(dir.as_ref(), CHECKPOINT)?;
         let checkpointed = found.is_some();
+        // Before format 8 (or with no checkpoint, when replay rewrites every index from the
+        // start) index files may be in the layout before checksums: they are rewritten as
+        // recovery opens them, and a checkpoint follows at once, so that no older binary ever
+        // meets the new layout under a checkpoint it reads.
+        let old_layouts = found
+            .as_deref()
+            .is_none_or(|b| Snapshot::version(b) < snapshot::VERSION);
+        files.set_old_layouts(old_layouts);
         let snapshot: Snapshot = match found {
             None => Snapshot::default(),
             Some(bytes) => Snapshot::decode(&bytes)
@@ -310,7 +318,11 @@ impl Persist {
         let next_id = snapshot
             .next_id
             .max(subs.keys().next_back().map_or(0, |id| id + 1));
-        let current = checkpointed && report.records_replayed == 0 && report.torn_tails.is_empty();
+        persist.files.set_old_layouts(false);
+        let current = checkpointed
+            && !old_layouts
+            && report.records_replayed == 0
+            && report.torn_tails.is_empty();
         let clean_stop = checkpointed && !persist.dir.exists(RUNNING);
         persist.mark_running()?;
         Ok(Opened {

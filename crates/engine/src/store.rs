@@ -30,6 +30,12 @@ const ENTRY: u64 = 16;
 /// Entry flag: the record's bytes were never stored (an `ephemeral` stretch a restart lost);
 /// readers skip such records, and there is nothing to check.
 const UNWRITTEN: u32 = 1;
+/// Entry flag: the record's start was released before checksums existed (written by the
+/// rewrite of an old-layout index, for the first record after a released stretch): its
+/// checksum covers what the rewrite found, not the record, and is not checked.
+const UNCHECKED: u32 = 2;
+/// Records longer than this are checked in pieces of this size, not read whole.
+const PIECE: u64 = 1 << 20;
 
 /// The length of an index file holding `records` entries.
 pub(crate) fn idx_len(records: u64) -> u64 {
@@ -300,14 +306,18 @@ impl LogFiles {
         known: Option<(u64, &[u8])>,
     ) -> io::Result<(u64, u64)> {
         const CHUNK_ENTRIES: u64 = 4096;
-        const CHUNK_BYTES: u64 = 1 << 20;
         let idx = self.idx()?;
         let count = idx.len()?.saturating_sub(HEADER) / ENTRY;
         let mut i = self.first_ending_after(idx.as_ref(), count, from)?;
-        let first = if i == 0 {
-            self.base
-        } else {
-            record_end(idx.as_ref(), i - 1)?
+        let first = match i {
+            0 => self.base,
+            // The entry before a topic's first live record may have been released (zeroed)
+            // with the head's blocks by a layout before `release` kept it: the record
+            // starts where the read does (reads start at record boundaries).
+            _ => match record_end(idx.as_ref(), i - 1)? {
+                0 => from.max(self.base),
+                end => end,
+            },
         };
         let mut start = first;
         let mut data = Vec::new();
@@ -343,7 +353,7 @@ impl LogFiles {
                         format!("record {record} ends at {end}, past the data ({data_end})"),
                     ));
                 }
-                if !entries.is_empty() && end - start > CHUNK_BYTES {
+                if !entries.is_empty() && end - start > PIECE {
                     break;
                 }
                 entries.push((end, crc, flags));
@@ -352,6 +362,20 @@ impl LogFiles {
                 }
             }
             let chunk_end = entries.last().map_or(start, |&(end, _, _)| end);
+            if let [(end, crc, flags)] = entries[..]
+                && end - start > PIECE
+            {
+                // One long record: checked in pieces, never read whole.
+                if flags & (UNWRITTEN | UNCHECKED) == 0 && self.crc_of(start, end)? != crc {
+                    return Err(damaged(
+                        self.id,
+                        format!("record {i} (positions {start}..{end}) fails its checksum"),
+                    ));
+                }
+                i += 1;
+                start = end;
+                continue;
+            }
             let bytes = match known {
                 Some((at, b)) if at <= start && chunk_end <= at + b.len() as u64 => {
                     &b[(start - at) as usize..(chunk_end - at) as usize]
@@ -373,7 +397,7 @@ impl LogFiles {
             let mut at = start;
             for (k, &(end, crc, flags)) in entries.iter().enumerate() {
                 let record = &bytes[(at - start) as usize..(end - start) as usize];
-                if flags & UNWRITTEN == 0 && record_crc(record, end) != crc {
+                if flags & (UNWRITTEN | UNCHECKED) == 0 && record_crc(record, end) != crc {
                     return Err(damaged(
                         self.id,
                         format!(
@@ -388,6 +412,11 @@ impl LogFiles {
             start = chunk_end;
         }
         Ok((first, start))
+    }
+
+    /// The checksum of the stored bytes `[start, end)` as the record ending at `end`.
+    fn crc_of(&self, start: u64, end: u64) -> io::Result<u32> {
+        stored_crc(self.data()?.as_ref(), start - self.base, end - start, end)
     }
 
     /// Give back the disk space of the data in positions `[from, to)` and of the index
@@ -407,8 +436,9 @@ impl LogFiles {
             self.data()?.punch_hole(data_from, data_to - data_from)?;
         }
         // Entries are 16 bytes after a 16-byte header: a block boundary is an entry boundary,
-        // and the header is never in a released block (`idx_from` >= HEADER).
-        let idx_to = entry_at(to_rec) / BLOCK * BLOCK;
+        // and the header is never in a released block (`idx_from` >= HEADER). The entry of
+        // record `to_rec - 1` is kept: it says where the first live record starts.
+        let idx_to = entry_at(to_rec.saturating_sub(1)) / BLOCK * BLOCK;
         let idx_from = entry_at(from_rec);
         if idx_to > idx_from {
             self.idx()?.punch_hole(idx_from, idx_to - idx_from)?;
@@ -431,6 +461,20 @@ impl LogFiles {
         self.data()?.set_len(tail - self.base)?;
         self.idx()?.set_len(idx_len(records))
     }
+}
+
+/// The checksum of the `len` bytes of `data` at `offset` as the record ending at `end`, read
+/// in pieces (a record may be larger than what is sensible to hold at once).
+fn stored_crc(data: &dyn DirFile, offset: u64, len: u64, end: u64) -> io::Result<u32> {
+    let mut buf = vec![0u8; len.min(PIECE) as usize];
+    let (mut crc, mut done) = (0, 0);
+    while done < len {
+        let n = (len - done).min(PIECE) as usize;
+        read_exact_at(data, &mut buf[..n], offset + done)?;
+        crc = riffle_wal::crc32c_append(crc, &buf[..n]);
+        done += n as u64;
+    }
+    Ok(riffle_wal::crc32c_append(crc, &end.to_le_bytes()))
 }
 
 /// Where entry `i` starts in the index file.

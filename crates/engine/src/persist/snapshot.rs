@@ -79,6 +79,14 @@ impl Snapshot {
         postcard::to_extend(self, out).expect("checkpoints always serialize")
     }
 
+    /// The format of a checkpoint body (0 for the untagged formats 1 to 6).
+    pub fn version(bytes: &[u8]) -> u32 {
+        bytes
+            .strip_prefix(TAG.as_slice())
+            .and_then(|rest| rest.first_chunk::<4>())
+            .map_or(0, |v| u32::from_le_bytes(*v))
+    }
+
     /// Decode a checkpoint body of this version or an older one.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         let Some(rest) = bytes.strip_prefix(TAG.as_slice()) else {

@@ -5,7 +5,7 @@
 //! over it, so a crash leaves either layout whole and the next open finishes the job; a
 //! leftover `.idx.new` is removed with the other stray files at the end of recovery.
 
-use super::{HEADER, MAGIC, header, push_entry, read_exact_at, record_crc};
+use super::{HEADER, MAGIC, UNCHECKED, header, push_entry, read_exact_at, record_crc, stored_crc};
 use crate::filecache::{FileCache, FileKey};
 use riffle_wal::DirFile;
 use std::io;
@@ -27,6 +27,17 @@ pub(super) fn ensure_layout(cache: &FileCache, id: u64, base: u64) -> io::Result
             return Ok(());
         }
     }
+    if !cache.old_layouts() {
+        // A directory of checkpoint format 8 or later has only the current layout: this is
+        // a damaged header, and reading it as the old layout would make up record bounds.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "stream index {} has no valid header",
+                FileKey::idx(id).path()
+            ),
+        ));
+    }
     convert(cache, idx.as_ref(), id, base, len)
 }
 
@@ -38,8 +49,10 @@ fn convert(cache: &FileCache, old: &dyn DirFile, id: u64, base: u64, len: u64) -
     new.set_len(0)?;
     new.write_all_at(&header(), 0)?;
     let (entries, mut start, mut written) = (len / 8, base, HEADER);
-    let (mut raw, mut bytes, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut out) = (Vec::new(), Vec::new());
     let mut first = 0;
+    // Inside a released stretch (a topic's trimmed head: its entries read as zeros).
+    let mut released = false;
     'chunks: while first < entries {
         let n = (entries - first).min(CHUNK);
         raw.resize((n * 8) as usize, 0);
@@ -49,6 +62,12 @@ fn convert(cache: &FileCache, old: &dyn DirFile, id: u64, base: u64, len: u64) -
             let mut e = [0u8; 8];
             e.copy_from_slice(c);
             let end = u64::from_le_bytes(e);
+            if end == 0 {
+                // Released (or an empty record at 0): never read again.
+                push_entry(&mut out, 0, record_crc(&[], 0), 0);
+                released = true;
+                continue;
+            }
             if end < start || end - base > data_len {
                 // Not the end of stored bytes: a torn tail (entries written, their bytes not,
                 // when the power went). Those records are in the WAL: replay rewrites them.
@@ -56,11 +75,16 @@ fn convert(cache: &FileCache, old: &dyn DirFile, id: u64, base: u64, len: u64) -
                 written += out.len() as u64;
                 break 'chunks;
             }
-            // Index-only records (an `ephemeral` stretch lost) span a hole: their checksum
-            // is of the zeros it reads as, which is what a read of them would find.
-            bytes.resize((end - start) as usize, 0);
-            read_exact_at(data.as_ref(), &mut bytes, start - base)?;
-            push_entry(&mut out, end, record_crc(&bytes, end), 0);
+            if std::mem::take(&mut released) {
+                // The first record after a released stretch: where it starts went with the
+                // stretch's entries, so there is nothing to compute its checksum over.
+                push_entry(&mut out, end, 0, UNCHECKED);
+            } else {
+                // Index-only records (an `ephemeral` stretch lost) span a hole: their checksum
+                // is of the zeros it reads as, which is what a read of them would find.
+                let crc = stored_crc(data.as_ref(), start - base, end - start, end)?;
+                push_entry(&mut out, end, crc, 0);
+            }
             start = end;
         }
         new.write_all_at(&out, written)?;

@@ -107,6 +107,9 @@ fn an_index_of_the_layout_before_checksums_is_rewritten_on_open() {
         .collect();
     old.write_all_at(&ends, 0).expect("write");
     drop((data, old));
+    // Refused where only the current layout may be (a damaged header, not an old index).
+    assert!(damaged(LogFiles::open(&c, 9, 100)));
+    c.set_old_layouts(true);
     // A fork's files: data from position 100.
     let f = LogFiles::open(&c, 9, 100).expect("open").recovered(111);
     assert_eq!(c.dir().size(&idx_path(9)).expect("size"), Some(idx_len(3)));
@@ -137,4 +140,66 @@ fn released_index_blocks_keep_the_header() {
         f.ends(rec_to, 2).expect("ends"),
         vec![rec_to + 1, rec_to + 2]
     );
+}
+
+#[test]
+fn an_old_index_with_a_released_head_is_rewritten_without_reading_the_hole() {
+    let c = cache();
+    c.set_old_layouts(true);
+    // A topic whose first two records (0..4, 4..8) were released: their entries and bytes
+    // are zeros now; records 8..12 and 12..16 are live.
+    let data = c.dir().open(&data_path(4), true).expect("create");
+    data.write_all_at(b"\0\0\0\0\0\0\0\0liveLIVE", 0)
+        .expect("write");
+    let old = c.dir().open(&idx_path(4), true).expect("create");
+    let ends: Vec<u8> = [0u64, 0, 12, 16]
+        .iter()
+        .flat_map(|e| e.to_le_bytes())
+        .collect();
+    old.write_all_at(&ends, 0).expect("write");
+    drop((data, old));
+    let f = LogFiles::open(&c, 4, 0).expect("open").recovered(16);
+    // The first live record's start is gone with its predecessor's entry: it is served from
+    // where the read starts, unchecked; the next one is checked.
+    assert_eq!(&f.read_bytes(8, 16).expect("read")[..], b"liveLIVE");
+    flip(&c, &data_path(4), 13);
+    c.checked.forget(4); // as after a restart
+    let f = LogFiles::existing(&c, 4, 0, 16);
+    assert!(damaged(f.read_bytes(8, 16)));
+}
+
+#[test]
+fn a_release_keeps_the_entry_saying_where_the_head_starts() {
+    let c = cache();
+    let f = LogFiles::open(&c, 6, 0).expect("open");
+    let data = vec![5u8; 300];
+    let ends: Vec<u64> = (1..=300).collect();
+    f.write_records(0, 0, &data, &ends).expect("write");
+    // Entry 255 starts the second block: releasing up to record 255 must keep entry 254
+    // (where record 255 starts), the first block's last, so it gives back nothing yet.
+    assert_eq!(f.release(0, 255, 0, 255).expect("release").1, 0);
+    assert_eq!(f.ends(254, 1).expect("ends"), vec![255]);
+    // Entry 256 would start the second block: releasing up to record 256 gives back the
+    // first block but not entry 255 (the start of record 256), the second block's first.
+    let (_, rec_to) = f.release(0, 256, 0, 256).expect("release");
+    assert_eq!(rec_to, 255);
+    let (_, rec_to) = f.release(0, 257, rec_to, 257).expect("release");
+    assert_eq!(rec_to, 255);
+    let f = LogFiles::existing(&c, 6, 0, 300);
+    assert_eq!(f.ends(255, 2).expect("ends"), vec![256, 257]);
+    assert!(f.read_bytes(256, 300).is_ok());
+}
+
+#[test]
+fn long_records_are_checked_in_pieces() {
+    let c = cache();
+    let f = LogFiles::open(&c, 8, 0).expect("open");
+    let big = vec![9u8; (PIECE * 2 + 5) as usize];
+    f.write_record(0, 0, &big).expect("write");
+    f.write_record(1, big.len() as u64, b"tail").expect("write");
+    let end = big.len() as u64 + 4;
+    assert!(LogFiles::existing(&c, 8, 0, end).range(0, end).is_ok());
+    flip(&c, &data_path(8), PIECE + 3);
+    c.checked.forget(8); // as after a restart
+    assert!(damaged(LogFiles::existing(&c, 8, 0, end).range(0, end)));
 }
