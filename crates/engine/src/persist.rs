@@ -552,7 +552,12 @@ fn finish(
             _ => None,
         };
         let (tail, records) = (log.writer.tail, log.writer.records);
-        let files = if log.files.is_none() && lost.is_none() && log.files_at_lengths(dir) {
+        // (Not while old layouts may be about: every index is opened, and rewritten if old.)
+        let files = if log.files.is_none()
+            && lost.is_none()
+            && !cache.old_layouts()
+            && log.files_at_lengths(dir)
+        {
             // Untouched by replay and nothing to cut: not opened (with a million logs,
             // opening and truncating two files each is most of a restart).
             LogFiles::existing(cache, id, log.base(), tail)
