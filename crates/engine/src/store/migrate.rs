@@ -20,12 +20,21 @@ pub(super) fn ensure_layout(cache: &FileCache, id: u64, base: u64) -> io::Result
     if len == 0 {
         return idx.write_all_at(&header(), 0);
     }
-    if len >= HEADER {
-        let mut head = [0u8; 8];
-        read_exact_at(idx.as_ref(), &mut head, 0)?;
-        if &head == MAGIC {
-            return Ok(());
-        }
+    let mut head = [0u8; HEADER as usize];
+    let have = len.min(HEADER) as usize;
+    read_exact_at(idx.as_ref(), &mut head[..have], 0)?;
+    if &head[..8] == MAGIC {
+        return Ok(());
+    }
+    if !cache.old_layouts() && head == [0; HEADER as usize] {
+        // The header's page never reached the disk (a power loss soon after the log was
+        // created) while a later one did: the entries there are rewritten by replay, and any
+        // that are not fail their checks when read.
+        tracing::warn!(
+            log = id,
+            "stream index without its header (lost page); header rewritten"
+        );
+        return idx.write_all_at(&header(), 0);
     }
     if !cache.old_layouts() {
         // A directory of checkpoint format 8 or later has only the current layout: this is

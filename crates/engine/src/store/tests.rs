@@ -109,6 +109,12 @@ fn an_index_of_the_layout_before_checksums_is_rewritten_on_open() {
     drop((data, old));
     // Refused where only the current layout may be (a damaged header, not an old index).
     assert!(damaged(LogFiles::open(&c, 9, 100)));
+    // A header whose page was lost (zeros) is written again.
+    let lost = c.dir().open(&idx_path(10), true).expect("create");
+    lost.write_all_at(&[0; 40], 0).expect("write");
+    drop(lost);
+    LogFiles::open(&c, 10, 0).expect("open");
+    assert_eq!(c.dir().size(&idx_path(10)).expect("size"), Some(40));
     c.set_old_layouts(true);
     // A fork's files: data from position 100.
     let f = LogFiles::open(&c, 9, 100).expect("open").recovered(111);
